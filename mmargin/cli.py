@@ -1,0 +1,119 @@
+"""The ``mmargin`` command line: ``run`` a task file, list ``plugins``.
+
+Only argparse and the standard library load before a sub-command runs, so ``mmargin
+--help`` is instant; task and plugin errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from mmargin import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept separate so tests can inspect it)."""
+    parser = argparse.ArgumentParser(
+        prog="mmargin",
+        description="Per-input adversarial robustness margins: the smallest perturbation "
+        "that flips a model's prediction, verified.",
+    )
+    parser.add_argument("--version", action="version", version=f"mmargin {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a task file and write results")
+    run.add_argument("task", help="path to a task .toml file")
+    run.add_argument("--out", help="output folder (default: the task's task.out)")
+    run.add_argument("--device", help="torch device, e.g. cpu or cuda (overrides the task)")
+    run.add_argument("--samples", type=int, help="evaluate only the first N samples")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("plugins", help="list installed plugins and what each provides")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mmargin`` script."""
+    args = build_parser().parse_args(argv)
+    from mmargin.errors import MmarginError
+
+    try:
+        if args.command == "plugins":
+            return _plugins()
+        return _run(args)
+    except MmarginError as exc:
+        print(f"mmargin: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _plugins() -> int:
+    from mmargin.plugins import describe
+
+    rows = describe()
+    width = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
+    for plugin, kind, name, text in rows:
+        print(f"{plugin:<{width[0]}}  {kind:<{width[1]}}  {name:<{width[2]}}  {text}".rstrip())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mmargin.api import run_task
+
+    bar: dict[str, Any] = {}
+
+    def on_start(total: int) -> None:
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar["bar"] = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(n: int) -> None:
+        if "bar" in bar:
+            bar["bar"].update(n)
+
+    if args.samples is not None and args.samples < 1:
+        print("mmargin: error: --samples: expected a positive integer", file=sys.stderr)
+        return 2
+    output = run_task(args.task, out=args.out, device=args.device, samples=args.samples,
+                      progress=progress, on_start=on_start)  # fmt: skip
+    if "bar" in bar:
+        bar["bar"].close()
+    print(format_summary(output.task.name, output.summary))
+    if output.out is not None:
+        print(f"\nwrote {output.out}/results.jsonl, summary.json, task.resolved.toml")
+    return 0
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.4g}"
+
+
+def format_summary(name: str, summary: Any) -> str:
+    """The summary table printed after a run."""
+    s = summary
+    rows = [
+        ("samples", f"{s.samples} ({s.errors} errors)"),
+        ("clean accuracy", f"{s.clean_accuracy:.1%}" if not math.isnan(s.clean_accuracy) else "n/a"),
+        ("attack success", f"{s.attack_success:.1%}" if not math.isnan(s.attack_success) else "n/a"),
+        (f"margin ({s.distance}) median", _fmt(s.margin_median)),
+        ("margin quartiles", f"{_fmt(s.margin_q25)} .. {_fmt(s.margin_q75)}"),
+        ("relative margin median", _fmt(s.relative_margin_median)),
+        ("exact (lower = upper)", f"{s.exact_fraction:.1%}" if not math.isnan(s.exact_fraction) else "n/a"),
+        ("queries / sample", _fmt(s.queries_mean)),
+        ("seconds", f"{s.seconds_total:.2f}"),
+    ]  # fmt: skip
+    for eps, acc in s.robust_accuracy.items():
+        rows.append((f"robust accuracy @ {eps:g}", f"{acc:.1%}"))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"== {name} =="] + [f"{k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

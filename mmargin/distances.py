@@ -1,0 +1,147 @@
+"""Distances: the units a margin is reported in, with what the gradient engine needs.
+
+A distance measures a batch of perturbations per sample and knows three more things the
+minimum-norm search uses: its dual norm (to turn a first-order boundary estimate
+``loss / ‖∇‖_*`` into a distance), the projection onto its ball of radius ε, and the
+steepest-ascent direction of unit size. Weighted variants (``‖w ⊙ δ‖_p``, cost per unit
+of each feature) are the same norm after the change of variables ``u = w ⊙ δ``.
+
+This module imports torch; the host only imports it when a search runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+_TINY = 1e-12
+
+
+@runtime_checkable
+class Distance(Protocol):
+    """What the engine needs from a distance. ``p`` is the Lp exponent the search follows."""
+
+    name: str
+    p: float
+
+    def norm(self, delta: Tensor) -> Tensor:
+        """Per-sample size of a batch of perturbations ``(B, ...)`` → ``(B,)``."""
+        ...
+
+    def dual_norm(self, grad: Tensor) -> Tensor:
+        """Per-sample dual norm of a batch of gradients ``(B, ...)`` → ``(B,)``."""
+        ...
+
+    def project(self, delta: Tensor, eps: Tensor) -> Tensor:
+        """The batch projected onto the balls of per-sample radius ``eps`` ``(B,)``."""
+        ...
+
+
+def _view(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape per-sample ``(B,)`` values to broadcast against ``like`` ``(B, ...)``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
+    """Euclidean projection of each row onto the L1 ball of radius ``eps`` (Duchi et al. 2008)."""
+    abs_flat = flat.abs()
+    inside = abs_flat.sum(dim=1) <= eps
+    if bool(inside.all()):
+        return flat
+    sorted_abs, _ = abs_flat.sort(dim=1, descending=True)
+    cumsum = sorted_abs.cumsum(dim=1)
+    ks = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+    cond = sorted_abs - (cumsum - eps.unsqueeze(1)) / ks > 0
+    # rho = last index where the condition holds (cond is monotone: True then False)
+    rho = cond.to(flat.dtype).cumsum(dim=1).argmax(dim=1)
+    theta = (cumsum.gather(1, rho.unsqueeze(1)).squeeze(1) - eps) / (rho + 1).to(flat.dtype)
+    projected = flat.sign() * (abs_flat - theta.clamp(min=0).unsqueeze(1)).clamp(min=0)
+    return torch.where(inside.unsqueeze(1), flat, projected)
+
+
+def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:
+    """Keep the ``floor(eps)`` largest-magnitude coordinates of each row, zero the rest."""
+    k = eps.floor().clamp(min=0, max=flat.shape[1]).long()
+    order = flat.abs().argsort(dim=1, descending=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return torch.where(ranks < k.unsqueeze(1), flat, torch.zeros_like(flat))
+
+
+@dataclass(frozen=True)
+class LpDistance:
+    """The (optionally weighted) Lp norm, p ∈ {0, 1, 2, ∞}, over all non-batch dims.
+
+    With ``weights`` (positive, shape of one sample) the norm is ``‖w ⊙ δ‖_p``: the
+    cost-weighted distances of tabular data. ``units`` is what a report prints beside it.
+    """
+
+    name: str
+    p: float
+    weights: Tensor | None = None
+    units: str = ""
+
+    def __post_init__(self) -> None:
+        if self.p not in (0.0, 1.0, 2.0, math.inf):
+            raise ValueError(f"LpDistance: p must be 0, 1, 2 or inf, got {self.p!r}")
+        if self.weights is not None and not bool((self.weights > 0).all()):
+            raise ValueError("LpDistance: weights must all be > 0 (freeze features with a mask)")
+
+    @property
+    def dual_p(self) -> float:
+        """The dual exponent q with 1/p + 1/q = 1 (L0 uses L∞'s dual as its heuristic)."""
+        return {0.0: 1.0, 1.0: math.inf, 2.0: 2.0, math.inf: 1.0}[self.p]
+
+    def _scale(self, delta: Tensor) -> Tensor:
+        return delta if self.weights is None else delta * self.weights.to(delta)
+
+    def _unscale(self, u: Tensor) -> Tensor:
+        return u if self.weights is None else u / self.weights.to(u)
+
+    def norm(self, delta: Tensor) -> Tensor:
+        flat = self._scale(delta).flatten(1)
+        if self.p == 0.0:
+            return (flat != 0).sum(dim=1).to(delta.dtype)
+        return flat.norm(p=self.p, dim=1)
+
+    def dual_norm(self, grad: Tensor) -> Tensor:
+        flat = self._unscale(grad).flatten(1)
+        return flat.norm(p=self.dual_p, dim=1)
+
+    def project(self, delta: Tensor, eps: Tensor) -> Tensor:
+        u = self._scale(delta)
+        flat = u.flatten(1)
+        eps = eps.to(flat)
+        if self.p == math.inf:
+            flat = torch.maximum(torch.minimum(flat, eps.unsqueeze(1)), -eps.unsqueeze(1))
+        elif self.p == 2.0:
+            norms = flat.norm(dim=1).clamp(min=_TINY)
+            flat = flat * (eps / norms).clamp(max=1.0).unsqueeze(1)
+        elif self.p == 1.0:
+            flat = _project_l1(flat, eps)
+        else:
+            flat = _project_l0(flat, eps)
+        return self._unscale(flat.view_as(delta))
+
+    def to_l2_scale(self, eps: Tensor, free_dims: Tensor) -> Tensor:
+        """The L2 radius of the ε-ball's widest point: sets the engine's step length."""
+        if self.p == math.inf:
+            return eps * free_dims.to(eps).clamp(min=1).sqrt()
+        if self.p == 0.0:
+            return eps.clamp(min=1).sqrt()
+        return eps
+
+
+_LP_NAMES: dict[str, float] = {"l0": 0.0, "l1": 1.0, "l2": 2.0, "linf": math.inf}
+
+
+def lp(name: str, weights: Tensor | None = None, units: str = "") -> LpDistance:
+    """An Lp distance by name: ``l0``, ``l1``, ``l2`` or ``linf``."""
+    key = name.lower()
+    if key not in _LP_NAMES:
+        raise ValueError(f"unknown Lp distance {name!r}; expected one of {sorted(_LP_NAMES)}")
+    return LpDistance(name=key, p=_LP_NAMES[key], weights=weights, units=units)

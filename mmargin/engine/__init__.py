@@ -1,0 +1,1 @@
+"""The minimal-flip search engine: the only place in mmargin that searches."""

@@ -1,0 +1,223 @@
+"""Adaptive-ε minimum-norm search for continuous, differentiable spaces.
+
+The FMN / DDN family: every sample carries its own radius ε. After a step that lands on
+an adversarial point ε shrinks (and never exceeds the best norm seen); after a step that
+does not, ε grows — or, before any flip was found, jumps to the first-order estimate of the
+distance to the boundary, ``‖δ‖ + loss / ‖∇loss‖_*``. Each step moves against the
+gradient of the margin loss by a length tied to ε (so the search is scale-free: pixels,
+dollars or waveform samples alike), then projects onto the distance's ε-ball and onto the
+space (box, mask). Step length and ε factor follow cosine schedules. The best adversarial
+seen at any step is kept, samples that stop improving leave the batch early, and every
+forward or backward pass is counted per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mmargin.adapters import ModelAdapter
+from mmargin.distances import LpDistance
+from mmargin.goals import Goal, Untargeted
+from mmargin.spaces import ContinuousSpace
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """Knobs of the gradient strategy; the defaults are what the tests and benchmarks use.
+
+    ``alpha_*`` is the step length as a fraction of the ε-ball's L2 radius, ``gamma_*`` the
+    factor by which ε shrinks or grows; both anneal with a cosine from init to final.
+    ``patience`` is how many steps a sample may go without improving its best norm by
+    ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
+    follow the first; ``candidates`` is how many of the highest-scoring other classes are
+    ranked for class-aware restarts.
+    """
+
+    alpha_init: float = 1.0
+    alpha_final: float = 0.01
+    gamma_init: float = 0.05
+    gamma_final: float = 0.001
+    patience: int = 0
+    rtol: float = 1e-4
+    restarts: int = 1
+    candidates: int = 9
+
+
+@dataclass
+class SearchState:
+    """Per-sample outcome of a search over one batch (``best_class``: where it landed)."""
+
+    best_delta: Tensor
+    best_norm: Tensor
+    best_class: Tensor
+    queries: Tensor
+
+
+def _cosine(k: int, steps: int, start: float, end: float) -> float:
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * k / max(steps, 1)))
+
+
+def _view(values: Tensor, like: Tensor) -> Tensor:
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def gradient_search(
+    model: ModelAdapter,
+    space: ContinuousSpace,
+    distance: LpDistance,
+    goal: Goal,
+    x: Tensor,
+    labels: Tensor,
+    targets: Tensor | None,
+    steps: int,
+    config: GradientConfig = GradientConfig(),
+    generator: torch.Generator | None = None,
+) -> SearchState:
+    """Run ``steps`` forward+backward steps (split over restarts) on a batch.
+
+    Returns the smallest adversarial perturbation found per sample (``inf`` norm and a
+    zero perturbation where none was found) and the passes each sample used.
+
+    Restarts of an untargeted search are *class-aware*: the first run follows the usual
+    ``z_y − max_j z_j`` loss, which can settle on the boundary of a class that is not the
+    nearest one; restart r instead drives ``z_y − z_c`` for the class ``c`` with the
+    r-th smallest first-order distance at the clean input (ranked once, at a cost of one
+    backward pass per candidate class).
+    Targeted restarts start from a random point on the sphere of the best norm so far.
+    """
+    batch = x.shape[0]
+    state = SearchState(
+        best_delta=torch.zeros_like(x),
+        best_norm=torch.full((batch,), math.inf, device=x.device, dtype=x.dtype),
+        best_class=torch.full((batch,), -1, dtype=torch.long, device=x.device),
+        queries=torch.zeros(batch, dtype=torch.long, device=x.device),
+    )
+    runs = config.restarts + 1
+    ranked = None
+    if runs > 1 and isinstance(goal, Untargeted):
+        ranked = rank_classes(model, distance, x, labels, max(config.candidates, runs - 1))
+        state.queries += 1 + ranked.shape[1]
+        steps -= (1 + ranked.shape[1] + 1) // 2
+    per_run = max(steps // runs, 1)
+    for run in range(runs):
+        start = torch.zeros_like(x)
+        against = None
+        if run > 0 and ranked is not None:
+            against = ranked[:, min(run - 1, ranked.shape[1] - 1)]
+        elif run > 0:  # restart from a random point on the sphere of the best norm so far
+            found = torch.isfinite(state.best_norm)
+            radius = torch.where(found, state.best_norm, torch.zeros_like(state.best_norm))
+            direction = space.random(x, generator)
+            start = distance.project(direction * _view(radius * 10, x), radius)
+            start = space.project(x, start)
+        _run_once(
+            model, space, distance, goal, x, labels, targets, per_run, config, start, state,
+            against,
+        )  # fmt: skip
+    return state
+
+
+def rank_classes(
+    model: ModelAdapter, distance: LpDistance, x: Tensor, labels: Tensor, count: int
+) -> Tensor:
+    """Candidate classes per sample, nearest first by first-order distance at ``x``.
+
+    Only the ``count`` highest-scoring other classes are ranked (one backward pass each),
+    so the cost stays bounded for models with many classes.
+    """
+    xr = x.clone().requires_grad_(True)
+    scores = model(xr)
+    masked = scores.detach().clone()
+    masked.scatter_(1, labels.unsqueeze(1), float("-inf"))
+    count = min(count, scores.shape[1] - 1)
+    candidates = masked.topk(count, dim=1).indices
+    true = scores.gather(1, labels.unsqueeze(1)).squeeze(1)
+    dists = []
+    for c in range(count):
+        diff = true - scores.gather(1, candidates[:, c : c + 1]).squeeze(1)
+        (grad,) = torch.autograd.grad(diff.sum(), xr, retain_graph=c < count - 1)
+        dists.append(diff.detach() / distance.dual_norm(grad).clamp(min=1e-12))
+    order = torch.stack(dists, dim=1).argsort(dim=1)
+    return candidates.gather(1, order)
+
+
+def _run_once(
+    model: ModelAdapter,
+    space: ContinuousSpace,
+    distance: LpDistance,
+    goal: Goal,
+    x: Tensor,
+    labels: Tensor,
+    targets: Tensor | None,
+    steps: int,
+    config: GradientConfig,
+    start: Tensor,
+    state: SearchState,
+    against: Tensor | None = None,
+) -> None:
+    batch = x.shape[0]
+    delta = start.clone()
+    eps = distance.norm(delta)
+    found = torch.zeros(batch, dtype=torch.bool, device=x.device)  # ε dynamics are per run
+    active = torch.ones(batch, dtype=torch.bool, device=x.device)
+    stall = torch.zeros(batch, dtype=torch.long, device=x.device)
+    free = space.free_dims(x)
+    for k in range(steps):
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        xi, di = x[idx], delta[idx].clone().requires_grad_(True)
+        ti = targets[idx] if targets is not None else None
+        scores = model(xi + di)
+        if against is None:
+            loss = goal.loss(scores, labels[idx], ti)
+        else:  # pairwise loss toward one chosen class; the flip criterion stays the goal's
+            pair = torch.stack([labels[idx], against[idx]], dim=1)
+            z = scores.gather(1, pair)
+            loss = z[:, 0] - z[:, 1]
+        (grad,) = torch.autograd.grad(loss.sum(), di)
+        state.queries[idx] += 2
+        di = di.detach()
+        loss = loss.detach()
+        scores = scores.detach()
+
+        is_adv = goal.is_adversarial(scores, labels[idx], ti)
+        norms = distance.norm(di)
+        best = state.best_norm[idx]
+        improved = is_adv & (norms < best)
+        significant = is_adv & (norms < best * (1 - config.rtol))
+        state.best_norm[idx] = torch.where(improved, norms, best)
+        state.best_delta[idx] = torch.where(_view(improved, di), di, state.best_delta[idx])
+        state.best_class[idx] = torch.where(improved, scores.argmax(dim=1), state.best_class[idx])
+        stall[idx] = torch.where(significant, torch.zeros_like(stall[idx]), stall[idx] + 1)
+        was_found = found[idx]
+        found[idx] = was_found | is_adv
+
+        gamma = _cosine(k, steps, config.gamma_init, config.gamma_final)
+        dual = distance.dual_norm(grad).clamp(min=1e-12)
+        e = eps[idx]
+        # first-order distance to the boundary, overshot a little so the step lands past it
+        boundary = (norms + loss.clamp(min=0) / dual) * (1 + gamma) + 1e-12
+        e = torch.where(
+            is_adv,
+            torch.minimum(e * (1 - gamma), state.best_norm[idx]),
+            torch.where(was_found, e * (1 + gamma), boundary),
+        )
+        if distance.p == 0.0:
+            e = e.clamp(min=1.0)
+        eps[idx] = e
+
+        alpha = _cosine(k, steps, config.alpha_init, config.alpha_final)
+        length = alpha * distance.to_l2_scale(e, free[idx])
+        gnorm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
+        di = di - grad * _view(length / gnorm, grad)
+        di = distance.project(di, e)
+        delta[idx] = space.project(xi, di)
+
+        if config.patience > 0:
+            done = found[idx] & (stall[idx] >= config.patience)
+            active[idx] = ~done

@@ -1,0 +1,74 @@
+"""Goals: what counts as a flip, and the loss the gradient search drives below zero.
+
+Every goal gives a per-sample *margin loss* that is negative exactly when the input is
+adversarial. The engine's flip criterion and the final verification use the same
+``is_adversarial`` so a reported flip always means the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def _best_other(scores: Tensor, exclude: Tensor) -> tuple[Tensor, Tensor]:
+    """Max score and its class over all classes except ``exclude`` (per sample)."""
+    masked = scores.clone()
+    masked.scatter_(1, exclude.unsqueeze(1), float("-inf"))
+    return masked.max(dim=1)
+
+
+@dataclass(frozen=True)
+class Untargeted:
+    """Any class other than the true one wins: loss = z_y − max_{j≠y} z_j."""
+
+    name: str = "untargeted"
+
+    def loss(self, scores: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
+        true = scores.gather(1, labels.unsqueeze(1)).squeeze(1)
+        other, _ = _best_other(scores, labels)
+        return true - other
+
+    def is_adversarial(
+        self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
+    ) -> Tensor:
+        return self.loss(scores, labels, targets) < 0
+
+
+@dataclass(frozen=True)
+class Targeted:
+    """A chosen class wins: loss = max_{j≠t} z_j − z_t, with ``t`` per sample."""
+
+    target: int
+    name: str = "targeted"
+
+    def targets_for(self, labels: Tensor) -> Tensor:
+        """The per-sample target tensor (the same class for every sample)."""
+        return torch.full_like(labels, self.target)
+
+    def loss(self, scores: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
+        t = self.targets_for(labels) if targets is None else targets
+        wanted = scores.gather(1, t.unsqueeze(1)).squeeze(1)
+        other, _ = _best_other(scores, t)
+        return other - wanted
+
+    def is_adversarial(
+        self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
+    ) -> Tensor:
+        return self.loss(scores, labels, targets) < 0
+
+
+Goal = Untargeted | Targeted
+
+
+def make_goal(kind: str = "untargeted", target: int | None = None) -> Goal:
+    """A goal from its task-file spelling."""
+    if kind == "untargeted":
+        return Untargeted()
+    if kind == "targeted":
+        if target is None:
+            raise ValueError("a targeted goal needs a target class")
+        return Targeted(target=int(target))
+    raise ValueError(f"unknown goal {kind!r}; expected 'untargeted' or 'targeted'")

@@ -1,0 +1,118 @@
+"""Typed per-sample results and the run summary.
+
+A result is frozen; ``margin`` is an *upper bound* on the true minimal perturbation (an
+adversarial example of that size exists and was re-checked against the model), ``inf``
+when no flip was found within the budget, ``0`` when the model already misclassifies the
+sample and ``nan`` when the sample could not be searched (status ``error``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+
+class Status(str, Enum):
+    """What happened to one sample."""
+
+    FLIPPED = "flipped"
+    NOT_FLIPPED = "not_flipped"
+    MISCLASSIFIED = "misclassified"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """The outcome of the minimal-flip search on one input.
+
+    ``lower_bound`` is set where an exact method or certificate proves no smaller flip
+    exists (``lower_bound == margin`` means the margin is exact). ``relative_margin`` is
+    ``margin / ‖x‖`` in the same distance, the unit-free figure used across modalities.
+    ``adversarial`` is the verified adversarial input (a numpy array for continuous spaces,
+    whatever the space uses otherwise); it is left out of ``to_json``.
+    """
+
+    sample: str
+    modality: str
+    space: str
+    distance: str
+    label: int
+    pred_label: int | None
+    adv_label: int | None
+    margin: float
+    lower_bound: float | None
+    verified: bool
+    queries: int
+    seconds: float
+    status: Status
+    strategy: str
+    relative_margin: float | None = None
+    message: str = ""
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    adversarial: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def exact(self) -> bool:
+        """True when the margin is proven minimal (lower bound equals the margin)."""
+        return self.lower_bound is not None and math.isclose(
+            self.lower_bound, self.margin, rel_tol=1e-6, abs_tol=1e-9
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``inf``/``nan`` become the strings ``"inf"``/``"nan"``)."""
+        out = asdict(self)
+        out.pop("adversarial")
+        out["status"] = self.status.value
+        for key in ("margin", "lower_bound", "relative_margin"):
+            out[key] = _json_float(out[key])
+        out["extras"] = {k: _json_value(v) for k, v in self.extras.items()}
+        return out
+
+
+def _json_float(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return _json_float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def to_frame(results: Sequence[SampleResult]) -> pd.DataFrame:
+    """The results as a pandas DataFrame, one row per sample (adversarials left out)."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        row = asdict(r)
+        row.pop("adversarial")
+        row["status"] = r.status.value
+        extras = row.pop("extras")
+        row.update({f"extras.{k}": v for k, v in extras.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def adversarial_arrays(results: Sequence[SampleResult]) -> dict[str, np.ndarray]:
+    """The verified adversarial arrays keyed by sample id (for ``adversarials.npz``)."""
+    import numpy as np
+
+    return {
+        r.sample: np.asarray(r.adversarial)
+        for r in results
+        if r.status is Status.FLIPPED and r.adversarial is not None
+    }

@@ -1,0 +1,226 @@
+"""Task files: a TOML evaluation spec, checked field by field before anything runs.
+
+A task names a model (an import path ``package.module:factory``, optional weights), the
+data, the space, the distance, the goal and the search budget. Every problem is reported
+as :class:`~mmargin.errors.InvalidTaskError` naming the dotted field and what was
+expected, so the CLI can print one line. Unknown keys are errors, not silently ignored.
+
+Example::
+
+    [task]
+    name = "mnist-l2"
+    samples = 500
+    [model]
+    factory = "mmargin_image.models:mnist_cnn"
+    [data]
+    loader = "mnist"
+    split = "test"
+    [space]
+    name = "image"
+    [distance]
+    name = "l2"
+    [search]
+    budget = 1000
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmargin.errors import InvalidTaskError
+
+
+@dataclass(frozen=True)
+class Component:
+    """A named plugin component (loader, space, distance) with its options."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the model comes from and how it is adapted."""
+
+    factory: str
+    weights: str | None = None
+    adapter: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    adapter_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A parsed, type-checked task. ``base`` is the folder relative paths resolve against."""
+
+    name: str
+    model: ModelSpec
+    data: Component
+    space: Component
+    distance: Component
+    goal: str = "untargeted"
+    target: int | None = None
+    seed: int = 0
+    samples: int | None = None
+    batch_size: int = 128
+    device: str = "cpu"
+    out: str | None = None
+    strategy: str = "auto"
+    budget: int = 1000
+    restarts: int = 1
+    exact: str = "auto"
+    line_search_steps: int = 12
+    patience: int = 0
+    epsilons: tuple[float, ...] = ()
+    base: Path = Path(".")
+
+
+_SCALARS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
+    "task": {
+        "name": (str, "a string"),
+        "seed": (int, "an integer"),
+        "samples": (int, "a positive integer"),
+        "batch_size": (int, "a positive integer"),
+        "device": (str, "a device such as 'cpu' or 'cuda'"),
+        "out": (str, "a folder path"),
+    },
+    "goal": {"kind": (str, "'untargeted' or 'targeted'"), "target": (int, "a class index")},
+    "search": {
+        "strategy": (str, "'auto', 'gradient' or 'exact'"),
+        "budget": (int, "a positive integer (forward + backward passes per sample)"),
+        "restarts": (int, "an integer >= 0"),
+        "exact": (str, "'auto', 'never' or 'only'"),
+        "line_search_steps": (int, "an integer >= 0"),
+        "patience": (int, "an integer >= 0"),
+    },
+    "report": {"epsilons": (list, "a list of numbers")},
+}
+_CHOICES = {
+    "goal.kind": ("untargeted", "targeted"),
+    "search.strategy": ("auto", "gradient", "exact"),
+    "search.exact": ("auto", "never", "only"),
+}
+_POSITIVE = {"task.samples", "task.batch_size", "search.budget"}
+_TABLES = ("task", "model", "data", "space", "distance", "goal", "search", "report")
+
+
+def load_task(path: str | Path) -> Task:
+    """Read and check a task file; raises :class:`InvalidTaskError` naming the bad field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidTaskError(str(path), "task file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidTaskError(str(path), f"cannot read the task file ({exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidTaskError(str(path), f"not valid TOML: {exc}") from None
+    return parse_task(raw, base=path.parent, default_name=path.stem)
+
+
+def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str = "task") -> Task:
+    """Check a task given as nested dicts (what ``tomllib`` returns)."""
+    for key, value in raw.items():
+        if key not in _TABLES:
+            raise InvalidTaskError(key, f"unknown table; expected one of {', '.join(_TABLES)}")
+        if not isinstance(value, Mapping):
+            raise InvalidTaskError(key, f"expected a table, got {_kind(value)}")
+    values: dict[str, Any] = {}
+    for table, fields in _SCALARS.items():
+        section = raw.get(table, {})
+        for key, value in section.items():
+            where = f"{table}.{key}"
+            if key not in fields:
+                raise InvalidTaskError(where, f"unknown key; expected one of {', '.join(fields)}")
+            values[where] = _check(where, value, *fields[key])
+    for where in ("model", "data", "space", "distance"):
+        if where not in raw:
+            raise InvalidTaskError(where, "missing table")
+    epsilons = values.get("report.epsilons", [])
+    for i, eps in enumerate(epsilons):
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
+            raise InvalidTaskError(f"report.epsilons[{i}]", f"expected a number, got {eps!r}")
+    goal = values.get("goal.kind", "untargeted")
+    target = values.get("goal.target")
+    if goal == "targeted" and target is None:
+        raise InvalidTaskError("goal.target", "a targeted goal needs a target class")
+    return Task(
+        name=values.get("task.name", default_name),
+        model=_model(raw["model"]),
+        data=_component("data", raw["data"], "loader"),
+        space=_component("space", raw["space"], "name"),
+        distance=_component("distance", raw["distance"], "name"),
+        goal=goal,
+        target=target,
+        seed=values.get("task.seed", 0),
+        samples=values.get("task.samples"),
+        batch_size=values.get("task.batch_size", 128),
+        device=values.get("task.device", "cpu"),
+        out=values.get("task.out"),
+        strategy=values.get("search.strategy", "auto"),
+        budget=values.get("search.budget", 1000),
+        restarts=values.get("search.restarts", 1),
+        exact=values.get("search.exact", "auto"),
+        line_search_steps=values.get("search.line_search_steps", 12),
+        patience=values.get("search.patience", 0),
+        epsilons=tuple(float(e) for e in epsilons),
+        base=base,
+    )
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+def _check(where: str, value: Any, expected: type | tuple[type, ...], words: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise InvalidTaskError(where, f"expected {words}, got {_kind(value)} {value!r}")
+    if where in _CHOICES and value not in _CHOICES[where]:
+        raise InvalidTaskError(where, f"expected one of {', '.join(_CHOICES[where])}, got {value!r}")
+    if where in _POSITIVE and value < 1:
+        raise InvalidTaskError(where, f"expected {words}, got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise InvalidTaskError(where, f"expected {words}, got {value!r}")
+    return value
+
+
+def _component(table: str, raw: Mapping[str, Any], key: str) -> Component:
+    if key not in raw:
+        raise InvalidTaskError(f"{table}.{key}", "missing; it names the plugin component to use")
+    name = raw[key]
+    if not isinstance(name, str):
+        raise InvalidTaskError(f"{table}.{key}", f"expected a string, got {_kind(name)}")
+    return Component(name=name, options={k: v for k, v in raw.items() if k != key})
+
+
+def _model(raw: Mapping[str, Any]) -> ModelSpec:
+    allowed = {"factory", "weights", "adapter", "options", "adapter_options"}
+    for key in raw:
+        if key not in allowed:
+            raise InvalidTaskError(f"model.{key}", f"unknown key; expected one of {sorted(allowed)}")
+    factory = raw.get("factory")
+    if not isinstance(factory, str) or ":" not in factory:
+        raise InvalidTaskError(
+            "model.factory", f"expected 'package.module:function', got {factory!r}"
+        )
+    for key in ("weights", "adapter"):
+        if key in raw and not isinstance(raw[key], str):
+            raise InvalidTaskError(f"model.{key}", f"expected a string, got {_kind(raw[key])}")
+    for key in ("options", "adapter_options"):
+        if key in raw and not isinstance(raw[key], Mapping):
+            raise InvalidTaskError(f"model.{key}", f"expected a table, got {_kind(raw[key])}")
+    return ModelSpec(
+        factory=factory,
+        weights=raw.get("weights"),
+        adapter=raw.get("adapter"),
+        options=dict(raw.get("options", {})),
+        adapter_options=dict(raw.get("adapter_options", {})),
+    )
