@@ -8,9 +8,30 @@ adversarial. The engine's flip criterion and the final verification use the same
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+
+@runtime_checkable
+class Goal(Protocol):
+    """What the engine needs from a goal: a margin loss (< 0 ⇔ adversarial) and the test.
+
+    ``targets`` is the per-sample target tensor for goals that have one (else ``None``).
+    """
+
+    name: str
+
+    def loss(self, scores: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Per-sample margin loss, negative exactly when the input is adversarial."""
+        ...
+
+    def is_adversarial(
+        self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
+    ) -> Tensor:
+        """Per-sample flip criterion; the engine and the final verification both use it."""
+        ...
 
 
 def _best_other(scores: Tensor, exclude: Tensor) -> tuple[Tensor, Tensor]:
@@ -58,9 +79,6 @@ class Targeted:
         self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
     ) -> Tensor:
         return self.loss(scores, labels, targets) < 0
-
-
-Goal = Untargeted | Targeted
 
 
 def make_goal(kind: str = "untargeted", target: int | None = None) -> Goal:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from mmargin.adapters import ModelAdapter
 from mmargin.distances import LpDistance
+from mmargin.engine.state import SearchState
 from mmargin.goals import Goal, Untargeted
 from mmargin.spaces import ContinuousSpace
 
@@ -45,16 +46,6 @@ class GradientConfig:
     rtol: float = 1e-4
     restarts: int = 1
     candidates: int = 9
-
-
-@dataclass
-class SearchState:
-    """Per-sample outcome of a search over one batch (``best_class``: where it landed)."""
-
-    best_delta: Tensor
-    best_norm: Tensor
-    best_class: Tensor
-    queries: Tensor
 
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
@@ -89,13 +80,7 @@ def gradient_search(
     backward pass per candidate class).
     Targeted restarts start from a random point on the sphere of the best norm so far.
     """
-    batch = x.shape[0]
-    state = SearchState(
-        best_delta=torch.zeros_like(x),
-        best_norm=torch.full((batch,), math.inf, device=x.device, dtype=x.dtype),
-        best_class=torch.full((batch,), -1, dtype=torch.long, device=x.device),
-        queries=torch.zeros(batch, dtype=torch.long, device=x.device),
-    )
+    state = SearchState.empty(x)
     runs = config.restarts + 1
     ranked = None
     if runs > 1 and isinstance(goal, Untargeted):

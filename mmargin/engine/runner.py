@@ -5,6 +5,10 @@ It owns everything that is the same for every modality: input checks, the clean 
 budget, the choice of strategy, exact margins where a plugin has them, the line search,
 re-verification of every adversarial, and isolation of failures — a model that raises or
 returns NaN on some samples marks those samples ``error`` and the run goes on.
+
+Strategies live in :data:`STRATEGIES` (name → search function returning a
+:class:`~mmargin.engine.state.SearchState`); a space may add per-sample figures to the
+results through an optional ``report(model, x, x_adv, labels) -> list[dict]`` method.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,15 +27,14 @@ from mmargin.adapters import ModelAdapter
 from mmargin.distances import LpDistance
 from mmargin.engine.finish import line_search, verify
 from mmargin.engine.gradient import GradientConfig, gradient_search
+from mmargin.engine.state import SearchState
 from mmargin.exact.types import ExactMargin
-from mmargin.goals import Goal, Targeted, Untargeted
+from mmargin.goals import Goal, Untargeted
 from mmargin.results import SampleResult, Status
 from mmargin.spaces import ContinuousSpace
 
 ExactFn = Callable[[np.ndarray, int, "int | None", "float | None"], "ExactMargin | None"]
 """``exact(x, label, target, upper_bound)`` → an exact margin, or None when not applicable."""
-
-STRATEGIES = ("auto", "gradient", "exact")
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,32 @@ class SearchSpec:
     seed: int = 0
     gradient: GradientConfig = field(default_factory=GradientConfig)
 
-    def search_steps(self) -> int:
-        """Gradient steps (one forward + one backward each) the budget leaves room for."""
-        return max((self.budget - 2 - self.line_search_steps) // 2, 1)
+    def search_passes(self) -> int:
+        """Passes left for the search after the clean pass, line search and verification."""
+        return max(self.budget - 2 - self.line_search_steps, 2)
+
+
+SearchFn = Callable[
+    [ModelAdapter, ContinuousSpace, LpDistance, Goal, Tensor, Tensor, "Tensor | None",
+     SearchSpec, torch.Generator],
+    SearchState,
+]  # fmt: skip
+
+
+def _gradient(
+    model: ModelAdapter, space: ContinuousSpace, distance: LpDistance, goal: Goal, x: Tensor,
+    labels: Tensor, targets: Tensor | None, spec: SearchSpec, generator: torch.Generator,
+) -> SearchState:  # fmt: skip
+    if not model.differentiable:
+        raise ValueError("the gradient strategy needs a differentiable model adapter")
+    steps = spec.search_passes() // 2
+    return gradient_search(model, space, distance, goal, x, labels, targets, steps,
+                           spec.gradient, generator)  # fmt: skip
+
+
+STRATEGIES: dict[str, SearchFn] = {"gradient": _gradient}
+"""Search strategies by name; ``auto`` picks ``gradient`` for differentiable models and
+``decision`` (when installed) otherwise."""
 
 
 @dataclass
@@ -64,6 +91,16 @@ class _Context:
     spec: SearchSpec
     exact: ExactFn | None
     generator: torch.Generator
+
+    def result(self, sample: str, label: int, status: Status, **fields: Any) -> SampleResult:
+        defaults: dict[str, Any] = dict(
+            pred_label=None, adv_label=None, margin=math.nan, lower_bound=None,
+            verified=False, queries=0, seconds=0.0, strategy="none",
+        )  # fmt: skip
+        return SampleResult(
+            sample=sample, modality=self.space.modality, space=self.space.name,
+            distance=self.distance.name, label=label, status=status, **{**defaults, **fields},
+        )  # fmt: skip
 
 
 def minimal_flip(
@@ -86,25 +123,27 @@ def minimal_flip(
     """
     goal = goal or Untargeted()
     spec = spec or SearchSpec()
-    if spec.strategy not in STRATEGIES:
-        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {spec.strategy!r}")
+    if spec.strategy != "auto" and spec.strategy not in (*STRATEGIES, "exact"):
+        raise ValueError(f"strategy: expected auto, exact or one of {sorted(STRATEGIES)}, "
+                         f"got {spec.strategy!r}")  # fmt: skip
     x = np.asarray(x)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     ids = [str(i) for i in (ids if ids is not None else range(len(labels)))]
     if len(labels) != x.shape[0] or len(ids) != x.shape[0]:
         raise ValueError(f"got {x.shape[0]} inputs, {len(labels)} labels and {len(ids)} ids")
     problems = space.check(x)
-    generator = torch.Generator().manual_seed(spec.seed)
-    ctx = _Context(model, space, distance, goal, spec, exact, generator)
+    ctx = _Context(model, space, distance, goal, spec, exact,
+                   torch.Generator().manual_seed(spec.seed))  # fmt: skip
 
     results: list[SampleResult | None] = [None] * len(ids)
     for i, problem in enumerate(problems):
         if problem is not None:
-            results[i] = _error(ctx, ids[i], int(labels[i]), problem)
+            results[i] = ctx.result(ids[i], int(labels[i]), Status.ERROR, message=problem)
     good = [i for i, p in enumerate(problems) if p is None]
     for start in range(0, len(good), spec.batch_size):
         chunk = good[start : start + spec.batch_size]
-        for i, result in zip(chunk, _isolated(ctx, x[chunk], labels[chunk], [ids[i] for i in chunk])):
+        found = _isolated(ctx, x[chunk], labels[chunk], [ids[i] for i in chunk])
+        for i, result in zip(chunk, found, strict=True):
             results[i] = result
         if progress is not None:
             progress(len(chunk))
@@ -121,24 +160,37 @@ def _isolated(
         return _search_batch(ctx, x, labels, ids)
     except Exception as exc:  # noqa: BLE001 - the model is user code: any failure is per-sample
         if len(ids) == 1:
-            return [_error(ctx, ids[0], int(labels[0]), f"{type(exc).__name__}: {exc}")]
+            message = f"{type(exc).__name__}: {exc}"
+            return [ctx.result(ids[0], int(labels[0]), Status.ERROR, message=message)]
         out: list[SampleResult] = []
         for i in range(len(ids)):
             out.extend(_isolated(ctx, x[i : i + 1], labels[i : i + 1], ids[i : i + 1]))
         return out
 
 
-def _error(ctx: _Context, sample: str, label: int, message: str) -> SampleResult:
-    return SampleResult(
-        sample=sample, modality=ctx.space.modality, space=ctx.space.name,
-        distance=ctx.distance.name, label=label, pred_label=None, adv_label=None,
-        margin=math.nan, lower_bound=None, verified=False, queries=0, seconds=0.0,
-        status=Status.ERROR, strategy="none", message=message,
-    )  # fmt: skip
+def choose_strategy(model: ModelAdapter, requested: str) -> str:
+    """The strategy a run uses: the requested one, or the best installed for the model."""
+    if requested != "auto":
+        return requested
+    if model.differentiable:
+        return "gradient"
+    if "decision" in STRATEGIES:
+        return "decision"
+    raise ValueError("the model has no gradients and no decision-based strategy is installed")
 
 
-def _targets(goal: Goal, labels: Tensor) -> Tensor | None:
-    return goal.targets_for(labels) if isinstance(goal, Targeted) else None
+@dataclass
+class _Batch:
+    """Working arrays of one batch while it is searched."""
+
+    x: Tensor
+    labels: Tensor
+    targets: Tensor | None
+    queries: Tensor
+    best: Tensor
+    norms: Tensor
+    lower: list[float | None]
+    methods: list[str]
 
 
 def _search_batch(
@@ -148,7 +200,8 @@ def _search_batch(
     device = ctx.model.device
     x = torch.as_tensor(x_np, dtype=torch.float32, device=device)
     labels = torch.as_tensor(labels_np, dtype=torch.long, device=device)
-    targets = _targets(ctx.goal, labels)
+    targets_for = getattr(ctx.goal, "targets_for", None)
+    targets = targets_for(labels) if targets_for is not None else None
     with torch.no_grad():
         scores = ctx.model(x)
     if scores.dim() != 2 or scores.shape[0] != x.shape[0]:
@@ -158,141 +211,107 @@ def _search_batch(
     correct = (pred == labels) & finite
     if targets is not None:
         correct &= targets != labels
-    queries = torch.ones(len(ids), dtype=torch.long, device=device)
-
+    strategy = "exact" if ctx.spec.exact == "only" else choose_strategy(ctx.model, ctx.spec.strategy)
+    batch = _Batch(
+        x=x, labels=labels, targets=targets,
+        queries=torch.ones(len(ids), dtype=torch.long, device=device),
+        best=torch.zeros_like(x), norms=torch.full((len(ids),), math.inf, device=device),
+        lower=[None] * len(ids), methods=[strategy] * len(ids),
+    )  # fmt: skip
     sel = correct.nonzero().squeeze(1)
-    best = torch.zeros_like(x)
-    norms = torch.full((len(ids),), math.inf, device=device)
-    strategy = "gradient"
-    if sel.numel() and ctx.spec.exact != "only":
-        strategy = _choose(ctx)
-        tsel = targets[sel] if targets is not None else None
-        state = gradient_search(
-            ctx.model, ctx.space, ctx.distance, ctx.goal, x[sel], labels[sel], tsel,
-            ctx.spec.search_steps(), ctx.spec.gradient, ctx.generator,
-        )  # fmt: skip
-        queries[sel] += state.queries
-        found = torch.isfinite(state.best_norm)
-        fsel = sel[found]
-        if fsel.numel():
-            tf = targets[fsel] if targets is not None else None
-            delta, passes = line_search(
-                ctx.model, ctx.space, ctx.goal, x[fsel], state.best_delta[found],
-                labels[fsel], tf, ctx.spec.line_search_steps,
-            )  # fmt: skip
-            queries[fsel] += passes
-            best[fsel] = delta
-            norms[fsel] = ctx.distance.norm(delta)
-
-    lower: list[float | None] = [None] * len(ids)
-    methods = [strategy] * len(ids)
+    if sel.numel() and strategy != "exact":
+        _run_strategy(ctx, strategy, batch, sel)
     if ctx.exact is not None and ctx.spec.exact != "never":
-        _apply_exact(ctx, x, labels_np, targets, sel, best, norms, lower, methods)
+        _apply_exact(ctx, batch, sel)
 
     # re-verify everything we are about to report, in one fresh pass
-    x_adv = ctx.space.finalize(x, x + best)
+    x_adv = ctx.space.finalize(x, x + batch.best)
     checked = verify(ctx.model, ctx.goal, x_adv, labels, targets)
-    queries += 1
+    batch.queries += 1
+    report = getattr(ctx.space, "report", None)
+    extras = report(ctx.model, x, x_adv, labels) if report is not None else [{}] * len(ids)
     seconds = (time.perf_counter() - started) / len(ids)
     x_norms = ctx.distance.norm(x)
     out = []
-    for i in range(len(ids)):
-        out.append(
-            _result(ctx, ids[i], int(labels_np[i]), i, bool(finite[i]), int(pred[i]),
-                    bool(correct[i]), bool(torch.isfinite(norms[i])), checked, x_adv, x,
-                    float(norms[i]), float(x_norms[i]), lower[i], int(queries[i]), seconds,
-                    methods[i])
-        )  # fmt: skip
+    for i, sample in enumerate(ids):
+        common: dict[str, Any] = dict(queries=int(batch.queries[i]), seconds=seconds)
+        label, p = int(labels_np[i]), int(pred[i])
+        margin = float(batch.norms[i])
+        if not bool(finite[i]):
+            message = "model returned NaN/inf scores for this input"
+            out.append(ctx.result(sample, label, Status.ERROR, message=message, **common))
+        elif targets is not None and int(targets[i]) == label and p == label:
+            message = "the target class equals the true label"
+            out.append(ctx.result(sample, label, Status.ERROR, message=message, **common))
+        elif not bool(correct[i]):
+            out.append(ctx.result(
+                sample, label, Status.MISCLASSIFIED, pred_label=p, adv_label=p, margin=0.0,
+                lower_bound=0.0, verified=True, relative_margin=0.0,
+                message="the model already misclassifies this input",
+                adversarial=x_np[i], **common,
+            ))  # fmt: skip
+        elif not math.isfinite(margin) or not bool(checked.adversarial[i]):
+            why = (f"no flip found within {ctx.spec.budget} passes" if not math.isfinite(margin)
+                   else "a flip was found but failed re-verification")  # fmt: skip
+            out.append(ctx.result(
+                sample, label, Status.NOT_FLIPPED, pred_label=p, margin=math.inf,
+                lower_bound=batch.lower[i], strategy=batch.methods[i], message=why, **common,
+            ))  # fmt: skip
+        else:
+            x_norm = float(x_norms[i])
+            out.append(ctx.result(
+                sample, label, Status.FLIPPED, pred_label=p,
+                adv_label=int(checked.adv_label[i]), margin=margin,
+                lower_bound=batch.lower[i], verified=True, strategy=batch.methods[i],
+                relative_margin=margin / x_norm if x_norm > 0 else None,
+                extras=extras[i], adversarial=x_adv[i].detach().cpu().numpy(), **common,
+            ))  # fmt: skip
     return out
 
 
-def _choose(ctx: _Context) -> str:
-    """The strategy for this model and space (only the gradient one exists for now)."""
-    if ctx.spec.strategy in ("auto", "gradient"):
-        if not ctx.model.differentiable:
-            raise ValueError(
-                "the model has no gradients and no decision-based strategy is installed; "
-                "use a differentiable adapter"
-            )
-        return "gradient"
-    return ctx.spec.strategy
+def _run_strategy(ctx: _Context, strategy: str, batch: _Batch, sel: Tensor) -> None:
+    """Search the selected samples, then shrink what was found by a line search."""
+    targets = batch.targets[sel] if batch.targets is not None else None
+    state = STRATEGIES[strategy](
+        ctx.model, ctx.space, ctx.distance, ctx.goal, batch.x[sel], batch.labels[sel],
+        targets, ctx.spec, ctx.generator,
+    )  # fmt: skip
+    batch.queries[sel] += state.queries
+    found = torch.isfinite(state.best_norm)
+    fsel = sel[found]
+    if not fsel.numel():
+        return
+    delta, passes = line_search(
+        ctx.model, ctx.space, ctx.goal, batch.x[fsel], state.best_delta[found],
+        batch.labels[fsel], targets[found] if targets is not None else None,
+        ctx.spec.line_search_steps,
+    )  # fmt: skip
+    batch.queries[fsel] += passes
+    batch.best[fsel] = delta
+    batch.norms[fsel] = ctx.distance.norm(delta)
 
 
-def _apply_exact(
-    ctx: _Context,
-    x: Tensor,
-    labels: np.ndarray,
-    targets: Tensor | None,
-    sel: Tensor,
-    best: Tensor,
-    norms: Tensor,
-    lower: list[float | None],
-    methods: list[str],
-) -> None:
+def _apply_exact(ctx: _Context, batch: _Batch, sel: Tensor) -> None:
     """Ask the exact hook for each searched sample; keep its adversarial when it is smaller."""
     assert ctx.exact is not None
+    x = batch.x
     for i in sel.tolist():
-        upper = float(norms[i]) if math.isfinite(float(norms[i])) else None
-        target = int(targets[i]) if targets is not None else None
-        found = ctx.exact(x[i].detach().cpu().numpy(), int(labels[i]), target, upper)
+        upper = float(batch.norms[i]) if math.isfinite(float(batch.norms[i])) else None
+        target = int(batch.targets[i]) if batch.targets is not None else None
+        found = ctx.exact(x[i].detach().cpu().numpy(), int(batch.labels[i]), target, upper)
         if found is None:
             continue
-        lower[i] = float(found.lower)
+        batch.lower[i] = float(found.lower)
         if found.adversarial is None:
             continue
         adv = torch.as_tensor(found.adversarial, dtype=x.dtype, device=x.device).view_as(x[i])
-        delta = ctx.space.finalize(x[i : i + 1], adv.unsqueeze(0)) - x[i : i + 1]
-        ok = verify(ctx.model, ctx.goal, x[i : i + 1] + delta, torch.as_tensor(labels[i : i + 1]).to(x.device),
-                    targets[i : i + 1] if targets is not None else None)  # fmt: skip
-        size = float(ctx.distance.norm(delta)[0])
-        if bool(ok.adversarial[0]) and size <= float(norms[i]):
-            best[i] = delta[0]
-            norms[i] = size
-            methods[i] = f"exact:{found.method}"
-        if found.optimal and lower[i] is not None:
-            lower[i] = min(float(lower[i]), float(norms[i]))  # type: ignore[arg-type]
-
-
-def _result(
-    ctx: _Context, sample: str, label: int, i: int, finite: bool, pred: int, correct: bool,
-    found: bool, checked: object, x_adv: Tensor, x: Tensor, margin: float, x_norm: float,
-    lower: float | None, queries: int, seconds: float, strategy: str,
-) -> SampleResult:  # fmt: skip
-    from mmargin.engine.finish import Verified
-
-    assert isinstance(checked, Verified)
-    common = dict(
-        sample=sample, modality=ctx.space.modality, space=ctx.space.name,
-        distance=ctx.distance.name, label=label, queries=queries, seconds=seconds,
-    )  # fmt: skip
-    if not finite:
-        return _error(ctx, sample, label, "model returned NaN/inf scores for this input")
-    if not correct:
-        status, note = Status.MISCLASSIFIED, "the model already misclassifies this input"
-        if isinstance(ctx.goal, Targeted) and label == ctx.goal.target and pred == label:
-            status, note = Status.ERROR, "the target class equals the true label"
-            return _error(ctx, sample, label, note)
-        return SampleResult(
-            **common, pred_label=pred, adv_label=pred, margin=0.0, lower_bound=0.0,
-            verified=True, status=status, strategy="none", relative_margin=0.0, message=note,
-            adversarial=x[i].detach().cpu().numpy(),
-        )  # type: ignore[arg-type]  # fmt: skip
-    if not found:
-        return SampleResult(
-            **common, pred_label=pred, adv_label=None, margin=math.inf, lower_bound=None,
-            verified=False, status=Status.NOT_FLIPPED, strategy=strategy,
-            message=f"no flip found within {ctx.spec.budget} passes",
-        )  # type: ignore[arg-type]  # fmt: skip
-    ok = bool(checked.adversarial[i])  # type: ignore[attr-defined]
-    if not ok:
-        return SampleResult(
-            **common, pred_label=pred, adv_label=None, margin=math.inf, lower_bound=None,
-            verified=False, status=Status.NOT_FLIPPED, strategy=strategy,
-            message="a flip was found but failed re-verification",
-        )  # type: ignore[arg-type]  # fmt: skip
-    return SampleResult(
-        **common, pred_label=pred, adv_label=int(checked.adv_label[i]),  # type: ignore[attr-defined]
-        margin=margin, lower_bound=lower, verified=True, status=Status.FLIPPED,
-        strategy=strategy, relative_margin=margin / x_norm if x_norm > 0 else None,
-        adversarial=x_adv[i].detach().cpu().numpy(),
-    )  # type: ignore[arg-type]  # fmt: skip
+        x_adv = ctx.space.finalize(x[i : i + 1], adv.unsqueeze(0))
+        ok = verify(ctx.model, ctx.goal, x_adv, batch.labels[i : i + 1],
+                    batch.targets[i : i + 1] if batch.targets is not None else None)  # fmt: skip
+        batch.queries[i] += 1
+        size = float(ctx.distance.norm(x_adv - x[i : i + 1])[0])
+        if bool(ok.adversarial[0]) and size <= float(batch.norms[i]):
+            batch.best[i] = (x_adv - x[i : i + 1])[0]
+            batch.norms[i] = size
+            batch.methods[i] = f"exact:{found.method}"
+        batch.lower[i] = min(float(found.lower), float(batch.norms[i]))
