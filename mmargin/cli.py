@@ -94,22 +94,26 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1%}"
+
+
 def format_summary(name: str, summary: Any) -> str:
     """The summary table printed after a run."""
     s = summary
     rows = [
         ("samples", f"{s.samples} ({s.errors} errors)"),
-        ("clean accuracy", f"{s.clean_accuracy:.1%}" if not math.isnan(s.clean_accuracy) else "n/a"),
-        ("attack success", f"{s.attack_success:.1%}" if not math.isnan(s.attack_success) else "n/a"),
+        ("clean accuracy", _pct(s.clean_accuracy)),
+        ("attack success", _pct(s.attack_success)),
         (f"margin ({s.distance}) median", _fmt(s.margin_median)),
         ("margin quartiles", f"{_fmt(s.margin_q25)} .. {_fmt(s.margin_q75)}"),
         ("relative margin median", _fmt(s.relative_margin_median)),
-        ("exact (lower = upper)", f"{s.exact_fraction:.1%}" if not math.isnan(s.exact_fraction) else "n/a"),
+        ("exact (lower = upper)", _pct(s.exact_fraction)),
         ("queries / sample", _fmt(s.queries_mean)),
         ("seconds", f"{s.seconds_total:.2f}"),
     ]  # fmt: skip
     for eps, acc in s.robust_accuracy.items():
-        rows.append((f"robust accuracy @ {eps:g}", f"{acc:.1%}"))
+        rows.append((f"robust accuracy @ {eps:g}", _pct(acc)))
     width = max(len(k) for k, _ in rows)
     lines = [f"== {name} =="] + [f"{k:<{width}}  {v}" for k, v in rows]
     return "\n".join(lines)

@@ -114,7 +114,9 @@ def adapter_for(model: Any, spec: ModelSpec, device: str) -> Any:
         return call_with_options(
             entry.factory, {**options, "device": device}, "model.adapter_options", model
         )
-    adapter = plugins.manager().hook.mmargin_adapt_model(model=model, device=device, options=options)
+    adapter = plugins.manager().hook.mmargin_adapt_model(
+        model=model, device=device, options=options
+    )
     if adapter is None:
         raise InvalidTaskError(
             "model.adapter", f"no installed plugin can adapt a {type(model).__name__}; name one"

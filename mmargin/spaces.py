@@ -53,7 +53,9 @@ class ContinuousSpace:
         not sink the run.
         """
         if x.ndim < 1 or x.shape[0] == 0:
-            raise InvalidInputError(f"space {self.name!r}: expected a non-empty batch, got {x.shape}")
+            raise InvalidInputError(
+                f"space {self.name!r}: expected a non-empty batch, got {x.shape}"
+            )
         shape = tuple(x.shape[1:])
         if self.sample_shape is not None and shape != tuple(self.sample_shape):
             raise InvalidInputError(

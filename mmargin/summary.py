@@ -58,9 +58,7 @@ def default_epsilons(margins: np.ndarray, count: int = 4) -> list[float]:
     return sorted({float(f"{p:.2g}") for p in picks})
 
 
-def summarize(
-    results: Sequence[SampleResult], epsilons: Sequence[float] = ()
-) -> Summary:
+def summarize(results: Sequence[SampleResult], epsilons: Sequence[float] = ()) -> Summary:
     """Summary figures for a list of results of one distance."""
     ok = [r for r in results if r.status is not Status.ERROR]
     correct = [r for r in ok if r.status is not Status.MISCLASSIFIED]

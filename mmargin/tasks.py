@@ -184,7 +184,9 @@ def _check(where: str, value: Any, expected: type | tuple[type, ...], words: str
     if isinstance(value, bool) or not isinstance(value, expected):
         raise InvalidTaskError(where, f"expected {words}, got {_kind(value)} {value!r}")
     if where in _CHOICES and value not in _CHOICES[where]:
-        raise InvalidTaskError(where, f"expected one of {', '.join(_CHOICES[where])}, got {value!r}")
+        raise InvalidTaskError(
+            where, f"expected one of {', '.join(_CHOICES[where])}, got {value!r}"
+        )
     if where in _POSITIVE and value < 1:
         raise InvalidTaskError(where, f"expected {words}, got {value!r}")
     if isinstance(value, int) and value < 0:
@@ -205,7 +207,9 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
     allowed = {"factory", "weights", "adapter", "options", "adapter_options"}
     for key in raw:
         if key not in allowed:
-            raise InvalidTaskError(f"model.{key}", f"unknown key; expected one of {sorted(allowed)}")
+            raise InvalidTaskError(
+                f"model.{key}", f"unknown key; expected one of {sorted(allowed)}"
+            )
     factory = raw.get("factory")
     if not isinstance(factory, str) or ":" not in factory:
         raise InvalidTaskError(

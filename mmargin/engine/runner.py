@@ -211,7 +211,9 @@ def _search_batch(
     correct = (pred == labels) & finite
     if targets is not None:
         correct &= targets != labels
-    strategy = "exact" if ctx.spec.exact == "only" else choose_strategy(ctx.model, ctx.spec.strategy)
+    strategy = (
+        "exact" if ctx.spec.exact == "only" else choose_strategy(ctx.model, ctx.spec.strategy)
+    )
     batch = _Batch(
         x=x, labels=labels, targets=targets,
         queries=torch.ones(len(ids), dtype=torch.long, device=device),
