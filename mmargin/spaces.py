@@ -115,6 +115,15 @@ class ContinuousSpace:
             delta = delta * mask
         return torch.maximum(torch.minimum(x + delta, hi), lo) - x
 
+    def free_gradient(self, x: Tensor, delta: Tensor, grad: Tensor) -> Tensor:
+        """The loss gradient with blocked components zeroed: frozen coordinates and those
+        at a bound that a descent step (along ``-grad``) would push further out."""
+        lo, hi, mask = self._tensors(x)
+        point = x + delta
+        blocked = ((point >= hi) & (grad < 0)) | ((point <= lo) & (grad > 0))
+        grad = torch.where(blocked, torch.zeros_like(grad), grad)
+        return grad if mask is None else grad * mask
+
     def finalize(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """Map a candidate onto the valid set before it is verified (default: the box)."""
         return x + self.project(x, x_adv - x)

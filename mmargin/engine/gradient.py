@@ -84,7 +84,7 @@ def gradient_search(
     runs = config.restarts + 1
     ranked = None
     if runs > 1 and isinstance(goal, Untargeted):
-        ranked = rank_classes(model, distance, x, labels, max(config.candidates, runs - 1))
+        ranked = rank_classes(model, space, distance, x, labels, max(config.candidates, runs - 1))
         state.queries += 1 + ranked.shape[1]
         steps -= (1 + ranked.shape[1] + 1) // 2
     per_run = max(steps // runs, 1)
@@ -107,7 +107,12 @@ def gradient_search(
 
 
 def rank_classes(
-    model: ModelAdapter, distance: LpDistance, x: Tensor, labels: Tensor, count: int
+    model: ModelAdapter,
+    space: ContinuousSpace,
+    distance: LpDistance,
+    x: Tensor,
+    labels: Tensor,
+    count: int,
 ) -> Tensor:
     """Candidate classes per sample, nearest first by first-order distance at ``x``.
 
@@ -125,6 +130,7 @@ def rank_classes(
     for c in range(count):
         diff = true - scores.gather(1, candidates[:, c : c + 1]).squeeze(1)
         (grad,) = torch.autograd.grad(diff.sum(), xr, retain_graph=c < count - 1)
+        grad = space.free_gradient(x, torch.zeros_like(x), grad)
         dists.append(diff.detach() / distance.dual_norm(grad).clamp(min=1e-12))
     order = torch.stack(dists, dim=1).argsort(dim=1)
     return candidates.gather(1, order)
@@ -167,6 +173,7 @@ def _run_once(
         (grad,) = torch.autograd.grad(loss.sum(), di)
         state.queries[idx] += 2
         di = di.detach()
+        grad = space.free_gradient(xi, di, grad)
         loss = loss.detach()
         scores = scores.detach()
 
@@ -190,7 +197,7 @@ def _run_once(
         e = torch.where(
             is_adv,
             torch.minimum(e * (1 - gamma), state.best_norm[idx]),
-            torch.where(was_found, e * (1 + gamma), boundary),
+            torch.where(was_found, e * (1 + gamma), torch.maximum(boundary, e * (1 + gamma))),
         )
         if distance.p == 0.0:
             e = e.clamp(min=1.0)
