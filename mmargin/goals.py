@@ -1,7 +1,8 @@
 """Goals: what counts as a flip, and the loss the gradient search drives below zero.
 
-Every goal gives a per-sample *margin loss* that is negative exactly when the input is
-adversarial. The engine's flip criterion and the final verification use the same
+Every goal gives a per-sample *margin loss* that is negative when the input is
+adversarial; a flip counts once the loss clears a small tolerance (:func:`flip_tolerance`)
+so that it does not hinge on float32 rounding. The engine's flip criterion and the final verification use the same
 ``is_adversarial`` so a reported flip always means the same thing.
 """
 
@@ -34,6 +35,16 @@ class Goal(Protocol):
         ...
 
 
+FLIP_TOLERANCE = 1e-5
+"""A flip must win by this much relative to the scores' magnitude, so that it survives the
+float32 rounding differences between batched and single-sample evaluation."""
+
+
+def flip_tolerance(scores: Tensor) -> Tensor:
+    """Per-sample margin a flip must clear: ``FLIP_TOLERANCE · (1 + max |score|)``."""
+    return FLIP_TOLERANCE * (1 + scores.detach().abs().amax(dim=1))
+
+
 def _best_other(scores: Tensor, exclude: Tensor) -> tuple[Tensor, Tensor]:
     """Max score and its class over all classes except ``exclude`` (per sample)."""
     masked = scores.clone()
@@ -55,7 +66,7 @@ class Untargeted:
     def is_adversarial(
         self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
     ) -> Tensor:
-        return self.loss(scores, labels, targets) < 0
+        return self.loss(scores, labels, targets) < -flip_tolerance(scores)
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ class Targeted:
     def is_adversarial(
         self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
     ) -> Tensor:
-        return self.loss(scores, labels, targets) < 0
+        return self.loss(scores, labels, targets) < -flip_tolerance(scores)
 
 
 def make_goal(kind: str = "untargeted", target: int | None = None) -> Goal:
