@@ -29,3 +29,8 @@ def closed_form_margin(model: torch.nn.Linear, x: np.ndarray, label: int, p: flo
         for j in range(len(z))
         if j != label
     )
+
+
+def toy_linear() -> torch.nn.Linear:
+    """A fixed 4-feature, 3-class linear model (a task-file factory for the core tests)."""
+    return linear_model(4, 3, seed=11)

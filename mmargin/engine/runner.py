@@ -293,6 +293,26 @@ def _run_strategy(ctx: _Context, strategy: str, batch: _Batch, sel: Tensor) -> N
     batch.norms[fsel] = ctx.distance.norm(delta)
 
 
+NUDGES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
+"""Relative outward steps tried when a solver's boundary point does not clear the flip
+tolerance (solvers stop right at the boundary; the engine wants a reproducible flip)."""
+
+
+def _nudge_until_adversarial(
+    ctx: _Context, batch: _Batch, i: int, adv: Tensor
+) -> tuple[Tensor, bool, int]:
+    """Scale ``adv - x`` outward until the model verifies the flip; one pass per try."""
+    x = batch.x[i : i + 1]
+    targets = batch.targets[i : i + 1] if batch.targets is not None else None
+    candidate = x
+    for tries, step in enumerate(NUDGES, start=1):
+        candidate = ctx.space.finalize(x, x + (adv - x) * (1 + step))
+        if bool(verify(ctx.model, ctx.goal, candidate, batch.labels[i : i + 1], targets)
+                .adversarial[0]):  # fmt: skip
+            return candidate, True, tries
+    return candidate, False, len(NUDGES)
+
+
 def _apply_exact(ctx: _Context, batch: _Batch, sel: Tensor) -> None:
     """Ask the exact hook for each searched sample; keep its adversarial when it is smaller."""
     assert ctx.exact is not None
@@ -307,12 +327,10 @@ def _apply_exact(ctx: _Context, batch: _Batch, sel: Tensor) -> None:
         if found.adversarial is None:
             continue
         adv = torch.as_tensor(found.adversarial, dtype=x.dtype, device=x.device).view_as(x[i])
-        x_adv = ctx.space.finalize(x[i : i + 1], adv.unsqueeze(0))
-        ok = verify(ctx.model, ctx.goal, x_adv, batch.labels[i : i + 1],
-                    batch.targets[i : i + 1] if batch.targets is not None else None)  # fmt: skip
-        batch.queries[i] += 1
+        x_adv, ok, passes = _nudge_until_adversarial(ctx, batch, i, adv.unsqueeze(0))
+        batch.queries[i] += passes
         size = float(ctx.distance.norm(x_adv - x[i : i + 1])[0])
-        if bool(ok.adversarial[0]) and size <= float(batch.norms[i]):
+        if ok and size <= float(batch.norms[i]):
             batch.best[i] = (x_adv - x[i : i + 1])[0]
             batch.norms[i] = size
             batch.methods[i] = f"exact:{found.method}"
