@@ -2,8 +2,8 @@
 
 Every goal gives a per-sample *margin loss* that is negative when the input is
 adversarial; a flip counts once the loss clears a small tolerance (:func:`flip_tolerance`)
-so that it does not hinge on float32 rounding. The engine's flip criterion and the final verification use the same
-``is_adversarial`` so a reported flip always means the same thing.
+so that it does not hinge on float32 rounding. The engine's flip criterion and the final
+verification use the same ``is_adversarial`` so a reported flip always means the same thing.
 """
 
 from __future__ import annotations
