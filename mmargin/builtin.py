@@ -16,6 +16,8 @@ import numpy as np
 from mmargin.hookspecs import Register, hookimpl
 
 MILP_MAX_HIDDEN = 256
+MILP_TIME_LIMIT = 20.0
+"""Seconds HiGHS may spend per sample; past it the best incumbent and its bound are kept."""
 """ReLU networks with more hidden units than this are left to the search (MILP too slow)."""
 
 
@@ -130,15 +132,19 @@ def mmargin_register_datasets(register: Register) -> None:
 @hookimpl
 def mmargin_exact_margin(
     model: Any, space: Any, distance: Any, x: np.ndarray, label: int,
-    target: int | None, upper_bound: float | None,
+    target: int | None, upper_bound: float | None, goal: Any,
 ) -> Any:  # fmt: skip
-    """Closed form for linear torch models; MILP for small ReLU MLPs under L1 / L∞."""
+    """Closed form for linear torch models; MILP for small ReLU MLPs under L1 / L∞
+    (arg-max goals only: other decision rules are left to the plugins that model them)."""
     from mmargin.adapters import TorchAdapter
     from mmargin.distances import LpDistance
+    from mmargin.goals import Targeted, Untargeted
     from mmargin.spaces import ContinuousSpace
 
     if not (isinstance(model, TorchAdapter) and isinstance(distance, LpDistance)
             and isinstance(space, ContinuousSpace)) or distance.p == 0:  # fmt: skip
+        return None
+    if goal is not None and not isinstance(goal, (Untargeted, Targeted)):
         return None
     from mmargin.exact.linear import linear_margin
     from mmargin.exact.milp import extract_relu_layers, fold_affine_input, relu_net_margin
@@ -164,7 +170,8 @@ def mmargin_exact_margin(
         if hidden > MILP_MAX_HIDDEN:
             return None
         found = relu_net_margin(layers, flat, label, distance.p, target=target, lower=lower,
-                                upper=upper, mask=mask, upper_bound=upper_bound)  # fmt: skip
+                                upper=upper, mask=mask, upper_bound=upper_bound,
+                                time_limit=MILP_TIME_LIMIT)  # fmt: skip
     else:
         return None
     if found.adversarial is not None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmargin_image import data as image_data
-from mmargin_image.data import load_digits, load_folder, load_mnist, load_tensors
 from PIL import Image
 
 from mmargin.data import Dataset
+from mmargin_image import data as image_data
+from mmargin_image.data import load_digits, load_folder, load_mnist, load_tensors
 
 torch.set_num_threads(1)
 

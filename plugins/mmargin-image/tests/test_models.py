@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from mmargin_image import models
 from mmargin_image.data import load_digits, load_mnist
 from mmargin_image.models import (
@@ -21,7 +23,6 @@ from mmargin_image.models import (
     digits_mlp_module,
     mnist_cnn,
 )
-from torch import nn
 
 torch.set_num_threads(1)
 
