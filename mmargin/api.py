@@ -19,12 +19,12 @@ from mmargin.summary import Summary, summarize
 from mmargin.tasks import Task, load_task
 
 
-def _exact_fn(adapter: Any, space: Any, distance: Any) -> Callable[..., Any]:
+def _exact_fn(adapter: Any, space: Any, distance: Any, goal: Any) -> Callable[..., Any]:
     hook = plugins.manager().hook.mmargin_exact_margin
 
     def exact(x: np.ndarray, label: int, target: int | None, upper: float | None) -> Any:
         return hook(model=adapter, space=space, distance=distance, x=x, label=label,
-                    target=target, upper_bound=upper)  # fmt: skip
+                    target=target, upper_bound=upper, goal=goal)  # fmt: skip
 
     return exact
 
@@ -70,10 +70,11 @@ def evaluate(
         budget=budget, batch_size=batch_size, exact=exact, seed=seed,
         gradient=GradientConfig(restarts=restarts),
     )  # fmt: skip
+    goal_obj = make_goal(goal, target)
     return minimal_flip(
         adapter, space, distance, _to_numpy(x), _to_numpy(labels), ids,
-        goal=make_goal(goal, target), spec=spec,
-        exact=_exact_fn(adapter, space, distance), progress=progress,
+        goal=goal_obj, spec=spec,
+        exact=_exact_fn(adapter, space, distance, goal_obj), progress=progress,
     )  # fmt: skip
 
 
@@ -130,7 +131,7 @@ def run_task(
     results = minimal_flip(
         live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
         live.dataset.ids, goal=live.goal, spec=spec,
-        exact=_exact_fn(live.adapter, live.space, live.distance), progress=progress,
+        exact=_exact_fn(live.adapter, live.space, live.distance, live.goal), progress=progress,
     )  # fmt: skip
     summary = summarize(results, task.epsilons)
     out_dir = None

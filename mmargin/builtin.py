@@ -16,9 +16,9 @@ import numpy as np
 from mmargin.hookspecs import Register, hookimpl
 
 MILP_MAX_HIDDEN = 256
+"""ReLU networks with more hidden units than this are left to the search (MILP too slow)."""
 MILP_TIME_LIMIT = 20.0
 """Seconds HiGHS may spend per sample; past it the best incumbent and its bound are kept."""
-"""ReLU networks with more hidden units than this are left to the search (MILP too slow)."""
 
 
 def _distance(name: str) -> Any:

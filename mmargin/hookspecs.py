@@ -84,11 +84,14 @@ def mmargin_exact_margin(
     label: int,
     target: int | None,
     upper_bound: float | None,
+    goal: Any,
 ) -> ExactMargin | None:
     """The exact minimal margin of one sample, or ``None`` if this plugin cannot solve it.
 
     Called by the engine after its search (``upper_bound`` is the verified margin it
     found, ``None`` if none) for every correctly classified sample, unless the task says
-    ``exact = "never"``. ``model`` is the adapter. Return quickly with ``None`` for models
-    you do not recognise or that are too large to solve.
+    ``exact = "never"``. ``model`` is the adapter. ``goal`` is the run's flip criterion
+    (:mod:`mmargin.goals`); return ``None`` for a goal you do not model (a threshold goal
+    moves the decision boundary, so an arg-max margin would be a wrong bound). Return
+    quickly with ``None`` for models you do not recognise or that are too large to solve.
     """
