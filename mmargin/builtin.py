@@ -71,16 +71,20 @@ def torch_adapter(
     std: float | list[float] | None = None,
 ) -> Any:
     """A torch module in eval mode on ``device``, normalising inputs with mean/std."""
+    import torch
+
     from mmargin.adapters import TorchAdapter
 
-    return TorchAdapter(model, device=device, mean=mean, std=std)
+    return TorchAdapter(model, device=torch.device(device), mean=mean, std=std)
 
 
 def callable_adapter(model: Any, device: str = "cpu") -> Any:
     """A black-box ``f(numpy batch) -> scores`` (no gradients)."""
+    import torch
+
     from mmargin.adapters import CallableAdapter
 
-    return CallableAdapter(model, device=device)
+    return CallableAdapter(model, device=torch.device(device))
 
 
 @hookimpl

@@ -44,13 +44,13 @@ def write_run(
     )
     arrays = adversarial_arrays(results)
     if arrays:
-        np.savez_compressed(out / "adversarials.npz", **arrays)
+        np.savez_compressed(out / "adversarials.npz", **arrays)  # type: ignore[arg-type]
     (out / "task.resolved.toml").write_text(to_toml(task), encoding="utf-8")
 
 
 def task_record(task: Any) -> dict[str, Any]:
     """A task as nested tables (resolved defaults included), plus package versions."""
-    raw = asdict(task) if is_dataclass(task) else dict(task)
+    raw = asdict(task) if is_dataclass(task) and not isinstance(task, type) else dict(task)
     record: dict[str, Any] = {"task": {}, "versions": versions()}
     for key, value in raw.items():
         if isinstance(value, Mapping):
