@@ -121,7 +121,12 @@ def minimal_flip(
     Raises :class:`~mmargin.errors.InvalidInputError` only when the batch as a whole cannot
     be used (wrong shape); per-sample problems become ``error`` results.
     """
-    goal = goal or Untargeted()
+    if getattr(space, "discrete", False):  # edits of discrete inputs: mmargin.engine.discrete
+        from mmargin.engine.discrete import discrete_flip
+
+        return discrete_flip(model, space, distance, x, labels, ids, goal=goal, spec=spec,
+                             exact=exact, progress=progress)  # fmt: skip
+    goal_: Goal = goal if goal is not None else Untargeted()
     spec = spec or SearchSpec()
     if spec.strategy != "auto" and spec.strategy not in (*STRATEGIES, "exact"):
         raise ValueError(f"strategy: expected auto, exact or one of {sorted(STRATEGIES)}, "
@@ -132,7 +137,7 @@ def minimal_flip(
     if len(labels) != x.shape[0] or len(ids) != x.shape[0]:
         raise ValueError(f"got {x.shape[0]} inputs, {len(labels)} labels and {len(ids)} ids")
     problems = space.check(x)
-    ctx = _Context(model, space, distance, goal, spec, exact,
+    ctx = _Context(model, space, distance, goal_, spec, exact,
                    torch.Generator().manual_seed(spec.seed))  # fmt: skip
 
     results: list[SampleResult | None] = [None] * len(ids)
