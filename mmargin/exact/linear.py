@@ -91,6 +91,23 @@ def broadcast_flat(value: object, shape: tuple[int, ...], default: float, name: 
         raise ValueError(f"{name} of shape {arr.shape} does not broadcast to {shape}") from None
 
 
+def as_two_class(W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A one-output (binary: class 1 iff score > 0) layer as two scores ``[0, z]``."""
+    if W.shape[0] != 1:
+        return W, b, False
+    return np.vstack([np.zeros_like(W), W]), np.concatenate([[0.0], b]), True
+
+
+def check_classes(n_cls: int, label: int, target: int | None, binary: bool) -> int | None:
+    """Validate ``label`` / ``target`` against ``n_cls`` classes; the target to use (a binary
+    model's only other class makes targeted and untargeted the same, so ``None``)."""
+    if not 0 <= label < n_cls:
+        raise ValueError(f"label must be in [0, {n_cls}), got {label}")
+    if target is not None and (not 0 <= target < n_cls or target == label):
+        raise ValueError(f"target must be in [0, {n_cls}) and differ from label, got {target}")
+    return None if binary else target
+
+
 def _status(z: np.ndarray, label: int, target: int | None, binary: bool) -> tuple[bool, int]:
     """Whether scores ``z`` count as a flip, and the predicted label."""
     if binary:
@@ -336,17 +353,9 @@ def linear_margin(
     xf = x_arr.ravel()
     if Wm.ndim != 2 or Wm.shape[1] != xf.size or bm.shape != (Wm.shape[0],):
         raise ValueError(f"W must be (K, {xf.size}) and b (K,), got {Wm.shape} and {bm.shape}")
-    binary = Wm.shape[0] == 1
-    if binary:
-        Wm = np.vstack([np.zeros_like(Wm), Wm])
-        bm = np.concatenate([[0.0], bm])
+    Wm, bm, binary = as_two_class(Wm, bm)
     n_cls = Wm.shape[0]
-    if not 0 <= label < n_cls:
-        raise ValueError(f"label must be in [0, {n_cls}), got {label}")
-    if target is not None and (not 0 <= target < n_cls or target == label):
-        raise ValueError(f"target must be in [0, {n_cls}) and differ from label, got {target}")
-    if binary:
-        target = None  # the only other class: targeted == untargeted
+    target = check_classes(n_cls, label, target, binary)
     lo_x = broadcast_flat(lower, x_arr.shape, -math.inf, "lower")
     hi_x = broadcast_flat(upper, x_arr.shape, math.inf, "upper")
     free = broadcast_flat(mask, x_arr.shape, 1.0, "mask") != 0

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from mmargin.exact.linear import broadcast_flat, lp_norm
+from mmargin.exact.linear import as_two_class, broadcast_flat, check_classes, lp_norm
 from mmargin.exact.types import ExactMargin
 
 Layers = list[tuple[np.ndarray, np.ndarray]]
@@ -301,17 +301,10 @@ def relu_net_margin(
         if W.ndim != 2 or W.shape[1] != prev or b.shape != (W.shape[0],):
             raise ValueError(f"layer shapes do not chain: W {W.shape}, b {b.shape}, in {prev}")
         prev = W.shape[0]
-    binary = prev == 1
-    if binary:
-        WL, bL = net[-1]
-        net[-1] = (np.vstack([np.zeros_like(WL), WL]), np.concatenate([[0.0], bL]))
-    n_cls = net[-1][0].shape[0]
-    if not 0 <= label < n_cls:
-        raise ValueError(f"label must be in [0, {n_cls}), got {label}")
-    if target is not None and (not 0 <= target < n_cls or target == label):
-        raise ValueError(f"target must be in [0, {n_cls}) and differ from label, got {target}")
-    if binary:
-        target = None  # the only other class: targeted == untargeted
+    WL, bL, binary = as_two_class(*net[-1])
+    net[-1] = (WL, bL)
+    n_cls = WL.shape[0]
+    target = check_classes(n_cls, label, target, binary)
     lo_x = broadcast_flat(lower, x_arr.shape, -math.inf, "lower")
     hi_x = broadcast_flat(upper, x_arr.shape, math.inf, "upper")
     free = broadcast_flat(mask, x_arr.shape, 1.0, "mask") != 0
