@@ -10,8 +10,9 @@ flock 9
 if [ ! -f "$VENV/.installed" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q -c requirements/constraints.txt \
-    adversarial-robustness-toolbox==1.20.1 scikit-learn soundfile torchaudio==2.11.0
-  "$VENV/bin/pip" install -q -c requirements/constraints.txt -e . $(ls -d plugins/mmargin-*)
+    adversarial-robustness-toolbox==1.20.1 packaging scikit-learn soundfile torchaudio==2.11.0
+  # ART 1.20.1 imports `packaging` without declaring it; plugins install editable
+  "$VENV/bin/pip" install -q -c requirements/constraints.txt -e . $(ls -d plugins/mmargin-* | sed 's/^/-e /')
   touch "$VENV/.installed"
 fi
 echo "$VENV"

@@ -138,6 +138,9 @@ def run_task(
     if task.out is not None:
         out_dir = Path(task.out)  # relative to the working directory, like any CLI path
         write_run(out_dir, results, summary, task_record(task))
+        artifacts = getattr(live.space, "write_artifacts", None)  # a modality's own files
+        if artifacts is not None:  # (audio: WAVs), ``write_artifacts(out, results, dataset)``
+            artifacts(out_dir, results, live.dataset)
     return RunOutput(task=task, results=results, summary=summary, out=out_dir)
 
 

@@ -1,0 +1,98 @@
+"""The audio plugin's hook implementations: the ``waveform`` space and the audio loaders.
+
+Registered through the ``mmargin`` entry point (``audio = "mmargin_audio.plugin"``) like any
+third-party plugin; torch, torchaudio and soundfile are imported inside the factories.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmargin.hookspecs import Register, hookimpl
+
+
+def waveform_space(
+    sample_rate: int = 16000,
+    band: list[float] | None = None,
+    window: list[float] | None = None,
+    max_seconds: float = 600.0,
+    roundtrip: bool = True,
+    noise_draws: int = 8,
+    noise_budget: int = 200,
+    noise_seed: int = 0,
+    write_wavs: bool = True,
+) -> Any:
+    """Waveforms in ``[-1, 1]``; δ optionally limited to ``band`` = [low_hz, high_hz] and
+    ``window`` = [start_s, end_s]. Each flipped clip is reported in dB, re-checked after a
+    16-bit WAV round trip (``roundtrip``) and compared with the quietest white noise that
+    flips it (``noise_draws`` seeded draws, ``noise_budget`` forward passes; 0 draws: off).
+    ``write_wavs``: write clean / adversarial / perturbation WAVs into the run's folder."""
+    from mmargin.engine.noise import NoiseConfig
+    from mmargin_audio.space import WaveformSpace
+
+    for key, value in (("band", band), ("window", window)):
+        if value is not None and (not isinstance(value, (list, tuple)) or len(value) != 2):
+            raise ValueError(f"{key}: expected a list of two numbers, got {value!r}")
+    noise = None
+    if noise_draws > 0:
+        noise = NoiseConfig(draws=noise_draws, budget=noise_budget, seed=noise_seed)
+    return WaveformSpace(
+        sample_rate=int(sample_rate),
+        band=None if band is None else (float(band[0]), float(band[1])),
+        window=None if window is None else (float(window[0]), float(window[1])),
+        max_seconds=float(max_seconds),
+        roundtrip=bool(roundtrip),
+        noise=noise,
+        write_wavs=bool(write_wavs),
+    )
+
+
+@hookimpl
+def mmargin_register_spaces(register: Register) -> None:
+    register(
+        "waveform",
+        waveform_space,
+        help="audio waveforms in [-1, 1]: optional band / time window, reported in dB",
+    )
+
+
+def _digits(
+    split: str = "test", sample_rate: int = 8000, duration: float = 1.0, folder: str | None = None
+) -> Any:
+    from mmargin_audio.data import load_spoken_digits
+
+    return load_spoken_digits(split, sample_rate=sample_rate, duration=duration, folder=folder)
+
+
+def _folder(
+    path: str,
+    sample_rate: int = 16000,
+    duration: float = 1.0,
+    long: str = "crop",
+    max_seconds: float = 600.0,
+    classes: list[str] | None = None,
+) -> Any:
+    from mmargin_audio.data import load_audio_folder
+
+    return load_audio_folder(
+        path,
+        sample_rate=sample_rate,
+        duration=duration,
+        long=long,
+        max_seconds=max_seconds,
+        classes=classes,
+    )
+
+
+@hookimpl
+def mmargin_register_datasets(register: Register) -> None:
+    register(
+        "spoken-digits",
+        _digits,
+        help="synthetic spoken digits 0-9 (espeak-ng / flite voices), mono, 8 kHz, 1 s",
+    )
+    register(
+        "audio-folder",
+        _folder,
+        help="folder/<class>/*.wav, mixed down to mono and resampled (soundfile)",
+    )
