@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio
+PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plugins/mmargin-tabular
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo test lint bench bench-image clean

@@ -137,5 +137,5 @@ def resolve(task: Task) -> Resolved:
         dataset = dataset.head(task.samples)
     model = load_model(task.model, task.base)
     adapter = adapter_for(model, task.model, task.device)
-    goal = make_goal(task.goal, task.target)
+    goal = make_goal(task.goal, task.target, **task.goal_options)
     return Resolved(model, adapter, dataset, space, distance, goal)

@@ -65,6 +65,7 @@ class Task:
     distance: Component
     goal: str = "untargeted"
     target: int | None = None
+    goal_options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     samples: int | None = None
     batch_size: int = 128
@@ -89,9 +90,15 @@ _SCALARS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "device": (str, "a device such as 'cpu' or 'cuda'"),
         "out": (str, "a folder path"),
     },
-    "goal": {"kind": (str, "'untargeted' or 'targeted'"), "target": (int, "a class index")},
+    "goal": {
+        "kind": (str, "'untargeted', 'targeted' or 'threshold'"),
+        "target": (int, "a class index"),
+        "threshold": ((int, float), "a number: a probability in (0, 1), or a raw score"),
+        "positive": (int, "a class index"),
+        "scores": (str, "'proba' or 'raw'"),
+    },
     "search": {
-        "strategy": (str, "'auto', 'gradient' or 'exact'"),
+        "strategy": (str, "'auto', 'gradient', 'decision', 'hybrid' or 'exact'"),
         "budget": (int, "a positive integer (forward + backward passes per sample)"),
         "restarts": (int, "an integer >= 0"),
         "exact": (str, "'auto', 'never' or 'only'"),
@@ -101,8 +108,9 @@ _SCALARS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
     "report": {"epsilons": (list, "a list of numbers")},
 }
 _CHOICES = {
-    "goal.kind": ("untargeted", "targeted"),
-    "search.strategy": ("auto", "gradient", "exact"),
+    "goal.kind": ("untargeted", "targeted", "threshold"),
+    "goal.scores": ("proba", "raw"),
+    "search.strategy": ("auto", "gradient", "decision", "hybrid", "exact"),
     "search.exact": ("auto", "never", "only"),
 }
 _POSITIVE = {"task.samples", "task.batch_size", "search.budget"}
@@ -151,6 +159,17 @@ def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str
     target = values.get("goal.target")
     if goal == "targeted" and target is None:
         raise InvalidTaskError("goal.target", "a targeted goal needs a target class")
+    goal_options = {k: values[f"goal.{k}"] for k in ("threshold", "positive", "scores")
+                    if f"goal.{k}" in values}  # fmt: skip
+    if goal == "threshold" and "threshold" not in goal_options:
+        raise InvalidTaskError("goal.threshold", "a threshold goal needs a threshold")
+    tau, scale = goal_options.get("threshold", 0.5), goal_options.get("scores", "proba")
+    if not math.isfinite(tau) or (scale == "proba" and not 0 < tau < 1):
+        raise InvalidTaskError("goal.threshold", "expected a probability in (0, 1) (or a finite "
+                               f"raw score with scores = 'raw'), got {tau!r}")  # fmt: skip
+    if goal != "threshold" and goal_options:
+        first = next(iter(goal_options))
+        raise InvalidTaskError(f"goal.{first}", "only used by kind = 'threshold'")
     return Task(
         name=values.get("task.name", default_name),
         model=_model(raw["model"]),
@@ -159,6 +178,7 @@ def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str
         distance=_component("distance", raw["distance"], "name"),
         goal=goal,
         target=target,
+        goal_options=goal_options,
         seed=values.get("task.seed", 0),
         samples=values.get("task.samples"),
         batch_size=values.get("task.batch_size", 128),
@@ -187,9 +207,9 @@ def _check(where: str, value: Any, expected: type | tuple[type, ...], words: str
         raise InvalidTaskError(
             where, f"expected one of {', '.join(_CHOICES[where])}, got {value!r}"
         )
-    if where in _POSITIVE and value < 1:
+    if where in _POSITIVE and isinstance(value, int) and value < 1:
         raise InvalidTaskError(where, f"expected {words}, got {value!r}")
-    if isinstance(value, int) and value < 0:
+    if isinstance(value, int) and value < 0 and where != "goal.threshold":
         raise InvalidTaskError(where, f"expected {words}, got {value!r}")
     return value
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from mmargin.adapters import ModelAdapter
-from mmargin.goals import Goal
+from mmargin.goals import Goal, decide
 from mmargin.spaces import ContinuousSpace
 
 
@@ -70,4 +70,4 @@ def verify(
     scores = model(x_adv)
     finite = torch.isfinite(scores).all(dim=1)
     adv = goal.is_adversarial(scores, labels, targets) & finite
-    return Verified(adversarial=adv, adv_label=scores.argmax(dim=1), scores=scores)
+    return Verified(adversarial=adv, adv_label=decide(goal, scores), scores=scores)

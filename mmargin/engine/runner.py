@@ -25,11 +25,12 @@ from torch import Tensor
 
 from mmargin.adapters import ModelAdapter
 from mmargin.distances import LpDistance
+from mmargin.engine.decision import decision_search, hybrid_search
 from mmargin.engine.finish import line_search, verify
 from mmargin.engine.gradient import GradientConfig, gradient_search
 from mmargin.engine.state import SearchState
 from mmargin.exact.types import ExactMargin
-from mmargin.goals import Goal, Untargeted
+from mmargin.goals import Goal, Untargeted, decide
 from mmargin.results import SampleResult, Status
 from mmargin.spaces import ContinuousSpace
 
@@ -77,7 +78,9 @@ def _gradient(
                            spec.gradient, generator)  # fmt: skip
 
 
-STRATEGIES: dict[str, SearchFn] = {"gradient": _gradient}
+STRATEGIES: dict[str, SearchFn] = {
+    "gradient": _gradient, "decision": decision_search, "hybrid": hybrid_search,
+}  # fmt: skip
 """Search strategies by name; ``auto`` picks ``gradient`` for differentiable models and
 ``decision`` (when installed) otherwise."""
 
@@ -212,7 +215,7 @@ def _search_batch(
     if scores.dim() != 2 or scores.shape[0] != x.shape[0]:
         raise ValueError(f"model returned scores of shape {tuple(scores.shape)}, expected (B, K)")
     finite = torch.isfinite(scores).all(dim=1)
-    pred = scores.argmax(dim=1)
+    pred = decide(ctx.goal, scores)
     correct = (pred == labels) & finite
     if targets is not None:
         correct &= targets != labels
@@ -260,6 +263,8 @@ def _search_batch(
         elif not math.isfinite(margin) or not bool(checked.adversarial[i]):
             why = (f"no flip found within {ctx.spec.budget} passes" if not math.isfinite(margin)
                    else "a flip was found but failed re-verification")  # fmt: skip
+            if batch.lower[i] == math.inf:  # an exact method proved that no flip exists
+                why = f"no flip exists in this space (proven by {batch.methods[i]})"
             out.append(ctx.result(
                 sample, label, Status.NOT_FLIPPED, pred_label=p, margin=math.inf,
                 lower_bound=batch.lower[i], strategy=batch.methods[i], message=why, **common,
@@ -330,6 +335,8 @@ def _apply_exact(ctx: _Context, batch: _Batch, sel: Tensor) -> None:
             continue
         batch.lower[i] = float(found.lower)
         if found.adversarial is None:
+            if found.lower == math.inf:
+                batch.methods[i] = f"exact:{found.method}"
             continue
         adv = torch.as_tensor(found.adversarial, dtype=x.dtype, device=x.device).view_as(x[i])
         x_adv, ok, passes = _nudge_until_adversarial(ctx, batch, i, adv.unsqueeze(0))

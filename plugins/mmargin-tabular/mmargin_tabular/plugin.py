@@ -1,0 +1,109 @@
+"""The tabular plugin's hook implementations.
+
+Registered through the ``mmargin`` entry point (``tabular = "mmargin_tabular.plugin"``),
+the same way a third-party plugin is. Everything heavy is imported inside the factories.
+
+- space ``tabular``: a feature schema (built-in name, TOML path or inline table);
+- distances ``tabular-l1`` (cost, the default), ``tabular-l2``, ``tabular-linf`` (scaled),
+  ``tabular-l0`` (features changed), weights from the same schema;
+- adapter ``sklearn`` (and automatic adaptation of fitted scikit-learn classifiers);
+- datasets ``fraud`` (synthetic card transactions) and ``tabular-file`` (CSV / Parquet);
+- exact margins for tree ensembles, linear models and ReLU MLPs under the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mmargin.hookspecs import Register, hookimpl
+
+
+def _space(schema: Any, reference: Any = None) -> Any:
+    """Rows encoded by a feature schema; ``reference = "fraud"`` adds the synthetic
+    training rows as starting points for the decision-based search."""
+    from mmargin_tabular.space import tabular_space
+
+    return tabular_space(schema, reference)
+
+
+@hookimpl
+def mmargin_register_spaces(register: Register) -> None:
+    register("tabular", _space, help="rows under a feature schema (bounds, immutables, types)")
+
+
+@hookimpl
+def mmargin_register_distances(register: Register) -> None:
+    from mmargin_tabular.distances import factory
+
+    register("tabular-l1", factory("l1"), help="total cost of the change (schema costs)")
+    register("tabular-l2", factory("l2"), help="cost-weighted Euclidean norm")
+    register("tabular-linf", factory("linf"), help="largest change in standard deviations")
+    register("tabular-l0", factory("l0"), help="number of features changed")
+
+
+def sklearn_adapter(model: Any, device: str = "cpu", scores: str = "proba",
+                    gradients: str = "auto") -> Any:  # fmt: skip
+    """A fitted scikit-learn classifier or pipeline: ``scores`` = ``proba`` (log
+    predict_proba) or ``decision``; ``gradients = "never"`` forces the black-box path."""
+    from mmargin_tabular.adapters import SklearnAdapter
+
+    return SklearnAdapter(model, device=device, scores=scores, gradients=gradients)  # type: ignore[arg-type]
+
+
+@hookimpl
+def mmargin_register_adapters(register: Register) -> None:
+    register("sklearn", sklearn_adapter, help="scikit-learn classifier / pipeline (torch twin "
+             "for linear models and MLPs)")  # fmt: skip
+
+
+@hookimpl
+def mmargin_adapt_model(model: Any, device: str, options: dict[str, Any]) -> Any:
+    from mmargin_tabular.adapters import is_sklearn_model
+
+    if is_sklearn_model(model):
+        return sklearn_adapter(model, device=device, **options)
+    return None
+
+
+def _fraud(split: str = "test", n: int | None = None, seed: int = 0, fraud_rate: float = 0.02,
+           only_label: int | None = None) -> Any:  # fmt: skip
+    """Synthetic card transactions (see ``mmargin_tabular.data.FRAUD_STORY``)."""
+    from mmargin.data import Dataset
+    from mmargin_tabular.data import fraud_split
+    from mmargin_tabular.schema import load_schema
+
+    x, y = fraud_split(split, n=n, seed=seed, fraud_rate=fraud_rate)
+    ids = [f"fraud-{split}-{i}" for i in range(len(y))]
+    if only_label is not None:
+        keep = np.flatnonzero(y == only_label)
+        x, y, ids = x[keep], y[keep], [ids[i] for i in keep]
+    schema = load_schema("fraud")
+    meta = {"source": "synthetic", "schema": schema.name, "classes": list(schema.classes)}
+    return Dataset(x, y, ids, meta)
+
+
+def _file(path: str, schema: Any, label: str | None = None, only_label: int | None = None) -> Any:
+    """A user's CSV / Parquet file read through a schema."""
+    from mmargin_tabular.data import load_table
+
+    return load_table(path, schema, label=label, only_label=only_label)
+
+
+@hookimpl
+def mmargin_register_datasets(register: Register) -> None:
+    register("fraud", _fraud, help="synthetic card transactions, 2% fraud, fraud schema")
+    register("tabular-file", _file, help="CSV / Parquet file read through a feature schema")
+
+
+@hookimpl(tryfirst=True)
+def mmargin_exact_margin(
+    model: Any, space: Any, distance: Any, x: np.ndarray, label: int,
+    target: int | None, upper_bound: float | None, goal: Any,
+) -> Any:  # fmt: skip
+    """Tree ensembles (MILP), linear models (LP / MILP) and ReLU MLPs (MILP) under the
+    schema and the goal's decision rule; see :mod:`mmargin_tabular.exact`."""
+    from mmargin_tabular.exact import exact_margin
+
+    return exact_margin(model, space, distance, x, label, target, upper_bound, goal)
