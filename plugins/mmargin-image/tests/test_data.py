@@ -262,3 +262,17 @@ def test_tensor_file_level_rejections(tmp_path: Path) -> None:
     torch.save({"x": _Opaque(), "y": torch.zeros(1)}, tmp_path / "code.pt")
     with pytest.raises(ValueError, match="weights_only=True"):
         load_tensors(tmp_path / "code.pt")
+
+
+def test_mnist_reader_refuses_anything_but_arrays(tmp_path: Path) -> None:
+    """The MNIST pickle is read by an unpickler that cannot call arbitrary functions."""
+    import gzip
+    import pickle
+
+    from mmargin_image.data import _ArrayUnpickler
+
+    evil = tmp_path / "evil.pkl.gz"
+    with gzip.open(evil, "wb") as fh:
+        pickle.dump(print, fh)  # any callable other than numpy's array rebuilders
+    with gzip.open(evil, "rb") as fh, pytest.raises(pickle.UnpicklingError, match="refusing"):
+        _ArrayUnpickler(fh).load()
