@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plugins/mmargin-tabular
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint bench bench-image clean
+.PHONY: setup demo test lint bench bench-image bench-text bench-tabular bench-audio clean
 
 setup: $(VENV)/.installed
 
@@ -29,10 +29,21 @@ lint: setup
 	$(VENV)/bin/ruff format --check mmargin plugins tests bench
 	$(VENV)/bin/mypy
 
-bench: bench-image
+# Each benchmark installs its peers in its own environment under bench/ and writes
+# bench/results/<name>.json and .md; the figures in README.md come from these.
+bench: bench-image bench-text bench-tabular bench-audio
 
 bench-image: setup
 	bash bench/run_image.sh
 
+bench-text: setup
+	bash bench/run_text.sh
+
+bench-tabular: setup
+	bash bench/run_tabular.sh
+
+bench-audio: setup
+	bash bench/run_audio.sh
+
 clean:
-	rm -rf $(VENV) bench/.venv-peers runs
+	rm -rf $(VENV) bench/.venv-peers bench/.venv-art runs
