@@ -121,7 +121,7 @@ class ContinuousSpace:
         lo, hi, mask = self._tensors(x)
         point = x + delta
         blocked = ((point >= hi) & (grad < 0)) | ((point <= lo) & (grad > 0))
-        grad = torch.where(blocked, torch.zeros_like(grad), grad)
+        grad = grad.masked_fill(blocked, 0.0)
         return grad if mask is None else grad * mask
 
     def finalize(self, x: Tensor, x_adv: Tensor) -> Tensor:

@@ -158,8 +158,9 @@ def _run_once(
     stall = torch.zeros(batch, dtype=torch.long, device=x.device)
     free = space.free_dims(x)
     for k in range(steps):
-        idx = active.nonzero().squeeze(1)
-        if idx.numel() == 0:
+        # all samples active (no early stop yet): views instead of gathered copies
+        idx: Tensor | slice = slice(None) if bool(active.all()) else active.nonzero().squeeze(1)
+        if isinstance(idx, Tensor) and idx.numel() == 0:
             break
         xi, di = x[idx], delta[idx].clone().requires_grad_(True)
         ti = targets[idx] if targets is not None else None
@@ -182,9 +183,12 @@ def _run_once(
         best = state.best_norm[idx]
         improved = is_adv & (norms < best)
         significant = is_adv & (norms < best * (1 - config.rtol))
-        state.best_norm[idx] = torch.where(improved, norms, best)
-        state.best_delta[idx] = torch.where(_view(improved, di), di, state.best_delta[idx])
-        state.best_class[idx] = torch.where(improved, scores.argmax(dim=1), state.best_class[idx])
+        rows = improved.nonzero().squeeze(1)
+        if rows.numel():  # copy only the rows that improved
+            where = rows if isinstance(idx, slice) else idx[rows]
+            state.best_norm[where] = norms[rows]
+            state.best_delta[where] = di[rows]
+            state.best_class[where] = scores[rows].argmax(dim=1)
         stall[idx] = torch.where(significant, torch.zeros_like(stall[idx]), stall[idx] + 1)
         was_found = found[idx]
         found[idx] = was_found | is_adv
