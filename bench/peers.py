@@ -1,0 +1,501 @@
+"""The compared methods behind one interface, and the pass counter they all share.
+
+Every method gets the same counted model (:class:`PassCounter`), the same batch ``x`` in
+``[0, 1]`` and labels ``y``, and returns its adversarial batch. The counter sees every
+forward call and every backward pass that reaches the model's input, whoever makes it, so
+the passes a method used are measured rather than taken from its documentation.
+
+Each method's configuration is a function of the norm and the per-sample budget; the
+fixed parts follow the libraries' documented defaults, and only the iteration counts are
+set so that the measured passes stay within the budget (see ``cost`` in each entry: the
+passes one iteration costs per sample, and the fixed passes around the loop).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+NORMS = ("l2", "linf", "l1")
+_P = {"l2": 2.0, "linf": math.inf, "l1": 1.0}
+
+
+# ----------------------------------------------------------------------- pass counting
+class _CountBackward(torch.autograd.Function):
+    """Identity on the model input whose backward counts one pass per sample."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, counter: PassCounter) -> Tensor:
+        ctx.counter = counter
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        ctx.counter.backward_samples += int(grad.shape[0])
+        return grad, None
+
+
+class PassCounter(nn.Module):
+    """Wraps a model and counts sample-passes: a forward call on a batch of B inputs is B
+    forward passes; each backward traversal that reaches the input is B backward passes
+    (so per-class gradients through one forward, as DeepFool and FAB take, count each)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_samples = 0
+        self.backward_samples = 0
+
+    def reset(self) -> None:
+        self.forward_samples = 0
+        self.backward_samples = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.forward_samples += int(x.shape[0])
+        if torch.is_grad_enabled() and x.requires_grad:
+            x = _CountBackward.apply(x, self)
+        out: Tensor = self.model(x)
+        return out
+
+
+# ----------------------------------------------------------------------------- methods
+RunFn = Callable[[PassCounter, Tensor, Tensor, str, dict[str, Any]], tuple[Tensor, dict[str, Any]]]
+ConfigFn = Callable[[str, int], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One compared method: ``key`` is ``library.attack``; ``config(norm, budget)`` gives
+    the settings recorded in the results and passed to ``run``."""
+
+    key: str
+    library: str
+    attack: str
+    norms: tuple[str, ...]
+    config: ConfigFn
+    run: RunFn
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _steps(budget: int, per_step: int, fixed: int) -> int:
+    return max((budget - fixed) // per_step, 1)
+
+
+# -- mmargin ------------------------------------------------------------------------------
+def _mmargin_config(norm: str, budget: int) -> dict[str, Any]:
+    return {
+        "budget": budget,
+        "batch_size": "the harness batch",
+        "strategy": "auto",
+        "exact": "never",
+        "gradient": "GradientConfig() defaults",
+        "cost": "SearchSpec.budget counts every pass",
+    }
+
+
+def _mmargin_early_config(norm: str, budget: int) -> dict[str, Any]:
+    return {
+        **_mmargin_config(norm, budget),
+        "gradient": "GradientConfig(patience=100, rtol=1e-3): per-sample early stop",
+        "patience": 100,
+        "rtol": 1e-3,
+    }
+
+
+def _mmargin_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    from mmargin.adapters import TorchAdapter
+    from mmargin.distances import lp
+    from mmargin.engine.gradient import GradientConfig
+    from mmargin.engine.runner import SearchSpec, minimal_flip
+    from mmargin_image.plugin import image_space
+
+    gradient = GradientConfig(patience=cfg.get("patience", 0), rtol=cfg.get("rtol", 1e-4))
+    spec = SearchSpec(budget=cfg["budget"], batch_size=len(x), exact=cfg["exact"],
+                      gradient=gradient)  # fmt: skip
+    x_np = x.numpy()
+    results = minimal_flip(TorchAdapter(model), image_space(), lp(norm), x_np, y.numpy(), spec=spec)
+    adv = x_np.copy()
+    for i, r in enumerate(results):
+        if r.adversarial is not None:
+            adv[i] = np.asarray(r.adversarial, dtype=np.float32).reshape(x_np.shape[1:])
+    extras = {
+        "reported_queries": [int(r.queries) for r in results],
+        "reported_margin": [float(r.margin) for r in results],
+        "status": [str(r.status.value) for r in results],
+    }
+    return torch.from_numpy(adv), extras
+
+
+# -- Foolbox 3.3.4 ----------------------------------------------------------------------
+def _fb_model(model: PassCounter) -> Any:
+    import foolbox as fb
+
+    return fb.PyTorchModel(model, bounds=(0.0, 1.0), device="cpu")
+
+
+def _fb_call(attack: Any, model: PassCounter, x: Tensor, y: Tensor) -> Tensor:
+    # the documented minimisation call: epsilons=None means no size limit, no early stop
+    _raw, clipped, _success = attack(_fb_model(model), x, y, epsilons=None)
+    return clipped.detach()
+
+
+def _fb_fmn_config(norm: str, budget: int) -> dict[str, Any]:
+    # one forward + one backward per step; Foolbox's __call__ adds one forward to check
+    return {
+        "steps": _steps(budget, 2, 1),
+        "max_stepsize": 1.0,
+        "gamma": 0.05,
+        "min_stepsize": "max_stepsize / 100 (default)",
+        "init_attack": None,
+        "cost": "2 per step + 1",
+    }
+
+
+def _fb_fmn_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    import foolbox as fb
+
+    cls = {
+        "l2": fb.attacks.L2FMNAttack,
+        "linf": fb.attacks.LInfFMNAttack,
+        "l1": fb.attacks.L1FMNAttack,
+    }[norm]
+    attack = cls(steps=cfg["steps"], max_stepsize=cfg["max_stepsize"], gamma=cfg["gamma"])
+    return _fb_call(attack, model, x, y), {}
+
+
+def _fb_ddn_config(norm: str, budget: int) -> dict[str, Any]:
+    return {
+        "steps": _steps(budget, 2, 1),
+        "init_epsilon": 1.0,
+        "gamma": 0.05,
+        "cost": "2 per step + 1",
+    }
+
+
+def _fb_ddn_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    import foolbox as fb
+
+    attack = fb.attacks.DDNAttack(
+        init_epsilon=cfg["init_epsilon"], steps=cfg["steps"], gamma=cfg["gamma"]
+    )
+    return _fb_call(attack, model, x, y), {}
+
+
+def _fb_deepfool_config(norm: str, budget: int) -> dict[str, Any]:
+    # per step: (candidates - 1) forward + backward pairs (Foolbox repeats the forward per
+    # class); it stops when the whole batch is adversarial. The default 50 steps stay
+    # within 1000: 1 + 50 * 18 + 1.
+    candidates = 10
+    per_step = 2 * (candidates - 1)
+    return {
+        "steps": min(50, _steps(budget, per_step, 2)),
+        "candidates": candidates,
+        "overshoot": 0.02,
+        "loss": "logits",
+        "cost": f"{per_step} per step + 2, batch stops when all adversarial",
+    }
+
+
+def _fb_deepfool_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    import foolbox as fb
+
+    cls = {"l2": fb.attacks.L2DeepFoolAttack, "linf": fb.attacks.LinfDeepFoolAttack}[norm]
+    attack = cls(
+        steps=cfg["steps"],
+        candidates=cfg["candidates"],
+        overshoot=cfg["overshoot"],
+        loss=cfg["loss"],
+    )
+    return _fb_call(attack, model, x, y), {}
+
+
+def _fb_cw_config(norm: str, budget: int) -> dict[str, Any]:
+    # binary_search_steps * steps <= budget / 2: one forward + backward per inner step
+    bss = 5
+    return {
+        "binary_search_steps": bss,
+        "steps": _steps(budget, 2 * bss, 2),
+        "stepsize": 0.01,
+        "confidence": 0.0,
+        "initial_const": 0.001,
+        "abort_early": True,
+        "cost": "2 per inner step + 1",
+    }
+
+
+def _fb_cw_single_config(norm: str, budget: int) -> dict[str, Any]:
+    # a within-budget variant that spends the budget on one long Adam run at a fixed
+    # constant instead of a binary search (chosen on the first 50 test images: see README)
+    return {
+        "binary_search_steps": 1,
+        "steps": _steps(budget, 2, 2),
+        "stepsize": 0.01,
+        "confidence": 0.0,
+        "initial_const": 1.0,
+        "abort_early": True,
+        "cost": "2 per inner step + 1",
+    }
+
+
+def _fb_cw_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    import foolbox as fb
+
+    attack = fb.attacks.L2CarliniWagnerAttack(
+        binary_search_steps=cfg["binary_search_steps"],
+        steps=cfg["steps"],
+        stepsize=cfg["stepsize"],
+        confidence=cfg["confidence"],
+        initial_const=cfg["initial_const"],
+        abort_early=cfg["abort_early"],
+    )
+    return _fb_call(attack, model, x, y), {}
+
+
+# -- adv_lib 0.2.8 ------------------------------------------------------------------------
+def _al_fmn_config(norm: str, budget: int) -> dict[str, Any]:
+    return {
+        "steps": _steps(budget, 2, 0),
+        "α_init": 1.0,
+        "α_final": "α_init / 100 (default)",
+        "γ_init": 0.05,
+        "γ_final": 0.001,
+        "cost": "2 per step",
+    }
+
+
+def _al_fmn_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    from adv_lib.attacks import fmn
+
+    adv = fmn(
+        model,
+        x,
+        y,
+        norm=_P[norm],
+        steps=cfg["steps"],
+        α_init=cfg["α_init"],
+        γ_init=cfg["γ_init"],
+        γ_final=cfg["γ_final"],
+    )
+    return adv.detach(), {}
+
+
+def _al_ddn_config(norm: str, budget: int) -> dict[str, Any]:
+    return {
+        "steps": _steps(budget, 2, 0),
+        "γ": 0.05,
+        "init_norm": 1.0,
+        "levels": 256,
+        "cost": "2 per step",
+    }
+
+
+def _al_ddn_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    from adv_lib.attacks import ddn
+
+    adv = ddn(
+        model,
+        x,
+        y,
+        steps=cfg["steps"],
+        γ=cfg["γ"],
+        init_norm=cfg["init_norm"],
+        levels=cfg["levels"],
+    )
+    return adv.detach(), {}
+
+
+def _al_fab_config(norm: str, budget: int) -> dict[str, Any]:
+    # per iteration: one forward + (K-1) = 9 backward for the linearisation, one forward to
+    # check the step; one forward at the start
+    return {
+        "n_iter": _steps(budget, 11, 1),
+        "α_max": 0.1,
+        "β": 0.9,
+        "η": 1.05,
+        "restarts": None,
+        "targeted_restarts": False,
+        "cost": "11 per iteration + 1",
+    }
+
+
+def _al_fab_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    from adv_lib.attacks import fab
+
+    adv = fab(
+        model,
+        x.clone(),
+        y,
+        norm=_P[norm],
+        n_iter=cfg["n_iter"],
+        α_max=cfg["α_max"],
+        β=cfg["β"],
+        η=cfg["η"],
+        restarts=cfg["restarts"],
+        targeted_restarts=cfg["targeted_restarts"],
+    )
+    return adv.detach(), {}
+
+
+def _al_alma_config(norm: str, budget: int) -> dict[str, Any]:
+    return {
+        "distance": norm,
+        "num_steps": _steps(budget, 2, 0),
+        "lr_init": 0.1,
+        "lr_reduction": 0.01,
+        "init_lr_distance": None,
+        "α": 0.9,
+        "penalty": "P2 (default)",
+        "cost": "2 per step",
+    }
+
+
+def _al_alma_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    from adv_lib.attacks import alma
+
+    adv = alma(
+        model,
+        x,
+        y,
+        distance=cfg["distance"],
+        num_steps=cfg["num_steps"],
+        lr_init=cfg["lr_init"],
+        lr_reduction=cfg["lr_reduction"],
+        α=cfg["α"],
+    )
+    return adv.detach(), {}
+
+
+# -- torchattacks 3.5.1 ---------------------------------------------------------------------
+def _ta_fab_config(norm: str, budget: int) -> dict[str, Any]:
+    # per step: one forward + K = 10 backward (every class, the true one too) + one forward
+    # to check; one forward for the clean prediction, one for the final check
+    return {
+        "norm": {"l2": "L2", "linf": "Linf", "l1": "L1"}[norm],
+        "steps": _steps(budget, 12, 3),
+        "eps": "inf (accept any size: minimal-norm use)",
+        "n_restarts": 1,
+        "alpha_max": 0.1,
+        "eta": 1.05,
+        "beta": 0.9,
+        "seed": 0,
+        "cost": "12 per step + 3",
+    }
+
+
+def _ta_fab_run(
+    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    import torchattacks
+
+    attack = torchattacks.FAB(
+        model,
+        norm=cfg["norm"],
+        eps=math.inf,
+        steps=cfg["steps"],
+        n_restarts=cfg["n_restarts"],
+        alpha_max=cfg["alpha_max"],
+        eta=cfg["eta"],
+        beta=cfg["beta"],
+        seed=cfg["seed"],
+        n_classes=10,
+    )
+    return attack(x, y).detach(), {}
+
+
+_CW_NOTE = (
+    "C&W optimises in tanh space with Adam (step 0.01): pixels at exactly 0 or 1 (most of an "
+    "MNIST image) move by ~1e-6 per hundred steps, so short runs can only change the stroke "
+    "pixels. Foolbox returns an all-zero image where it found nothing; such an image still "
+    "counts when the model's prediction on it differs from the label (see checks.zero_image)."
+)
+
+METHODS: dict[str, Method] = {
+    m.key: m
+    for m in (
+        Method("mmargin", "mmargin", "minimal_flip", NORMS, _mmargin_config, _mmargin_run),
+        Method("mmargin.early", "mmargin", "minimal_flip, early stop", NORMS,
+               _mmargin_early_config, _mmargin_run),  # fmt: skip
+        Method(
+            "foolbox.fmn",
+            "foolbox 3.3.4",
+            "FMN",
+            NORMS,
+            _fb_fmn_config,
+            _fb_fmn_run,
+            {
+                "l2": "Foolbox 3.3.4's L2FMNAttack.project computes `norms / norms` (always 1), "
+                "so its L2 projection onto the ε-ball is a no-op; reported as it runs."
+            },
+        ),
+        Method("foolbox.ddn", "foolbox 3.3.4", "DDN", ("l2",), _fb_ddn_config, _fb_ddn_run),
+        Method(
+            "foolbox.deepfool",
+            "foolbox 3.3.4",
+            "DeepFool",
+            ("l2", "linf"),
+            _fb_deepfool_config,
+            _fb_deepfool_run,
+        ),
+        Method(
+            "foolbox.cw",
+            "foolbox 3.3.4",
+            "C&W",
+            ("l2",),
+            _fb_cw_config,
+            _fb_cw_run,
+            {"l2": _CW_NOTE},
+        ),
+        Method(
+            "foolbox.cw_1x499",
+            "foolbox 3.3.4",
+            "C&W (1 search step, const 1)",
+            ("l2",),
+            _fb_cw_single_config,
+            _fb_cw_run,
+            {"l2": _CW_NOTE},
+        ),
+        Method(
+            "adv_lib.fmn",
+            "adv_lib 0.2.8",
+            "FMN",
+            NORMS,
+            _al_fmn_config,
+            _al_fmn_run,
+            {
+                "l2": "adv_lib 0.2.8's l2_projection_ computes `δ.mul_(ε / ‖δ‖).clamp_(max=1)`: "
+                "the clamp hits δ, not the scale factor, so every step rescales δ onto the "
+                "ε-sphere (growing it from inside the ball too); reported as it runs."
+            },
+        ),
+        Method("adv_lib.ddn", "adv_lib 0.2.8", "DDN", ("l2",), _al_ddn_config, _al_ddn_run),
+        Method("adv_lib.fab", "adv_lib 0.2.8", "FAB", NORMS, _al_fab_config, _al_fab_run),
+        Method(
+            "adv_lib.alma", "adv_lib 0.2.8", "ALMA", ("l2", "l1"), _al_alma_config, _al_alma_run
+        ),
+        Method("torchattacks.fab", "torchattacks 3.5.1", "FAB", NORMS, _ta_fab_config, _ta_fab_run),
+    )
+}
