@@ -163,17 +163,18 @@ def minimal_flip(
 def _isolated(
     ctx: _Context, x: np.ndarray, labels: np.ndarray, ids: list[str]
 ) -> list[SampleResult]:
-    """Search a batch; if anything in it raises, retry sample by sample to isolate the cause."""
+    """Search a batch; if anything in it raises, search its halves apart (recursively), so
+    one bad sample costs a few extra batches, not a retry of every sample on its own."""
     try:
         return _search_batch(ctx, x, labels, ids)
     except Exception as exc:  # noqa: BLE001 - the model is user code: any failure is per-sample
         if len(ids) == 1:
             message = f"{type(exc).__name__}: {exc}"
             return [ctx.result(ids[0], int(labels[0]), Status.ERROR, message=message)]
-        out: list[SampleResult] = []
-        for i in range(len(ids)):
-            out.extend(_isolated(ctx, x[i : i + 1], labels[i : i + 1], ids[i : i + 1]))
-        return out
+        half = len(ids) // 2
+        return _isolated(ctx, x[:half], labels[:half], ids[:half]) + _isolated(
+            ctx, x[half:], labels[half:], ids[half:]
+        )
 
 
 def choose_strategy(model: ModelAdapter, requested: str) -> str:
