@@ -118,8 +118,9 @@ def _mmargin_run(
     from mmargin_image.plugin import image_space
 
     gradient = GradientConfig(patience=cfg.get("patience", 0), rtol=cfg.get("rtol", 1e-4))
-    spec = SearchSpec(budget=cfg["budget"], batch_size=len(x), exact=cfg["exact"],
-                      gradient=gradient)  # fmt: skip
+    spec = SearchSpec(
+        budget=cfg["budget"], batch_size=len(x), exact=cfg["exact"], gradient=gradient
+    )
     x_np = x.numpy()
     results = minimal_flip(TorchAdapter(model), image_space(), lp(norm), x_np, y.numpy(), spec=spec)
     adv = x_np.copy()
@@ -437,8 +438,14 @@ METHODS: dict[str, Method] = {
     m.key: m
     for m in (
         Method("mmargin", "mmargin", "minimal_flip", NORMS, _mmargin_config, _mmargin_run),
-        Method("mmargin.early", "mmargin", "minimal_flip, early stop", NORMS,
-               _mmargin_early_config, _mmargin_run),  # fmt: skip
+        Method(
+            "mmargin.early",
+            "mmargin",
+            "minimal_flip, early stop",
+            NORMS,
+            _mmargin_early_config,
+            _mmargin_run,
+        ),
         Method(
             "foolbox.fmn",
             "foolbox 3.3.4",
