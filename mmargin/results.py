@@ -78,6 +78,22 @@ class SampleResult:
         return out
 
 
+def result_record(
+    sample: str, label: int, status: Status, *, modality: str, space: str, distance: str,
+    **fields: Any,
+) -> SampleResult:  # fmt: skip
+    """A result with neutral defaults (no prediction, margin ``nan``, nothing verified, no
+    queries) that ``fields`` override: how every strategy builds its records."""
+    defaults: dict[str, Any] = dict(
+        pred_label=None, adv_label=None, margin=math.nan, lower_bound=None, verified=False,
+        queries=0, seconds=0.0, strategy="none",
+    )  # fmt: skip
+    return SampleResult(
+        sample=sample, modality=modality, space=space, distance=distance, label=label,
+        status=status, **{**defaults, **fields},
+    )  # fmt: skip
+
+
 def _json_float(value: float | None) -> float | str | None:
     if value is None or math.isfinite(value):
         return value

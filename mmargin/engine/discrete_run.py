@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from mmargin import results
 from mmargin.engine.discrete import DiscreteConfig, Found
 from mmargin.goals import Goal
 from mmargin.results import SampleResult, Status
@@ -21,25 +22,11 @@ from mmargin.results import SampleResult, Status
 def result_record(
     space: Any, distance: Any, sample: str, label: int, status: Status, **fields: Any
 ) -> SampleResult:
-    defaults: dict[str, Any] = dict(
-        pred_label=None,
-        adv_label=None,
-        margin=math.nan,
-        lower_bound=None,
-        verified=False,
-        queries=0,
-        seconds=0.0,
-        strategy="none",
-    )
-    return SampleResult(
-        sample=sample,
-        modality=space.modality,
-        space=space.name,
-        distance=distance.name,
-        label=label,
-        status=status,
-        **{**defaults, **fields},
-    )
+    """:func:`mmargin.results.result_record` for a discrete space and distance."""
+    return results.result_record(
+        sample, label, status, modality=space.modality, space=space.name,
+        distance=distance.name, **fields,
+    )  # fmt: skip
 
 
 def decided_class(goal: Goal, scores: torch.Tensor) -> int:

@@ -31,7 +31,7 @@ from mmargin.engine.gradient import GradientConfig, gradient_search
 from mmargin.engine.state import SearchState
 from mmargin.exact.types import ExactMargin
 from mmargin.goals import Goal, Untargeted, decide
-from mmargin.results import SampleResult, Status
+from mmargin.results import SampleResult, Status, result_record
 from mmargin.spaces import ContinuousSpace
 
 ExactFn = Callable[[np.ndarray, int, "int | None", "float | None"], "ExactMargin | None"]
@@ -96,13 +96,9 @@ class _Context:
     generator: torch.Generator
 
     def result(self, sample: str, label: int, status: Status, **fields: Any) -> SampleResult:
-        defaults: dict[str, Any] = dict(
-            pred_label=None, adv_label=None, margin=math.nan, lower_bound=None,
-            verified=False, queries=0, seconds=0.0, strategy="none",
-        )  # fmt: skip
-        return SampleResult(
-            sample=sample, modality=self.space.modality, space=self.space.name,
-            distance=self.distance.name, label=label, status=status, **{**defaults, **fields},
+        return result_record(
+            sample, label, status, modality=self.space.modality, space=self.space.name,
+            distance=self.distance.name, **fields,
         )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmargin.results import SampleResult, Status
+from mmargin.results import SampleResult, Status, result_record
 from mmargin_text.offline import import_textattack
 from mmargin_text.textattack_bridge import swap_class
 
@@ -178,13 +178,4 @@ def textattack_attack(
 
 
 def _record(base: dict[str, Any], status: Status, **fields: Any) -> SampleResult:
-    defaults: dict[str, Any] = dict(
-        pred_label=None,
-        adv_label=None,
-        margin=math.nan,
-        lower_bound=None,
-        verified=False,
-        queries=0,
-        seconds=0.0,
-    )
-    return SampleResult(status=status, **{**base, **defaults, **fields})
+    return result_record(status=status, **{**base, **fields})
