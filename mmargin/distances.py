@@ -41,11 +41,6 @@ class Distance(Protocol):
         ...
 
 
-def _view(values: Tensor, like: Tensor) -> Tensor:
-    """Reshape per-sample ``(B,)`` values to broadcast against ``like`` ``(B, ...)``."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
-
-
 def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     """Euclidean projection of each row onto the L1 ball of radius ``eps`` (Duchi et al. 2008)."""
     abs_flat = flat.abs()

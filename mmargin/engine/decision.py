@@ -39,7 +39,7 @@ from torch import Tensor
 from mmargin.adapters import ModelAdapter
 from mmargin.distances import LpDistance
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.state import SearchState
+from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
 from mmargin.spaces import ContinuousSpace
 
@@ -174,7 +174,7 @@ def hybrid_search(
     first = gradient_search(model, space, distance, goal, x, labels, targets, steps,
                             spec.gradient, generator)  # fmt: skip
     used = int(first.queries.max()) if first.queries.numel() else 0
-    seeds = torch.where(_view(torch.isfinite(first.best_norm), x), first.best_delta, 0.0)
+    seeds = torch.where(per_sample(torch.isfinite(first.best_norm), x), first.best_delta, 0.0)
     rest = replace(spec, budget=max(spec.budget - used, 1))
     second = decision_search(model, space, distance, goal, x, labels, targets, rest, generator,
                              seeds=seeds)  # fmt: skip
@@ -183,10 +183,6 @@ def hybrid_search(
     second.best_delta[lost] = first.best_delta[lost]  # last resort: the line search checks it
     second.best_norm[lost] = first.best_norm[lost]
     return second
-
-
-def _view(values: Tensor, like: Tensor) -> Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _context(model: ModelAdapter, space: ContinuousSpace, distance: LpDistance, goal: Goal,

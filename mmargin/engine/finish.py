@@ -11,12 +11,9 @@ import torch
 from torch import Tensor
 
 from mmargin.adapters import ModelAdapter
+from mmargin.engine.state import per_sample
 from mmargin.goals import Goal, decide
 from mmargin.spaces import ContinuousSpace
-
-
-def _view(values: Tensor, like: Tensor) -> Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 @torch.no_grad()
@@ -41,12 +38,12 @@ def line_search(
     hi = torch.ones(batch, device=x.device, dtype=x.dtype)
     for _ in range(steps):
         mid = (lo + hi) / 2
-        candidate = space.finalize(x, x + delta * _view(mid, delta))
+        candidate = space.finalize(x, x + delta * per_sample(mid, delta))
         adv = goal.is_adversarial(model(candidate), labels, targets)
         hi = torch.where(adv, mid, hi)
         lo = torch.where(adv, lo, mid)
     passes = torch.full((batch,), steps, dtype=torch.long, device=x.device)
-    return space.finalize(x, x + delta * _view(hi, delta)) - x, passes
+    return space.finalize(x, x + delta * per_sample(hi, delta)) - x, passes
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mmargin.adapters import ModelAdapter
 from mmargin.distances import LpDistance
-from mmargin.engine.state import SearchState
+from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal, Untargeted
 from mmargin.spaces import ContinuousSpace
 
@@ -50,10 +50,6 @@ class GradientConfig:
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * k / max(steps, 1)))
-
-
-def _view(values: Tensor, like: Tensor) -> Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 def gradient_search(
@@ -97,7 +93,7 @@ def gradient_search(
             found = torch.isfinite(state.best_norm)
             radius = torch.where(found, state.best_norm, torch.zeros_like(state.best_norm))
             direction = space.random(x, generator)
-            start = distance.project(direction * _view(radius * 10, x), radius)
+            start = distance.project(direction * per_sample(radius * 10, x), radius)
             start = space.project(x, start)
         _run_once(
             model, space, distance, goal, x, labels, targets, per_run, config, start, state,
@@ -210,7 +206,7 @@ def _run_once(
         alpha = _cosine(k, steps, config.alpha_init, config.alpha_final)
         length = alpha * distance.to_l2_scale(e, free[idx])
         gnorm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
-        di = di - grad * _view(length / gnorm, grad)
+        di = di - grad * per_sample(length / gnorm, grad)
         di = distance.project(di, e)
         delta[idx] = space.project(xi, di)
 

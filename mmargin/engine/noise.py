@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from mmargin.adapters import ModelAdapter
+from mmargin.engine.state import per_sample
 from mmargin.goals import Goal
 from mmargin.spaces import ContinuousSpace
 
@@ -86,13 +87,9 @@ class NoiseMargin:
         return torch.isfinite(self.size)
 
 
-def _view(values: Tensor, like: Tensor) -> Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
-
-
 def add_scaled(x: Tensor, u: Tensor, s: Tensor) -> Tensor:
     """The default ``apply``: ``x + s·u`` with one scale per sample."""
-    return x + u * _view(s, u)
+    return x + u * per_sample(s, u)
 
 
 @torch.no_grad()

@@ -9,6 +9,11 @@ import torch
 from torch import Tensor
 
 
+def per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Per-sample values ``(B,)`` reshaped to broadcast against a batch ``like`` ``(B, ...)``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 @dataclass
 class SearchState:
     """Best adversarial perturbation per sample (``inf`` norm where none was found), the
