@@ -147,22 +147,16 @@ def _finish(
     extras: dict[str, Any] = {"notes": notes} if notes else {}
     extras.update(found.info)
     common: dict[str, Any] = dict(pred_label=pred, strategy=f"discrete:{found.method}")
-    if found.edits is None:
-        why = found.message or "no flip found within the budget"
+
+    def not_flipped(why: str, queries: int) -> SampleResult:
         return result_record(
-            space,
-            distance,
-            sample,
-            label,
-            Status.NOT_FLIPPED,
-            margin=math.inf,
-            lower_bound=found.lower,
-            queries=queries,
-            message=why,
-            extras=extras,
-            seconds=time.perf_counter() - started,
-            **common,
-        )
+            space, distance, sample, label, Status.NOT_FLIPPED, margin=math.inf,
+            lower_bound=found.lower, queries=queries, message=why, extras=extras,
+            seconds=time.perf_counter() - started, **common,
+        )  # fmt: skip
+
+    if found.edits is None:
+        return not_flipped(found.message or "no flip found within the budget", queries)
     adversarial = problem.apply(found.edits)
     with torch.no_grad():
         scores = model([adversarial])
@@ -178,22 +172,9 @@ def _finish(
         measured = float(measure(x, adversarial, found.edits))
         if measured < margin:
             extras["edit_cost"], margin, lower = margin, measured, None
-    seconds = time.perf_counter() - started
     if not ok:
-        return result_record(
-            space,
-            distance,
-            sample,
-            label,
-            Status.NOT_FLIPPED,
-            margin=math.inf,
-            lower_bound=found.lower,
-            queries=queries,
-            seconds=seconds,
-            message="a flip was found but failed re-verification",
-            extras=extras,
-            **common,
-        )
+        return not_flipped("a flip was found but failed re-verification", queries)
+    seconds = time.perf_counter() - started
     size_fn = getattr(problem, "size", None)
     size = float(size_fn()) if size_fn is not None else math.nan
     report = getattr(problem, "report", None)
