@@ -34,3 +34,12 @@ class PluginError(MmarginError, RuntimeError):
 
 class ModelError(MmarginError, RuntimeError):
     """The model raised or returned something unusable (NaN, wrong shape) for a batch."""
+
+
+class RunError(MmarginError, RuntimeError):
+    """A mistake that dooms every sample, so the run stops instead of recording errors.
+
+    Raised on the first batch (a model that expects 5 features given 9, a normalisation of
+    the wrong length, a target class the model does not have) or before it (a device that
+    does not exist); the CLI prints the message as one line and exits with status 2.
+    """

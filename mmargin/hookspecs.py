@@ -6,27 +6,40 @@ across plugins: two plugins registering the same name is an error that names bot
 Factories are called lazily, with the options from the task file, so a plugin's heavy
 imports (torch, transformers, torchaudio) happen inside the factory, never at import.
 
-``mmargin_exact_margin`` and ``mmargin_adapt_model`` are ``firstresult`` hooks: the host
-stops at the first plugin that returns something other than ``None``.
+``mmargin_exact_margin``, ``mmargin_adapt_model`` and ``mmargin_sample_report`` are
+``firstresult`` hooks: the host stops at the first plugin that returns something other
+than ``None`` (pluggy's call order: last registered first, ``tryfirst``/``trylast``
+respected). ``mmargin_write_artifacts`` is called on every plugin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
+    from mmargin.data import Dataset
     from mmargin.exact.types import ExactMargin
+    from mmargin.results import SampleResult
 
 hookspec = pluggy.HookspecMarker("mmargin")
 hookimpl = pluggy.HookimplMarker("mmargin")
 
-Register = Callable[..., None]
-"""``register(name, factory, help="one line")``: what the ``register_*`` hooks receive."""
+
+class Register(Protocol):
+    """``register(name, factory, help="one line")``: what the ``register_*`` hooks receive.
+
+    ``name`` is global across plugins for its kind; ``factory`` is called lazily with the
+    task's options; ``help`` is the line ``mmargin plugins`` prints.
+    """
+
+    def __call__(self, name: str, factory: Callable[..., Any], help: str = "") -> None: ...
 
 
 @hookspec
@@ -34,9 +47,9 @@ def mmargin_register_spaces(register: Register) -> None:
     """Register perturbation spaces.
 
     Called by the host once per session. ``factory(**options)`` returns a space (see
-    :class:`mmargin.spaces.ContinuousSpace`): how a perturbation is represented for an
-    input, applied, projected onto the constraint set and sampled. Options come from the
-    task's ``[space]`` table.
+    :mod:`mmargin.protocols`: ``Space``, ``DiscreteSpace``, ``RelaxedSpace``): how a
+    perturbation is represented for an input, applied, projected onto the constraint set
+    and sampled. Options come from the task's ``[space]`` table.
     """
 
 
@@ -44,8 +57,9 @@ def mmargin_register_spaces(register: Register) -> None:
 def mmargin_register_distances(register: Register) -> None:
     """Register distances: the units a margin is reported in.
 
-    ``factory(**options)`` returns a :class:`mmargin.distances.Distance` (norm, dual norm,
-    ball projection). Options come from the task's ``[distance]`` table.
+    Called by the host once per session. ``factory(**options)`` returns a ``Distance``
+    (norm, dual norm, ball projection) or an ``EditDistance`` (see
+    :mod:`mmargin.protocols`). Options come from the task's ``[distance]`` table.
     """
 
 
@@ -53,8 +67,11 @@ def mmargin_register_distances(register: Register) -> None:
 def mmargin_register_adapters(register: Register) -> None:
     """Register model adapters by name (``torch``, ``sklearn``, ``transformers`` ...).
 
-    ``factory(model, device=..., **options)`` wraps a loaded model object into a
-    :class:`mmargin.adapters.ModelAdapter` and says whether gradients exist.
+    Called by the host once per session. ``factory(model, device=..., **options)`` wraps a
+    loaded model object into a ``ModelAdapter`` (:mod:`mmargin.protocols`) and says whether
+    gradients exist. Options come from the task's ``model.adapter_options`` (or the API's
+    ``adapter_options``). The adapter must not change the caller's model (mode,
+    ``requires_grad``): copy or restore what it touches.
     """
 
 
@@ -62,16 +79,34 @@ def mmargin_register_adapters(register: Register) -> None:
 def mmargin_register_datasets(register: Register) -> None:
     """Register data loaders, including built-in demo data.
 
-    ``factory(**options)`` returns a :class:`mmargin.data.Dataset` already in the space's
-    units. Options come from the task's ``[data]`` table.
+    Called by the host once per session. ``factory(**options)`` returns a
+    :class:`mmargin.data.Dataset` already in the space's units. Options come from the
+    task's ``[data]`` table.
+    """
+
+
+@hookspec
+def mmargin_register_models(register: Register) -> None:
+    """Register model factories that a task file may name in ``model.factory``.
+
+    Called by the host once per session. ``factory(**options)`` returns a model object
+    (a torch module, a fitted estimator, ...) that an adapter then wraps; options come from
+    the task's ``model.options``. Registering a factory is what makes it reachable from a
+    shared task file (``factory = "mnist_cnn"``): a task may otherwise only import from its
+    own folder or from packages the user allowed (see ``docs/task-safety.md``). Register
+    only factories that are safe to call with any options a task could pass.
     """
 
 
 @hookspec(firstresult=True)
-def mmargin_adapt_model(model: Any, device: str, options: dict[str, Any]) -> Any:
+def mmargin_adapt_model(
+    model: object, device: str, options: Mapping[str, Any]
+) -> Any:  # a ModelAdapter (mmargin.protocols) or None
     """Wrap a model object whose kind this plugin recognises, or return ``None``.
 
-    Used when no adapter is named (the Python API, or a task without ``model.adapter``).
+    Called by the host when no adapter is named (the Python API, or a task without
+    ``model.adapter``). ``options`` are the adapter options (mean/std ...); raise
+    ``TypeError``/``ValueError`` for options your adapter does not accept.
     """
 
 
@@ -94,4 +129,37 @@ def mmargin_exact_margin(
     (:mod:`mmargin.goals`); return ``None`` for a goal you do not model (a threshold goal
     moves the decision boundary, so an arg-max margin would be a wrong bound). Return
     quickly with ``None`` for models you do not recognise or that are too large to solve.
+    The host records which plugin answered (``ExactMargin.plugin``); a lower bound above a
+    verified flip is discarded with a warning naming that plugin.
+    """
+
+
+@hookspec(firstresult=True)
+def mmargin_sample_report(
+    space: Any,
+    model: Any,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    labels: torch.Tensor,
+    goal: Any,
+) -> list[dict[str, Any]] | None:
+    """Extra per-sample figures for the flipped samples of a batch, or ``None``.
+
+    Called by the engine once per batch, after verification, with the clean inputs ``x``,
+    their verified adversarials ``x_adv`` and labels (one row each). ``model`` is the
+    engine's *counted* adapter: every pass you make through it is charged to the samples'
+    budget, so spend few. Decide flips with ``goal`` (``goal.is_adversarial``), never with
+    an arg-max of your own. Return one dict per row (merged into ``SampleResult.extras``);
+    return ``None`` when ``space`` is not one of yours.
+    """
+
+
+@hookspec
+def mmargin_write_artifacts(
+    space: Any, out: Path, results: Sequence[SampleResult], dataset: Dataset
+) -> None:
+    """Write a modality's own files (WAVs, images) into a finished run's folder ``out``.
+
+    Called by the host after a task run has written ``results.jsonl`` and the summary, on
+    every plugin; do nothing when ``space`` is not one of yours. Write only under ``out``.
     """

@@ -20,7 +20,7 @@ import pluggy
 from mmargin import hookspecs
 from mmargin.errors import PluginError
 
-KINDS = ("spaces", "distances", "adapters", "datasets")
+KINDS = ("spaces", "distances", "adapters", "datasets", "models")
 
 _pm: pluggy.PluginManager | None = None
 _registries: dict[str, dict[str, Entry]] | None = None
