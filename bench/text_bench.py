@@ -2,7 +2,7 @@
 
 Both walk the same candidates: the word space of ``mmargin_text`` (15 nearest neighbours in
 the MR CNN's input embeddings, NLTK stopwords frozen, one edit per word); TextAttack's
-``GreedyWordSwapWIR`` gets them through ``mmargin_text.baseline`` (its transformation is
+``GreedyWordSwapWIR`` gets them through ``bench/textattack_baseline.py`` (its transformation is
 the space's problem, a pre-transformation constraint restricts it to the same positions).
 Same model object, same sentences, same process, same query budget. Every adversarial text
 of either side is re-scored by the model before it counts.
@@ -56,8 +56,7 @@ def _textattack(wir: str) -> Callable[..., list[SampleResult]]:
         adapter: Any, space: Any, texts: list[str], labels: list[int], ids: list[str], budget: int
     ) -> list[SampleResult]:
         from textattack.search_methods import GreedyWordSwapWIR
-
-        from mmargin_text.baseline import textattack_attack
+        from textattack_baseline import textattack_attack
 
         return textattack_attack(
             adapter,

@@ -3,6 +3,6 @@
 ``mmargin_text.spaces`` (word and character substitution), ``mmargin_text.embedding``
 (input-embedding L2 margins), ``mmargin_text.adapters`` (word CNN, Hugging Face, black
 box), ``mmargin_text.data`` (MR, CSV / JSONL), ``mmargin_text.textattack_bridge``
-(TextAttack transformations, constraints and baseline attacks, offline). Importing this
+(TextAttack transformations and constraints, offline). Importing this
 package imports nothing heavy.
 """

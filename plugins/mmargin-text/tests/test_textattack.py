@@ -1,5 +1,6 @@
 """TextAttack inside mmargin, offline: import, transformations as candidates, constraints as
-filters, and a TextAttack search run over the same candidates as a baseline."""
+filters. (The TextAttack search run over the same candidates, the text benchmark's peer, is
+tested in ``bench/test_textattack_baseline.py``.)"""
 
 from __future__ import annotations
 
@@ -9,12 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mmargin.engine.runner import SearchSpec, minimal_flip
-from mmargin.results import Status
 from mmargin_text.offline import import_textattack, stopwords
-from mmargin_text.plugin import _word_edits, word_space
+from mmargin_text.plugin import word_space
 from mmargin_text.words import TextView, levenshtein
 
 NO_NETWORK = """
@@ -94,34 +91,3 @@ def test_constraints_filter_candidates(cnn: Any) -> None:
             assert levenshtein(view.words[p], str(e.value)) <= 4
     unfiltered = word_space(k=30, stopwords=False).problem(cnn, text)
     assert sum(map(len, unfiltered.edits_at.values())) > sum(map(len, problem.edits_at.values()))
-
-
-def test_greedy_wir_baseline_over_the_same_candidates(cnn: Any, mr_test: Any) -> None:
-    from mmargin_text.baseline import textattack_attack
-
-    texts, labels, ids = list(mr_test.x[:10]), list(mr_test.y[:10]), list(mr_test.ids[:10])
-    space = word_space(k=15)
-    theirs = textattack_attack(cnn, space, texts, labels, ids, budget=1000)
-    ours = minimal_flip(
-        cnn,
-        space,
-        _word_edits(),
-        np.array(texts, object),
-        np.array(labels),
-        ids,
-        spec=SearchSpec(budget=1000),
-    )
-    assert [r.sample for r in theirs] == ids
-    assert {r.status for r in theirs} <= {Status.FLIPPED, Status.NOT_FLIPPED, Status.MISCLASSIFIED}
-    assert sum(r.status is Status.FLIPPED for r in theirs) >= 4
-    for t, o in zip(theirs, ours, strict=True):
-        assert (t.status is Status.MISCLASSIFIED) == (o.status is Status.MISCLASSIFIED)
-        if t.status is Status.FLIPPED:
-            assert t.verified and t.strategy == "textattack:GreedyWordSwapWIR(unk)"
-            assert int(cnn([t.adversarial]).argmax()) != t.label
-            assert t.margin == len(t.extras["edits"]) and t.queries > 0
-            allowed = space.problem(cnn, t.extras["original_text"])
-            for e in t.extras["edits"]:  # TextAttack walked mmargin's candidates
-                assert e["value"] in {c.value for c in allowed.candidates(e["position"])}
-            if o.lower_bound is not None:  # a proven lower bound holds for any search
-                assert t.margin >= o.lower_bound

@@ -1,4 +1,5 @@
-"""Run a TextAttack attack over an mmargin word space and report mmargin result records.
+"""The text benchmark's peer: a TextAttack attack over an mmargin word space, reported as
+mmargin result records (bench-only code: it used to be ``mmargin_text.baseline``).
 
 The attack walks *the same candidates* as mmargin's search: its transformation is
 :func:`~mmargin_text.textattack_bridge.swap_class` over the word space's problem for each
