@@ -1,8 +1,8 @@
 """mmargin: per-input adversarial robustness margins for any modality.
 
 ``import mmargin`` is cheap: torch and the plugins load only when a search runs. The
-public API (``evaluate``, ``run_task``, ``to_frame``, ``load_task`` and the result types)
-is resolved on first use.
+public API (``evaluate``, ``run_task``, ``load_run``, ``to_frame``, ``load_task`` and the
+result types) is resolved on first use.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ _LAZY = {
     "load_task": "mmargin.tasks",
     "Dataset": "mmargin.data",
     "summarize": "mmargin.summary",
+    "load_run": "mmargin.store",
+    "RunRecord": "mmargin.store",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,7 +1,10 @@
-"""The ``mmargin`` command line: ``run`` a task file, list ``plugins``.
+"""The ``mmargin`` command line: ``run`` or ``check`` a task file, list ``plugins``.
 
 Only argparse and the standard library load before a sub-command runs, so ``mmargin
---help`` is instant; task and plugin errors print one line and exit with status 2.
+--help`` is instant. Task, plugin and run-level mistakes (:class:`~mmargin.errors.
+MmarginError`: a malformed task, a refused import, a plugin that fails to load, a
+:class:`~mmargin.errors.RunError` from the first batch) print one line and exit with
+status 2. ``run`` prints what the task imports before running it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="torch device, e.g. cpu or cuda (overrides the task)")
     run.add_argument("--samples", type=int, help="evaluate only the first N samples")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--dry-run", action="store_true",
+                     help="show what the task would import and run, then stop")  # fmt: skip
+    check = sub.add_parser("check", help="check a task file and show what it would import")
+    check.add_argument("task", help="path to a task .toml file")
+    for command in (run, check):
+        command.add_argument(
+            "--allow-import", action="append", default=[], metavar="PKG",
+            help="let the task's model.factory import from package PKG (repeatable; also "
+            "MMARGIN_ALLOW_IMPORTS=pkg1,pkg2 or the user settings file)",
+        )  # fmt: skip
     sub.add_parser("plugins", help="list installed plugins and what each provides")
     return parser
 
@@ -42,9 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plugins":
             return _plugins()
+        if args.command == "check" or args.dry_run:
+            return _check(args)
         return _run(args)
-    except MmarginError as exc:
-        print(f"mmargin: error: {exc}", file=sys.stderr)
+    except MmarginError as exc:  # task, plugin and run-level mistakes: one line, status 2
+        message = " ".join(str(exc).splitlines())
+        print(f"mmargin: error: {message}", file=sys.stderr)
         return 2
 
 
@@ -58,8 +74,22 @@ def _plugins() -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """``mmargin check`` / ``run --dry-run``: check the task, list what it would import."""
+    from mmargin.preview import describe_task
+    from mmargin.tasks import load_task
+
+    task = load_task(args.task)
+    for key, value in describe_task(task, args.allow_import):
+        print(f"{key:<9} {value}")
+    print("\nnothing was run")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from mmargin.api import run_task
+    from mmargin.resolve import model_plan
+    from mmargin.tasks import load_task
 
     bar: dict[str, Any] = {}
 
@@ -76,8 +106,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.samples is not None and args.samples < 1:
         print("mmargin: error: --samples: expected a positive integer", file=sys.stderr)
         return 2
-    output = run_task(args.task, out=args.out, device=args.device, samples=args.samples,
-                      progress=progress, on_start=on_start)  # fmt: skip
+    task = load_task(args.task)
+    print(f"imports: {model_plan(task, args.allow_import).describe()}", flush=True)
+    output = run_task(task, out=args.out, device=args.device, samples=args.samples,
+                      allow_imports=args.allow_import, progress=progress,
+                      on_start=on_start)  # fmt: skip
     if "bar" in bar:
         bar["bar"].close()
     print(format_summary(output.task.name, output.summary))

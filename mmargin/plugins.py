@@ -3,8 +3,9 @@
 Built-in plugins (the core's own distances and spaces, the image plugin ...) load exactly
 the way a third-party plugin does: through ``[project.entry-points.mmargin]``. Loading is
 lazy and happens once; a plugin that implements a misspelled hook fails loudly
-(``check_pending``). Registries map names to factories and remember which plugin provided
-each, for ``mmargin plugins`` and for error messages.
+(``check_pending``), and one that raises while it is imported or registers becomes a
+:class:`~mmargin.errors.PluginError` naming it. Registries map names to factories and
+remember which plugin provided each, for ``mmargin plugins`` and for error messages.
 """
 
 from __future__ import annotations
@@ -48,13 +49,34 @@ def manager() -> pluggy.PluginManager:
         for name in os.environ.get("MMARGIN_DISABLE_PLUGINS", "").split(","):
             if name.strip():
                 pm.set_blocked(name.strip())
+        for name in _entry_point_names():
+            try:
+                pm.load_setuptools_entrypoints("mmargin", name=name)
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(f"a mmargin plugin is broken: {exc}") from exc
+            except Exception as exc:  # any failure importing a plugin
+                raise PluginError(
+                    f"plugin {name!r} failed to load ({type(exc).__name__}: {_line(exc)}); "
+                    f"uninstall it or set MMARGIN_DISABLE_PLUGINS={name}"
+                ) from exc
         try:
-            pm.load_setuptools_entrypoints("mmargin")
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"a mmargin plugin is broken: {exc}") from exc
         _pm = pm
     return _pm
+
+
+def _entry_point_names() -> list[str]:
+    """The names in the ``mmargin`` entry-point group, in a stable order."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group="mmargin")})
+
+
+def _line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or "no message"
 
 
 def registries() -> dict[str, dict[str, Entry]]:
@@ -66,7 +88,16 @@ def registries() -> dict[str, dict[str, Entry]]:
         for kind in KINDS:
             caller = getattr(pm.hook, f"mmargin_register_{kind}")
             for impl in caller.get_hookimpls():
-                impl.function(register=_registrar(found[kind], kind, impl.plugin_name))
+                register = _registrar(found[kind], kind, impl.plugin_name)
+                try:
+                    impl.function(register=register)
+                except PluginError:
+                    raise
+                except Exception as exc:  # a plugin's own bug, named
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r} failed while registering its {kind} "
+                        f"({type(exc).__name__}: {_line(exc)})"
+                    ) from exc
         _registries = found
     return _registries
 
@@ -119,7 +150,8 @@ def describe() -> list[tuple[str, str, str, str]]:
         for entry in table.values():
             rows.append((entry.plugin, kind[:-1], entry.name, entry.help))
     pm = manager()
-    for hook in ("mmargin_exact_margin", "mmargin_adapt_model"):
+    for hook in ("mmargin_exact_margin", "mmargin_adapt_model", "mmargin_sample_report",
+                 "mmargin_write_artifacts"):  # fmt: skip
         for impl in getattr(pm.hook, hook).get_hookimpls():
             rows.append((impl.plugin_name, "hook", hook.removeprefix("mmargin_"), ""))
     return sorted(rows)

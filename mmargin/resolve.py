@@ -1,22 +1,28 @@
 """Turn a checked :class:`~mmargin.tasks.Task` into live objects through the plugins.
 
 Each step maps its failure to an :class:`InvalidTaskError` naming the task field, so a
-wrong loader name, an unknown option or a missing weights file is one clear line.
+wrong loader name, an unknown option or a missing weights file is one clear line. The model
+factory is planned (:mod:`mmargin.factories`) before anything else is built, so a task that
+names code it may not run is refused before any import.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from mmargin import plugins
 from mmargin.data import Dataset
 from mmargin.errors import InvalidTaskError
 from mmargin.tasks import Component, ModelSpec, Task
+
+if TYPE_CHECKING:
+    from mmargin.factories import FactoryPlan
 
 
 @dataclass
@@ -29,20 +35,6 @@ class Resolved:
     space: Any
     distance: Any
     goal: Any
-
-
-def import_object(path: str, field: str = "model.factory") -> Any:
-    """The object at ``package.module:attribute`` (a plain import, never ``eval``)."""
-    module_name, _, attr = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidTaskError(field, f"cannot import module {module_name!r} ({exc})") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InvalidTaskError(field, f"module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
 
 
 def call_with_options(
@@ -83,12 +75,24 @@ def component(kind: str, spec: Component, field: str, *args: Any) -> Any:
     return call_with_options(entry.factory, spec.options, table, *args)
 
 
-def load_model(spec: ModelSpec, base: Path) -> Any:
-    """Call the model factory and load weights (``torch.load(weights_only=True)``)."""
-    factory = import_object(spec.factory)
-    if not callable(factory):
-        raise InvalidTaskError("model.factory", f"{spec.factory!r} is not callable")
-    model = call_with_options(factory, spec.options, "model.options")
+def model_plan(task: Task, allow_imports: Sequence[str] = ()) -> FactoryPlan:
+    """Where the task's model factory comes from, decided without importing it."""
+    from mmargin.factories import allowed_packages, plan_factory
+
+    if task.model is None or task.model.factory is None:
+        raise InvalidTaskError("model.factory", "missing; name a registered model "
+                               "(`mmargin plugins` lists them) or 'module:function'")  # fmt: skip
+    models = plugins.registries()["models"]
+    return plan_factory(task.model.factory, task.base, allowed_packages(allow_imports), models)
+
+
+def load_model(spec: ModelSpec, base: Path, plan: FactoryPlan) -> Any:
+    """Call the planned model factory and load weights (``torch.load(weights_only=True)``)."""
+    from mmargin.factories import load_factory, local_folder_on_path
+
+    factory = load_factory(plan, plugins.registries()["models"])
+    with local_folder_on_path(plan.folder):
+        model = call_with_options(factory, spec.options, "model.options")
     if spec.weights is not None:
         path = (base / spec.weights).resolve()
         if not path.is_file():
@@ -103,39 +107,131 @@ def load_model(spec: ModelSpec, base: Path) -> Any:
     return model
 
 
-def adapter_for(model: Any, spec: ModelSpec, device: str) -> Any:
+def check_device(device: str, field: str = "task.device") -> None:
+    """Refuse a device this machine does not have (one line, before any model is moved)."""
+    from mmargin.tasks import check_device as spelling
+
+    spelling(device, field)
+    if device == "cpu":
+        return
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InvalidTaskError(field, f"{device!r} asked for, but CUDA is not available "
+                                   f"here (torch {torch.__version__}); use 'cpu'")  # fmt: skip
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise InvalidTaskError(field, f"{device!r}: this machine has "
+                                   f"{torch.cuda.device_count()} CUDA device(s)")  # fmt: skip
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise InvalidTaskError(field, "'mps' asked for, but MPS is not available here; use 'cpu'")
+
+
+def check_normalisation(options: Mapping[str, Any], x: np.ndarray, field: str) -> None:
+    """Refuse a mean/std whose length fits neither one value nor the data's channels
+    (axis 1: image channels, audio channels, or the features of a feature vector)."""
+    channels = x.shape[1] if x.ndim >= 2 else 1
+    for key in ("mean", "std"):
+        value = options.get(key)
+        if value is None or np.ndim(value) == 0:
+            continue
+        length = len(value)
+        if np.ndim(value) != 1 or length not in (1, channels):
+            raise InvalidTaskError(f"{field}.{key}", f"expected one value or {channels} (one "
+                                   f"per channel of inputs shaped {tuple(x.shape[1:])}), got "
+                                   f"{length}")  # fmt: skip
+        if key == "std" and any(float(v) == 0 for v in value):
+            raise InvalidTaskError(f"{field}.std", "a standard deviation of 0 divides by zero")
+
+
+def adapter_for(
+    model: Any, spec: ModelSpec | None, device: str, options: Mapping[str, Any] | None = None,
+    field: str = "model.adapter",
+) -> Any:  # fmt: skip
     """Wrap the model: the named adapter, else the first plugin that recognises it."""
-    options = dict(spec.adapter_options)
-    if spec.adapter is not None:
+    opts = dict(spec.adapter_options if spec is not None else options or {})
+    name = spec.adapter if spec is not None else None
+    if name is not None:
         try:
-            entry = plugins.lookup("adapters", spec.adapter)
+            entry = plugins.lookup("adapters", name)
         except KeyError as exc:
-            raise InvalidTaskError("model.adapter", str(exc.args[0])) from None
+            raise InvalidTaskError(field, str(exc.args[0])) from None
         return call_with_options(
-            entry.factory, {**options, "device": device}, "model.adapter_options", model
+            entry.factory, {**opts, "device": device}, "model.adapter_options", model
         )
-    adapter = plugins.manager().hook.mmargin_adapt_model(
-        model=model, device=device, options=options
-    )
+    try:
+        adapter = plugins.manager().hook.mmargin_adapt_model(
+            model=model, device=device, options=opts
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskError("model.adapter_options", str(exc)) from None
     if adapter is None:
         raise InvalidTaskError(
-            "model.adapter", f"no installed plugin can adapt a {type(model).__name__}; name one"
+            field, f"no installed plugin can adapt a {type(model).__name__}; name one"
         )
     return adapter
 
 
-def resolve(task: Task) -> Resolved:
-    """Load the model, data, space, distance and goal a task names."""
+def as_dataset(data: Any) -> Dataset:
+    """An in-memory dataset: a :class:`Dataset`, or ``(x, y)`` / ``(x, y, ids)`` arrays or
+    tensors (ids default to the row numbers)."""
+    if isinstance(data, Dataset):
+        return data
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+        raise InvalidTaskError("data", f"expected a Dataset or (x, y), got {type(data).__name__}")
+    x, y = to_numpy(data[0]), to_numpy(data[1]).reshape(-1)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InvalidTaskError("data", f"labels must be integers, got {y.dtype}")
+    ids = [str(i) for i in (data[2] if len(data) == 3 else range(len(y)))]
+    try:
+        return Dataset(x, y.astype(np.int64), ids)
+    except ValueError as exc:
+        raise InvalidTaskError("data", str(exc)) from None
+
+
+def to_numpy(values: Any) -> np.ndarray:
+    """A numpy array from an array, a list or a (detached) tensor."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def resolve(
+    task: Task, *, model: Any = None, data: Any = None, allow_imports: Sequence[str] = (),
+    plan: FactoryPlan | None = None,
+) -> Resolved:  # fmt: skip
+    """Load the model, data, space, distance and goal a task names.
+
+    ``model`` / ``data`` are in-memory replacements for the task's ``[model]`` / ``[data]``
+    (then nothing is imported for them); ``allow_imports`` are packages the caller allows a
+    ``module:function`` factory to come from (besides the environment and settings file).
+    """
     from mmargin.goals import make_goal
 
+    check_device(task.device)
+    if model is None and plan is None:
+        plan = model_plan(task, allow_imports)  # refuse a hostile factory before anything runs
     space = component("spaces", task.space, "space.name")
     distance = component("distances", task.distance, "distance.name")
-    dataset = component("datasets", task.data, "data.loader")
+    if data is not None:
+        dataset = as_dataset(data)
+    elif task.data is None:
+        raise InvalidTaskError("data", "missing table; name a loader or pass data=")
+    else:
+        dataset = component("datasets", task.data, "data.loader")
     if not isinstance(dataset, Dataset):
         raise InvalidTaskError("data.loader", f"loader returned {type(dataset).__name__}")
     if task.samples is not None:
         dataset = dataset.head(task.samples)
-    model = load_model(task.model, task.base)
+    if task.model is not None:
+        check_normalisation(task.model.adapter_options, dataset.x, "model.adapter_options")
+    if model is None:
+        assert task.model is not None and plan is not None
+        model = load_model(task.model, task.base, plan)
     adapter = adapter_for(model, task.model, task.device)
-    goal = make_goal(task.goal, task.target, **task.goal_options)
+    try:
+        goal = make_goal(task.goal, task.target, **task.goal_options)
+    except ValueError as exc:
+        raise InvalidTaskError("goal", str(exc)) from None
     return Resolved(model, adapter, dataset, space, distance, goal)

@@ -1,20 +1,29 @@
-"""Writing a run to disk: results.jsonl, summary.json, adversarials.npz and the task copy."""
+"""A run on disk: results.jsonl, summary.json, adversarials.npz and the task copy.
+
+:func:`write_run` writes them; :func:`load_run` (``mmargin.load_run``) reads a finished
+run folder back into typed results, with their adversarials, the summary and the task.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import platform
+import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmargin.results import SampleResult, adversarial_arrays
+from mmargin.errors import MmarginError
+from mmargin.results import SampleResult, Status, adversarial_arrays
 from mmargin.summary import Summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PACKAGES = ("mmargin", "torch", "numpy", "scipy", "pluggy", "scikit-learn", "transformers",
             "textattack", "torchaudio")  # fmt: skip
@@ -89,3 +98,83 @@ def _value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     return json.dumps(str(value))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run read back from its folder: what :func:`load_run` returns.
+
+    ``results`` are the per-sample :class:`SampleResult` records in file order, with
+    ``adversarial`` filled from ``adversarials.npz`` for flipped samples; ``summary`` the
+    run's :class:`Summary`; ``task`` the resolved task copy (nested tables, package
+    versions under ``versions``).
+    """
+
+    out: Path
+    results: list[SampleResult]
+    summary: Summary
+    task: dict[str, Any]
+
+    def frame(self) -> pd.DataFrame:
+        """The results as a pandas DataFrame, one row per sample (adversarials left out)."""
+        from mmargin.results import to_frame
+
+        return to_frame(self.results)
+
+
+class RunFolderError(MmarginError, ValueError):
+    """A run folder is missing a file or holds one mmargin cannot read."""
+
+
+def load_run(out: str | Path) -> RunRecord:
+    """Read a run folder written by ``mmargin run`` / :func:`mmargin.run_task`."""
+    out = Path(out)
+    try:
+        lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+        summary_raw = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        task_file = out / "task.resolved.toml"
+        task = tomllib.loads(task_file.read_text(encoding="utf-8")) if task_file.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{out}: not a readable run folder ({exc})") from None
+    adversarials: dict[str, Any] = {}
+    if (out / "adversarials.npz").is_file():
+        with np.load(out / "adversarials.npz", allow_pickle=False) as found:
+            adversarials = {key: _unpack(found[key]) for key in found.files}
+    results = [_result(row, adversarials.get(str(row.get("sample")))) for row in rows]
+    return RunRecord(out=out, results=results, summary=_summary(summary_raw), task=task)
+
+
+def _number(value: Any) -> Any:
+    """Undo the JSON spelling of non-finite floats (``"inf"``, ``"-inf"``, ``"nan"``)."""
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+def _unpack(array: np.ndarray) -> Any:
+    """A stored adversarial: text comes back as a string, everything else as an array."""
+    if array.ndim == 0 and array.dtype.kind in "US":
+        return str(array)
+    return array
+
+
+def _result(row: Mapping[str, Any], adversarial: Any) -> SampleResult:
+    known = {f.name for f in fields(SampleResult)}
+    values = {k: v for k, v in row.items() if k in known}
+    for key in ("margin", "lower_bound", "relative_margin"):
+        if key in values:
+            values[key] = _number(values[key])
+    values["status"] = Status(values["status"])
+    values["extras"] = dict(values.get("extras") or {})
+    values["adversarial"] = adversarial
+    return SampleResult(**values)
+
+
+def _summary(raw: Mapping[str, Any]) -> Summary:
+    known = {f.name for f in fields(Summary)}
+    values = {k: _number(v) for k, v in raw.items() if k in known and k != "robust_accuracy"}
+    values["robust_accuracy"] = {
+        float(k): float(_number(v)) for k, v in dict(raw.get("robust_accuracy", {})).items()
+    }
+    return Summary(**values)

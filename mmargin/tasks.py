@@ -1,7 +1,8 @@
 """Task files: a TOML evaluation spec, checked field by field before anything runs.
 
-A task names a model (an import path ``package.module:factory``, optional weights), the
-data, the space, the distance, the goal and the search budget. Every problem is reported
+A task names a model (a registered model factory, or ``module:function`` from the task's
+own folder or a package the user allowed: see :mod:`mmargin.factories`; optional weights),
+the data, the space, the distance, the goal and the search budget. Every problem is reported
 as :class:`~mmargin.errors.InvalidTaskError` naming the dotted field and what was
 expected, so the CLI can print one line. Unknown keys are errors, not silently ignored.
 
@@ -11,7 +12,7 @@ Example::
     name = "mnist-l2"
     samples = 500
     [model]
-    factory = "mmargin_image.models:mnist_cnn"
+    factory = "mnist_cnn"
     [data]
     loader = "mnist"
     split = "test"
@@ -26,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,9 +47,10 @@ class Component:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where the model comes from and how it is adapted."""
+    """Where the model comes from and how it is adapted (``factory`` is ``None`` when the
+    caller hands ``run_task`` a model object)."""
 
-    factory: str
+    factory: str | None
     weights: str | None = None
     adapter: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -56,11 +59,16 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Task:
-    """A parsed, type-checked task. ``base`` is the folder relative paths resolve against."""
+    """A parsed, type-checked task. ``base`` is the folder relative paths resolve against
+    (and the only folder a ``module:function`` factory may be imported from).
+
+    ``model`` / ``data`` are ``None`` when the task leaves them to the caller
+    (``run_task(task, model=..., data=...)``).
+    """
 
     name: str
-    model: ModelSpec
-    data: Component
+    model: ModelSpec | None
+    data: Component | None
     space: Component
     distance: Component
     goal: str = "untargeted"
@@ -84,7 +92,7 @@ class Task:
 _SCALARS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
     "task": {
         "name": (str, "a string"),
-        "seed": (int, "an integer"),
+        "seed": (int, "an integer in [0, 2**63 - 1]"),
         "samples": (int, "a positive integer"),
         "batch_size": (int, "a positive integer"),
         "device": (str, "a device such as 'cpu' or 'cuda'"),
@@ -114,6 +122,12 @@ _CHOICES = {
     "search.exact": ("auto", "never", "only"),
 }
 _POSITIVE = {"task.samples", "task.batch_size", "search.budget"}
+SEED_MAX = 2**63 - 1
+"""Seeds are integers in [0, 2**63 - 1], the range torch's generators accept."""
+_MAXIMUM = {"task.seed": SEED_MAX, "search.budget": 10**7, "search.restarts": 1000,
+            "task.batch_size": 10**6, "search.line_search_steps": 1000,
+            "search.patience": 10**7}  # fmt: skip
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 _TABLES = ("task", "model", "data", "space", "distance", "goal", "search", "report")
 
 
@@ -148,32 +162,26 @@ def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str
             if key not in fields:
                 raise InvalidTaskError(where, f"unknown key; expected one of {', '.join(fields)}")
             values[where] = _check(where, value, *fields[key])
-    for where in ("model", "data", "space", "distance"):
+    for where in ("space", "distance"):
         if where not in raw:
             raise InvalidTaskError(where, "missing table")
     epsilons = values.get("report.epsilons", [])
     for i, eps in enumerate(epsilons):
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
             raise InvalidTaskError(f"report.epsilons[{i}]", f"expected a number, got {eps!r}")
-    goal = values.get("goal.kind", "untargeted")
-    target = values.get("goal.target")
-    if goal == "targeted" and target is None:
-        raise InvalidTaskError("goal.target", "a targeted goal needs a target class")
-    goal_options = {k: values[f"goal.{k}"] for k in ("threshold", "positive", "scores")
-                    if f"goal.{k}" in values}  # fmt: skip
-    if goal == "threshold" and "threshold" not in goal_options:
-        raise InvalidTaskError("goal.threshold", "a threshold goal needs a threshold")
-    tau, scale = goal_options.get("threshold", 0.5), goal_options.get("scores", "proba")
-    if not math.isfinite(tau) or (scale == "proba" and not 0 < tau < 1):
-        raise InvalidTaskError("goal.threshold", "expected a probability in (0, 1) (or a finite "
-                               f"raw score with scores = 'raw'), got {tau!r}")  # fmt: skip
-    if goal != "threshold" and goal_options:
-        first = next(iter(goal_options))
-        raise InvalidTaskError(f"goal.{first}", "only used by kind = 'threshold'")
+    goal, target, goal_options = check_goal(
+        values.get("goal.kind", "untargeted"),
+        values.get("goal.target"),
+        {
+            k: values[f"goal.{k}"]
+            for k in ("threshold", "positive", "scores")
+            if f"goal.{k}" in values
+        },
+    )
     return Task(
         name=values.get("task.name", default_name),
-        model=_model(raw["model"]),
-        data=_component("data", raw["data"], "loader"),
+        model=_model(raw["model"]) if "model" in raw else None,
+        data=_component("data", raw["data"], "loader") if "data" in raw else None,
         space=_component("space", raw["space"], "name"),
         distance=_component("distance", raw["distance"], "name"),
         goal=goal,
@@ -200,6 +208,49 @@ def _kind(value: Any) -> str:
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)  # fmt: skip
 
 
+def check_value(where: str, value: Any) -> Any:
+    """Check one task field (``"search.budget"``) the way a task file's is checked: what the
+    Python API uses so that its mistakes read like a task file's."""
+    table, _, key = where.partition(".")
+    return _check(where, value, *_SCALARS[table][key])
+
+
+def check_goal(
+    kind: str, target: int | None, options: Mapping[str, Any]
+) -> tuple[str, int | None, dict[str, Any]]:
+    """Check a goal's kind, target and options (``threshold``, ``positive``, ``scores``) the
+    way a task's ``[goal]`` table is checked; returns them as given."""
+    check_value("goal.kind", kind)
+    if target is not None:
+        check_value("goal.target", target)
+    goal_options = dict(options)
+    for key, value in goal_options.items():
+        if key not in ("threshold", "positive", "scores"):
+            raise InvalidTaskError(f"goal.{key}", "unknown goal option; expected threshold, "
+                                   "positive or scores")  # fmt: skip
+        check_value(f"goal.{key}", value)
+    if kind == "targeted" and target is None:
+        raise InvalidTaskError("goal.target", "a targeted goal needs a target class")
+    if kind == "threshold" and "threshold" not in goal_options:
+        raise InvalidTaskError("goal.threshold", "a threshold goal needs a threshold")
+    tau, scale = goal_options.get("threshold", 0.5), goal_options.get("scores", "proba")
+    if not math.isfinite(tau) or (scale == "proba" and not 0 < tau < 1):
+        raise InvalidTaskError("goal.threshold", "expected a probability in (0, 1) (or a finite "
+                               f"raw score with scores = 'raw'), got {tau!r}")  # fmt: skip
+    if kind != "threshold" and goal_options:
+        first = next(iter(goal_options))
+        raise InvalidTaskError(f"goal.{first}", "only used by kind = 'threshold'")
+    return kind, target, goal_options
+
+
+def check_device(value: Any, where: str = "task.device") -> str:
+    """A torch device spelling (``cpu``, ``cuda``, ``cuda:1``, ``mps``); whether it exists on
+    this machine is checked when the model is adapted."""
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise InvalidTaskError(where, f"expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
+    return value
+
+
 def _check(where: str, value: Any, expected: type | tuple[type, ...], words: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, expected):
         raise InvalidTaskError(where, f"expected {words}, got {_kind(value)} {value!r}")
@@ -211,6 +262,11 @@ def _check(where: str, value: Any, expected: type | tuple[type, ...], words: str
         raise InvalidTaskError(where, f"expected {words}, got {value!r}")
     if isinstance(value, int) and value < 0 and where != "goal.threshold":
         raise InvalidTaskError(where, f"expected {words}, got {value!r}")
+    if where in _MAXIMUM and isinstance(value, int) and value > _MAXIMUM[where]:
+        raise InvalidTaskError(where, f"expected {words} of at most {_MAXIMUM[where]}, "
+                               f"got {value!r}")  # fmt: skip
+    if where == "task.device":
+        check_device(value, where)
     return value
 
 
@@ -231,9 +287,11 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
                 f"model.{key}", f"unknown key; expected one of {sorted(allowed)}"
             )
     factory = raw.get("factory")
-    if not isinstance(factory, str) or ":" not in factory:
+    if factory is not None and (not isinstance(factory, str) or not factory.strip()):
         raise InvalidTaskError(
-            "model.factory", f"expected 'package.module:function', got {factory!r}"
+            "model.factory",
+            f"expected a registered model name or 'module:function', "
+            f"got {_kind(factory)} {factory!r}",
         )
     for key in ("weights", "adapter"):
         if key in raw and not isinstance(raw[key], str):

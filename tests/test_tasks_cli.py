@@ -26,7 +26,7 @@ batch_size = 4
 out = "{out}"
 
 [model]
-factory = "mmargin.testing:toy_linear"
+factory = "toy_linear"
 
 [data]
 loader = "npz"
@@ -113,10 +113,12 @@ def test_cli_overrides_samples_and_out(tmp_path: Path, toy: dict[str, str]) -> N
         (('loader = "npz"', 'loader = "nope"'), "data.loader", "unknown dataset 'nope'"),
         (('name = "box"', 'name = "sphere"'), "space.name", "unknown space 'sphere'"),
         (("lower = -3.0", "lowr = -3.0"), "space", "unexpected keyword argument 'lowr'"),
-        (('factory = "mmargin.testing:toy_linear"', 'factory = "nowhere.mod:f"'),
-         "model.factory", "cannot import module"),
-        (('factory = "mmargin.testing:toy_linear"', 'factory = "mmargin.testing:missing"'),
-         "model.factory", "no attribute"),
+        (('factory = "toy_linear"', 'factory = "nowhere.mod:f"'),
+         "model.factory", "package 'nowhere' is not allowed"),
+        (('factory = "toy_linear"', 'factory = "toy_linearr"'),
+         "model.factory", "not a registered model"),
+        (('factory = "toy_linear"', 'factory = "mmargin.testing:toy_linear"'),
+         "model.factory", "registered model 'toy_linear' may be what you want"),
         (("[model]", '[model]\nweights = "missing.pt"'), "model.weights", "file not found"),
         (("[search]", '[goal]\nkind = "targeted"\n[search]'), "goal.target", "needs a target"),
     ],

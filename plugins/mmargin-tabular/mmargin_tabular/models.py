@@ -6,7 +6,8 @@ and ``manifest.json`` records what the training script produced (accuracy, AUC a
 fingerprint of the test-set probabilities) so a changed library version that trains a
 different model is noticed (``python -m mmargin_tabular.train --check``).
 
-Task files name these factories, e.g. ``factory = "mmargin_tabular.models:fraud_gbm"``.
+Task files name these factories, e.g. ``factory = "fraud_gbm"`` (registered
+by the plugin).
 """
 
 from __future__ import annotations

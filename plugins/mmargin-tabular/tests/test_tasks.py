@@ -83,13 +83,11 @@ def test_impossible_flips_are_not_flipped_with_the_reason(test_rows, flagged, mu
 
 def test_bad_tasks_fail_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     text = (TASKS[0].read_text(encoding="utf-8")
-            .replace('factory = "mmargin_tabular.models:fraud_gbm"',
-                     'factory = "sklearn.svm:LinearSVC"')
-            .replace('factory = "mmargin_tabular.models:fraud_logreg"',
-                     'factory = "sklearn.svm:LinearSVC"'))  # fmt: skip
+            .replace('factory = "fraud_gbm"', 'factory = "sklearn.svm:LinearSVC"')
+            .replace('factory = "fraud_logreg"', 'factory = "sklearn.svm:LinearSVC"'))  # fmt: skip
     bad = tmp_path / "bad.toml"
     bad.write_text(text, encoding="utf-8")
-    assert main(["run", str(bad), "--quiet"]) == 2
+    assert main(["run", str(bad), "--quiet", "--allow-import", "sklearn"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "LinearSVC is not a fitted classifier" in err
     bad.write_text(

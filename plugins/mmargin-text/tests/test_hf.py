@@ -139,7 +139,7 @@ def test_task_file_with_a_local_transformers_model(tiny_bert: Path, tmp_path: Pa
 [task]
 name = "hf-word"
 [model]
-factory = "mmargin_text.models:hf_classifier"
+factory = "hf_classifier"
 adapter = "text"
 options = {{ path = "{tiny_bert}" }}
 [data]
