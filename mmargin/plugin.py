@@ -1,0 +1,155 @@
+"""The one import point for plugin authors: everything a mmargin plugin builds on.
+
+A plugin imports from here (and from :mod:`mmargin.testing` in its tests), never from
+the engine's or the exact core's modules, which may move::
+
+    from mmargin.plugin import ContinuousSpace, Dataset, Register, hookimpl
+
+    @hookimpl
+    def mmargin_register_spaces(register: Register) -> None:
+        register("grid", grid_space, help="points on a grid")
+
+What is here:
+
+- the hook marker ``hookimpl`` and the ``Register`` callback type (:mod:`mmargin.hookspecs`
+  documents every hook: who calls it, when, what to return);
+- the contract the engine relies on, as typed protocols (:mod:`mmargin.protocols`):
+  ``Space``, ``DiscreteSpace``, ``RelaxedSpace``, ``DiscreteProblem`` (with its base class
+  ``ProblemBase`` holding the optional capabilities' defaults), ``Distance``,
+  ``EditDistance``, ``ModelAdapter``, ``Loader`` and the records ``Edit``, ``Ranking``,
+  ``Encoding``, ``Found``;
+- ready implementations to configure or subclass: ``ContinuousSpace`` / ``box``,
+  ``LpDistance`` / ``lp``, ``TorchAdapter`` / ``CallableAdapter``, ``Dataset``;
+- goals (``Goal``, ``Untargeted``, ``Targeted``, ``Threshold``, ``decide``,
+  ``flip_tolerance``), ``ExactMargin`` for the exact-margin hook, the search knobs a space
+  may carry (``DiscreteConfig``), the random-noise baseline (``NoiseConfig``,
+  ``noise_margin``), results (``SampleResult``, ``Status``) and errors
+  (``InvalidInputError``, ``PluginError``).
+
+Only ``hookimpl``, ``Register`` and the errors are imported eagerly: everything else
+(torch included) loads on first use, so a plugin module that imports from here at its top
+keeps ``mmargin --help`` instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mmargin.errors import InvalidInputError, PluginError
+from mmargin.hookspecs import Register, hookimpl
+
+if TYPE_CHECKING:
+    from mmargin.adapters import CallableAdapter, TorchAdapter
+    from mmargin.data import Dataset
+    from mmargin.distances import LpDistance, lp
+    from mmargin.engine.noise import NoiseConfig, noise_margin
+    from mmargin.engine.spec import DiscreteConfig
+    from mmargin.exact.types import ExactMargin
+    from mmargin.goals import Goal, Targeted, Threshold, Untargeted, decide, flip_tolerance
+    from mmargin.protocols import (
+        DiscreteProblem,
+        DiscreteSpace,
+        Distance,
+        Edit,
+        EditDistance,
+        Encoding,
+        Found,
+        Loader,
+        ModelAdapter,
+        ProblemBase,
+        Ranking,
+        RelaxedSpace,
+        Space,
+    )
+    from mmargin.results import SampleResult, Status
+    from mmargin.spaces import ContinuousSpace, box
+
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "Space",
+            "DiscreteSpace",
+            "RelaxedSpace",
+            "DiscreteProblem",
+            "ProblemBase",
+            "Distance",
+            "EditDistance",
+            "ModelAdapter",
+            "Loader",
+            "Edit",
+            "Ranking",
+            "Encoding",
+            "Found",
+        ),
+        "mmargin.protocols",
+    ),
+    "ContinuousSpace": "mmargin.spaces",
+    "box": "mmargin.spaces",
+    "LpDistance": "mmargin.distances",
+    "lp": "mmargin.distances",
+    "TorchAdapter": "mmargin.adapters",
+    "CallableAdapter": "mmargin.adapters",
+    "Dataset": "mmargin.data",
+    **dict.fromkeys(
+        ("Goal", "Untargeted", "Targeted", "Threshold", "decide", "flip_tolerance"),
+        "mmargin.goals",
+    ),
+    "ExactMargin": "mmargin.exact.types",
+    "DiscreteConfig": "mmargin.engine.spec",
+    "NoiseConfig": "mmargin.engine.noise",
+    "noise_margin": "mmargin.engine.noise",
+    "SampleResult": "mmargin.results",
+    "Status": "mmargin.results",
+}
+
+__all__ = [
+    "CallableAdapter",
+    "ContinuousSpace",
+    "Dataset",
+    "DiscreteConfig",
+    "DiscreteProblem",
+    "DiscreteSpace",
+    "Distance",
+    "Edit",
+    "EditDistance",
+    "Encoding",
+    "ExactMargin",
+    "Found",
+    "Goal",
+    "InvalidInputError",
+    "Loader",
+    "LpDistance",
+    "ModelAdapter",
+    "NoiseConfig",
+    "PluginError",
+    "ProblemBase",
+    "Ranking",
+    "Register",
+    "RelaxedSpace",
+    "SampleResult",
+    "Space",
+    "Status",
+    "Targeted",
+    "Threshold",
+    "TorchAdapter",
+    "Untargeted",
+    "box",
+    "decide",
+    "flip_tolerance",
+    "hookimpl",
+    "lp",
+    "noise_margin",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmargin.plugin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,106 @@
+"""Testing helpers for mmargin and its plugins: oracles, and the conformance kit.
+
+*Oracles* (:mod:`mmargin.testing.oracles`): tiny models whose exact margins are known in
+closed form (``linear_model``, ``closed_form_margin``, ``toy_linear``).
+
+The *conformance kit* checks a plugin's objects against the contract the engine relies
+on (:mod:`mmargin.protocols`), one check per property, each failing with a message that
+says what broke:
+
+- spaces (:func:`check_space`): ``check`` accepts valid inputs and flags a bad one on its
+  own row; ``project`` keeps ``x + δ`` valid, leaves frozen coordinates alone and is
+  idempotent; ``finalize`` is valid and idempotent; ``free_gradient`` never points out of
+  the space; ``free_dims`` and ``random`` are shaped and scaled as documented;
+- distances (:func:`check_distance`): ``norm`` matches its definition (numpy for Lp),
+  homogeneity and the triangle inequality; ``dual_norm`` satisfies Hölder and is tight;
+  ``project`` lands in the ball, leaves points inside alone and is idempotent;
+- adapters (:func:`check_adapter`): finite ``(B, K)`` scores, a row does not depend on the
+  rest of its batch, gradients flow iff ``differentiable``, inputs are not modified, and
+  the one pass counter (:class:`PassCounter`) counts every sample-pass;
+- loaders (:func:`check_loader`), discrete spaces (:func:`check_discrete_space`) and edit
+  distances (:func:`check_edit_distance`).
+
+In a plugin's test suite, :func:`parametrize_with_checks` gives one test per (object,
+check)::
+
+    from mmargin.testing import distance_case, parametrize_with_checks, space_case
+
+    @parametrize_with_checks([space_case("mine", make_space, make_inputs),
+                              distance_case("mine", make_distance, shape=(16,))])
+    def test_conformance(case, check):
+        check(case)
+
+``PassCounter`` / ``CountingAdapter`` (the engine's one pass counter), ``SearchSpec`` and
+``minimal_flip`` are re-exported here for plugin tests that run the engine directly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mmargin.testing.cases import (
+    Case,
+    Check,
+    ConformanceError,
+    adapter_case,
+    all_checks,
+    checks_for,
+    discrete_case,
+    distance_case,
+    edit_distance_case,
+    loader_case,
+    parametrize_with_checks,
+    space_case,
+)
+from mmargin.testing.continuous import check_distance, check_space
+from mmargin.testing.discrete import check_discrete_space, check_edit_distance, check_loader
+from mmargin.testing.models import check_adapter
+from mmargin.testing.oracles import closed_form_margin, linear_model, toy_linear
+
+if TYPE_CHECKING:
+    from mmargin.engine import minimal_flip
+    from mmargin.engine.counting import CountingAdapter, PassCounter
+    from mmargin.engine.spec import SearchSpec
+
+_LAZY = {
+    "PassCounter": "mmargin.engine.counting",
+    "CountingAdapter": "mmargin.engine.counting",
+    "SearchSpec": "mmargin.engine.spec",
+    "minimal_flip": "mmargin.engine",
+}
+
+__all__ = [
+    "Case",
+    "Check",
+    "ConformanceError",
+    "CountingAdapter",
+    "PassCounter",
+    "SearchSpec",
+    "adapter_case",
+    "all_checks",
+    "check_adapter",
+    "check_discrete_space",
+    "check_distance",
+    "check_edit_distance",
+    "check_loader",
+    "check_space",
+    "checks_for",
+    "closed_form_margin",
+    "discrete_case",
+    "distance_case",
+    "edit_distance_case",
+    "linear_model",
+    "loader_case",
+    "minimal_flip",
+    "parametrize_with_checks",
+    "space_case",
+    "toy_linear",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmargin.testing' has no attribute {name!r}")
