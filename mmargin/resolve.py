@@ -134,14 +134,16 @@ def check_normalisation(options: Mapping[str, Any], x: np.ndarray, field: str) -
     channels = x.shape[1] if x.ndim >= 2 else 1
     for key in ("mean", "std"):
         value = options.get(key)
-        if value is None or np.ndim(value) == 0:
+        if value is None:
             continue
-        length = len(value)
-        if np.ndim(value) != 1 or length not in (1, channels):
+        values = np.atleast_1d(np.asarray(value, dtype=object))
+        if values.ndim != 1 or len(values) not in (1, channels):
             raise InvalidTaskError(f"{field}.{key}", f"expected one value or {channels} (one "
                                    f"per channel of inputs shaped {tuple(x.shape[1:])}), got "
-                                   f"{length}")  # fmt: skip
-        if key == "std" and any(float(v) == 0 for v in value):
+                                   f"{len(values) if values.ndim == 1 else value!r}")  # fmt: skip
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise InvalidTaskError(f"{field}.{key}", f"expected numbers, got {value!r}")
+        if key == "std" and any(float(v) == 0 for v in values):
             raise InvalidTaskError(f"{field}.std", "a standard deviation of 0 divides by zero")
 
 
