@@ -171,8 +171,10 @@ def evaluate(
                  line_search_steps=line_search_steps, seed=seed, restarts=restarts,
                  patience=patience)  # fmt: skip
     check_device(device, "device")
-    goal_options = {k: v for k, v in (("threshold", threshold), ("positive", positive),
-                                      ("scores", scores)) if v is not None}  # fmt: skip
+    goal_options: dict[str, Any] = {
+        k: v for k, v in (("threshold", threshold), ("positive", positive), ("scores", scores))
+        if v is not None
+    }  # fmt: skip
     if isinstance(goal, str):
         goal, target, goal_options = check_goal(goal, target, goal_options)
     x_np, labels_np = to_numpy(x), to_numpy(labels)

@@ -177,7 +177,7 @@ def load_factory(plan: FactoryPlan, models: Mapping[str, Any]) -> Callable[..., 
     if obj is None:
         raise InvalidTaskError(FIELD, f"module {plan.module!r} has no attribute {plan.attr!r}")
     inner = inspect.unwrap(obj)
-    home = plan.module if plan.kind == "local" else plan.module.split(".")[0]
+    home = plan.module.split(".")[0]  # defined in the task's folder / the allowed package
     defined = getattr(inner, "__module__", None) or ""
     if not (inspect.isfunction(inner) or inspect.isclass(inner)) or not callable(obj):
         raise InvalidTaskError(FIELD, f"{plan.spec!r} is not a function or class")
@@ -187,7 +187,7 @@ def load_factory(plan: FactoryPlan, models: Mapping[str, Any]) -> Callable[..., 
             f"{plan.spec!r} is refused: it is defined in {defined!r}, not in {home!r} "
             "(re-exported callables are not factories)",
         )
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def local_folder_on_path(folder: Path | None) -> contextlib.AbstractContextManager[None]:
