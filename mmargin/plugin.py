@@ -23,7 +23,8 @@ What is here:
 - goals (``Goal``, ``Untargeted``, ``Targeted``, ``Threshold``, ``decide``,
   ``flip_tolerance``), ``ExactMargin`` for the exact-margin hook, the search knobs a space
   may carry (``DiscreteConfig``), the random-noise baseline (``NoiseConfig``,
-  ``noise_margin``), results (``SampleResult``, ``Status``) and errors
+  ``noise_margin``), ``BudgetExhausted`` (what the counted adapter a report receives raises
+  once the sample's budget is spent), results (``SampleResult``, ``Status``) and errors
   (``InvalidInputError``, ``PluginError``).
 
 Only ``hookimpl``, ``Register`` and the errors are imported eagerly: everything else
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from mmargin.adapters import CallableAdapter, TorchAdapter
     from mmargin.data import Dataset
     from mmargin.distances import LpDistance, lp
+    from mmargin.engine.counting import BudgetExhausted
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.engine.spec import DiscreteConfig
     from mmargin.exact.types import ExactMargin
@@ -97,6 +99,7 @@ _LAZY: dict[str, str] = {
     ),
     "ExactMargin": "mmargin.exact.types",
     "DiscreteConfig": "mmargin.engine.spec",
+    "BudgetExhausted": "mmargin.engine.counting",
     "NoiseConfig": "mmargin.engine.noise",
     "noise_margin": "mmargin.engine.noise",
     "SampleResult": "mmargin.results",
@@ -104,6 +107,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "BudgetExhausted",
     "CallableAdapter",
     "ContinuousSpace",
     "Dataset",

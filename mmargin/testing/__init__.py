@@ -31,7 +31,8 @@ check)::
         check(case)
 
 ``PassCounter`` / ``CountingAdapter`` (the engine's one pass counter), ``SearchSpec`` and
-``minimal_flip`` are re-exported here for plugin tests that run the engine directly.
+``minimal_flip`` are re-exported here for plugin tests that run the engine directly, and
+``linear_margin`` (the exact margin of a linear model under box, mask and Lp) as an oracle.
 """
 
 from __future__ import annotations
@@ -61,12 +62,14 @@ if TYPE_CHECKING:
     from mmargin.engine import minimal_flip
     from mmargin.engine.counting import CountingAdapter, PassCounter
     from mmargin.engine.spec import SearchSpec
+    from mmargin.exact.linear import linear_margin
 
 _LAZY = {
     "PassCounter": "mmargin.engine.counting",
     "CountingAdapter": "mmargin.engine.counting",
     "SearchSpec": "mmargin.engine.spec",
     "minimal_flip": "mmargin.engine",
+    "linear_margin": "mmargin.exact.linear",
 }
 
 __all__ = [
@@ -89,6 +92,7 @@ __all__ = [
     "discrete_case",
     "distance_case",
     "edit_distance_case",
+    "linear_margin",
     "linear_model",
     "loader_case",
     "minimal_flip",

@@ -1,4 +1,5 @@
-"""The audio plugin's hook implementations: the ``waveform`` space and the audio loaders.
+"""The audio plugin's hook implementations: the ``waveform`` space, the audio loaders and
+models, the per-clip report (dB, 16-bit round trip, noise baseline) and the WAV artefacts.
 
 Registered through the ``mmargin`` entry point (``audio = "mmargin_audio.plugin"``) like any
 third-party plugin; torch, torchaudio and soundfile are imported inside the factories.
@@ -6,9 +7,14 @@ third-party plugin; torch, torchaudio and soundfile are imported inside the fact
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mmargin.hookspecs import Register, hookimpl
+from mmargin.plugin import Register, hookimpl
+
+if TYPE_CHECKING:
+    from mmargin.plugin import Dataset, SampleResult
 
 
 def waveform_space(
@@ -27,7 +33,7 @@ def waveform_space(
     16-bit WAV round trip (``roundtrip``) and compared with the quietest white noise that
     flips it (``noise_draws`` seeded draws, ``noise_budget`` forward passes; 0 draws: off).
     ``write_wavs``: write clean / adversarial / perturbation WAVs into the run's folder."""
-    from mmargin.engine.noise import NoiseConfig
+    from mmargin.plugin import NoiseConfig
     from mmargin_audio.space import WaveformSpace
 
     for key, value in (("band", band), ("window", window)):
@@ -115,3 +121,35 @@ def mmargin_register_models(register: Register) -> None:
     register("digits_kws", _digits_kws, help="log-mel keyword-spotting CNN for spoken digits")
     register("hf_audio_classifier", _hf_audio_classifier, help="local Hugging Face raw-waveform "
              "audio classifier (path = folder)")  # fmt: skip
+
+
+def _is_waveform(space: Any) -> bool:
+    from mmargin_audio.space import WaveformSpace
+
+    return isinstance(space, WaveformSpace)
+
+
+@hookimpl
+def mmargin_sample_report(
+    space: Any, model: Any, x: Any, x_adv: Any, labels: Any, goal: Any
+) -> list[dict[str, Any]] | None:
+    """Per flipped clip: dB figures, the 16-bit WAV round trip and the white-noise baseline
+    (see :func:`mmargin_audio.report.clip_report`); flips judged by the run's goal, passes
+    spent through the engine's counted adapter."""
+    if not _is_waveform(space):
+        return None
+    from mmargin_audio.report import clip_report
+
+    return clip_report(space, model, x, x_adv, labels, goal)
+
+
+@hookimpl
+def mmargin_write_artifacts(
+    space: Any, out: Path, results: Sequence[SampleResult], dataset: Dataset
+) -> None:
+    """``out/audio/``: clean, adversarial and perturbation WAVs, an index and a summary."""
+    if not _is_waveform(space):
+        return
+    from mmargin_audio.report import write_audio_artifacts
+
+    write_audio_artifacts(space, out, results, dataset)

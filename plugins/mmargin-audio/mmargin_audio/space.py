@@ -8,35 +8,22 @@ projection onto the band's sinusoids), zeroes it outside the time window and kee
 windowed: strictly inside the window, band-limited up to the spreading the window's edges
 cause; the final clamp can likewise add a little out-of-band content where a clip clips.
 
-After verification the runner calls :meth:`WaveformSpace.report`, which gives every
-flipped clip its figures in dB (see :mod:`mmargin_audio.measures`), the 16-bit WAV round
-trip and the random-noise baseline; after a task run, :meth:`WaveformSpace.write_artifacts`
-writes the adversarial clips as WAV files beside the results.
+After verification the engine calls the plugin's ``mmargin_sample_report`` hook, which
+gives every flipped clip its figures in dB, the 16-bit WAV round trip and the random-noise
+baseline; after a task run, its ``mmargin_write_artifacts`` hook writes the adversarial
+clips as WAV files beside the results (both in :mod:`mmargin_audio.report`).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mmargin.engine.noise import NoiseConfig, noise_margin
-from mmargin.errors import InvalidInputError
-from mmargin.goals import Untargeted
-from mmargin.spaces import ContinuousSpace
-from mmargin_audio import measures
-from mmargin_audio.wav import PCM16_STEP, pcm16_roundtrip, write_pcm16
-
-PCM16_SCALES = (1.0, 1.05, 1.1, 1.2, 1.4, 2.0, 4.0, 8.0)
-"""Scales of δ tried, in order, until a flip survives the 16-bit round trip."""
+from mmargin.plugin import ContinuousSpace, InvalidInputError, NoiseConfig
 
 
 @dataclass
@@ -48,8 +35,7 @@ class WaveformSpace(ContinuousSpace):
     ``sample_rate``). Clips longer than ``max_seconds`` and silent clips are refused per
     sample with a message. ``roundtrip`` re-classifies every adversarial clip after a 16-bit
     WAV round trip; ``noise`` configures the random white-noise baseline (``None``: off).
-    ``write_wavs`` lets :meth:`write_artifacts` write clean, adversarial and perturbation
-    WAV files.
+    ``write_wavs``: the artefact hook writes clean, adversarial and perturbation WAV files.
     """
 
     name: str = "waveform"
@@ -198,161 +184,15 @@ class WaveformSpace(ContinuousSpace):
         norms = noise.flatten(1).norm(dim=1).clamp(min=1e-12)
         return noise / norms.view(-1, *([1] * (x.dim() - 1)))
 
-    # -- reports --------------------------------------------------------------------------
-    @torch.no_grad()
-    def report(self, model: Any, x: Tensor, x_adv: Tensor, labels: Tensor) -> list[dict[str, Any]]:
-        """Per clip: dB figures of δ, the 16-bit WAV round trip and the noise baseline.
-
-        Clips the search did not change (not flipped, misclassified) get ``{}``. The model
-        passes spent here (one to a few for the round trip, ``noise_queries`` for the
-        baseline) come after the search and are not part of the result's ``queries``. Both
-        checks judge untargeted flips: an arg-max label other than the true one.
-        """
-        delta = x_adv - x
-        changed = (delta.flatten(1).abs().amax(dim=1) > 0).nonzero().squeeze(1)
-        out: list[dict[str, Any]] = [{} for _ in range(x.shape[0])]
-        if changed.numel() == 0:
-            return out
-        xc, ac, yc = x[changed], x_adv[changed], labels[changed]
-        xn, dn = xc.cpu().numpy(), (ac - xc).cpu().numpy()
-        figures = {
-            "peak_x": measures.peak(xn),
-            "peak_delta": measures.peak(dn),
-            "db_x": measures.db_x(xn, dn),
-            "snr_db": measures.snr_db(xn, dn),
-            "dbfs": measures.dbfs(dn),
-            "pcm16_steps": measures.pcm16_steps(dn),
-        }
-        if self.roundtrip:
-            figures.update(self.pcm16_check(model, xc, ac, yc))
-            figures["pcm16_db_x"] = figures["db_x"] + 20 * np.log10(figures["pcm16_scale"])
-        if self.noise is not None:
-            found = noise_margin(
-                model, self, Untargeted(), xc, yc, measure=_l2, config=self.noise, apply=_add_noise
-            )
-            nn_ = found.delta.cpu().numpy()
-            ok = found.found.cpu().numpy()
-            figures["noise_snr_db"] = np.where(ok, measures.snr_db(xn, nn_), np.nan)
-            figures["noise_db_x"] = np.where(ok, measures.db_x(xn, nn_), np.nan)
-            figures["noise_queries"] = found.queries.cpu().numpy()
-            figures["fragility_db"] = figures["snr_db"] - figures["noise_snr_db"]
-        for row, i in enumerate(changed.tolist()):
-            extras = {k: _plain(v[row]) for k, v in figures.items()}
-            extras["below_pcm16_step"] = bool(figures["peak_delta"][row] < PCM16_STEP)
-            out[i] = extras
-        return out
-
-    @torch.no_grad()
+    # -- reports (the plugin's mmargin_sample_report hook calls mmargin_audio.report) --------
     def pcm16_check(
-        self, model: Any, x: Tensor, x_adv: Tensor, labels: Tensor
+        self, model: Any, x: Tensor, x_adv: Tensor, labels: Tensor, goal: Any = None
     ) -> dict[str, np.ndarray]:
-        """Re-classify ``x_adv`` after a 16-bit WAV round trip; where the flip is lost, the
-        smallest scale t of :data:`PCM16_SCALES` at which ``x + t·δ`` keeps it (``inf``: none).
+        """Re-classify ``x_adv`` after a 16-bit WAV round trip (see
+        :func:`mmargin_audio.report.pcm16_check`); ``goal`` defaults to untargeted."""
+        from mmargin_audio.report import pcm16_check
 
-        A minimal flip sits on the decision boundary, so rounding every sample by up to half
-        a step can undo it; ``pcm16_scale`` says how much louder it must be to survive.
-        """
-
-        def classify(waves: Tensor) -> Tensor:
-            back = np.stack([pcm16_roundtrip(w, self.sample_rate) for w in waves.cpu().numpy()])
-            return model(torch.as_tensor(back, dtype=x.dtype, device=x.device)).argmax(dim=1)
-
-        label = classify(x_adv)
-        scale = torch.where(label != labels, 1.0, math.inf).to(torch.float64)
-        for t in PCM16_SCALES[1:]:
-            todo = torch.isinf(scale).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            louder = (x[todo] + t * (x_adv[todo] - x[todo])).clamp(-1.0, 1.0)
-            scale[todo[classify(louder) != labels[todo]]] = t
-        return {
-            "pcm16_label": label.cpu().numpy(),
-            "pcm16_flipped": (label != labels).cpu().numpy(),
-            "pcm16_scale": scale.cpu().numpy(),
-        }
-
-    def write_artifacts(self, out: Path, results: Sequence[Any], dataset: Any) -> Path:
-        """Write ``out/audio/``: per flipped clip ``<id>.clean.wav``, ``<id>.adv.wav`` and
-        ``<id>.delta.wav`` (δ amplified to a peak of 0.5 so it can be heard; the gain is in
-        the index), ``index.json`` and ``summary.json`` (medians, round-trip survival,
-        noise baseline, and what the loader changed: resampling, mix-down, skipped files).
-        Returns the folder.
-        """
-        folder = Path(out) / "audio"
-        folder.mkdir(parents=True, exist_ok=True)
-        rate = int(getattr(dataset, "meta", {}).get("sample_rate", self.sample_rate))
-        position = {str(s): i for i, s in enumerate(dataset.ids)}
-        index = []
-        for r in results:
-            if r.status.value != "flipped" or r.adversarial is None or r.sample not in position:
-                continue
-            clean = np.asarray(dataset.x[position[r.sample]], dtype=np.float32)
-            adv = np.asarray(r.adversarial, dtype=np.float32).reshape(clean.shape)
-            entry: dict[str, Any] = {
-                "sample": r.sample,
-                "label": r.label,
-                "adv_label": r.adv_label,
-                **dict(r.extras),
-            }
-            if self.write_wavs:
-                stem = re.sub(r"[^A-Za-z0-9._-]+", "_", r.sample)
-                peak = float(np.abs(adv - clean).max())
-                gain = 0.5 / peak if peak > 0 else 1.0
-                for kind, wave in (("clean", clean), ("adv", adv), ("delta", (adv - clean) * gain)):
-                    write_pcm16(folder / f"{stem}.{kind}.wav", wave, rate)
-                entry.update(
-                    files=[f"{stem}.{k}.wav" for k in ("clean", "adv", "delta")],
-                    delta_gain_db=20 * math.log10(gain),
-                )
-            index.append(entry)
-        (folder / "index.json").write_text(json.dumps(_json(index), indent=1) + "\n")
-        summary = audio_summary(index)
-        summary["sample_rate"] = rate
-        if rate != self.sample_rate:
-            summary["warning"] = (
-                f"the space assumes {self.sample_rate} Hz but the data is at "
-                f"{rate} Hz: band and window are off by that ratio"
-            )
-        summary["data"] = dict(getattr(dataset, "meta", {}))
-        (folder / "summary.json").write_text(json.dumps(_json(summary), indent=2) + "\n")
-        return folder
-
-
-def audio_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Medians and rates over the per-clip extras of flipped clips."""
-
-    def median(key: str) -> float:
-        values = np.array([r[key] for r in rows if isinstance(r.get(key), (int, float))], float)
-        values = values[~np.isnan(values)]
-        return float(np.median(values)) if values.size else math.nan
-
-    def rate(key: str) -> float:
-        values = [bool(r[key]) for r in rows if key in r]
-        return float(np.mean(values)) if values else math.nan
-
-    return {
-        "flipped": len(rows),
-        **{
-            f"median_{k}": median(k)
-            for k in (
-                "db_x",
-                "snr_db",
-                "dbfs",
-                "pcm16_steps",
-                "pcm16_db_x",
-                "noise_snr_db",
-                "noise_db_x",
-                "fragility_db",
-            )
-        },
-        "pcm16_flip_survives": rate("pcm16_flipped"),
-        "below_pcm16_step": rate("below_pcm16_step"),
-        "noise_found": float(
-            np.mean([math.isfinite(r.get("noise_snr_db", math.nan)) for r in rows])
-        )
-        if rows
-        else math.nan,
-    }
+        return pcm16_check(self, model, x, x_adv, labels, goal)
 
 
 def _l2(delta: Tensor) -> Tensor:
@@ -367,23 +207,3 @@ def _add_noise(x: Tensor, u: Tensor, scale: Tensor) -> Tensor:
     flat_x, flat_u = x.flatten(1), u.flatten(1)
     snr = 20 * torch.log10(flat_x.norm(dim=1) / (scale * flat_u.norm(dim=1)).clamp(min=1e-30))
     return F.add_noise(flat_x, flat_u, snr).view_as(x)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return float(value)
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json(value.item())
-    return value

@@ -1,12 +1,15 @@
 """The waveform space against exact margins of linear models over waveforms, and its reports.
 
-Oracles: ``mmargin.exact.linear.linear_margin`` (box [-1, 1], time-window mask) and, for
-the band restriction, the closed form ``min_j g_j / ‖P a_j‖₂`` with ``P`` the band projector.
+Oracles: ``mmargin.testing.linear_margin`` (box [-1, 1], time-window mask) and, for the
+band restriction, the closed form ``min_j g_j / ‖P a_j‖₂`` with ``P`` the band projector.
+The report runs through the plugin's ``mmargin_sample_report`` hook with passes set aside
+for it, so its figures are charged to each clip's budget.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,10 +17,9 @@ import torch
 from torch import nn
 
 import mmargin
-from mmargin.engine.noise import NoiseConfig
-from mmargin.errors import InvalidInputError
-from mmargin.exact.linear import linear_margin
-from mmargin.results import Status
+from mmargin.plugin import InvalidInputError, NoiseConfig, SampleResult, Status, TorchAdapter, lp
+from mmargin.testing import SearchSpec, linear_margin, minimal_flip
+from mmargin_audio.plugin import mmargin_sample_report
 from mmargin_audio.space import WaveformSpace
 from mmargin_audio.wav import PCM16_STEP
 
@@ -46,6 +48,18 @@ def _linear_problem(count: int, seed: int = 0, channels: int = 0):  # type: igno
 def _space(**options: object) -> WaveformSpace:
     base: dict[str, object] = {"sample_rate": RATE, "noise": None, "roundtrip": False}
     return WaveformSpace(**{**base, **options})  # type: ignore[arg-type]
+
+
+def _reported(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, space: WaveformSpace, reserve: int = 200
+) -> list[SampleResult]:
+    """L∞ flips with the audio report hook, ``reserve`` passes per clip set aside for it."""
+    spec = SearchSpec(budget=1000, exact="never", report_passes=reserve)
+
+    def report(*args: Any) -> Any:  # the engine's report(model, x, x_adv, labels, goal)
+        return mmargin_sample_report(space, *args)
+
+    return minimal_flip(TorchAdapter(model), space, lp("linf"), x, y, spec=spec, report=report)
 
 
 def _weights(model: nn.Sequential) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +127,9 @@ def test_band_limited_l2_margin_matches_the_projected_closed_form() -> None:
 def test_report_gives_hand_checkable_db_figures_and_noise_baseline() -> None:
     model, x, _, y = _linear_problem(6, seed=3)
     space = WaveformSpace(sample_rate=RATE, noise=NoiseConfig(draws=4, budget=120))
-    results = mmargin.evaluate(model, x, y, "linf", space=space, exact="never")
+    results = _reported(model, x, y, space, reserve=130)
     for i, r in enumerate(results):
+        assert r.queries <= 1000
         assert r.status is Status.FLIPPED
         delta = np.asarray(r.adversarial, dtype=np.float64) - x[i]
         peak_x = np.abs(x[i]).max()
@@ -145,15 +160,7 @@ def test_a_perturbation_below_one_pcm_step_is_flagged_and_lost_in_the_wav() -> N
     x = np.zeros((1, 64), dtype=np.float32)
     x[0, 1] = 0.5  # a non-silent clip whose first sample must rise by ~1e-6
     model = nn.Sequential(nn.Flatten(), lin)
-    results = mmargin.evaluate(
-        model,
-        x,
-        np.array([0]),
-        "linf",
-        exact="never",
-        space=WaveformSpace(sample_rate=RATE, noise=None),
-    )
-    r = results[0]
+    r = _reported(model, x, np.array([0]), WaveformSpace(sample_rate=RATE, noise=None), 10)[0]
     assert r.status is Status.FLIPPED and r.margin < PCM16_STEP
     assert r.extras["below_pcm16_step"] is True
     assert r.extras["pcm16_flipped"] is False and r.extras["pcm16_label"] == 0
@@ -169,14 +176,7 @@ def test_a_flip_lost_to_16_bit_rounding_is_scaled_until_it_survives() -> None:
     x = np.zeros((1, 64), dtype=np.float32)
     x[0, 1] = 0.5
     model = nn.Sequential(nn.Flatten(), lin)
-    r = mmargin.evaluate(
-        model,
-        x,
-        np.array([0]),
-        "linf",
-        exact="never",
-        space=WaveformSpace(sample_rate=RATE, noise=None),
-    )[0]
+    r = _reported(model, x, np.array([0]), WaveformSpace(sample_rate=RATE, noise=None), 10)[0]
     assert r.status is Status.FLIPPED and 2.4 < r.extras["pcm16_steps"] < 2.45
     # 2.4 steps round down to 2 in the file: lost; 1.05 · 2.4 = 2.52 rounds up to 3: kept
     assert r.extras["pcm16_flipped"] is False and r.extras["pcm16_scale"] == 1.05
