@@ -85,6 +85,7 @@ class Task:
     exact: str = "auto"
     line_search_steps: int = 12
     patience: int = 0
+    report_passes: int = 0
     epsilons: tuple[float, ...] = ()
     base: Path = Path(".")
 
@@ -106,27 +107,42 @@ _SCALARS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "scores": (str, "'proba' or 'raw'"),
     },
     "search": {
-        "strategy": (str, "'auto', 'gradient', 'decision', 'hybrid' or 'exact'"),
+        "strategy": (
+            str,
+            "'auto', 'gradient', 'decision', 'hybrid', 'exact', 'discrete', "
+            "'greedy', 'beam' or 'exhaustive'",
+        ),
         "budget": (int, "a positive integer (forward + backward passes per sample)"),
         "restarts": (int, "an integer >= 0"),
         "exact": (str, "'auto', 'never' or 'only'"),
         "line_search_steps": (int, "an integer >= 0"),
         "patience": (int, "an integer >= 0"),
+        "report_passes": (int, "an integer >= 0 (passes set aside for the per-sample report)"),
     },
     "report": {"epsilons": (list, "a list of numbers")},
 }
 _CHOICES = {
     "goal.kind": ("untargeted", "targeted", "threshold"),
     "goal.scores": ("proba", "raw"),
-    "search.strategy": ("auto", "gradient", "decision", "hybrid", "exact"),
+    "search.strategy": (
+        "auto",
+        "gradient",
+        "decision",
+        "hybrid",
+        "exact",
+        "discrete",
+        "greedy",
+        "beam",
+        "exhaustive",
+    ),
     "search.exact": ("auto", "never", "only"),
 }
 _POSITIVE = {"task.samples", "task.batch_size", "search.budget"}
 SEED_MAX = 2**63 - 1
 """Seeds are integers in [0, 2**63 - 1], the range torch's generators accept."""
 _MAXIMUM = {"task.seed": SEED_MAX, "search.budget": 10**7, "search.restarts": 1000,
-            "task.batch_size": 10**6, "search.line_search_steps": 1000,
-            "search.patience": 10**7}  # fmt: skip
+            "task.batch_size": 10**6, "search.line_search_steps": 64,
+            "search.patience": 10**7, "search.report_passes": 10**7}  # fmt: skip
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 _TABLES = ("task", "model", "data", "space", "distance", "goal", "search", "report")
 
@@ -198,6 +214,7 @@ def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str
         exact=values.get("search.exact", "auto"),
         line_search_steps=values.get("search.line_search_steps", 12),
         patience=values.get("search.patience", 0),
+        report_passes=values.get("search.report_passes", 0),
         epsilons=tuple(float(e) for e in epsilons),
         base=base,
     )
