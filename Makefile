@@ -25,8 +25,8 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check mmargin plugins tests bench
-	$(VENV)/bin/ruff format --check mmargin plugins tests bench
+	$(VENV)/bin/ruff check mmargin plugins tests bench examples
+	$(VENV)/bin/ruff format --check mmargin plugins tests bench examples
 	$(VENV)/bin/mypy
 
 # Each benchmark installs its peers in its own environment under bench/ and writes
