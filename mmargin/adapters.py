@@ -9,25 +9,60 @@ needs: torch modules and plain callables.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmargin.protocols import ModelAdapter
 
-@runtime_checkable
-class ModelAdapter(Protocol):
-    """What the engine needs from a model."""
+__all__ = ["CallableAdapter", "ModelAdapter", "TorchAdapter", "adapt", "check_device"]
 
-    differentiable: bool
-    device: torch.device
+_DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """Scores ``(B, K)`` for a batch; differentiable w.r.t. ``x`` when ``differentiable``."""
-        ...
+
+def check_device(name: str | torch.device) -> torch.device:
+    """The torch device ``name`` names, or a ``ValueError`` with one line saying why not
+    (a misspelt device, ``cuda`` on a machine without a GPU, a GPU index that is not there)."""
+    text = str(name).strip().lower()
+    if not _DEVICE.fullmatch(text):
+        raise ValueError(f"device {str(name)!r}: expected cpu, cuda or cuda:N (or mps)")
+    device = torch.device(text)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {text!r}: no CUDA GPU is available on this machine; "
+                             "use device = \"cpu\"")  # fmt: skip
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {text!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA GPU(s)")  # fmt: skip
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {text!r}: MPS is not available on this machine")
+    return device
+
+
+@contextmanager
+def inference_mode_of(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode with frozen parameters, then put back exactly what was
+    there (training flags of every submodule, ``requires_grad`` of every parameter), even
+    when the call raises: the caller's model is never left changed."""
+    training = [m for m in module.modules() if m.training]
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for m in training:
+        m.training = False
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def _as_channel_tensor(values: float | Sequence[float] | None, ndim: int) -> Tensor | None:
@@ -41,10 +76,14 @@ def _as_channel_tensor(values: float | Sequence[float] | None, ndim: int) -> Ten
 
 @dataclass
 class TorchAdapter:
-    """A ``torch.nn.Module`` in eval mode on a device, with optional input normalisation.
+    """A ``torch.nn.Module`` run in eval mode on a device, with optional normalisation.
 
     ``mean`` / ``std`` (scalars or per-channel lists) are applied inside the adapter, so
     margins stay in the space's units (pixels in ``[0, 1]``), as Foolbox's preprocessing.
+    The module is never left changed: each call switches it to eval mode with frozen
+    parameters and restores its training flags and ``requires_grad`` afterwards (the
+    engine takes gradients with respect to the input only). On another device than the
+    module's, the module is moved there (a copy is the caller's choice).
     """
 
     module: nn.Module
@@ -54,10 +93,10 @@ class TorchAdapter:
     differentiable: bool = True
 
     def __post_init__(self) -> None:
-        self.device = torch.device(self.device)
-        self.module = self.module.to(self.device).eval()
-        for param in self.module.parameters():
-            param.requires_grad_(False)
+        self.device = check_device(self.device)
+        first = next(iter(self.module.parameters()), None)
+        if first is not None and first.device != self.device:
+            self.module = self.module.to(self.device)
 
     def __call__(self, x: Tensor) -> Tensor:
         x = x.to(self.device)
@@ -68,7 +107,8 @@ class TorchAdapter:
                 x = x - mean.to(x)
             if std is not None:
                 x = x / std.to(x)
-        out = self.module(x)
+        with inference_mode_of(self.module):
+            out = self.module(x)
         if isinstance(out, tuple):
             out = out[0]
         logits = getattr(out, "logits", out)
@@ -97,7 +137,7 @@ def adapt(model: Any, device: str | torch.device = "cpu", **options: Any) -> Mod
     if isinstance(model, (TorchAdapter, CallableAdapter)):
         return model
     if isinstance(model, nn.Module):
-        return TorchAdapter(model, device=torch.device(device), **options)
+        return TorchAdapter(model, device=check_device(device), **options)
     if callable(model):
-        return CallableAdapter(model, device=torch.device(device))
+        return CallableAdapter(model, device=check_device(device))
     raise TypeError(f"cannot adapt a {type(model).__name__}: expected a torch module or callable")

@@ -13,32 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from mmargin.protocols import Distance, l2_scale
+
+__all__ = ["Distance", "LpDistance", "lp"]
+
 _TINY = 1e-12
-
-
-@runtime_checkable
-class Distance(Protocol):
-    """What the engine needs from a distance. ``p`` is the Lp exponent the search follows."""
-
-    name: str
-    p: float
-
-    def norm(self, delta: Tensor) -> Tensor:
-        """Per-sample size of a batch of perturbations ``(B, ...)`` → ``(B,)``."""
-        ...
-
-    def dual_norm(self, grad: Tensor) -> Tensor:
-        """Per-sample dual norm of a batch of gradients ``(B, ...)`` → ``(B,)``."""
-        ...
-
-    def project(self, delta: Tensor, eps: Tensor) -> Tensor:
-        """The batch projected onto the balls of per-sample radius ``eps`` ``(B,)``."""
-        ...
 
 
 def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
@@ -123,12 +106,9 @@ class LpDistance:
         return self._unscale(flat.view_as(delta))
 
     def to_l2_scale(self, eps: Tensor, free_dims: Tensor) -> Tensor:
-        """The L2 radius of the ε-ball's widest point: sets the engine's step length."""
-        if self.p == math.inf:
-            return eps * free_dims.to(eps).clamp(min=1).sqrt()
-        if self.p == 0.0:
-            return eps.clamp(min=1).sqrt()
-        return eps
+        """The L2 radius of the ε-ball's widest point (the engine computes it from ``p``
+        with :func:`mmargin.protocols.l2_scale`; kept for callers of the old member)."""
+        return l2_scale(self.p, eps, free_dims)
 
 
 _LP_NAMES: dict[str, float] = {"l0": 0.0, "l1": 1.0, "l2": 2.0, "linf": math.inf}

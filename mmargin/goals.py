@@ -18,7 +18,8 @@ from torch import Tensor
 
 @runtime_checkable
 class Goal(Protocol):
-    """What the engine needs from a goal: a margin loss (< 0 ⇔ adversarial) and the test.
+    """What the engine needs from a goal: a margin loss (< 0 ⇔ adversarial), the test, the
+    per-sample targets and the decision rule (defaults for the last two: :class:`GoalBase`).
 
     ``targets`` is the per-sample target tensor for goals that have one (else ``None``).
     """
@@ -37,6 +38,26 @@ class Goal(Protocol):
     ) -> Tensor:
         """Per-sample flip criterion; the engine and the final verification both use it."""
         ...
+
+    def targets_for(self, labels: Tensor) -> Tensor | None:
+        """The per-sample target classes, or ``None`` for goals without a target."""
+        ...
+
+    def decide(self, scores: Tensor) -> Tensor:
+        """The class the goal's decision rule assigns to each row of scores."""
+        ...
+
+
+class GoalBase:
+    """Defaults for a goal's optional members: no targets, arg-max decisions. Subclass it."""
+
+    def targets_for(self, labels: Tensor) -> Tensor | None:
+        """No per-sample targets (an untargeted goal)."""
+        return None
+
+    def decide(self, scores: Tensor) -> Tensor:
+        """The arg-max class of each row."""
+        return scores.argmax(dim=1)
 
 
 FLIP_TOLERANCE = 1e-5
@@ -57,7 +78,7 @@ def _best_other(scores: Tensor, exclude: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @dataclass(frozen=True)
-class Untargeted:
+class Untargeted(GoalBase):
     """Any class other than the true one wins: loss = z_y − max_{j≠y} z_j."""
 
     name: str = "untargeted"
@@ -74,7 +95,7 @@ class Untargeted:
 
 
 @dataclass(frozen=True)
-class Targeted:
+class Targeted(GoalBase):
     """A chosen class wins: loss = max_{j≠t} z_j − z_t, with ``t`` per sample."""
 
     target: int
@@ -97,7 +118,7 @@ class Targeted:
 
 
 @dataclass(frozen=True)
-class Threshold:
+class Threshold(GoalBase):
     """A decision taken at a threshold on one class's score, not by arg-max.
 
     The model decides class ``positive`` when its probability (``scores = "proba"``: the
@@ -187,10 +208,8 @@ def _among_others(scores: Tensor, cls: Tensor, positive: int, rival: bool = Fals
 
 
 def decide(goal: Goal, scores: Tensor) -> Tensor:
-    """The class a goal's decision rule assigns to each row of scores: the goal's own
-    ``decide`` (e.g. :class:`Threshold`) when it has one, else the arg-max."""
-    rule = getattr(goal, "decide", None)
-    return rule(scores) if rule is not None else scores.argmax(dim=1)
+    """The class a goal's decision rule assigns to each row of scores (``goal.decide``)."""
+    return goal.decide(scores)
 
 
 def make_goal(

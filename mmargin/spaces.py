@@ -3,7 +3,7 @@
 A continuous space is a box (per-coordinate lower / upper bounds, possibly infinite) with
 an optional mask of coordinates that may change, and an optional ``finalize`` step that
 maps a candidate onto the valid discrete set (integers, one-hot) before it is verified.
-The engine only ever calls ``check``, ``project`` and ``finalize``; modality plugins
+The engine calls the members of :class:`mmargin.protocols.Space`; modality plugins
 subclass or configure it (images: NCHW in ``[0, 1]``; tabular: a feature schema).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -29,8 +30,12 @@ class ContinuousSpace:
     ``sample_shape`` (without the batch dimension) is checked when given; ``ndim`` checks
     only the number of dims (images: 3 for C, H, W). ``lower`` / ``upper`` broadcast to one
     sample; ``mask`` is 1 where a coordinate may change. ``modality`` names the kind of
-    input for reports.
+    input for reports. ``reference`` optionally holds valid rows (e.g. training data) that
+    the decision strategy may start from; ``coordinate_groups`` (``None`` here: every
+    coordinate alone) lists coordinates that move together.
     """
+
+    kind: ClassVar[str] = "continuous"
 
     name: str = "box"
     modality: str = "features"
@@ -39,9 +44,15 @@ class ContinuousSpace:
     mask: np.ndarray | None = None
     sample_shape: tuple[int, ...] | None = None
     ndim: int | None = None
+    reference: np.ndarray | None = field(default=None, repr=False)
     _cache: dict[tuple[str, str], tuple[Tensor, Tensor, Tensor | None]] = field(
         default_factory=dict, repr=False, compare=False
     )
+
+    @property
+    def coordinate_groups(self) -> list[np.ndarray] | None:
+        """Coordinates that change together (one-hot blocks); ``None``: each on its own."""
+        return None
 
     # -- checks ---------------------------------------------------------------------------
     def check(self, x: np.ndarray) -> list[str | None]:

@@ -19,16 +19,17 @@ import numpy as np
 import pytest
 import torch
 
-from mmargin.engine.discrete import DiscreteConfig, Edit, Ranking
-from mmargin.engine.runner import SearchSpec, minimal_flip
+from mmargin.engine import minimal_flip
+from mmargin.engine.spec import DiscreteConfig, SearchSpec
 from mmargin.goals import Targeted
+from mmargin.protocols import Edit, ProblemBase, Ranking
 from mmargin.results import Status
 
 VOCAB = 40
 
 
 @dataclass
-class TokenProblem:
+class TokenProblem(ProblemBase):
     """One token sequence; each position may take any token of its synonym group."""
 
     tokens: tuple[int, ...]
@@ -99,6 +100,9 @@ class TokenSpace:
 @dataclass
 class EditCount:
     name: str = "edits"
+
+    def measure(self, x: Any, x_adv: Any, edits: Sequence[Edit]) -> float:
+        return float(sum(e.cost for e in edits))
 
 
 class BlackBox:

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmargin.engine.discrete import DiscreteConfig, Edit, Found, Ranking
+from mmargin.engine.spec import DiscreteConfig
 from mmargin.goals import Goal
+from mmargin.protocols import DiscreteProblem, Edit, Found, ModelAdapter, Ranking
 
 Key = frozenset[tuple[int, Any]]
 Outcome = tuple[float, bool]
@@ -40,8 +41,8 @@ class Evaluator:
 
     def __init__(
         self,
-        model: Any,
-        problem: Any,
+        model: ModelAdapter,
+        problem: DiscreteProblem,
         goal: Goal,
         label: int,
         targets: torch.Tensor | None,
@@ -95,9 +96,8 @@ class Evaluator:
         return [self.cache.get(_key(edits)) for edits in sets]
 
 
-def _admissible(problem: Any, edits: Sequence[Edit]) -> bool:
-    check = getattr(problem, "admissible", None)
-    return True if check is None else bool(check(edits))
+def _admissible(problem: DiscreteProblem, edits: Sequence[Edit]) -> bool:
+    return bool(problem.admissible(edits))
 
 
 def _best(
@@ -120,27 +120,29 @@ def _best(
 
 
 # -- ranking --------------------------------------------------------------------------------
-def _order_kind(config: DiscreteConfig, problem: Any, model: Any) -> str:
+def _order_kind(config: DiscreteConfig, model: ModelAdapter) -> str:
+    """``auto``: the problem's own ranking for differentiable models, else leave-one-out
+    (a problem without ``rank`` / ``neutral`` falls through to the next, then to none)."""
     if config.order != "auto":
         return config.order
-    if hasattr(problem, "rank") and getattr(model, "differentiable", False):
-        return "rank"
-    return "leave-one-out" if hasattr(problem, "neutral") else "none"
+    return "rank" if model.differentiable else "leave-one-out"
 
 
 def rank_positions(
-    ev: Evaluator, config: DiscreteConfig, model: Any, current: tuple[Edit, ...] = ()
+    ev: Evaluator, config: DiscreteConfig, model: ModelAdapter, current: tuple[Edit, ...] = ()
 ) -> tuple[list[int], Ranking | None, str]:
     """Free positions, most important first, with the ranking used and its kind."""
     problem = ev.problem
     used = {e.position for e in current}
     free = [p for p in problem.positions() if p not in used and problem.candidates(p)]
-    kind = _order_kind(config, problem, model)
+    kind = _order_kind(config, model)
     ranking: Ranking | None = None
+    if kind == "rank" and ev.left < 2:  # a gradient ranking costs a forward + a backward
+        kind = "leave-one-out"
     if kind == "rank":
         ranking = problem.rank(ev.goal, ev.label, ev.targets, current)
         if ranking is None:
-            kind = "leave-one-out" if hasattr(problem, "neutral") else "none"
+            kind = "leave-one-out"
         else:
             ev.charge(ranking.queries)
     if kind == "best-single":  # score every single edit: exact gains for additive models
@@ -155,8 +157,11 @@ def rank_positions(
         importance = {p: -float(v.min()) if v.size else -math.inf for p, v in estimates.items()}
         ranking = Ranking(importance=importance, queries=0, estimates=estimates)
     if kind == "leave-one-out":
-        neutral = {p: problem.neutral(p) for p in free}
-        probes = [p for p in free if neutral[p] is not None]
+        masks = {p: problem.neutral(p) for p in free}
+        neutral = {p: e for p, e in masks.items() if e is not None}
+        probes = list(neutral)
+        if not probes:  # no masking edit anywhere: keep the positions' own order
+            return free, None, "none"
         sets = [(*current, neutral[p]) for p in probes]
         outcomes = ev.evaluate(sets)
         base = ev.cache[_key(current)][0]
@@ -171,7 +176,9 @@ def rank_positions(
     return free, ranking, kind
 
 
-def _ordered_candidates(problem: Any, position: int, ranking: Ranking | None) -> list[Edit]:
+def _ordered_candidates(
+    problem: DiscreteProblem, position: int, ranking: Ranking | None
+) -> list[Edit]:
     cands = list(problem.candidates(position))
     estimates = None if ranking is None or ranking.estimates is None else ranking.estimates
     if estimates is not None and position in estimates:
@@ -181,7 +188,7 @@ def _ordered_candidates(problem: Any, position: int, ranking: Ranking | None) ->
 
 
 # -- strategies -----------------------------------------------------------------------------
-def greedy(ev: Evaluator, config: DiscreteConfig, model: Any) -> tuple[Edit, ...] | None:
+def greedy(ev: Evaluator, config: DiscreteConfig, model: ModelAdapter) -> tuple[Edit, ...] | None:
     """Walk positions in importance order; keep the best edit at each if it lowers the loss."""
     free, ranking, kind = rank_positions(ev, config, model)
     current: tuple[Edit, ...] = ()
@@ -204,7 +211,7 @@ def greedy(ev: Evaluator, config: DiscreteConfig, model: Any) -> tuple[Edit, ...
     return None
 
 
-def beam(ev: Evaluator, config: DiscreteConfig, model: Any) -> tuple[Edit, ...] | None:
+def beam(ev: Evaluator, config: DiscreteConfig, model: ModelAdapter) -> tuple[Edit, ...] | None:
     """Level by level, extend each of ``beam_width`` states by one edit at one of its
     ``beam_width`` most important free positions; the first level with a flip wins."""
     order, ranking, _ = rank_positions(ev, config, model)
@@ -297,7 +304,10 @@ def exhaustive(
     return best, best_cost
 
 
-def search(ev: Evaluator, problem: Any, config: DiscreteConfig, exact: str, model: Any) -> Found:
+def search(
+    ev: Evaluator, problem: DiscreteProblem, config: DiscreteConfig, exact: str,
+    model: ModelAdapter,
+) -> Found:  # fmt: skip
     """Run the configured strategy, prune, then prove what the budget allows."""
     positions = [p for p in problem.positions() if problem.candidates(p)]
     if not positions:

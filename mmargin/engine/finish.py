@@ -1,25 +1,34 @@
-"""What happens after a search: line search toward the clean input, then re-verification.
+"""What happens after a continuous search: line search toward the clean input, the exact
+hook (with its claims checked), then re-verification.
 
-Both are shared by every strategy so no plugin ever reports an unchecked flip.
+All are shared by every strategy so no plugin ever reports an unchecked flip.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from mmargin.adapters import ModelAdapter
+from mmargin.engine.spec import NUDGES, ExactFn
 from mmargin.engine.state import per_sample
-from mmargin.goals import Goal, decide
-from mmargin.spaces import ContinuousSpace
+from mmargin.goals import Goal
+from mmargin.protocols import Distance, ModelAdapter, Space
+
+OVERCLAIM_RTOL = 1e-3
+OVERCLAIM_ATOL = 1e-5
+"""A lower bound above a verified flip by more than this (the tolerance of
+:attr:`mmargin.results.SampleResult.exact`) is an over-claim, not solver round-off."""
 
 
 @torch.no_grad()
 def line_search(
     model: ModelAdapter,
-    space: ContinuousSpace,
+    space: Space,
     goal: Goal,
     x: Tensor,
     delta: Tensor,
@@ -67,4 +76,76 @@ def verify(
     scores = model(x_adv)
     finite = torch.isfinite(scores).all(dim=1)
     adv = goal.is_adversarial(scores, labels, targets) & finite
-    return Verified(adversarial=adv, adv_label=decide(goal, scores), scores=scores)
+    return Verified(adversarial=adv, adv_label=goal.decide(scores), scores=scores)
+
+
+@dataclass
+class ExactOutcome:
+    """What the exact hook changed for one sample: a smaller verified adversarial (or not),
+    the lower bound to report, the method label, the passes its nudges spent and a note
+    when a claim was discarded."""
+
+    delta: Tensor | None = None
+    size: float = math.inf
+    lower: float | None = None
+    method: str | None = None
+    passes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def apply_exact(
+    exact: ExactFn, model: ModelAdapter, space: Space, distance: Distance, goal: Goal,
+    x: Tensor, label: Tensor, target: Tensor | None, upper: float, sample: str, left: int,
+) -> ExactOutcome:  # fmt: skip
+    """Ask the exact hook about one sample (``x`` is ``(1, ...)``) whose search found a flip
+    of size ``upper`` (``inf``: none); use its adversarial when it verifies (nudged outward
+    at most ``left`` times, one pass each) and is smaller.
+
+    A lower bound above the flip we hold is an over-claim: it is discarded, with a warning
+    naming the plugin, and the sample is not labelled exact.
+    """
+    out = ExactOutcome()
+    found = exact(x[0].detach().cpu().numpy(), int(label[0]),
+                  None if target is None else int(target[0]),
+                  upper if math.isfinite(upper) else None)  # fmt: skip
+    if found is None:
+        return out
+    plugin = found.plugin or "an exact-margin plugin"
+    out.lower = float(found.lower)
+    best = upper
+    if found.adversarial is not None:
+        adv = torch.as_tensor(found.adversarial, dtype=x.dtype, device=x.device).view_as(x)
+        candidate, ok, out.passes = _nudge(model, space, goal, x, adv, label, target, left)
+        size = float(distance.norm(candidate - x)[0])
+        if ok and size <= upper:
+            out.delta, out.size, out.method = candidate - x, size, f"exact:{found.method}"
+            best = size
+        elif ok:
+            best = min(best, size)
+    elif found.lower == math.inf and not math.isfinite(upper):
+        out.method = f"exact:{found.method}"
+    if math.isfinite(best) and out.lower > best * (1 + OVERCLAIM_RTOL) + OVERCLAIM_ATOL:
+        note = (f"{plugin} claimed a lower bound of {out.lower:.6g} for sample {sample!r}, "
+                f"above a verified flip of size {best:.6g}; the bound was discarded")  # fmt: skip
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
+        out.notes.append(note)
+        out.lower = None
+    elif math.isfinite(best):
+        out.lower = min(out.lower, best)
+    return out
+
+
+def _nudge(
+    model: ModelAdapter, space: Space, goal: Goal, x: Tensor, adv: Tensor, label: Tensor,
+    target: Tensor | None, left: int, steps: Sequence[float] = NUDGES,
+) -> tuple[Tensor, bool, int]:  # fmt: skip
+    """Scale ``adv - x`` outward until the model verifies the flip; one pass per try, at
+    most ``left`` tries."""
+    candidate = x
+    tries = 0
+    for step in steps[: max(left, 0)]:
+        candidate = space.finalize(x, x + (adv - x) * (1 + step))
+        tries += 1
+        if bool(verify(model, goal, candidate, label, target).adversarial[0]):
+            return candidate, True, tries
+    return candidate, False, tries

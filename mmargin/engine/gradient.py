@@ -14,38 +14,16 @@ forward or backward pass is counted per sample.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from mmargin.adapters import ModelAdapter
-from mmargin.distances import LpDistance
-from mmargin.engine.state import SearchState, per_sample
+from mmargin.engine.spec import GradientConfig
+from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
-from mmargin.spaces import ContinuousSpace
+from mmargin.protocols import Distance, ModelAdapter, Space, l2_scale
 
-
-@dataclass(frozen=True)
-class GradientConfig:
-    """Knobs of the gradient strategy; the defaults are what the tests and benchmarks use.
-
-    ``alpha_*`` is the step length as a fraction of the ε-ball's L2 radius, ``gamma_*`` the
-    factor by which ε shrinks or grows; both anneal with a cosine from init to final.
-    ``patience`` is how many steps a sample may go without improving its best norm by
-    ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
-    follow the first; ``candidates`` is how many of the highest-scoring other classes are
-    ranked for class-aware restarts.
-    """
-
-    alpha_init: float = 1.0
-    alpha_final: float = 0.01
-    gamma_init: float = 0.05
-    gamma_final: float = 0.001
-    patience: int = 0
-    rtol: float = 1e-4
-    restarts: int = 1
-    candidates: int = 9
+__all__ = ["GradientConfig", "gradient_search", "rank_classes"]
 
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
@@ -54,17 +32,20 @@ def _cosine(k: int, steps: int, start: float, end: float) -> float:
 
 def gradient_search(
     model: ModelAdapter,
-    space: ContinuousSpace,
-    distance: LpDistance,
+    space: Space,
+    distance: Distance,
     goal: Goal,
     x: Tensor,
     labels: Tensor,
     targets: Tensor | None,
-    steps: int,
-    config: GradientConfig = GradientConfig(),
-    generator: torch.Generator | None = None,
+    passes: int,
+    config: GradientConfig,
+    streams: Streams,
+    classes: int,
 ) -> SearchState:
-    """Run ``steps`` forward+backward steps (split over restarts) on a batch.
+    """Spend at most ``passes`` forward + backward passes per sample on a batch (a step is
+    2: one forward, one backward pass), split over restarts. ``classes`` is the number of
+    scores the model returns.
 
     Returns the smallest adversarial perturbation found per sample (``inf`` norm and a
     zero perturbation where none was found) and the passes each sample used.
@@ -73,17 +54,25 @@ def gradient_search(
     ``z_y − max_j z_j`` loss, which can settle on the boundary of a class that is not the
     nearest one; restart r instead drives ``z_y − z_c`` for the class ``c`` with the
     r-th smallest first-order distance at the clean input (ranked once, at a cost of one
-    backward pass per candidate class).
-    Targeted restarts start from a random point on the sphere of the best norm so far.
+    backward pass per candidate class). Targeted restarts start from a random point on
+    the sphere of the best norm so far, drawn from each sample's own stream.
     """
     state = SearchState.empty(x)
+    steps = passes // 2
     runs = config.restarts + 1
     ranked = None
     if runs > 1 and isinstance(goal, Untargeted):
-        ranked = rank_classes(model, space, distance, x, labels, max(config.candidates, runs - 1))
-        state.queries += 1 + ranked.shape[1]
-        steps -= (1 + ranked.shape[1] + 1) // 2
-    per_run = max(steps // runs, 1)
+        count = min(max(config.candidates, runs - 1), classes - 1)
+        cost = 1 + count  # one forward pass, one backward pass per candidate class
+        if count >= 1 and (passes - cost) // 2 >= runs:
+            ranked = rank_classes(model, space, distance, x, labels, count)
+            state.queries += cost
+            steps -= (cost + 1) // 2
+        else:
+            runs = 1  # too few passes to rank classes and restart: one plain run
+    per_run = steps // runs
+    if per_run < 1:
+        return state
     for run in range(runs):
         start = torch.zeros_like(x)
         against = None
@@ -92,7 +81,10 @@ def gradient_search(
         elif run > 0:  # restart from a random point on the sphere of the best norm so far
             found = torch.isfinite(state.best_norm)
             radius = torch.where(found, state.best_norm, torch.zeros_like(state.best_norm))
-            direction = space.random(x, generator)
+            direction = streams.draw(
+                torch.arange(x.shape[0]),
+                lambda i, n, gen: space.random(x[i : i + 1].expand(n, *x.shape[1:]), gen),
+            ).to(x)
             start = distance.project(direction * per_sample(radius * 10, x), radius)
             start = space.project(x, start)
         _run_once(
@@ -104,8 +96,8 @@ def gradient_search(
 
 def rank_classes(
     model: ModelAdapter,
-    space: ContinuousSpace,
-    distance: LpDistance,
+    space: Space,
+    distance: Distance,
     x: Tensor,
     labels: Tensor,
     count: int,
@@ -134,8 +126,8 @@ def rank_classes(
 
 def _run_once(
     model: ModelAdapter,
-    space: ContinuousSpace,
-    distance: LpDistance,
+    space: Space,
+    distance: Distance,
     goal: Goal,
     x: Tensor,
     labels: Tensor,
@@ -204,7 +196,7 @@ def _run_once(
         eps[idx] = e
 
         alpha = _cosine(k, steps, config.alpha_init, config.alpha_final)
-        length = alpha * distance.to_l2_scale(e, free[idx])
+        length = alpha * l2_scale(distance.p, e, free[idx])
         gnorm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
         di = di - grad * per_sample(length / gnorm, grad)
         di = distance.project(di, e)

@@ -1,8 +1,11 @@
-"""The per-batch outcome every search strategy returns to the runner."""
+"""What strategies share: the per-batch outcome they return to the driver, a broadcast
+helper and per-sample random streams."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,3 +37,50 @@ class SearchState:
             best_class=torch.full((batch,), -1, dtype=torch.long, device=x.device),
             queries=torch.zeros(batch, dtype=torch.long, device=x.device),
         )
+
+
+def sample_seed(seed: int, sample: str) -> int:
+    """A 63-bit seed for one sample's random stream, from the run's seed and its id."""
+    digest = hashlib.blake2b(f"{seed}\x00{sample}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+class Streams:
+    """One random stream (a seeded ``torch.Generator``) per sample of a batch.
+
+    Draws for a set of rows go to each row's own sample stream, in row order, so what a
+    sample draws never depends on which other samples share its batch.
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+        self.generators = list(generators)
+
+    @classmethod
+    def for_samples(cls, seed: int, ids: Sequence[str]) -> Streams:
+        """Fresh streams for the samples ``ids`` of a run seeded with ``seed``."""
+        return cls([torch.Generator().manual_seed(sample_seed(seed, s)) for s in ids])
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def subset(self, rows: Tensor | Sequence[int]) -> Streams:
+        """The streams of some samples (the same generators, not copies)."""
+        index = rows.tolist() if isinstance(rows, Tensor) else list(rows)
+        return Streams([self.generators[int(i)] for i in index])
+
+    def draw(self, owner: Tensor, fn: Callable[[int, int, torch.Generator], Tensor]) -> Tensor:
+        """Rows drawn by ``fn(sample, count, generator)`` from each owner's stream, placed
+        back in the order of ``owner`` (``(R,)`` sample indices into these streams)."""
+        owners = owner.tolist()
+        rows: dict[int, list[int]] = {}
+        for r, o in enumerate(owners):
+            rows.setdefault(int(o), []).append(r)
+        parts: list[Tensor] = []
+        order: list[int] = []
+        for o in sorted(rows):
+            parts.append(fn(o, len(rows[o]), self.generators[o]))
+            order.extend(rows[o])
+        out = torch.cat(parts)
+        back = torch.empty(len(order), dtype=torch.long)
+        back[torch.as_tensor(order, dtype=torch.long)] = torch.arange(len(order))
+        return out[back.to(out.device)]

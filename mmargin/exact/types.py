@@ -15,7 +15,8 @@ class ExactMargin:
     flip exists inside the constraint set); ``lower`` is a proven lower bound (equal to
     ``margin`` when ``optimal``); ``adversarial`` is the minimiser as a flat or shaped
     array like ``x`` (``None`` when no flip exists); ``adv_label`` the class it lands in;
-    ``method`` names how it was obtained (``"linear-closed-form"``, ``"milp"``...).
+    ``method`` names how it was obtained (``"linear-closed-form"``, ``"milp"``...);
+    ``plugin`` the plugin that answered (the host fills it in).
     """
 
     margin: float
@@ -25,3 +26,5 @@ class ExactMargin:
     method: str
     optimal: bool
     info: dict[str, float] = field(default_factory=dict)
+    plugin: str = ""
+    """The plugin that answered (filled by the host; named when a claim is discarded)."""

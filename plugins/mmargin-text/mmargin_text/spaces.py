@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmargin.engine.discrete import DiscreteConfig, Edit, Ranking
+from mmargin.plugin import DiscreteConfig, Edit, ProblemBase, Ranking
+from mmargin_text.adapters import TextModel
 from mmargin_text.candidates import CandidateSource
 from mmargin_text.ranking import substitution_ranking
 from mmargin_text.words import TextView, levenshtein
@@ -40,7 +41,7 @@ def check_texts(inputs: Sequence[Any]) -> list[str | None]:
 
 
 @dataclass
-class TextProblem:
+class TextProblem(ProblemBase):
     """One text prepared for the engine: edits per word position (see the module doc)."""
 
     view: TextView
@@ -90,8 +91,8 @@ class TextProblem:
 
 
 def _seen_words(adapter: Any, view: TextView) -> tuple[int, list[str]]:
-    seen_fn = getattr(adapter, "words_seen", None)
-    seen = len(view.words) if seen_fn is None else int(seen_fn(view.text))
+    """Words the model sees (all of them for a model that is not a :class:`TextModel`)."""
+    seen = int(adapter.words_seen(view.text)) if isinstance(adapter, TextModel) else len(view.words)
     notes = []
     if seen < len(view.words):
         notes.append(
@@ -119,7 +120,6 @@ class WordSpace:
     search_config: DiscreteConfig | None = None
     name: str = "word"
     modality: str = "text"
-    discrete: bool = True
     _sources: dict[int, CandidateSource] = field(default_factory=dict, repr=False)
 
     def check(self, inputs: Sequence[Any]) -> list[str | None]:
@@ -227,7 +227,6 @@ class CharSpace:
     search_config: DiscreteConfig | None = None
     name: str = "char"
     modality: str = "text"
-    discrete: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.ops) - set(CHAR_OPS)
@@ -262,6 +261,10 @@ class WordEdits:
 
     name: str = "word-edits"
     units: str = "words"
+
+    def measure(self, x: str, x_adv: str, edits: Sequence[Edit]) -> float:
+        """The summed edit costs: one per word changed."""
+        return float(sum(e.cost for e in edits))
 
 
 @dataclass(frozen=True)

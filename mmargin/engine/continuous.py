@@ -1,0 +1,192 @@
+"""The continuous strategies under the driver: gradient, decision, hybrid and exact-only.
+
+:class:`ContinuousSearch` runs the chosen search on a batch, shrinks what it found by a
+line search, asks the exact hook (checking its claims) and hands the driver one
+:class:`~mmargin.engine.driver.Candidate` per sample. The budget is split once by
+:meth:`~mmargin.engine.spec.SearchSpec.plan`, with the exact hook's verification nudges
+reserved when an exact method may answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmargin.engine.counting import CountingAdapter
+from mmargin.engine.decision import decision_search, hybrid_search
+from mmargin.engine.driver import CONTINUOUS, Batch, Candidate, Run, run_batches
+from mmargin.engine.finish import apply_exact, line_search
+from mmargin.engine.gradient import gradient_search
+from mmargin.engine.spec import NUDGES, ExactFn, Plan, ReportFn, SearchSpec
+from mmargin.engine.state import SearchState, Streams
+from mmargin.goals import Goal
+from mmargin.results import SampleResult
+
+SearchFn = Callable[[Run, Tensor, Tensor, "Tensor | None", int, Streams, int], SearchState]
+"""``search(run, x, labels, targets, passes, streams, classes)`` → what it found."""
+
+
+def _gradient(run: Run, x: Tensor, labels: Tensor, targets: Tensor | None, passes: int,
+              streams: Streams, classes: int) -> SearchState:  # fmt: skip
+    if not run.model.differentiable:
+        raise ValueError("the gradient strategy needs a differentiable model adapter")
+    return gradient_search(run.model, run.space, run.distance, run.goal, x, labels, targets,
+                           passes, run.spec.gradient, streams, classes)  # fmt: skip
+
+
+def _decision(run: Run, x: Tensor, labels: Tensor, targets: Tensor | None, passes: int,
+              streams: Streams, classes: int) -> SearchState:  # fmt: skip
+    budget = torch.full((x.shape[0],), passes, dtype=torch.long, device=x.device)
+    return decision_search(run.model, run.space, run.distance, run.goal, x, labels, targets,
+                           budget, run.spec, streams, _pool(run))  # fmt: skip
+
+
+def _hybrid(run: Run, x: Tensor, labels: Tensor, targets: Tensor | None, passes: int,
+            streams: Streams, classes: int) -> SearchState:  # fmt: skip
+    return hybrid_search(run.model, run.space, run.distance, run.goal, x, labels, targets,
+                         passes, run.spec, streams, classes, _pool(run))  # fmt: skip
+
+
+def _pool(run: Run) -> Tensor | None:
+    pool = run.extra.get("pool")
+    return pool if isinstance(pool, Tensor) else None
+
+
+STRATEGIES: dict[str, SearchFn] = {"gradient": _gradient, "decision": _decision,
+                                   "hybrid": _hybrid}  # fmt: skip
+"""Continuous search strategies by name; ``auto`` picks ``gradient`` for differentiable
+models and ``decision`` otherwise."""
+
+
+def choose_strategy(differentiable: bool, requested: str) -> str:
+    """The strategy a run uses: the requested one, or the best for the model."""
+    if requested != "auto":
+        return requested
+    return "gradient" if differentiable else "decision"
+
+
+@dataclass
+class ContinuousSearch:
+    """A continuous strategy (``name``: gradient, decision, hybrid or exact) with the
+    shared finishing steps: line search, exact hook, candidate records."""
+
+    name: str
+    exact: ExactFn | None = None
+
+    def plan(self, run: Run) -> Plan:
+        """The budget split for this run (exact nudges reserved when an exact method may
+        answer)."""
+        nudges = len(NUDGES) if self.exact is not None and run.spec.exact != "never" else 0
+        return run.spec.plan(reserve=nudges + run.spec.report_passes)
+
+    def search(self, run: Run, batch: Batch, rows: list[int]) -> list[Candidate]:
+        """Search, line-search and ask the exact hook for the samples ``rows`` of ``batch``."""
+        plan = self.plan(run)
+        sel = torch.as_tensor(rows, dtype=torch.long, device=batch.labels.device)
+        x, labels = batch.inputs[sel], batch.labels[sel]
+        targets = batch.targets[sel] if batch.targets is not None else None
+        streams = batch.streams.subset(rows)
+        if self.name == "exact" or plan.search < 1:
+            state = SearchState.empty(x)
+        else:
+            state = STRATEGIES[self.name](run, x, labels, targets, plan.search, streams,
+                                          batch.classes)  # fmt: skip
+        queries = state.queries.clone()
+        best, norms = torch.zeros_like(x), torch.full_like(state.best_norm, math.inf)
+        found = torch.isfinite(state.best_norm)
+        if found.any():
+            f = found.nonzero().squeeze(1)
+            delta, passes = line_search(
+                run.model, run.space, run.goal, x[f], state.best_delta[f], labels[f],
+                targets[f] if targets is not None else None, plan.line_search,
+            )  # fmt: skip
+            queries[f] += passes
+            best[f] = delta
+            norms[f] = run.distance.norm(delta)
+        out = []
+        scale = run.distance.norm(x)
+        for j, i in enumerate(rows):
+            out.append(self._finish(run, batch.ids[i], x, labels, targets, j, best, norms,
+                                    int(queries[j]), float(scale[j])))  # fmt: skip
+        return out
+
+    def _finish(
+        self, run: Run, sample: str, x: Tensor, labels: Tensor, targets: Tensor | None,
+        j: int, best: Tensor, norms: Tensor, queries: int, scale: float,
+    ) -> Candidate:  # fmt: skip
+        """The exact hook for one sample, then its candidate."""
+        method, lower, notes = self.name, None, []
+        if self.exact is not None and run.spec.exact != "never":
+            left = run.spec.budget - 2 - queries - run.spec.report_passes
+            got = apply_exact(
+                self.exact, run.model, run.space, run.distance, run.goal, x[j : j + 1],
+                labels[j : j + 1], None if targets is None else targets[j : j + 1],
+                float(norms[j]), sample, left,
+            )  # fmt: skip
+            queries += got.passes
+            lower, notes = got.lower, got.notes
+            if got.delta is not None:
+                best[j], norms[j] = got.delta[0], got.size
+            if got.method is not None:
+                method = got.method
+        margin = float(norms[j])
+        extras = {"notes": notes} if notes else {}
+        if not math.isfinite(margin):
+            why = f"no flip found within {run.spec.budget} passes"
+            if lower == math.inf:  # an exact method proved that no flip exists
+                why = f"no flip exists in this space (proven by {method})"
+            return Candidate(None, math.inf, lower, method, queries, scale, why, extras)
+        adversarial = run.space.finalize(x[j : j + 1], x[j : j + 1] + best[j : j + 1])[0]
+        message = "; ".join(notes)
+        return Candidate(adversarial, margin, lower, method, queries, scale, message, extras)
+
+
+POOL_SIZE = 256
+"""Rows of the run's own data the decision strategy may start from (class-balanced)."""
+
+
+def starting_pool(x: np.ndarray, labels: np.ndarray, good: list[int], seed: int) -> np.ndarray:
+    """Up to :data:`POOL_SIZE` valid rows of the run, as many of each class as possible,
+    picked by the run's seed: starting points that do not depend on the batch."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i in rng.permutation(np.asarray(good, dtype=np.int64)).tolist():
+        by_class.setdefault(int(labels[i]), []).append(int(i))
+    picked: list[int] = []
+    queues = [by_class[c] for c in sorted(by_class)]
+    depth = 0
+    while len(picked) < POOL_SIZE and any(depth < len(q) for q in queues):
+        picked.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return x[sorted(picked[:POOL_SIZE])]
+
+
+def flip_continuous(
+    model: Any, space: Any, distance: Any, x: np.ndarray, labels: np.ndarray,
+    ids: list[str], *, goal: Goal, spec: SearchSpec, exact: ExactFn | None = None,
+    report: ReportFn | None = None, progress: Callable[[int], None] | None = None,
+) -> list[SampleResult]:  # fmt: skip
+    """The driver on a continuous space (see :func:`mmargin.engine.minimal_flip`)."""
+    if spec.strategy not in ("auto", "exact", *STRATEGIES):
+        raise ValueError(f"strategy: expected auto, exact or one of {sorted(STRATEGIES)} for "
+                         f"the continuous space {space.name!r}, got {spec.strategy!r}")  # fmt: skip
+    counted = CountingAdapter(model)
+    name = "exact" if spec.exact == "only" else choose_strategy(counted.differentiable,
+                                                                  spec.strategy)  # fmt: skip
+    problems = space.check(x)
+    run = Run(counted, space, distance, goal, spec, report)
+    space_pool = [] if space.reference is None else [np.asarray(space.reference, np.float32)]
+    if name in ("decision", "hybrid"):
+        good = [i for i, p in enumerate(problems) if p is None]
+        rows = [*space_pool, starting_pool(x, labels, good, spec.seed).astype(np.float32)]
+        rows = [r.reshape(r.shape[0], -1) for r in rows if len(r)]
+        if rows and len({r.shape[1] for r in rows}) == 1:
+            run.extra["pool"] = torch.as_tensor(np.concatenate(rows), device=counted.device)
+    return run_batches(run, CONTINUOUS, ContinuousSearch(name, exact), x, labels, ids,
+                       problems, progress)  # fmt: skip

@@ -1,0 +1,231 @@
+"""What a search is asked to do: the budget, the strategy and every strategy's knobs.
+
+A leaf module (nothing from :mod:`mmargin.engine` is imported here), so strategies, the
+driver, the host and plugins can all depend on it. Every record validates itself when it
+is built: an absurd value (a budget of ``2**63 - 1``, a million restarts, a negative
+seed) raises a ``ValueError`` that names the field, before any pass is spent.
+
+The query budget is forward + backward passes *per sample*, everything included: the
+clean pass, the search, the line search, the exact hook's verification nudges, the
+final re-verification and the per-sample report. :meth:`SearchSpec.plan` splits it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mmargin.exact.types import ExactMargin
+
+ExactFn = Callable[["np.ndarray", int, "int | None", "float | None"], "ExactMargin | None"]
+"""``exact(x, label, target, upper_bound)`` → an exact margin, or None when not applicable.
+The host fills ``ExactMargin.plugin`` with the name of the plugin that answered."""
+
+ReportFn = Callable[[Any, Any, Any, Any, Any], "list[dict[str, Any]] | None"]
+"""``report(model, x, x_adv, labels, goal)`` → one dict of extras per row, or None: the
+``mmargin_sample_report`` hook bound to the run's space. ``model`` is the engine's counted
+adapter, limited to the sample's remaining budget (``model.left``)."""
+
+MAX_BUDGET = 10**7
+MAX_SEED = 2**63 - 1
+EXACT_MODES = ("auto", "never", "only")
+CONTINUOUS_STRATEGIES = ("gradient", "decision", "hybrid")
+DISCRETE_METHODS = ("greedy", "beam", "exhaustive")
+STRATEGY_NAMES = ("auto", "exact", "discrete", *CONTINUOUS_STRATEGIES, *DISCRETE_METHODS)
+ORDERS = ("auto", "rank", "leave-one-out", "best-single", "none")
+"""How positions are ordered before a discrete search (see :class:`DiscreteConfig`)."""
+NUDGES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
+"""Relative outward steps tried when an exact solver's boundary point does not clear the
+flip tolerance (solvers stop right at the boundary; the engine wants a reproducible flip);
+one pass each, reserved in the budget when an exact method may answer."""
+
+
+def check_int(owner: str, name: str, value: Any, low: int, high: int) -> None:
+    """Raise a ``ValueError`` naming ``owner.name`` unless ``value`` is an int in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"{owner}.{name}: expected an integer in [{low}, {high}], "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if not low <= value <= high:
+        raise ValueError(f"{owner}.{name}: expected an integer in [{low}, {high}], got {value}")
+
+
+def check_float(owner: str, name: str, value: Any, low: float, high: float) -> None:
+    """Raise a ``ValueError`` naming ``owner.name`` unless ``value`` is a finite number in
+    [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{owner}.{name}: expected a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{owner}.{name}: expected a number in [{low}, {high}], got {value}")
+
+
+def check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raise a ``ValueError`` naming ``owner.name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{owner}.{name}: expected one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """Knobs of the gradient strategy; the defaults are what the tests and benchmarks use.
+
+    ``alpha_*`` is the step length as a fraction of the ε-ball's L2 radius, ``gamma_*`` the
+    factor by which ε shrinks or grows; both anneal with a cosine from init to final.
+    ``patience`` is how many steps a sample may go without improving its best norm by
+    ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
+    follow the first; ``candidates`` is how many of the highest-scoring other classes are
+    ranked for class-aware restarts.
+    """
+
+    alpha_init: float = 1.0
+    alpha_final: float = 0.01
+    gamma_init: float = 0.05
+    gamma_final: float = 0.001
+    patience: int = 0
+    rtol: float = 1e-4
+    restarts: int = 1
+    candidates: int = 9
+
+    def __post_init__(self) -> None:
+        for name in ("alpha_init", "alpha_final"):
+            check_float("gradient", name, getattr(self, name), 0.0, 100.0)
+        for name in ("gamma_init", "gamma_final", "rtol"):
+            check_float("gradient", name, getattr(self, name), 0.0, 0.99)
+        check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
+        check_int("gradient", "restarts", self.restarts, 0, 1000)
+        check_int("gradient", "candidates", self.candidates, 1, 1000)
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """Knobs of the decision strategy (the defaults are what the tests and benchmarks use).
+
+    ``starts`` flips per sample are refined (at most ``max_starts``), then ``passes`` more
+    rounds from the best point; ``ladder`` sizes per axis move; ``reference_candidates``
+    nearest reference rows tried as flips; ``noise_rounds`` of growing uniform noise;
+    ``bisect_steps`` / ``coordinate_steps`` bisections; coordinate sweeps for spaces with
+    at most ``coordinate_limit`` groups; ``probes`` queries per boundary-normal estimate;
+    ``chunk`` rows per model call.
+    """
+
+    starts: int = 3
+    max_starts: int = 8
+    passes: int = 3
+    ladder: int = 4
+    reference_candidates: int = 24
+    noise_rounds: int = 10
+    bisect_steps: int = 10
+    coordinate_steps: int = 7
+    coordinate_limit: int = 64
+    probes: int = 16
+    chunk: int = 8192
+
+    def __post_init__(self) -> None:
+        for name, low in (("starts", 1), ("max_starts", 1), ("passes", 0), ("ladder", 0),
+                          ("reference_candidates", 0), ("noise_rounds", 0),
+                          ("bisect_steps", 1), ("coordinate_steps", 0),
+                          ("coordinate_limit", 0), ("probes", 2), ("chunk", 1)):  # fmt: skip
+            check_int("decision", name, getattr(self, name), low, 10**6)
+
+
+@dataclass(frozen=True)
+class DiscreteConfig:
+    """Knobs of the discrete search.
+
+    ``method``: ``greedy`` (positions in importance order, the best candidate at each kept
+    when it lowers the loss — TextAttack's greedy-WIR walk, with re-ranking and pruning),
+    ``beam`` (``beam_width`` partial solutions, each level adds one edit at one of the
+    ``beam_width`` most important free positions) or ``exhaustive`` (every combination,
+    cheapest first: a proven minimum, for short inputs). ``order``: ``auto`` (the problem's
+    own ``rank`` when the model is differentiable, else leave-one-out), ``rank``,
+    ``leave-one-out`` (one query per position, with the problem's ``neutral`` edit),
+    ``best-single`` (every single edit scored first: exact gains for additive models, one
+    query per candidate) or ``none``. ``rerank`` re-ranks the free positions after each kept
+    edit (only with ``rank``). ``prune`` drops kept edits that the flip does not need.
+    ``exhaustive_limit`` caps the combinations enumerated, whether to prove a lower bound
+    after the search (``exact = "auto"``) or in ``exhaustive`` mode.
+    """
+
+    method: str = "greedy"
+    beam_width: int = 4
+    order: str = "auto"
+    rerank: bool = True
+    prune: bool = True
+    exhaustive_limit: int = 400
+
+    def __post_init__(self) -> None:
+        if self.method not in DISCRETE_METHODS:
+            raise ValueError(f"method: expected greedy, beam or exhaustive, got {self.method!r}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order: expected one of {', '.join(ORDERS)}, got {self.order!r}")
+        if self.beam_width < 1 or self.exhaustive_limit < 0:
+            raise ValueError("beam_width must be >= 1 and exhaustive_limit >= 0")
+        check_int("discrete", "beam_width", self.beam_width, 1, 10**4)
+        check_int("discrete", "exhaustive_limit", self.exhaustive_limit, 0, 10**8)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one sample's budget is split: passes for the search, line-search steps, and the
+    passes set aside for the finishing steps (clean pass and verification: 2, exact
+    nudges, decoding, the per-sample report)."""
+
+    search: int
+    line_search: int
+    reserved: int
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How hard and how to search: the query budget is forward + backward passes per sample.
+
+    ``exact`` is ``"auto"`` (use an exact method where a plugin has one), ``"never"`` or
+    ``"only"`` (skip the search and report exact margins only). ``strategy``: ``auto``,
+    ``gradient``, ``decision``, ``hybrid`` (continuous spaces), ``greedy``, ``beam``,
+    ``exhaustive`` (discrete spaces; ``discrete`` = the space's own choice) or ``exact``.
+    ``seed`` seeds every sample's own random stream (with the sample's id), so a result
+    never depends on the other samples of its batch. ``report_passes`` are set aside per
+    sample for the space's per-sample report. ``discrete`` overrides the space's own
+    ``search_config``.
+    """
+
+    budget: int = 1000
+    batch_size: int = 128
+    strategy: str = "auto"
+    exact: str = "auto"
+    line_search_steps: int = 12
+    seed: int = 0
+    gradient: GradientConfig = field(default_factory=GradientConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    discrete: DiscreteConfig | None = None
+    report_passes: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("search", "budget", self.budget, 1, MAX_BUDGET)
+        check_int("search", "batch_size", self.batch_size, 1, 10**6)
+        check_choice("search", "strategy", self.strategy, STRATEGY_NAMES)
+        check_choice("search", "exact", self.exact, EXACT_MODES)
+        check_int("search", "line_search_steps", self.line_search_steps, 0, 64)
+        check_int("search", "seed", self.seed, 0, MAX_SEED)
+        check_int("search", "report_passes", self.report_passes, 0, MAX_BUDGET)
+        for name, kind in (("gradient", GradientConfig), ("decision", DecisionConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"search.{name}: expected a {kind.__name__}")
+
+    def plan(self, reserve: int = 0) -> Plan:
+        """Split the budget: 1 clean pass + 1 verification + ``reserve`` (exact nudges,
+        decoding, report) first, then up to ``line_search_steps`` (at most a third of
+        what is left), the rest for the search. Never more than the budget in total."""
+        left = max(self.budget - 2 - reserve, 0)
+        line = min(self.line_search_steps, left // 3)
+        return Plan(search=left - line, line_search=line, reserved=2 + reserve)
+
+    def search_passes(self) -> int:
+        """Passes left for the search after the clean pass, line search and verification."""
+        return self.plan().search
