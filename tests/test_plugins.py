@@ -94,3 +94,28 @@ def test_evaluate_api_and_frame() -> None:
     assert {"sample", "status", "queries", "lower_bound"} <= set(frame.columns)
     # the core's exact hook solves linear models: lower bound = margin
     assert all(r.exact for r in results)
+
+
+def test_every_hook_is_typed_and_says_who_calls_it() -> None:
+    import inspect
+
+    from mmargin import hookspecs
+
+    specs = [f for name, f in vars(hookspecs).items() if name.startswith("mmargin_")]
+    assert len(specs) >= 9
+    for spec in specs:
+        doc = inspect.getdoc(spec) or ""
+        assert "Called by" in doc, spec.__name__
+        params = inspect.signature(spec).parameters.values()
+        assert all(p.annotation not in (inspect.Parameter.empty, "Any") for p in params), spec
+        assert inspect.signature(spec).return_annotation is not inspect.Signature.empty
+
+
+def test_models_are_registered_by_the_plugins_that_ship_them() -> None:
+    models = plugins.registries()["models"]
+    expected = {"toy_linear": "core", "mnist_cnn": "image", "digits_mlp": "image",
+                "mr_cnn": "text", "fraud_gbm": "tabular", "digits_kws": "audio"}  # fmt: skip
+    assert {name: models[name].plugin for name in expected} == expected
+    assert ("image", "model", "mnist_cnn") in {row[:3] for row in plugins.describe()}
+    model = plugins.lookup("models", "toy_linear").factory()
+    assert model.weight.shape == (3, 4)
