@@ -1,7 +1,8 @@
 """Text model adapters: one calling convention, ``adapter(list_of_texts) -> scores (B, K)``.
 
 The discrete engine scores candidate texts through ``__call__``; the text spaces use the
-rest of the interface when it exists:
+rest of the interface, declared by two protocols: :class:`TextModel` (every text adapter)
+and :class:`EmbeddingTextModel` (adapters with input embeddings):
 
 * ``words_seen(text)``: how many leading words fit in the model's maximum length (the
   search edits only those; truncation is reported);
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -43,6 +44,50 @@ class Encoded:
     ids: list[int]
     spans: list[Span]
     truncated: bool
+
+
+@runtime_checkable
+class TextModel(Protocol):
+    """What the word and character spaces need from a text model adapter."""
+
+    differentiable: bool
+    device: torch.device
+
+    def __call__(self, texts: Sequence[str]) -> Tensor:
+        """Scores ``(B, K)`` for a list of texts."""
+        ...
+
+    def words_seen(self, text: str) -> int:
+        """How many leading words of ``text`` fit in the model's maximum length."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingTextModel(TextModel, Protocol):
+    """A text model whose input embeddings are reachable: gradient ranking of substitutions,
+    embedding-neighbour candidates and the embedding space need it."""
+
+    projectable: Tensor
+
+    def encode(self, text: str) -> Encoded:
+        """The token ids the model reads, their character spans, truncation."""
+        ...
+
+    def embedding_matrix(self) -> Tensor:
+        """The input-embedding matrix ``(vocabulary, D)``."""
+        ...
+
+    def forward_embeds(self, embeds: Tensor) -> Tensor:
+        """Scores for a batch of embedding sequences ``(B, T, D)`` (differentiable)."""
+        ...
+
+    def token_id(self, word: str) -> int | None:
+        """The id of a word that is one token, else ``None``."""
+        ...
+
+    def token_text(self, token: int) -> str:
+        """The text of one token."""
+        ...
 
 
 class WordModelAdapter:

@@ -83,16 +83,16 @@ def model_neighbours(
     adapter: Any, k: int = 15, max_distance: float | None = None
 ) -> EmbeddingNeighbours:
     """Neighbours in the model's own input embeddings (whole-word tokens only)."""
-    matrix = getattr(adapter, "embedding_matrix", None)
-    text = getattr(adapter, "token_text", None)
-    if matrix is None or text is None:
+    from mmargin_text.adapters import EmbeddingTextModel
+
+    if not isinstance(adapter, EmbeddingTextModel):
         raise ValueError(
             "this model exposes no input embeddings (a black box?): use "
             "candidates = 'matrix' with a local .npz, 'wordnet' or 'textattack'"
         )
-    weights = matrix().detach().cpu().numpy()
+    weights = adapter.embedding_matrix().detach().cpu().numpy()
     ids = [int(i) for i in adapter.projectable]
-    words = [text(i).strip() for i in ids]
+    words = [adapter.token_text(i).strip() for i in ids]
     return EmbeddingNeighbours(words, weights[ids], k=k, max_distance=max_distance)
 
 

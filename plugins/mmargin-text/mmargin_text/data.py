@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mmargin.data import Dataset
+from mmargin.plugin import Dataset
 
 MR_CLASSES = ("negative", "positive")
 

@@ -1,6 +1,6 @@
 """The embedding space: an L2 perturbation of the input embeddings a model reads.
 
-A *relaxed* discrete space (see :mod:`mmargin.engine.discrete_relaxed`): each text is
+A *relaxed* discrete space (``RelaxedSpace`` in :mod:`mmargin.plugin`): each text is
 encoded as its sequence of input-embedding vectors (special tokens such as ``[CLS]`` are
 frozen), the shared gradient engine finds the smallest verified L2 perturbation that flips
 the model, and the adversarial embeddings are projected back to the nearest tokens — the
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmargin.engine.discrete_relaxed import Encoding
+from mmargin.plugin import Encoding
+from mmargin_text.adapters import EmbeddingTextModel, HFAdapter
 from mmargin_text.spaces import check_texts
 
 
@@ -47,14 +48,12 @@ class EmbeddingSpace:
 
     name: str = "embedding"
     modality: str = "text"
-    discrete: bool = True
-    relaxed: bool = True
 
     def check(self, inputs: Sequence[Any]) -> list[str | None]:
         return check_texts(inputs)
 
     def encode(self, model: Any, x: str) -> Encoding:
-        if not hasattr(model, "forward_embeds"):
+        if not isinstance(model, EmbeddingTextModel):
             raise ValueError(
                 "the embedding space needs a model with input embeddings "
                 "(a torch or transformers model, not a black box)"
@@ -100,9 +99,8 @@ class EmbeddingSpace:
                         "to": model.token_text(nearest),
                     }
                 )
-        tokenizer = getattr(model, "tokenizer", None)
-        if tokenizer is not None:  # word pieces: let the tokenizer join them
-            text = str(tokenizer.decode(new_ids, skip_special_tokens=True))
+        if isinstance(model, HFAdapter):  # word pieces: let the tokenizer join them
+            text = str(model.tokenizer.decode(new_ids, skip_special_tokens=True))
         else:
             text = _replace_spans(x, [(enc.spans[c["token"]], c["to"]) for c in changes])
         return text, {"token_edits": changes, "tokens_changed": len(changes), "original_text": x}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mmargin.hookspecs import Register, hookimpl
+from mmargin.plugin import Register, hookimpl
 
 
 def word_space(
@@ -125,7 +125,7 @@ def _levenshtein() -> Any:
 
 
 def _embedding_l2() -> Any:
-    from mmargin.distances import LpDistance
+    from mmargin.plugin import LpDistance
 
     return LpDistance(name="embedding-l2", p=2.0, units="L2 of the input-embedding change")
 

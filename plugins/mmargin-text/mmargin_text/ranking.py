@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmargin.engine.discrete import Ranking
+from mmargin.plugin import Ranking
+from mmargin_text.adapters import EmbeddingTextModel
 
 
 def substitution_ranking(
@@ -31,7 +32,7 @@ def substitution_ranking(
     targets: Any,
 ) -> Ranking | None:
     """Estimated loss change of each candidate at each word position of ``text``."""
-    if not getattr(adapter, "differentiable", False) or not hasattr(adapter, "encode"):
+    if not isinstance(adapter, EmbeddingTextModel) or not adapter.differentiable:
         return None
     enc = adapter.encode(text)
     if not enc.ids:

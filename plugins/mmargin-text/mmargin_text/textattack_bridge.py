@@ -11,6 +11,7 @@ classes under ``textattack.`` are accepted.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,9 @@ def ta_object(spec: Any) -> Any:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot import {path!r} ({exc})") from None
+    if not inspect.isclass(cls) or not cls.__module__.startswith("textattack."):
+        # a task file names this: only TextAttack's own classes, never a re-exported callable
+        raise ValueError(f"{path!r} is not a class defined in TextAttack")
     return cls(**options)
 
 
