@@ -248,3 +248,22 @@ def test_shipped_tasks_name_registered_models(capsys: pytest.CaptureFixture[str]
     for path in tasks:
         assert main(["check", str(path)]) == 0, path
         assert "registered by plugin" in capsys.readouterr().out
+
+
+def test_textattack_objects_named_by_a_task_must_be_textattack_classes(tmp_path: Path) -> None:
+    """The text plugin builds TextAttack objects a task names: never one of its functions
+    (``unzip_file`` would write wherever the task says)."""
+    import zipfile
+
+    bridge = pytest.importorskip("mmargin_text.textattack_bridge")
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("payload.txt", "x")
+    dest = tmp_path / "unzipped"
+    spec = {"class": "textattack.shared.utils:unzip_file", "path_to_zip_file": str(archive),
+            "dest_dir": str(dest)}  # fmt: skip
+    with pytest.raises(ValueError, match="not a class defined in TextAttack"):
+        bridge.ta_object(spec)
+    assert not dest.exists()
+    with pytest.raises(ValueError, match="not a class defined in TextAttack"):
+        bridge.ta_object("textattack.shared.utils:os")
