@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mmargin.data import Dataset
+from mmargin.plugin import Dataset
 from mmargin_audio.wav import read_audio, resample, to_mono
 
 __all__ = ["AUDIO_SUFFIXES", "DIGITS_DIR", "fit_length", "load_audio_folder", "load_spoken_digits"]

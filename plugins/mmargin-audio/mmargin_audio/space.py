@@ -25,6 +25,9 @@ from torch import Tensor
 
 from mmargin.plugin import ContinuousSpace, InvalidInputError, NoiseConfig
 
+FINALIZE_ROUNDS = 100
+"""Most alternating band / box projections :meth:`WaveformSpace.finalize` makes."""
+
 
 @dataclass
 class WaveformSpace(ContinuousSpace):
@@ -153,6 +156,9 @@ class WaveformSpace(ContinuousSpace):
 
         A candidate already inside the band up to float round-off is returned unchanged, so
         re-filtering cannot nudge a point that sits just past the boundary back across it.
+        Otherwise band filter and box are applied in turn (at most :data:`FINALIZE_ROUNDS`
+        times) until the point is a fixed point of both: where a clip clips, one round
+        leaves out-of-band content that a second call would filter again.
         With a window as well, only the window and the box are re-applied: the search's own
         steps band-filter δ, and the window's edges make band-then-window non-idempotent.
         """
@@ -165,6 +171,12 @@ class WaveformSpace(ContinuousSpace):
         size = delta.flatten(1).abs().amax(dim=1)
         close = (projected - delta).flatten(1).abs().amax(dim=1) <= 1e-5 * size
         close = close.view(-1, *([1] * (x.dim() - 1)))
+        for _ in range(FINALIZE_ROUNDS):  # band filter and box in turn, to a fixed point
+            again = self.project(x, projected)
+            moved = (again - projected).flatten(1).abs().amax(dim=1)
+            projected = again
+            if bool((moved <= 1e-7 * size).all()):
+                break
         return torch.where(close, x_adv.clamp(-1.0, 1.0), x + projected)
 
     def free_dims(self, x: Tensor) -> Tensor:
