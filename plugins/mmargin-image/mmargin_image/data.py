@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmargin.data import Dataset
-from mmargin.errors import InvalidInputError
+from mmargin.plugin import Dataset, InvalidInputError
 
 __all__ = ["IMAGE_SUFFIXES", "load_digits", "load_folder", "load_mnist", "load_tensors"]
 

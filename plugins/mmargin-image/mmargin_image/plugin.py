@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmargin.hookspecs import Register, hookimpl
+from mmargin.plugin import Register, hookimpl
 
 
 def image_space(lower: float = 0.0, upper: float = 1.0) -> Any:
     """NCHW images inside ``[lower, upper]`` (default ``[0, 1]``); the Lp ball comes from
     the distance, normalisation (mean/std) from the model adapter."""
-    from mmargin.spaces import ContinuousSpace
+    from mmargin.plugin import ContinuousSpace
 
     if not lower < upper:
         raise ValueError(f"lower must be < upper, got {lower} and {upper}")

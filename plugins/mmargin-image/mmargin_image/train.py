@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmargin.data import Dataset
+from mmargin.plugin import Dataset
 from mmargin_image.data import load_digits, load_mnist
 from mmargin_image.models import MODEL_NAMES, WEIGHTS_DIR, build
 
