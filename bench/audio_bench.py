@@ -11,7 +11,8 @@ plugin's ``digits_kws`` CNN, at an equal budget of forward + backward passes per
   ``torchaudio.functional.add_noise``, 8 seeded draws, bisection on the level, 200
   forward passes) — how loud *random* noise must be to flip the same clips.
 
-Every method gets the same counted model (:class:`PassCounter`: each forward call on B
+Every method gets the same counted model (mmargin's one pass counter,
+:class:`~mmargin.engine.counting.CountingModule`: each forward call on B
 clips is B passes, each backward pass that reaches the input B more), and only clips the
 model classifies correctly. The bench re-classifies every returned clip itself with an
 uncounted model; a clip counts as flipped only then, and its dB_x (perturbation peak
@@ -35,56 +36,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
+
+from mmargin.engine.counting import CountingModule
 
 RATE = 8000
 EPS0 = {"linf": 1e-3, "l2": 1e-3 * math.sqrt(RATE)}  # a -60 dBFS start for both norms
 P = {"linf": math.inf, "l2": 2.0}
 
 
-class _CountBackward(torch.autograd.Function):
-    """Identity on the model input whose backward counts one pass per clip."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, counter: PassCounter) -> Tensor:
-        ctx.counter = counter
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        ctx.counter.backward += int(grad.shape[0])
-        return grad, None
-
-
-class PassCounter(nn.Module):
-    """Wraps a model; counts forward and backward passes in clips (sample-passes)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.forward_ = 0
-        self.backward = 0
-
-    @property
-    def passes(self) -> int:
-        return self.forward_ + self.backward
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.forward_ += int(x.shape[0])
-        if torch.is_grad_enabled() and x.requires_grad:
-            x = _CountBackward.apply(x, self)
-        out: Tensor = self.model(x)
-        return out
-
-
 # ----------------------------------------------------------------------------- methods
 def run_mmargin(
-    counter: PassCounter, x: np.ndarray, y: np.ndarray, norm: str, budget: int
+    counter: CountingModule, x: np.ndarray, y: np.ndarray, norm: str, budget: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """mmargin's minimal-flip search; returns adversarial clips (clean where none)."""
     from mmargin.adapters import TorchAdapter
     from mmargin.distances import lp
-    from mmargin.engine.runner import SearchSpec, minimal_flip
+    from mmargin.engine import minimal_flip
+    from mmargin.engine.spec import SearchSpec
     from mmargin_audio.space import WaveformSpace
 
     space = WaveformSpace(sample_rate=RATE, noise=None, roundtrip=False)
@@ -105,7 +74,7 @@ def run_mmargin(
 
 
 def run_art_pgd(
-    counter: PassCounter, x: np.ndarray, y: np.ndarray, norm: str, budget: int, rounds: int = 10
+    counter: CountingModule, x: np.ndarray, y: np.ndarray, norm: str, budget: int, rounds: int = 10
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """ART PGD as a minimal attack: per-clip bisection on ε over ``rounds`` PGD runs.
 
@@ -165,7 +134,7 @@ def run_art_pgd(
 
 
 def run_noise(
-    counter: PassCounter, x: np.ndarray, y: np.ndarray, norm: str, budget: int
+    counter: CountingModule, x: np.ndarray, y: np.ndarray, norm: str, budget: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The random white-noise margin (L2-smallest flipping noise over seeded draws)."""
     from mmargin.adapters import TorchAdapter
@@ -273,7 +242,7 @@ def bench(samples: int, budget: int, norms: Sequence[str], threads: int) -> dict
             if name == "random noise" and noise_row is not None:
                 record["rows"].append({**noise_row, "norm": norm})
                 continue
-            counter = PassCounter(model)
+            counter = CountingModule(model)
             torch.manual_seed(0)
             started = time.perf_counter()
             adv, config = method(counter, x, y, norm, budget)
@@ -291,8 +260,8 @@ def bench(samples: int, budget: int, norms: Sequence[str], threads: int) -> dict
                 "median_db_x_16": float(np.median(s["db_x_16"])),
                 "median_snr_db_16": float(np.median(s["snr_db_16"])),
                 "passes_per_clip": counter.passes / len(x),
-                "forward": counter.forward_,
-                "backward": counter.backward,
+                "forward": counter.counter.forward,
+                "backward": counter.counter.backward,
                 "wall_s": walls[name],
                 "wall_ratio": walls[name] / walls["mmargin"],
                 "per_clip": {

@@ -39,7 +39,9 @@ from metrics import (
     per_sample_best,
     success_rate,
 )
-from peers import METHODS, NORMS, Method, PassCounter
+from peers import METHODS, NORMS, Method
+
+from mmargin.engine.counting import CountingModule
 
 _P = {"l2": 2.0, "linf": math.inf, "l1": 1.0}
 _NORM_TITLE = {"l2": "L2", "linf": "L∞", "l1": "L1"}
@@ -115,7 +117,7 @@ def _run_method(
     norm: str,
     args: argparse.Namespace,
     model: torch.nn.Module,
-    counter: PassCounter,
+    counter: CountingModule,
     x: torch.Tensor,
     y: torch.Tensor,
     correct: torch.Tensor,
@@ -150,9 +152,9 @@ def _run_method(
         "notes": method.notes.get(norm),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
-        "forward_per_sample": counter.forward_samples / n,
-        "backward_per_sample": counter.backward_samples / n,
-        "passes_per_sample": (counter.forward_samples + counter.backward_samples) / n,
+        "forward_per_sample": counter.counter.forward / n,
+        "backward_per_sample": counter.counter.backward / n,
+        "passes_per_sample": counter.passes / n,
     }
     row["within_budget"] = row["passes_per_sample"] <= args.budget
     row["load_average_1min"] = [load_before, os.getloadavg()[0]]
@@ -167,7 +169,7 @@ def _run_method(
 
 
 def _timed(
-    method: Method, norm: str, args: argparse.Namespace, counter: PassCounter,
+    method: Method, norm: str, args: argparse.Namespace, counter: CountingModule,
     x: torch.Tensor, y: torch.Tensor,
 ) -> float:  # fmt: skip
     cfg = method.config(norm, args.budget)
@@ -178,7 +180,7 @@ def _timed(
 
 
 def _paired_timing(
-    rows: list[dict[str, Any]], norm: str, args: argparse.Namespace, counter: PassCounter,
+    rows: list[dict[str, Any]], norm: str, args: argparse.Namespace, counter: CountingModule,
     x: torch.Tensor, y: torch.Tensor,
 ) -> None:  # fmt: skip
     """Time mmargin and each method back to back on the first ``--timing-samples`` images,
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     model = mnist_cnn().eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    counter = PassCounter(model).eval()
+    counter = CountingModule(model).eval()
     data = load_mnist("test")
     x = torch.from_numpy(np.ascontiguousarray(data.x[: args.samples]))
     y = torch.from_numpy(np.ascontiguousarray(data.y[: args.samples]))
@@ -443,9 +445,9 @@ def main(argv: list[str] | None = None) -> int:
                 for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
             },
             "versions": versions,
-            "counting": "PassCounter: forward = batch size per model call; backward = batch "
-            "size per backward traversal reaching the model input; per sample = "
-            "total / N",
+            "counting": "mmargin.engine.counting.CountingModule: forward = batch size per "
+            "model call; backward = batch size per backward traversal reaching the model "
+            "input; per sample = total / N",
         },
         "norms": {},
     }
@@ -515,7 +517,7 @@ def _import_libraries(keys: list[str]) -> None:
     import importlib
 
     modules = {
-        "mmargin": ["mmargin.engine.runner", "mmargin.adapters", "mmargin_image.plugin"],
+        "mmargin": ["mmargin.engine.flip", "mmargin.adapters", "mmargin_image.plugin"],
         "foolbox": ["foolbox"],
         "adv_lib": ["adv_lib.attacks"],
         "torchattacks": ["torchattacks"],

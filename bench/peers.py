@@ -1,6 +1,7 @@
-"""The compared methods behind one interface, and the pass counter they all share.
+"""The compared methods behind one interface.
 
-Every method gets the same counted model (:class:`PassCounter`), the same batch ``x`` in
+Every method gets the same counted model (mmargin's one pass counter,
+:class:`mmargin.engine.counting.CountingModule`), the same batch ``x`` in
 ``[0, 1]`` and labels ``y``, and returns its adversarial batch. The counter sees every
 forward call and every backward pass that reaches the model's input, whoever makes it, so
 the passes a method used are measured rather than taken from its documentation.
@@ -20,52 +21,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from mmargin.engine.counting import CountingModule
 
 NORMS = ("l2", "linf", "l1")
 _P = {"l2": 2.0, "linf": math.inf, "l1": 1.0}
 
 
-# ----------------------------------------------------------------------- pass counting
-class _CountBackward(torch.autograd.Function):
-    """Identity on the model input whose backward counts one pass per sample."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, counter: PassCounter) -> Tensor:
-        ctx.counter = counter
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        ctx.counter.backward_samples += int(grad.shape[0])
-        return grad, None
-
-
-class PassCounter(nn.Module):
-    """Wraps a model and counts sample-passes: a forward call on a batch of B inputs is B
-    forward passes; each backward traversal that reaches the input is B backward passes
-    (so per-class gradients through one forward, as DeepFool and FAB take, count each)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.forward_samples = 0
-        self.backward_samples = 0
-
-    def reset(self) -> None:
-        self.forward_samples = 0
-        self.backward_samples = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.forward_samples += int(x.shape[0])
-        if torch.is_grad_enabled() and x.requires_grad:
-            x = _CountBackward.apply(x, self)
-        out: Tensor = self.model(x)
-        return out
-
-
 # ----------------------------------------------------------------------------- methods
-RunFn = Callable[[PassCounter, Tensor, Tensor, str, dict[str, Any]], tuple[Tensor, dict[str, Any]]]
+RunFn = Callable[
+    [CountingModule, Tensor, Tensor, str, dict[str, Any]], tuple[Tensor, dict[str, Any]]
+]
 ConfigFn = Callable[[str, int], dict[str, Any]]
 
 
@@ -109,12 +76,12 @@ def _mmargin_early_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _mmargin_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     from mmargin.adapters import TorchAdapter
     from mmargin.distances import lp
-    from mmargin.engine.gradient import GradientConfig
-    from mmargin.engine.runner import SearchSpec, minimal_flip
+    from mmargin.engine import minimal_flip
+    from mmargin.engine.spec import GradientConfig, SearchSpec
     from mmargin_image.plugin import image_space
 
     gradient = GradientConfig(patience=cfg.get("patience", 0), rtol=cfg.get("rtol", 1e-4))
@@ -136,13 +103,13 @@ def _mmargin_run(
 
 
 # -- Foolbox 3.3.4 ----------------------------------------------------------------------
-def _fb_model(model: PassCounter) -> Any:
+def _fb_model(model: CountingModule) -> Any:
     import foolbox as fb
 
     return fb.PyTorchModel(model, bounds=(0.0, 1.0), device="cpu")
 
 
-def _fb_call(attack: Any, model: PassCounter, x: Tensor, y: Tensor) -> Tensor:
+def _fb_call(attack: Any, model: CountingModule, x: Tensor, y: Tensor) -> Tensor:
     # the documented minimisation call: epsilons=None means no size limit, no early stop
     _raw, clipped, _success = attack(_fb_model(model), x, y, epsilons=None)
     return clipped.detach()
@@ -161,7 +128,7 @@ def _fb_fmn_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _fb_fmn_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     import foolbox as fb
 
@@ -184,7 +151,7 @@ def _fb_ddn_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _fb_ddn_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     import foolbox as fb
 
@@ -210,7 +177,7 @@ def _fb_deepfool_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _fb_deepfool_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     import foolbox as fb
 
@@ -253,7 +220,7 @@ def _fb_cw_single_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _fb_cw_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     import foolbox as fb
 
@@ -281,7 +248,7 @@ def _al_fmn_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _al_fmn_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     from adv_lib.attacks import fmn
 
@@ -309,7 +276,7 @@ def _al_ddn_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _al_ddn_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     from adv_lib.attacks import ddn
 
@@ -340,7 +307,7 @@ def _al_fab_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _al_fab_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     from adv_lib.attacks import fab
 
@@ -373,7 +340,7 @@ def _al_alma_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _al_alma_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     from adv_lib.attacks import alma
 
@@ -408,7 +375,7 @@ def _ta_fab_config(norm: str, budget: int) -> dict[str, Any]:
 
 
 def _ta_fab_run(
-    model: PassCounter, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     import torchattacks
 

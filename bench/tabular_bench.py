@@ -13,9 +13,11 @@ cheapest change that brings the model below the threshold:
 ART runs in cost-weighted units (``u = w ⊙ x``), so its L2 is mmargin's ``tabular-l2``; it
 cannot express integers, one-hot blocks or allowed directions, so its raw outputs are
 checked against the schema (``violations``) and also projected onto it by the tabular
-space and re-checked (``repaired``). Queries are counted rows (forward; backward too for
-LowProFool). Writes ``bench/results/tabular.json`` and ``bench/results/tabular.md``.
-Run with ``bash bench/run_tabular.sh`` (ART lives in ``bench/.venv-art``).
+space and re-checked (``repaired``). Queries are sample-passes measured by mmargin's one
+pass counter (``mmargin.engine.counting``): rows scored (forward; backward too for
+LowProFool), for mmargin too (its own ``queries`` are recorded beside the measurement).
+Writes ``bench/results/tabular.json`` and ``.md`` (``--out`` elsewhere). Run with
+``bash bench/run_tabular.sh`` (ART lives in ``bench/.venv-art``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmargin.engine.runner import SearchSpec, minimal_flip
+from mmargin.api import exact_fn
+from mmargin.engine import minimal_flip
+from mmargin.engine.counting import CountingAdapter, CountingModule, PassCounter
+from mmargin.engine.spec import SearchSpec
 from mmargin.goals import Threshold
-from mmargin.plugins import manager
 from mmargin.results import Status
 from mmargin_tabular import models
 from mmargin_tabular.adapters import SklearnAdapter
@@ -46,12 +50,13 @@ OUT = Path(__file__).parent / "results"
 
 
 class Model:
-    """One benchmarked model: P(fraud) on raw rows, a counted black box, a torch module."""
+    """One benchmarked model: P(fraud) on raw rows, a counted black box (``counter``: one
+    forward pass per row scored), a torch module (``counted``: the same module behind the
+    counting wrapper, for attacks that take gradients)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.rows = 0
-        self.backward_rows = 0
+        self.counter = PassCounter()
         if name == "torch_mlp":
             self.module = models.fraud_torch_mlp().double()
             self.sk = None
@@ -59,10 +64,11 @@ class Model:
             self.sk = models.FACTORIES[name]()
             adapter = SklearnAdapter(self.sk)
             self.module = adapter.module  # the torch twin (None for trees)
+        self.counted = CountingModule(self.module) if self.module is not None else None
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """P(fraud) of raw rows (counted)."""
-        self.rows += x.shape[0]
+        self.counter.forward += x.shape[0]
         if self.sk is not None:
             return np.asarray(self.sk.predict_proba(np.asarray(x, dtype=np.float64))[:, 1])
         with torch.no_grad():
@@ -96,7 +102,7 @@ def art_attacks(model: Model, x: np.ndarray, space: TabularSpace, budget: int) -
 
     init = _starts(model, x, space)
     # HopSkipJump with ART's own mask, batched
-    model.rows = 0
+    model.counter.reset()
     started = time.perf_counter()
     clf = BlackBoxClassifier(lambda u: _decision(probs_u(u)), (x.shape[1],), 2,
                              clip_values=(lo, hi))  # fmt: skip
@@ -109,10 +115,10 @@ def art_attacks(model: Model, x: np.ndarray, space: TabularSpace, budget: int) -
         )
         / w
     )
-    out["art.HopSkipJump"] = (adv, time.perf_counter() - started, model.rows, 0)
+    out["art.HopSkipJump"] = (adv, time.perf_counter() - started, model.counter.total, None)
 
     # BoundaryAttack on the mutable features only, one row at a time
-    model.rows = 0
+    model.counter.reset()
     started = time.perf_counter()
     rows = []
     for row, start in zip(x, init, strict=True):
@@ -125,12 +131,13 @@ def art_attacks(model: Model, x: np.ndarray, space: TabularSpace, budget: int) -
             x_adv_init=(start * w)[free][None].astype(np.float32),
         )[0]
         rows.append(_fill(row, u / w[free], free)[0])
-    out["art.BoundaryAttack"] = (np.array(rows), time.perf_counter() - started, model.rows, 0)
+    seconds = time.perf_counter() - started
+    out["art.BoundaryAttack"] = (np.array(rows), seconds, model.counter.total, None)
 
-    if model.module is None:
+    if model.counted is None:
         return out
     # LowProFool (needs gradients) on the mutable features only, one row at a time
-    _COUNT.update(rows=0, backward=0)
+    model.counted.reset()
     started = time.perf_counter()
     rows = []
     for row in x:
@@ -142,8 +149,8 @@ def art_attacks(model: Model, x: np.ndarray, space: TabularSpace, budget: int) -
         target = np.array([[1.0, 0.0]])  # "legit"
         u = attack.generate((row * w)[free][None].astype(np.float32), target)[0]
         rows.append(_fill(row, u / w[free], free)[0])
-    passes = _COUNT["rows"] + _COUNT["backward"]
-    out["art.LowProFool"] = (np.array(rows), time.perf_counter() - started, passes, 0)
+    passes = model.counted.passes
+    out["art.LowProFool"] = (np.array(rows), time.perf_counter() - started, passes, None)
     return out
 
 
@@ -155,13 +162,13 @@ def _starts(model: Model, x: np.ndarray, space: TabularSpace) -> np.ndarray:
     assert s is not None and space.reference is not None
     ref = space.reference.astype(np.float64)
     w, free = s.weights("cost", 2.0), s.mask > 0
-    out, counted = [], model.rows
+    out, counted = [], model.counter.forward
     for row in x:
         cand = np.where(free, ref, row)
         ok = model.proba(cand) < TAU
         dist = np.where(ok, (((cand - row) * w) ** 2).sum(axis=1), np.inf)
         out.append(cand[int(np.argmin(dist))] if ok.any() else row)
-    model.rows = counted
+    model.counter.forward = counted
     return np.array(out)
 
 
@@ -177,29 +184,21 @@ def _fill(row: np.ndarray, values: np.ndarray, free: np.ndarray) -> np.ndarray:
     return full
 
 
-_COUNT = {"rows": 0, "backward": 0}
-
-
 class _Restricted(torch.nn.Module):
-    """The model on the mutable features of one row (cost units), returning probabilities."""
+    """The model on the mutable features of one row (cost units), returning probabilities;
+    every pass goes through the model's counting wrapper (``Model.counted``)."""
 
     def __init__(self, model: Model, row: np.ndarray, free: np.ndarray, w: np.ndarray) -> None:
         super().__init__()
-        self.model, self.free = model, torch.as_tensor(free)
+        assert model.counted is not None
+        self.counted, self.free = model.counted, torch.as_tensor(free)
         self.row = torch.as_tensor(row, dtype=torch.float64)
         self.w = torch.as_tensor(w, dtype=torch.float64)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        _COUNT["rows"] += u.shape[0]
-        if u.requires_grad:
-            u.register_hook(_count_backward)
         full = self.row.repeat(u.shape[0], 1)
         full[:, self.free] = u.double() / self.w[self.free]
-        return torch.softmax(self.model.module(full), 1).float()
-
-
-def _count_backward(grad: torch.Tensor) -> None:
-    _COUNT["backward"] += int(grad.shape[0])
+        return torch.softmax(self.counted(full), 1).float()
 
 
 class _ProbNLL(torch.nn.Module):
@@ -213,30 +212,28 @@ class _ProbNLL(torch.nn.Module):
 # -- mmargin -----------------------------------------------------------------------------------
 def run_mmargin(
     model: Model, x: np.ndarray, space: TabularSpace, dist_name: str, strategy: str, budget: int
-) -> tuple[np.ndarray, float, int, list[Any]]:
-    """mmargin on the same rows: adversarial rows (NaN where none), seconds, passes."""
+) -> tuple[np.ndarray, float, int, int, list[Any]]:
+    """mmargin on the same rows: adversarial rows (NaN where none), seconds, passes measured
+    around the adapter, passes mmargin reports (``queries``), the results. The exact-margin
+    hook gets the uncounted adapter (it reads weights, it makes no passes)."""
     from mmargin.adapters import TorchAdapter
 
     adapter = SklearnAdapter(model.sk) if model.sk is not None else \
         TorchAdapter(model.mmargin_model())  # fmt: skip
+    counted = CountingAdapter(adapter)
     dist = make_distance(dist_name, space.schema, "cost")  # type: ignore[arg-type]
     goal = Threshold(TAU)
-    hook = manager().hook.mmargin_exact_margin
-
-    def exact(row: np.ndarray, label: int, target: int | None, upper: float | None) -> Any:
-        return hook(model=adapter, space=space, distance=dist, x=row, label=label,
-                    target=target, upper_bound=upper, goal=goal)  # fmt: skip
-
+    exact = exact_fn(adapter, space, dist, goal)
     started = time.perf_counter()
     spec = SearchSpec(budget=budget, strategy=strategy)
     labels = np.ones(len(x), dtype=np.int64)
-    results = minimal_flip(adapter, space, dist, x, labels, goal=goal, spec=spec, exact=exact)
+    results = minimal_flip(counted, space, dist, x, labels, goal=goal, spec=spec, exact=exact)
     seconds = time.perf_counter() - started
     adv = np.full(x.shape, np.nan)
     for i, r in enumerate(results):
         if r.status is Status.FLIPPED:
             adv[i] = r.adversarial
-    return adv, seconds, sum(r.queries for r in results), results
+    return adv, seconds, counted.passes, sum(r.queries for r in results), results
 
 
 # -- scoring -----------------------------------------------------------------------------------
@@ -294,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=1000, help="passes per sample (mmargin)")
     parser.add_argument("--art-budget", type=int, default=2000, help="ART queries per sample")
     parser.add_argument("--models", nargs="*", default=list(PLAN))
+    parser.add_argument("--out", type=Path, default=OUT / "tabular.json", help="JSON; .md beside")
     args = parser.parse_args(argv)
     logging.getLogger("art").setLevel(logging.ERROR)
     torch.set_num_threads(1)
@@ -304,32 +302,35 @@ def main(argv: list[str] | None = None) -> int:
         model = Model(name)
         p = model.proba(x_all.astype(np.float64))
         x = x_all[(p >= TAU) & (y_all == 1)][: args.samples].astype(np.float64)
-        runs: dict[str, tuple[np.ndarray, float, int, int]] = {}
+        runs: dict[str, tuple[np.ndarray, float, int, int | None]] = {}
         exact_l1 = np.full(len(x), np.nan)
         for dist in ("l2", "l1"):
-            adv, secs, passes, results = run_mmargin(model, x.astype(np.float32), space, dist,
-                                                     PLAN[name], args.budget)  # fmt: skip
-            runs[f"mmargin.{PLAN[name]}-{dist}"] = (adv, secs, passes, 0)
+            adv, secs, passes, reported, results = run_mmargin(
+                model, x.astype(np.float32), space, dist, PLAN[name], args.budget
+            )
+            runs[f"mmargin.{PLAN[name]}-{dist}"] = (adv, secs, passes, reported)
             exact = sum(r.exact for r in results if r.status is Status.FLIPPED)
             print(f"{name} mmargin {dist}: {secs:.1f}s, exact {exact}/{len(results)}", flush=True)
             if dist == "l1":
                 exact_l1 = np.array([r.lower_bound if r.exact else np.nan for r in results])
         runs.update(art_attacks(model, x, space, args.art_budget))
         base = runs[f"mmargin.{PLAN[name]}-l2"][1]
-        for method, (adv, secs, passes, _) in runs.items():
+        for method, (adv, secs, passes, reported) in runs.items():
             row = {"model": name, "method": method, "samples": len(x),
                    **score(model, x, adv, space, exact_l1),
                    "queries_per_sample": passes / len(x),
+                   "reported_queries_per_sample": None if reported is None else
+                   reported / len(x),
                    "seconds": secs, "time_ratio_vs_mmargin_l2": secs / base}  # fmt: skip
             table.append(row)
             print(json.dumps(row), flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"threshold": TAU, "samples_per_model": args.samples, "mmargin_budget": args.budget,
             "art_budget": args.art_budget, "art": _version("adversarial-robustness-toolbox"),
             "units": "cost points (schema costs); L2 = cost-weighted L2"}  # fmt: skip
-    (OUT / "tabular.json").write_text(json.dumps({"meta": meta, "rows": table}, indent=2) + "\n",
-                                      encoding="utf-8")  # fmt: skip
-    (OUT / "tabular.md").write_text(markdown(meta, table), encoding="utf-8")
+    args.out.write_text(json.dumps({"meta": meta, "rows": table}, indent=2) + "\n",
+                        encoding="utf-8")  # fmt: skip
+    args.out.with_suffix(".md").write_text(markdown(meta, table), encoding="utf-8")
     return 0
 
 

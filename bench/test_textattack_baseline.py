@@ -37,7 +37,8 @@ def cnn() -> Any:
 
 
 def test_greedy_wir_baseline_over_the_same_candidates(cnn: Any) -> None:
-    from mmargin.engine.runner import SearchSpec, minimal_flip
+    from mmargin.engine import minimal_flip
+    from mmargin.engine.spec import SearchSpec
     from mmargin.results import Status
     from mmargin_text.data import load_mr
     from mmargin_text.plugin import word_space
@@ -59,6 +60,9 @@ def test_greedy_wir_baseline_over_the_same_candidates(cnn: Any) -> None:
     assert [r.sample for r in theirs] == ids
     assert {r.status for r in theirs} <= {Status.FLIPPED, Status.NOT_FLIPPED, Status.MISCLASSIFIED}
     assert sum(r.status is Status.FLIPPED for r in theirs) >= 4
+    for t in theirs:  # the one pass counter saw every text that reached the model; TextAttack's
+        # num_queries also counts the texts its cache answered
+        assert 1 <= t.extras["measured_passes"] <= t.queries
     for t, o in zip(theirs, ours, strict=True):
         assert (t.status is Status.MISCLASSIFIED) == (o.status is Status.MISCLASSIFIED)
         if t.status is Status.FLIPPED:

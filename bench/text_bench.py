@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmargin.engine.discrete import DiscreteConfig
-from mmargin.engine.runner import SearchSpec, minimal_flip
+from mmargin.engine import minimal_flip
+from mmargin.engine.spec import DiscreteConfig, SearchSpec
 from mmargin.results import SampleResult, Status
 
 
@@ -37,7 +37,6 @@ def _mmargin(config: DiscreteConfig, exact: str) -> Callable[..., list[SampleRes
     ) -> list[SampleResult]:
         from mmargin_text.spaces import WordEdits
 
-        space.search_config = config
         return minimal_flip(
             adapter,
             space,
@@ -45,7 +44,7 @@ def _mmargin(config: DiscreteConfig, exact: str) -> Callable[..., list[SampleRes
             np.array(texts, object),
             np.array(labels),
             ids,
-            spec=SearchSpec(budget=budget, exact=exact),
+            spec=SearchSpec(budget=budget, exact=exact, discrete=config),
         )
 
     return run
@@ -104,6 +103,7 @@ def summarise(results: Sequence[SampleResult], seconds: float) -> dict[str, Any]
     margins = np.array([r.margin if r.status is Status.FLIPPED else math.inf for r in correct])
     queries = np.array([r.queries for r in correct])
     exact = [r for r in flipped if r.exact]
+    measured = [r.extras.get("measured_passes") for r in correct]
     return {
         "samples": len(results),
         "correct": len(correct),
@@ -121,6 +121,9 @@ def summarise(results: Sequence[SampleResult], seconds: float) -> dict[str, Any]
         else math.nan,
         "queries_mean": float(queries.mean()),
         "queries_median": float(np.median(queries)),
+        "measured_passes_mean": float(np.mean(measured))
+        if correct and None not in measured
+        else None,
         "exact_fraction": len(exact) / len(flipped) if flipped else math.nan,
         "seconds": seconds,
         "errors": sum(r.status is Status.ERROR for r in results),
@@ -185,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": 1,
         "query_counting": "mmargin: every text scored, the clean pass and the final "
         "re-verification included, a gradient ranking = 2; TextAttack: its "
-        "num_queries (every text scored, the clean text included)",
+        "num_queries (every text scored, the clean text included; measured_passes_mean: "
+        "the texts that reached the model, by mmargin's pass counter)",
         "versions": {p: metadata.version(p) for p in ("torch", "transformers", "textattack")},
         "machine": f"{platform.machine()} {platform.system()}, python {platform.python_version()}",
         "methods": rows,
@@ -229,6 +233,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {vs.get('fewer_edits', '')} / {vs.get('same_edits', '')} / "
             f"{vs.get('more_edits', '')} |"
         )
+    measured = [
+        f"{row['method']}: {row['measured_passes_mean']:.1f}"
+        for row in report["methods"].values()
+        if row.get("measured_passes_mean") is not None
+    ]
+    if measured:
+        lines += ["", "Mean passes measured by mmargin's pass counter: " + "; ".join(measured)]
     return "\n".join(lines) + "\n"
 
 

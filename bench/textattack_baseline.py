@@ -5,8 +5,10 @@ The attack walks *the same candidates* as mmargin's search: its transformation i
 :func:`~mmargin_text.textattack_bridge.swap_class` over the word space's problem for each
 text, and a pre-transformation constraint limits it to the problem's positions. Its query
 count is TextAttack's own (``num_queries``: every text it scores, the clean text
-included); every adversarial text it returns is re-scored by mmargin before it is reported
-as a flip (that verification is not added to its count).
+included); the texts that reach the model are also measured by mmargin's one pass counter
+(``extras["measured_passes"]``: TextAttack's cache can make the two differ). Every
+adversarial text it returns is re-scored by mmargin before it is reported as a flip (that
+verification is not added to either count).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmargin.engine.counting import CountingAdapter
 from mmargin.results import SampleResult, Status, result_record
 from mmargin_text.offline import import_textattack
 from mmargin_text.textattack_bridge import swap_class
@@ -78,8 +81,9 @@ def textattack_attack(
     with warnings.catch_warnings():  # TextAttack 0.3.11 calls the deprecated Logger.warn
         warnings.filterwarnings("ignore", "The 'warn' method is deprecated", DeprecationWarning)
         ta_logger.setLevel(logging.ERROR)  # "unknown if model ... compatible": it is
+        counted = CountingAdapter(adapter)
         goal = UntargetedClassification(
-            wrapper_cls(adapter), query_budget=budget, model_batch_size=batch_size
+            wrapper_cls(counted), query_budget=budget, model_batch_size=batch_size
         )
         ta_logger.setLevel(level)
     search = search or GreedyWordSwapWIR(wir_method="unk")
@@ -105,9 +109,11 @@ def textattack_attack(
             continue
         swap.problem = space.problem(adapter, text)
         attack.clear_cache()
+        counted.counter.reset()
         result = attack.attack(text, int(label))
         seconds = time.perf_counter() - started
         queries = int(result.perturbed_result.num_queries)
+        measured = {"measured_passes": counted.passes}
         pred = int(np.argmax(result.original_result.raw_output))
         if isinstance(result, SkippedAttackResult):
             out.append(
@@ -122,6 +128,7 @@ def textattack_attack(
                     queries=queries,
                     seconds=seconds,
                     adversarial=text,
+                    extras=measured,
                 )
             )
             continue
@@ -139,6 +146,7 @@ def textattack_attack(
                     queries=queries,
                     seconds=seconds,
                     message="no flip found",
+                    extras=measured,
                 )
             )
             continue
@@ -159,6 +167,7 @@ def textattack_attack(
                 for p in changed
             ],
             "words_changed_pct": 100.0 * len(changed) / max(seen, 1),
+            **measured,
         }
         out.append(
             _record(
