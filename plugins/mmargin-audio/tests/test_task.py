@@ -23,13 +23,13 @@ TASKS = Path(__file__).resolve().parents[3] / "tasks"
 def test_task_files_parse_and_name_installed_components(name: str) -> None:
     task = load_task(TASKS / f"{name}.toml")
     assert task.space.name == "waveform" and task.data.name == "spoken-digits"
-    assert task.budget <= 1000 and task.samples == 120
+    assert task.budget - task.report_passes <= 1000 and task.samples == 120
 
 
 def test_linf_task_writes_results_and_wavs(tmp_path: Path) -> None:
     task = replace(
         load_task(TASKS / "audio-digits-linf.toml"),
-        budget=120,
+        budget=330,  # 120 for the search, 210 set aside for the report (noise baseline)
         samples=8,
         batch_size=8,
         out=str(tmp_path),
