@@ -13,7 +13,6 @@ nothing here calls ``.eval()`` or touches parameters.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -71,38 +70,32 @@ def write_artifacts(space: Any, out: Path, results: Sequence[SampleResult], data
     plugins.manager().hook.mmargin_write_artifacts(
         space=space, out=out, results=results, dataset=dataset
     )
-    legacy = getattr(space, "write_artifacts", None)  # spaces not yet moved to the hook
-    if legacy is not None and not plugins.manager().hook.mmargin_write_artifacts.get_hookimpls():
-        legacy(out, results, dataset)
 
 
 def _search(
     adapter: Any, space: Any, distance: Any, dataset_x: np.ndarray, labels: np.ndarray,
     ids: Sequence[str] | None, goal: Any, spec: Any, progress: Callable[[int], None] | None,
 ) -> list[SampleResult]:  # fmt: skip
-    from mmargin.engine.runner import minimal_flip
+    from mmargin.engine import minimal_flip
 
-    extra: dict[str, Any] = {}
-    if "report" in inspect.signature(minimal_flip).parameters:
-        extra["report"] = report_fn(space)
     return minimal_flip(
         adapter, space, distance, dataset_x, labels, ids, goal=goal, spec=spec,
-        exact=exact_fn(adapter, space, distance, goal), progress=progress, **extra,
+        exact=exact_fn(adapter, space, distance, goal), report=report_fn(space),
+        progress=progress,
     )  # fmt: skip
 
 
 def _spec(
     *, budget: int, batch_size: int, strategy: str, exact: str, line_search_steps: int,
-    seed: int, restarts: int, patience: int,
+    seed: int, restarts: int, patience: int, report_passes: int,
 ) -> Any:  # fmt: skip
     """The engine's search specification from checked task fields."""
-    from mmargin.engine.gradient import GradientConfig
-    from mmargin.engine.runner import SearchSpec
+    from mmargin.engine.spec import GradientConfig, SearchSpec
 
     try:
         return SearchSpec(
             budget=budget, batch_size=batch_size, strategy=strategy, exact=exact,
-            line_search_steps=line_search_steps, seed=seed,
+            line_search_steps=line_search_steps, seed=seed, report_passes=report_passes,
             gradient=GradientConfig(restarts=restarts, patience=patience),
         )  # fmt: skip
     except ValueError as exc:
@@ -114,7 +107,8 @@ def _spec(
 def _task_spec(task: Task) -> Any:
     return _spec(budget=task.budget, batch_size=task.batch_size, strategy=task.strategy,
                  exact=task.exact, line_search_steps=task.line_search_steps, seed=task.seed,
-                 restarts=task.restarts, patience=task.patience)  # fmt: skip
+                 restarts=task.restarts, patience=task.patience,
+                 report_passes=task.report_passes)  # fmt: skip
 
 
 def evaluate(
@@ -139,6 +133,7 @@ def evaluate(
     restarts: int = 1,
     patience: int = 0,
     line_search_steps: int = 12,
+    report_passes: int = 0,
     exact: str = "auto",
     device: str = "cpu",
     seed: int = 0,
@@ -164,12 +159,12 @@ def evaluate(
         ("search.strategy", strategy), ("search.budget", budget),
         ("task.batch_size", batch_size), ("search.restarts", restarts),
         ("search.patience", patience), ("search.line_search_steps", line_search_steps),
-        ("search.exact", exact), ("task.seed", seed),
+        ("search.exact", exact), ("task.seed", seed), ("search.report_passes", report_passes),
     ):  # fmt: skip
         check_value(where, value)
     spec = _spec(budget=budget, batch_size=batch_size, strategy=strategy, exact=exact,
                  line_search_steps=line_search_steps, seed=seed, restarts=restarts,
-                 patience=patience)  # fmt: skip
+                 patience=patience, report_passes=report_passes)  # fmt: skip
     check_device(device, "device")
     goal_options: dict[str, Any] = {
         k: v for k, v in (("threshold", threshold), ("positive", positive), ("scores", scores))
@@ -244,8 +239,8 @@ def run_task(
         overrides["epsilons"] = tuple(float(e) for e in epsilons)
     task = replace(task, **overrides)
     spec = _task_spec(task)
+    seed_everything(task.seed)  # before the factory and the loader, which may draw numbers
     live = resolve(task, model=model, data=data, allow_imports=allow_imports)
-    seed_everything(task.seed)
     if on_start is not None:
         on_start(len(live.dataset))
     results = _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,

@@ -6,10 +6,11 @@ across plugins: two plugins registering the same name is an error that names bot
 Factories are called lazily, with the options from the task file, so a plugin's heavy
 imports (torch, transformers, torchaudio) happen inside the factory, never at import.
 
-``mmargin_exact_margin``, ``mmargin_adapt_model`` and ``mmargin_sample_report`` are
-``firstresult`` hooks: the host stops at the first plugin that returns something other
-than ``None`` (pluggy's call order: last registered first, ``tryfirst``/``trylast``
-respected). ``mmargin_write_artifacts`` is called on every plugin.
+``mmargin_exact_margin``, ``mmargin_exact_model``, ``mmargin_exact_constraints``,
+``mmargin_adapt_model`` and ``mmargin_sample_report`` are ``firstresult`` hooks: the host
+stops at the first plugin that returns something other than ``None`` (pluggy's call
+order: last registered first, ``tryfirst``/``trylast`` respected).
+``mmargin_write_artifacts`` is called on every plugin.
 """
 
 from __future__ import annotations
@@ -21,12 +22,27 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import numpy as np
     import torch
 
     from mmargin.data import Dataset
+    from mmargin.exact.problem import ExactModel, FeatureConstraints
     from mmargin.exact.types import ExactMargin
+    from mmargin.goals import Goal
+    from mmargin.protocols import (
+        DiscreteSpace,
+        Distance,
+        EditDistance,
+        ModelAdapter,
+        RelaxedSpace,
+        Space,
+    )
     from mmargin.results import SampleResult
+
+    AnySpace: TypeAlias = Space | DiscreteSpace | RelaxedSpace
+    AnyDistance: TypeAlias = Distance | EditDistance
 
 hookspec = pluggy.HookspecMarker("mmargin")
 hookimpl = pluggy.HookimplMarker("mmargin")
@@ -101,7 +117,7 @@ def mmargin_register_models(register: Register) -> None:
 @hookspec(firstresult=True)
 def mmargin_adapt_model(
     model: object, device: str, options: Mapping[str, Any]
-) -> Any:  # a ModelAdapter (mmargin.protocols) or None
+) -> ModelAdapter | None:
     """Wrap a model object whose kind this plugin recognises, or return ``None``.
 
     Called by the host when no adapter is named (the Python API, or a task without
@@ -112,14 +128,14 @@ def mmargin_adapt_model(
 
 @hookspec(firstresult=True)
 def mmargin_exact_margin(
-    model: Any,
-    space: Any,
-    distance: Any,
+    model: ModelAdapter,
+    space: AnySpace,
+    distance: AnyDistance,
     x: np.ndarray,
     label: int,
     target: int | None,
     upper_bound: float | None,
-    goal: Any,
+    goal: Goal,
 ) -> ExactMargin | None:
     """The exact minimal margin of one sample, or ``None`` if this plugin cannot solve it.
 
@@ -135,13 +151,46 @@ def mmargin_exact_margin(
 
 
 @hookspec(firstresult=True)
+def mmargin_exact_model(model: ModelAdapter) -> ExactModel | None:
+    """Describe a model adapter's parameters for the core's exact solvers, or ``None``.
+
+    Called by the core's ``mmargin_exact_margin`` (once per sample it is asked about)
+    with the run's adapter. Return a :class:`mmargin.exact.problem.ExactModel`: affine
+    ``layers`` with ReLUs between them (one layer: a linear model) or a tree
+    ``ensemble`` (:class:`mmargin.exact.trees.TreeEnsemble`), and the ``head`` saying
+    how the adapter's scores derive from the outputs (``logits``, ``softmax``, ``logit``,
+    ``ovr``, ``decision``, ``proba``), and any input normalisation the adapter applies
+    (``mean``/``std``). Return ``None`` for adapters you do not know; never
+    build a solver model (the core does). The core handles torch ``Linear``/``ReLU``
+    stacks itself. Cache expensive extractions on your adapter.
+    """
+
+
+@hookspec(firstresult=True)
+def mmargin_exact_constraints(
+    space: AnySpace, distance: AnyDistance, x: np.ndarray
+) -> FeatureConstraints | None:
+    """Describe what may change in the sample ``x`` and what a change costs, or ``None``.
+
+    Called by the core's ``mmargin_exact_margin`` for each sample (``x``: one sample as
+    the space holds it, float64; the description is of its flattened features). Return a
+    :class:`mmargin.exact.problem.FeatureConstraints` (build it with
+    :func:`mmargin.exact.problem.feature_constraints`): per-feature bounds with
+    directions folded in, the features that may change, integer features, one-hot
+    groups and their switching costs, the per-feature weights of ``distance`` and its
+    norm ``p``. Return ``None`` when ``space`` or ``distance`` is not yours (the core
+    describes plain box spaces under Lp distances, as the last resort).
+    """
+
+
+@hookspec(firstresult=True)
 def mmargin_sample_report(
-    space: Any,
-    model: Any,
+    space: AnySpace,
+    model: ModelAdapter,
     x: torch.Tensor,
     x_adv: torch.Tensor,
     labels: torch.Tensor,
-    goal: Any,
+    goal: Goal,
 ) -> list[dict[str, Any]] | None:
     """Extra per-sample figures for the flipped samples of a batch, or ``None``.
 
@@ -156,7 +205,7 @@ def mmargin_sample_report(
 
 @hookspec
 def mmargin_write_artifacts(
-    space: Any, out: Path, results: Sequence[SampleResult], dataset: Dataset
+    space: AnySpace, out: Path, results: Sequence[SampleResult], dataset: Dataset
 ) -> None:
     """Write a modality's own files (WAVs, images) into a finished run's folder ``out``.
 

@@ -72,7 +72,7 @@ def test_threshold_goal_with_its_options_matches_the_closed_form() -> None:
 
 
 def test_search_knobs_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mmargin.engine import runner
+    from mmargin.engine import flip
 
     seen: dict[str, Any] = {}
 
@@ -80,14 +80,15 @@ def test_search_knobs_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.update(kwargs)
         return []
 
-    monkeypatch.setattr(runner, "minimal_flip", spy)
+    monkeypatch.setattr(flip, "minimal_flip", spy)
     model = linear_model(4, 3, seed=1)
     mmargin.evaluate(model, torch.zeros(2, 4), [0, 1], "linf", strategy="decision", budget=77,
                      batch_size=5, restarts=3, patience=4, line_search_steps=6, exact="never",
-                     seed=2**40)  # fmt: skip
+                     seed=2**40, report_passes=9)  # fmt: skip
     spec = seen["spec"]
     assert (spec.strategy, spec.budget, spec.batch_size, spec.exact) == ("decision", 77, 5, "never")
-    assert (spec.line_search_steps, spec.seed) == (6, 2**40)
+    assert (spec.line_search_steps, spec.seed, spec.report_passes) == (6, 2**40, 9)
+    assert callable(seen["exact"]) and callable(seen["report"])
     assert (spec.gradient.restarts, spec.gradient.patience) == (3, 4)
 
 
@@ -212,3 +213,27 @@ def test_evaluate_leaves_the_callers_model_as_given() -> None:
     assert model.training and all(m.training for m in model.modules())
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _Reporter:
+    """A sample-report plugin that spends one pass of the counted adapter per flip."""
+
+    @hookimpl
+    def mmargin_sample_report(
+        self, space: Any, model: Any, x: torch.Tensor, x_adv: torch.Tensor, goal: Any
+    ) -> list[dict[str, Any]] | None:
+        if getattr(space, "name", "") != "box":
+            return None
+        scores = model(x_adv)
+        return [{"h3_still_adversarial": bool(goal.is_adversarial(scores, scores.argmin(1)))}]
+
+
+def test_the_sample_report_hook_reaches_the_engine_and_is_charged() -> None:
+    model = linear_model(4, 3, seed=1)
+    x, labels = _batch(model, 4, 4, seed=3)
+    with plugins.registered(_Reporter(), name="reporter"):
+        results = mmargin.evaluate(model, x, labels, "l2", budget=60, report_passes=1,
+                                   exact="never")  # fmt: skip
+    for r in results:
+        assert r.status is Status.FLIPPED and "h3_still_adversarial" in r.extras
+        assert r.queries <= 60
