@@ -37,17 +37,32 @@ class Oracle:
 
     @torch.no_grad()
     def ask(self, points: Tensor, owner: Tensor) -> Tensor:
-        """Whether each flat row of ``points`` (belonging to sample ``owner``) is adversarial."""
+        """Whether each flat row of ``points`` (belonging to sample ``owner``) is adversarial.
+
+        A candidate the model raises on (a starting row it cannot score) is not
+        adversarial and costs nothing: the rows of a failing call are asked one by one.
+        """
         out = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+        answered = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
         for start in range(0, points.shape[0], self.chunk):
-            rows = slice(start, start + self.chunk)
-            own = owner[rows]
-            scores = self.model(points[rows].view(-1, *self.shape))
-            tg = self.targets[own] if self.targets is not None else None
-            ok = self.goal.is_adversarial(scores, self.labels[own], tg)
-            out[rows] = ok & torch.isfinite(scores).all(dim=1)
-        self.queries.index_add_(0, owner, torch.ones_like(owner))
+            rows = torch.arange(start, min(start + self.chunk, points.shape[0]))
+            try:
+                out[rows] = self._judge(points[rows], owner[rows])
+            except Exception:  # noqa: BLE001 - the model is user code
+                for r in rows.tolist():
+                    try:
+                        out[r] = self._judge(points[r : r + 1], owner[r : r + 1])[0]
+                    except Exception:  # noqa: BLE001
+                        answered[r] = False
+        charged = owner[answered]
+        self.queries.index_add_(0, charged, torch.ones_like(charged))
         return out
+
+    def _judge(self, points: Tensor, owner: Tensor) -> Tensor:
+        scores = self.model(points.view(-1, *self.shape))
+        tg = self.targets[owner] if self.targets is not None else None
+        ok = self.goal.is_adversarial(scores, self.labels[owner], tg)
+        return ok & torch.isfinite(scores).all(dim=1)
 
 
 @dataclass

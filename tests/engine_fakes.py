@@ -1,0 +1,258 @@
+"""Tiny problems for every engine strategy, with counters that are independent of the
+engine's own (for the budget and batch-independence tests).
+
+Loaded by path (``load()`` in the tests), so it needs no package layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmargin.adapters import CallableAdapter, TorchAdapter
+from mmargin.engine.spec import DiscreteConfig
+from mmargin.protocols import Edit, Encoding, ProblemBase, Ranking
+
+
+class _Backward(torch.autograd.Function):
+    """Identity that counts, on its way back, the rows of each gradient reaching the input."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, box: list[int]) -> Tensor:
+        ctx.box = box
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        ctx.box[0] += int(grad.shape[0])
+        return grad, None
+
+
+class CountedNet(torch.nn.Module):
+    """A module that counts forward rows and backward rows reaching its input."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.forward_rows = 0
+        self.backward_rows = [0]
+
+    @property
+    def passes(self) -> int:
+        return self.forward_rows + self.backward_rows[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.forward_rows += int(x.shape[0])
+        if torch.is_grad_enabled() and x.requires_grad:
+            x = _Backward.apply(x, self.backward_rows)
+        out: Tensor = self.net(x)
+        return out
+
+
+def mlp(seed: int = 0, d: int = 6, k: int = 3) -> torch.nn.Module:
+    """A small ReLU network (float32) whose classes all show up in the box [0, 1]^d."""
+    torch.manual_seed(seed)
+    first = torch.nn.Linear(d, 16)
+    with torch.no_grad():
+        first.weight.mul_(4.0)
+        first.bias.copy_(-first.weight @ torch.full((d,), 0.5) + 0.1 * first.bias)
+    return torch.nn.Sequential(first, torch.nn.ReLU(), torch.nn.Linear(16, k))
+
+
+def continuous_data(n: int, seed: int = 1, d: int = 6) -> np.ndarray:
+    """Points inside the box [0, 1]^d."""
+    return np.random.default_rng(seed).uniform(0.2, 0.8, size=(n, d)).astype(np.float32)
+
+
+def labels_of(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.as_tensor(x)).argmax(dim=1).numpy()
+
+
+def torch_adapter(net: torch.nn.Module) -> tuple[TorchAdapter, CountedNet]:
+    counted = CountedNet(net)
+    return TorchAdapter(counted), counted
+
+
+class CountedCallable:
+    """A black box over numpy rows that counts the rows it scores."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.net, self.rows = net, 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.rows += x.shape[0]
+        with torch.no_grad():
+            return self.net(torch.as_tensor(x, dtype=torch.float32)).numpy()
+
+
+def black_box(net: torch.nn.Module) -> tuple[CallableAdapter, CountedCallable]:
+    counted = CountedCallable(net)
+    return CallableAdapter(counted), counted
+
+
+# -- discrete: token substitutions --------------------------------------------------------
+VOCAB = 30
+
+
+def token_weights(seed: int = 3) -> np.ndarray:
+    w = np.random.default_rng(seed).normal(size=VOCAB)
+    w[0] = 0.0
+    return w
+
+
+def groups(seed: int = 4, size: int = 3) -> list[list[int]]:
+    order = np.random.default_rng(seed).permutation(np.arange(1, VOCAB))
+    out: list[list[int]] = [[0]] * VOCAB
+    for start in range(0, len(order), size):
+        group = [int(t) for t in order[start : start + size]]
+        for t in group:
+            out[t] = group
+    return out
+
+
+class TokenModel:
+    """Bag-of-words scores over token tuples; counts every input it scores."""
+
+    def __init__(self, w: np.ndarray, differentiable: bool = False) -> None:
+        self.w, self.differentiable, self.device = w, differentiable, torch.device("cpu")
+        self.rows = 0
+        self.embedding = torch.as_tensor(
+            np.stack([w, -w, np.zeros_like(w)], 1), dtype=torch.float32
+        )
+
+    def __call__(self, batch: Sequence[tuple[int, ...]]) -> Tensor:
+        self.rows += len(batch)
+        s = torch.tensor([float(sum(self.w[t] for t in x)) for x in batch], dtype=torch.float64)
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+    def points(self, x: Tensor) -> Tensor:
+        """Scores of embedded sequences ``(B, T, 3)``: the relaxed view of the same model."""
+        self.rows += int(x.shape[0])
+        s = x[..., 0].sum(dim=1)
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+@dataclass
+class TokenProblem(ProblemBase):
+    tokens: tuple[int, ...]
+    groups: Sequence[Sequence[int]]
+    model: TokenModel
+    ranked: bool = False
+
+    def positions(self) -> list[int]:
+        return list(range(len(self.tokens)))
+
+    def candidates(self, position: int) -> list[Edit]:
+        word = self.tokens[position]
+        return [Edit(position, c, 1.0) for c in self.groups[word] if c != word]
+
+    def apply(self, edits: Sequence[Edit]) -> tuple[int, ...]:
+        out = list(self.tokens)
+        for e in edits:
+            out[e.position] = e.value
+        return tuple(out)
+
+    def neutral(self, position: int) -> Edit:
+        return Edit(position, 0, 1.0)
+
+    def rank(self, goal: Any, label: int, targets: Any, current: Sequence[Edit]) -> Ranking | None:
+        if not self.ranked:
+            return None
+        tokens = self.apply(current)
+        self.model([tokens])  # a forward and a backward pass, counted by the model
+        self.model([tokens])
+        sign = 1.0 if label == 1 else -1.0
+        w = self.model.w
+        importance = {p: float(sign * w[tokens[p]]) for p in self.positions()}
+        return Ranking(importance=importance, queries=2)
+
+    def size(self) -> float:
+        return float(len(self.tokens))
+
+
+@dataclass
+class TokenSpace:
+    groups: Sequence[Sequence[int]]
+    search_config: DiscreteConfig | None = None
+    ranked: bool = False
+    name: str = "tokens"
+    modality: str = "tokens"
+
+    def check(self, inputs: Sequence[Any]) -> list[str | None]:
+        return [None if len(x) else "empty input" for x in inputs]
+
+    def problem(self, model: Any, x: Any) -> TokenProblem:
+        return TokenProblem(tuple(int(t) for t in x), self.groups, model, self.ranked)
+
+
+@dataclass
+class EditCount:
+    name: str = "edits"
+
+    def measure(self, x: Any, x_adv: Any, edits: Sequence[Edit]) -> float:
+        return float(sum(e.cost for e in edits))
+
+
+def token_cases(
+    n: int, seed: int = 5, length: tuple[int, int] = (3, 7)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token tuples (an object array) and their labels under :func:`token_weights`."""
+    w = token_weights()
+    rng = np.random.default_rng(seed)
+    cases: list[tuple[int, ...]] = []
+    while len(cases) < n:
+        t = tuple(int(v) for v in rng.integers(1, VOCAB, size=int(rng.integers(*length))))
+        if abs(sum(w[i] for i in t)) > 1e-3:
+            cases.append(t)
+    x = np.empty(n, dtype=object)
+    x[:] = cases
+    return x, np.array([int(sum(w[i] for i in c) > 0) for c in cases])
+
+
+# -- relaxed: the same tokens through an embedding ----------------------------------------
+@dataclass
+class _PointModel:
+    model: TokenModel
+    differentiable: bool = True
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    backward_rows: list[int] = field(default_factory=lambda: [0])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            x = _Backward.apply(x, self.backward_rows)
+        return self.model.points(x)
+
+
+@dataclass
+class RelaxedTokenSpace:
+    """Tokens embedded as rows of the model's 3-dim embedding; decoded to the nearest."""
+
+    name: str = "relaxed-tokens"
+    modality: str = "tokens"
+    point_models: list[_PointModel] = field(default_factory=list)
+
+    def check(self, inputs: Sequence[Any]) -> list[str | None]:
+        return [None if len(x) else "empty input" for x in inputs]
+
+    def encode(self, model: Any, x: Any) -> Encoding:
+        return Encoding(point=model.embedding[list(x)].numpy().astype(np.float32))
+
+    def continuous_model(self, model: Any) -> _PointModel:
+        self.point_models.append(_PointModel(model))
+        return self.point_models[-1]
+
+    def decode(
+        self, model: Any, x: Any, encoding: Encoding, point: np.ndarray
+    ) -> tuple[Any, dict[str, Any]]:
+        dist = ((model.embedding.numpy()[None] - point[:, None]) ** 2).sum(-1)
+        return tuple(int(t) for t in dist.argmin(axis=1)), {}
+
+    @property
+    def backward_rows(self) -> int:
+        return sum(m.backward_rows[0] for m in self.point_models)
