@@ -20,12 +20,15 @@ What is here:
   ``Encoding``, ``Found``;
 - ready implementations to configure or subclass: ``ContinuousSpace`` / ``box``,
   ``LpDistance`` / ``lp``, ``TorchAdapter`` / ``CallableAdapter``, ``Dataset``;
-- goals (``Goal``, ``Untargeted``, ``Targeted``, ``Threshold``, ``decide``,
-  ``flip_tolerance``), ``ExactMargin`` for the exact-margin hook, the search knobs a space
-  may carry (``DiscreteConfig``), the random-noise baseline (``NoiseConfig``,
-  ``noise_margin``), ``BudgetExhausted`` (what the counted adapter a report receives raises
-  once the sample's budget is spent), results (``SampleResult``, ``Status``) and errors
-  (``InvalidInputError``, ``PluginError``).
+- goals (``Goal`` and its base ``GoalBase``, ``Untargeted``, ``Targeted``, ``Threshold``,
+  ``decide``, ``flip_tolerance``, ``make_goal``) and ``ExactMargin`` for the exact hook;
+- the search knobs a space may carry (``DiscreteConfig``) and the random-noise baseline
+  (``NoiseConfig``, ``noise_margin``);
+- ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
+  sample's budget is spent;
+- results (``SampleResult``, ``Status``) and errors: ``InvalidInputError`` (a batch the
+  space cannot use), ``RunError`` (a mistake that dooms every sample),
+  ``InvalidTaskError``, ``PluginError``.
 
 Only ``hookimpl``, ``Register`` and the errors are imported eagerly: everything else
 (torch included) loads on first use, so a plugin module that imports from here at its top
@@ -37,7 +40,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mmargin.errors import InvalidInputError, PluginError
+from mmargin.errors import InvalidInputError, InvalidTaskError, PluginError, RunError
 from mmargin.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
@@ -48,7 +51,16 @@ if TYPE_CHECKING:
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.engine.spec import DiscreteConfig
     from mmargin.exact.types import ExactMargin
-    from mmargin.goals import Goal, Targeted, Threshold, Untargeted, decide, flip_tolerance
+    from mmargin.goals import (
+        Goal,
+        GoalBase,
+        Targeted,
+        Threshold,
+        Untargeted,
+        decide,
+        flip_tolerance,
+        make_goal,
+    )
     from mmargin.protocols import (
         DiscreteProblem,
         DiscreteSpace,
@@ -94,7 +106,16 @@ _LAZY: dict[str, str] = {
     "CallableAdapter": "mmargin.adapters",
     "Dataset": "mmargin.data",
     **dict.fromkeys(
-        ("Goal", "Untargeted", "Targeted", "Threshold", "decide", "flip_tolerance"),
+        (
+            "Goal",
+            "GoalBase",
+            "Untargeted",
+            "Targeted",
+            "Threshold",
+            "decide",
+            "flip_tolerance",
+            "make_goal",
+        ),
         "mmargin.goals",
     ),
     "ExactMargin": "mmargin.exact.types",
@@ -121,7 +142,9 @@ __all__ = [
     "ExactMargin",
     "Found",
     "Goal",
+    "GoalBase",
     "InvalidInputError",
+    "InvalidTaskError",
     "Loader",
     "LpDistance",
     "ModelAdapter",
@@ -131,6 +154,7 @@ __all__ = [
     "Ranking",
     "Register",
     "RelaxedSpace",
+    "RunError",
     "SampleResult",
     "Space",
     "Status",
@@ -143,6 +167,7 @@ __all__ = [
     "flip_tolerance",
     "hookimpl",
     "lp",
+    "make_goal",
     "noise_margin",
 ]
 

@@ -32,7 +32,9 @@ check)::
 
 ``PassCounter`` / ``CountingAdapter`` (the engine's one pass counter), ``SearchSpec`` and
 ``minimal_flip`` are re-exported here for plugin tests that run the engine directly, and
-``linear_margin`` (the exact margin of a linear model under box, mask and Lp) as an oracle.
+``linear_margin`` (the exact margin of a linear model under box, mask and Lp) as an oracle;
+``registered`` (a throwaway plugin for a ``with`` block), ``plugin_manager``, ``parse_task``
+and ``run_cli`` (the ``mmargin`` command's ``main(argv)``) for tests of hooks and tasks.
 """
 
 from __future__ import annotations
@@ -59,17 +61,25 @@ from mmargin.testing.models import check_adapter
 from mmargin.testing.oracles import closed_form_margin, linear_model, toy_linear
 
 if TYPE_CHECKING:
+    from mmargin.cli import main as run_cli
     from mmargin.engine import minimal_flip
     from mmargin.engine.counting import CountingAdapter, PassCounter
     from mmargin.engine.spec import SearchSpec
     from mmargin.exact.linear import linear_margin
+    from mmargin.plugins import manager as plugin_manager
+    from mmargin.plugins import registered
+    from mmargin.tasks import parse_task
 
-_LAZY = {
-    "PassCounter": "mmargin.engine.counting",
-    "CountingAdapter": "mmargin.engine.counting",
-    "SearchSpec": "mmargin.engine.spec",
-    "minimal_flip": "mmargin.engine",
-    "linear_margin": "mmargin.exact.linear",
+_LAZY = {  # name here: (module, name there)
+    "PassCounter": ("mmargin.engine.counting", "PassCounter"),
+    "CountingAdapter": ("mmargin.engine.counting", "CountingAdapter"),
+    "SearchSpec": ("mmargin.engine.spec", "SearchSpec"),
+    "minimal_flip": ("mmargin.engine", "minimal_flip"),
+    "linear_margin": ("mmargin.exact.linear", "linear_margin"),
+    "parse_task": ("mmargin.tasks", "parse_task"),
+    "plugin_manager": ("mmargin.plugins", "manager"),
+    "registered": ("mmargin.plugins", "registered"),
+    "run_cli": ("mmargin.cli", "main"),
 }
 
 __all__ = [
@@ -97,6 +107,10 @@ __all__ = [
     "loader_case",
     "minimal_flip",
     "parametrize_with_checks",
+    "parse_task",
+    "plugin_manager",
+    "registered",
+    "run_cli",
     "space_case",
     "toy_linear",
 ]
@@ -106,5 +120,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'mmargin.testing' has no attribute {name!r}")

@@ -60,6 +60,25 @@ def _valid(space: Any, points: Tensor, what: str) -> None:
         _fail(space, f"{what}: {len(bad)} of {len(problems)} results fail check(); row {i}: {p}")
 
 
+def _in_box(space: Any, points: Tensor, what: str) -> None:
+    """``points`` inside the space's box (a ``ContinuousSpace``: its relaxation, before
+    ``finalize`` rounds integers or one-hot blocks), else they must pass ``check``."""
+    from mmargin.spaces import ContinuousSpace
+
+    if not isinstance(space, ContinuousSpace):
+        _valid(space, points, what)
+        return
+    shape = tuple(points.shape[1:])
+    lower = torch.as_tensor(np.broadcast_to(np.asarray(space.lower, np.float64), shape).copy())
+    upper = torch.as_tensor(np.broadcast_to(np.asarray(space.upper, np.float64), shape).copy())
+    p = points.detach().double().cpu()
+    tol = 1e-5 * (1 + torch.maximum(lower.abs(), upper.abs()).nan_to_num(posinf=0, neginf=0))
+    out = (p < lower - tol) | (p > upper + tol) | ~torch.isfinite(p)
+    if bool(out.any()):
+        rows = out.flatten(1).any(dim=1).nonzero().squeeze(1).tolist()
+        _fail(space, f"{what}: rows {rows} leave the box [lower, upper]")
+
+
 def _close(a: Tensor, b: Tensor, atol: float) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
 
@@ -100,13 +119,14 @@ def check_space_project_zero(space: Any, x: Any, scale: float | None = None) -> 
 
 
 def check_space_project_valid(space: Any, x: Any, scale: float | None = None) -> None:
-    """``x + project(x, δ)`` passes ``check`` for large random δ; frozen coordinates stay."""
+    """``x + project(x, δ)`` stays in the box for large random δ (``finalize`` then makes it
+    pass ``check``: see :func:`check_space_finalize`); frozen coordinates stay."""
     xt = _batch(x)
     delta = _noise(xt) * 3 * _scale(xt, scale)
     out = space.project(xt, delta)
     if not bool(torch.isfinite(out).all()):
         _fail(space, "project() returned NaN/inf")
-    _valid(space, xt + out, "x + project(x, delta)")
+    _in_box(space, xt + out, "x + project(x, delta)")
     frozen = _frozen(space, xt)
     if frozen is not None and bool(frozen.any()) and float(out[frozen].abs().max()) > 0:
         _fail(space, "project() changed a coordinate the mask freezes")
@@ -139,8 +159,11 @@ def check_space_finalize(space: Any, x: Any, scale: float | None = None) -> None
 
 
 def check_space_free_gradient(space: Any, x: Any, scale: float | None = None) -> None:
-    """At points pushed onto the bounds, a small step along ``-free_gradient`` stays inside
-    the space; frozen coordinates get no gradient."""
+    """At points pushed onto the bounds, a descent step along ``-free_gradient`` never
+    points out of the box (at a lower bound it may only rise, at an upper one only fall);
+    frozen coordinates get no gradient."""
+    from mmargin.spaces import ContinuousSpace
+
     xt = _batch(x)
     size = _scale(xt, scale)
     on_bounds = space.project(xt, torch.sign(_noise(xt)) * 10 * size)
@@ -154,8 +177,20 @@ def check_space_free_gradient(space: Any, x: Any, scale: float | None = None) ->
     peak = float(free.abs().max())
     if peak == 0:
         return
-    step = free * (1e-3 * size / peak)
-    _valid(space, xt + on_bounds - step, "a small descent step along -free_gradient")
+    if not isinstance(space, ContinuousSpace):  # no bounds to read: a tiny step must stay valid
+        _valid(space, xt + on_bounds - free * (1e-6 * size / peak), "a step along -free_gradient")
+        return
+    shape = tuple(xt.shape[1:])
+    lower = torch.as_tensor(np.broadcast_to(np.asarray(space.lower, np.float32), shape).copy())
+    upper = torch.as_tensor(np.broadcast_to(np.asarray(space.upper, np.float32), shape).copy())
+    point = xt + on_bounds
+    out = ((point <= lower) & (free > 0)) | ((point >= upper) & (free < 0))
+    if bool(out.any()):
+        _fail(
+            space,
+            f"free_gradient() lets a descent step leave the box at {int(out.sum())} "
+            f"coordinates that sit on a bound",
+        )
 
 
 def check_space_free_dims(space: Any, x: Any, scale: float | None = None) -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmargin.api import run_task
-from mmargin.cli import main
-from mmargin.results import Status
-from mmargin.tasks import load_task
+from mmargin import load_task, run_task
+from mmargin.plugin import Status
+from mmargin.testing import run_cli as main
 from mmargin_audio.wav import read_pcm16
 
 TASKS = Path(__file__).resolve().parents[3] / "tasks"

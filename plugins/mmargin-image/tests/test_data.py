@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmargin.data import Dataset
+from mmargin.plugin import Dataset
 from mmargin_image import data as image_data
 from mmargin_image.data import load_digits, load_folder, load_mnist, load_tensors
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmargin.cli import main
-from mmargin.errors import InvalidInputError
+from mmargin.plugin import InvalidInputError
+from mmargin.testing import run_cli as main
 from mmargin_image.plugin import image_space
 
 TASKS = Path(__file__).resolve().parents[3] / "tasks"

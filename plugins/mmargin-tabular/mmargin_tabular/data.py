@@ -189,7 +189,7 @@ def encode_labels(frame: Any, schema: Schema, column: str) -> np.ndarray:
 def load_table(path: str | Path, schema: str | Any, label: str | None = None,
                only_label: int | None = None) -> Any:  # fmt: skip
     """A :class:`mmargin.data.Dataset` from a user's CSV / Parquet file and a schema."""
-    from mmargin.data import Dataset
+    from mmargin.plugin import Dataset
 
     sch = load_schema(schema)
     frame = read_frame(path)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmargin.distances import LpDistance
+from mmargin.plugin import LpDistance
 from mmargin_tabular.schema import Schema, load_schema
 
 P_BY_NAME = {"l0": 0.0, "l1": 1.0, "l2": 2.0, "linf": math.inf}

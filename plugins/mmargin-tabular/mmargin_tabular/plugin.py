@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mmargin.hookspecs import Register, hookimpl
+from mmargin.plugin import Register, hookimpl
 
 
 def _space(schema: Any, reference: Any = None) -> Any:
@@ -70,7 +70,7 @@ def mmargin_adapt_model(model: Any, device: str, options: dict[str, Any]) -> Any
 def _fraud(split: str = "test", n: int | None = None, seed: int = 0, fraud_rate: float = 0.02,
            only_label: int | None = None) -> Any:  # fmt: skip
     """Synthetic card transactions (see ``mmargin_tabular.data.FRAUD_STORY``)."""
-    from mmargin.data import Dataset
+    from mmargin.plugin import Dataset
     from mmargin_tabular.data import fraud_split
     from mmargin_tabular.schema import load_schema
 
@@ -146,3 +146,17 @@ def mmargin_register_models(register: Register) -> None:
     register("fraud_forest", _fraud_forest, help="random forest on synthetic fraud")
     register("fraud_mlp", _fraud_mlp, help="scaler + scikit-learn ReLU MLP on synthetic fraud")
     register("fraud_torch_mlp", _fraud_torch_mlp, help="torch Linear-ReLU-Linear, fraud")
+
+
+@hookimpl
+def mmargin_sample_report(
+    space: Any, model: Any, x: Any, x_adv: Any, labels: Any, goal: Any
+) -> list[dict[str, Any]] | None:
+    """Per row of the ``tabular`` space: the changed features (before / after, cost, change
+    in standard deviations) and the distance in several units; no model pass."""
+    from mmargin_tabular.report import row_report
+    from mmargin_tabular.space import TabularSpace
+
+    if not isinstance(space, TabularSpace) or space.schema is None:
+        return None
+    return row_report(space.schema, x, x_adv)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmargin.spaces import ContinuousSpace
+from mmargin.plugin import ContinuousSpace
 from mmargin_tabular.schema import Schema
 
 _SNAP = 1e-6  # relative change below which a continuous value counts as unchanged
@@ -149,44 +149,6 @@ class TabularSpace(ContinuousSpace):
         new = self._relax(x, new - x)
         unchanged = (new - x).abs() <= _SNAP * (1.0 + x.abs())
         return torch.where(unchanged, x, new)
-
-    # -- reporting ------------------------------------------------------------------------
-    def report(self, model: Any, x: Tensor, x_adv: Tensor, labels: Tensor) -> list[dict[str, Any]]:
-        """Per sample: the table of changed features and the distance in several units."""
-        assert self.schema is not None
-        s = self.schema
-        xs = x.detach().cpu().double().numpy()
-        xa = x_adv.detach().cpu().double().numpy()
-        cost_w, std_w = s.weights("cost", 1.0), s.weights("std", 1.0)
-        out = []
-        for row, adv in zip(xs, xa, strict=True):
-            before, after = s.describe(row), s.describe(adv)
-            changes, raw = [], []
-            for f, sl in zip(s.features, s.slices, strict=True):
-                if before[f.name] == after[f.name]:
-                    continue
-                d = adv[sl] - row[sl]
-                cost = float(np.sum(np.abs(d) * cost_w[sl]))
-                entry: dict[str, Any] = {"feature": f.name, "before": before[f.name],
-                                         "after": after[f.name], "cost": cost}  # fmt: skip
-                if f.type != "categorical":
-                    entry["change"] = float(d[0])
-                    entry["std_change"] = float(d[0] / f.scale)
-                    raw.append(abs(float(d[0])))
-                changes.append(entry)
-            delta = adv - row
-            out.append({
-                "changes": changes,
-                "features_changed": len(changes),
-                "cost": float(np.sum(np.abs(delta) * cost_w)),
-                "std_l1": float(np.sum(np.abs(delta) * std_w)),
-                "std_linf": float(np.max(np.abs(delta) * s.weights("std", math.inf))),
-                "raw_l1_numeric": float(np.sum(raw)),
-                "raw_l2_numeric": float(np.sqrt(np.sum(np.square(raw)))),
-                "raw_linf_numeric": float(max(raw, default=0.0)),
-                "categories_changed": sum(1 for c in changes if "change" not in c),
-            })  # fmt: skip
-        return out
 
     # -- what the exact solvers need -------------------------------------------------------
     def sample_box(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

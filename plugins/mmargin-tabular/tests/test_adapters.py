@@ -17,8 +17,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from mmargin.adapters import CallableAdapter
-from mmargin.plugins import manager
+from mmargin.plugin import CallableAdapter
+from mmargin.testing import plugin_manager as manager
 from mmargin_tabular.adapters import SklearnAdapter, extract_net
 
 

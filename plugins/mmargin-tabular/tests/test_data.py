@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmargin.engine.runner import SearchSpec, minimal_flip
-from mmargin.goals import Threshold
-from mmargin.results import Status
+from mmargin.plugin import Status, Threshold
+from mmargin.testing import SearchSpec, minimal_flip
 from mmargin_tabular import data as tabular_data
 from mmargin_tabular import models
 from mmargin_tabular.adapters import SklearnAdapter

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmargin.engine.runner import SearchSpec, minimal_flip
-from mmargin.goals import Threshold, Untargeted, decide, make_goal
-from mmargin.results import Status
-from mmargin.tasks import parse_task
+from mmargin.plugin import Status, Threshold, Untargeted, decide, make_goal
+from mmargin.testing import SearchSpec, minimal_flip, parse_task
 from mmargin_tabular import models
 from mmargin_tabular.adapters import SklearnAdapter
 from mmargin_tabular.distances import make_distance
@@ -61,7 +59,7 @@ def test_bad_goals_are_refused() -> None:
         make_goal("threshold")
     task = {"model": {"factory": "m:f"}, "data": {"loader": "fraud"},
             "space": {"name": "tabular"}, "distance": {"name": "tabular-l1"}}  # fmt: skip
-    from mmargin.errors import InvalidTaskError
+    from mmargin.plugin import InvalidTaskError
 
     with pytest.raises(InvalidTaskError, match=r"goal\.threshold"):
         parse_task({**task, "goal": {"kind": "threshold"}})

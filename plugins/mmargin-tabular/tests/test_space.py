@@ -13,10 +13,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmargin.adapters import CallableAdapter, TorchAdapter
-from mmargin.engine.runner import SearchSpec, minimal_flip
-from mmargin.results import Status
+from mmargin.plugin import CallableAdapter, Status, TorchAdapter, Untargeted
+from mmargin.testing import SearchSpec, minimal_flip
 from mmargin_tabular.distances import make_distance
+from mmargin_tabular.plugin import mmargin_sample_report
 from mmargin_tabular.schema import Schema, parse_schema
 from mmargin_tabular.space import TabularSpace, tabular_space
 
@@ -89,7 +89,7 @@ def test_report_lists_changed_features_with_costs(schema: Schema) -> None:
     adv[0, 0] += 150.0  # amount
     adv[0, 9:17] = 0.0
     adv[0, 9 + 6] = 1.0  # jewelry
-    (entry,) = space.report(None, x, adv, torch.tensor([1]))
+    (entry,) = mmargin_sample_report(space, None, x, adv, torch.tensor([1]), Untargeted())
     changed = {c["feature"]: c for c in entry["changes"]}
     assert set(changed) >= {"amount"}
     assert changed["amount"]["change"] == pytest.approx(150.0, rel=1e-5)
@@ -146,8 +146,12 @@ def test_no_reported_adversarial_violates_the_schema(
     with torch.no_grad():
         labels = net(torch.as_tensor(rows)).argmax(dim=1).numpy()
     spec = SearchSpec(budget=150, strategy=strategy, exact="never", line_search_steps=6)
+
+    def report(*args: object) -> object:  # the plugin's report hook, as the API binds it
+        return mmargin_sample_report(space, *args)
+
     results = minimal_flip(adapter, space, make_distance(distance, schema), rows, labels,  # type: ignore[arg-type]
-                           spec=spec)  # fmt: skip
+                           spec=spec, report=report)  # fmt: skip
     for r, x in zip(results, rows, strict=True):
         assert r.status is not Status.ERROR, r.message
         if r.status is Status.FLIPPED:

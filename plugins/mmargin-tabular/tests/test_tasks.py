@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 import mmargin
-from mmargin.api import run_task
-from mmargin.cli import main
-from mmargin.goals import Threshold
-from mmargin.results import Status
-from mmargin.tasks import load_task
+from mmargin import load_task, run_task
+from mmargin.plugin import Status, Threshold
+from mmargin.testing import run_cli as main
 from mmargin_tabular import models
 from mmargin_tabular.distances import make_distance
 from mmargin_tabular.schema import parse_schema

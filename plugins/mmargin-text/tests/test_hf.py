@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmargin.api import run_task
-from mmargin.engine.runner import SearchSpec, minimal_flip
-from mmargin.results import Status
+from mmargin import run_task
+from mmargin.plugin import Status
+from mmargin.testing import SearchSpec, minimal_flip
 from mmargin_text.adapters import HFAdapter, adapt_text_model
 from mmargin_text.models import hf_classifier
 from mmargin_text.plugin import (

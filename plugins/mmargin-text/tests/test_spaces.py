@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mmargin.api import run_task
-from mmargin.engine.runner import SearchSpec, minimal_flip
-from mmargin.results import Status
+from mmargin import run_task
+from mmargin.plugin import Status
+from mmargin.testing import SearchSpec, minimal_flip
 from mmargin_text.adapters import CallableTextAdapter
 from mmargin_text.plugin import _levenshtein, _word_edits, char_space, word_space
 from mmargin_text.words import words
