@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmargin.hookspecs import Register, hookimpl
-
-MILP_MAX_HIDDEN = 256
-"""ReLU networks with more hidden units than this are left to the search (MILP too slow)."""
-MILP_TIME_LIMIT = 20.0
-"""Seconds HiGHS may spend per sample; past it the best incumbent and its bound are kept."""
 
 
 def _distance(name: str) -> Any:
@@ -151,56 +147,68 @@ def mmargin_exact_margin(
     model: Any, space: Any, distance: Any, x: np.ndarray, label: int,
     target: int | None, upper_bound: float | None, goal: Any,
 ) -> Any:  # fmt: skip
-    """Closed form for linear torch models; MILP for small ReLU MLPs under L1 / L∞
-    (arg-max goals only: other decision rules are left to the plugins that model them)."""
-    from mmargin.adapters import TorchAdapter
-    from mmargin.distances import LpDistance
-    from mmargin.goals import Targeted, Untargeted
-    from mmargin.spaces import ContinuousSpace
+    """The one exact hook: the method follows from what the model and the space describe.
 
-    if not (isinstance(model, TorchAdapter) and isinstance(distance, LpDistance)
-            and isinstance(space, ContinuousSpace)) or distance.p == 0:  # fmt: skip
+    The constraints come from ``mmargin_exact_constraints`` (the space and the distance:
+    box, mask, integer features, one-hot groups, costs), the model's parameters from
+    ``mmargin_exact_model`` (ReLU layers, a linear model or a tree ensemble, whichever
+    plugin knows the adapter); :func:`mmargin.exact.solve.exact_margin` picks the closed
+    form / LP / QP, the ReLU MILP or the tree MILP, within :data:`mmargin.exact.limits.LIMITS`.
+    """
+    from mmargin import plugins
+    from mmargin.exact.solve import exact_margin
+
+    hook = plugins.manager().hook
+    sample = np.asarray(x, dtype=np.float64)
+    cons = hook.mmargin_exact_constraints(space=space, distance=distance, x=sample)
+    if cons is None:
         return None
-    if goal is not None and not isinstance(goal, (Untargeted, Targeted)):
+    from mmargin.engine.counting import CountingAdapter
+
+    while isinstance(model, CountingAdapter):  # solvers read parameters: no pass to count
+        model = model.model
+    form = hook.mmargin_exact_model(model=model)
+    if form is not None:
+        form = form.for_input(sample.shape)
+    found = exact_margin(form, cons, label, target, upper_bound, goal)
+    if found is None or found.adversarial is None:
+        return found
+    return replace(found, adversarial=np.asarray(found.adversarial).reshape(sample.shape))
+
+
+@hookimpl
+def mmargin_exact_model(model: Any) -> Any:
+    """Torch ``Linear``/``ReLU`` stacks (input normalisation folded into the first layer)."""
+    from mmargin.adapters import TorchAdapter
+
+    if not isinstance(model, TorchAdapter):
         return None
-    from mmargin.exact.linear import linear_margin
-    from mmargin.exact.milp import extract_relu_layers, fold_affine_input, relu_net_margin
+    from mmargin.exact.milp import extract_relu_layers
+    from mmargin.exact.problem import ExactModel
 
     layers = extract_relu_layers(model.module)
     if layers is None:
         return None
-    shape = x.shape
-    if model.mean is not None or model.std is not None:
-        layers = fold_affine_input(layers, _per_feature(model.mean, shape, 0.0),
-                                   _per_feature(model.std, shape, 1.0))  # fmt: skip
-    lower = np.broadcast_to(np.asarray(space.lower, dtype=np.float64), shape).ravel()
-    upper = np.broadcast_to(np.asarray(space.upper, dtype=np.float64), shape).ravel()
-    mask = None if space.mask is None else np.broadcast_to(space.mask, shape).ravel()
-    weights = None if distance.weights is None else distance.weights.cpu().numpy().ravel()
-    flat = x.astype(np.float64).ravel()
-    if len(layers) == 1:
-        w, b = layers[0]
-        found = linear_margin(w, b, flat, label, distance.p, target=target, lower=lower,
-                              upper=upper, mask=mask, weights=weights)  # fmt: skip
-    elif distance.p in (1.0, math.inf) and weights is None:
-        hidden = sum(w.shape[0] for w, _ in layers[:-1])
-        if hidden > MILP_MAX_HIDDEN:
-            return None
-        found = relu_net_margin(layers, flat, label, distance.p, target=target, lower=lower,
-                                upper=upper, mask=mask, upper_bound=upper_bound,
-                                time_limit=MILP_TIME_LIMIT)  # fmt: skip
-    else:
+    return ExactModel("logits", layers=layers, mean=model.mean, std=model.std,
+                      info={"source": "torch"})  # fmt: skip
+
+
+@hookimpl(trylast=True)
+def mmargin_exact_constraints(space: Any, distance: Any, x: np.ndarray) -> Any:
+    """Any continuous space as a box with a mask, under an Lp distance (the fallback)."""
+    from mmargin.distances import LpDistance
+    from mmargin.exact.problem import feature_constraints
+    from mmargin.spaces import ContinuousSpace
+
+    if not (isinstance(space, ContinuousSpace) and isinstance(distance, LpDistance)):
         return None
-    if found.adversarial is not None:
-        found = type(found)(**{**found.__dict__, "adversarial": found.adversarial.reshape(shape)})
-    return found
+    shape = np.shape(x)
 
+    def flat(values: Any) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), shape).ravel()
 
-def _per_feature(values: Any, shape: tuple[int, ...], default: float) -> np.ndarray:
-    """Broadcast scalar or per-channel statistics to one flattened sample."""
-    if values is None:
-        return np.full(int(np.prod(shape)), default)
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 1 and len(shape) >= 2:
-        arr = arr.reshape(-1, *([1] * (len(shape) - 1)))
-    return np.broadcast_to(arr, shape).ravel()
+    mask = np.ones(shape) if space.mask is None else space.mask
+    weights = 1.0 if distance.weights is None else distance.weights.cpu().numpy()
+    return feature_constraints(x, distance.p, lower=flat(space.lower), upper=flat(space.upper),
+                               free=flat(mask) > 0, weights=flat(weights),
+                               name="box")  # fmt: skip

@@ -20,12 +20,15 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog, minimize
 
+from mmargin.exact.limits import LIMITS
+from mmargin.exact.rules import check_classes
 from mmargin.exact.types import ExactMargin
 
-_REL_NUDGE = 1e-7  # relative amount the returned point is pushed past the boundary
-_ABS_NUDGE = 1e-9  # same, absolute, in units of (1 + max |z|)
-_OPT_RTOL = 1e-5  # primal/dual gap under which a QP solution counts as optimal
-_HIGHS_OPTS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+_REL_NUDGE = LIMITS.nudge_rel
+_ABS_NUDGE = LIMITS.nudge_abs
+_OPT_RTOL = LIMITS.qp_rel_gap
+_HIGHS_OPTS = {"primal_feasibility_tolerance": LIMITS.lp_tol,
+               "dual_feasibility_tolerance": LIMITS.lp_tol}  # fmt: skip
 
 
 @dataclass
@@ -96,16 +99,6 @@ def as_two_class(W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     if W.shape[0] != 1:
         return W, b, False
     return np.vstack([np.zeros_like(W), W]), np.concatenate([[0.0], b]), True
-
-
-def check_classes(n_cls: int, label: int, target: int | None, binary: bool) -> int | None:
-    """Validate ``label`` / ``target`` against ``n_cls`` classes; the target to use (a binary
-    model's only other class makes targeted and untargeted the same, so ``None``)."""
-    if not 0 <= label < n_cls:
-        raise ValueError(f"label must be in [0, {n_cls}), got {label}")
-    if target is not None and (not 0 <= target < n_cls or target == label):
-        raise ValueError(f"target must be in [0, {n_cls}) and differ from label, got {target}")
-    return None if binary else target
 
 
 def _status(z: np.ndarray, label: int, target: int | None, binary: bool) -> tuple[bool, int]:

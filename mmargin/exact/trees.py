@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import Bounds, LinearConstraint, milp
 
+from mmargin.exact.blocks import require_any
+from mmargin.exact.builder import MilpBuilder
+from mmargin.exact.limits import LIMITS, ExactLimits
+from mmargin.exact.rules import Alternative as Alternative
 from mmargin.exact.types import ExactMargin
 
 
@@ -70,6 +73,11 @@ class TreeEnsemble:
         """Width of the score vector."""
         return int(self.base.shape[0])
 
+    @property
+    def n_leaves(self) -> int:
+        """Leaves in all trees (what the MILP's size grows with)."""
+        return sum(int((t.feature < 0).sum()) for t in self.trees)
+
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Aggregated scores ``(N, n_outputs)`` of rows ``x`` (float32 comparisons)."""
         x = np.atleast_2d(np.asarray(x, dtype=np.float32))
@@ -78,11 +86,6 @@ class TreeEnsemble:
             for i, row in enumerate(x):
                 out[i] += self.scale * tree.value[tree.leaf(row)]
         return out
-
-
-Alternative = tuple[np.ndarray, np.ndarray]
-"""``(A, b)``: a flip is reached when ``A @ s >= b`` for the aggregated scores ``s``; the
-solver needs one alternative of a list to hold (untargeted arg-max: one per other class)."""
 
 
 def _f32_above(t: float) -> float:
@@ -134,43 +137,6 @@ def _column(x: float, thresholds: np.ndarray, lo: float, hi: float, free: bool, 
     return _Column(thresholds, values, costs, feasible)
 
 
-class _Builder:
-    """Sparse rows ``lo <= A v <= hi`` over variables with bounds, costs and integrality."""
-
-    def __init__(self) -> None:
-        self.lb: list[float] = []
-        self.ub: list[float] = []
-        self.cost: list[float] = []
-        self.integer: list[int] = []
-        self.rows: list[tuple[dict[int, float], float, float]] = []
-
-    def var(self, lb: float, ub: float, cost: float = 0.0, integer: bool = False) -> int:
-        self.lb.append(lb)
-        self.ub.append(ub)
-        self.cost.append(cost)
-        self.integer.append(int(integer))
-        return len(self.lb) - 1
-
-    def row(self, terms: dict[int, float], lo: float, hi: float) -> None:
-        self.rows.append((terms, lo, hi))
-
-    def solve(self, time_limit: float) -> object:
-        data, ri, ci = [], [], []
-        for r, (terms, _, _) in enumerate(self.rows):
-            for c, v in terms.items():
-                ri.append(r)
-                ci.append(c)
-                data.append(v)
-        a = sp.csr_matrix((data, (ri, ci)), shape=(len(self.rows), len(self.lb)))
-        return milp(
-            np.asarray(self.cost),
-            integrality=np.asarray(self.integer),
-            bounds=Bounds(np.asarray(self.lb), np.asarray(self.ub)),
-            constraints=LinearConstraint(a, [r[1] for r in self.rows], [r[2] for r in self.rows]),
-            options={"time_limit": max(time_limit, 1e-3), "mip_rel_gap": 1e-9, "disp": False},
-        )
-
-
 def tree_ensemble_margin(
     ensemble: TreeEnsemble,
     x: np.ndarray,
@@ -184,7 +150,8 @@ def tree_ensemble_margin(
     integer: np.ndarray | None = None,
     groups: Sequence[np.ndarray] = (),
     group_costs: Sequence[float] = (),
-    time_limit: float = 30.0,
+    time_limit: float | None = None,
+    limits: ExactLimits = LIMITS,
 ) -> ExactMargin:
     """The exact smallest flip of a tree ensemble at one flat row ``x``.
 
@@ -209,62 +176,87 @@ def tree_ensemble_margin(
         for f, t in zip(tree.feature, tree.threshold, strict=True):
             if f >= 0 and in_group[f] < 0:
                 thresholds.setdefault(int(f), set()).add(float(t))
-    model = _Builder()
-    columns: dict[int, _Column] = {}
-    for j, ts in thresholds.items():
-        col = _column(xf[j], np.array(sorted(ts)), lower[j], upper[j], bool(free[j]),
-                      bool(integer[j]), w[j], p)  # fmt: skip
-        col.p_index = np.array([model.var(0, 1, integer=True) for _ in col.thresholds])
-        k = len(col.thresholds)
-        for i in range(k - 1):  # monotone: x <= θ_i implies x <= θ_{i+1}
-            model.row({int(col.p_index[i]): 1.0, int(col.p_index[i + 1]): -1.0}, -np.inf, 0.0)
-        for i in range(k + 1):  # interval indicator z_i = p_i − p_{i−1} (p_{−1} = 0, p_k = 1)
-            if not col.feasible[i]:
-                model.row(_z_terms(col, i), -np.inf, -_z_const(col, i))
-        columns[j] = col
-    cost_terms: list[tuple[dict[int, float], float]] = []  # per column / group: cost = t·v + c
-    for col in columns.values():
-        terms: dict[int, float] = {}
-        const = 0.0
-        for i in range(len(col.thresholds) + 1):
-            if col.feasible[i] and col.costs[i] != 0:
-                for var, coef in _z_terms(col, i).items():
-                    terms[var] = terms.get(var, 0.0) + coef * col.costs[i]
-                const += _z_const(col, i) * col.costs[i]
-        cost_terms.append((terms, const))
+    model = MilpBuilder()
+    columns = {j: _column_block(model, j, xf[j], np.array(sorted(ts)), lower[j], upper[j],
+                                bool(free[j]), bool(integer[j]), w[j], p)
+               for j, ts in sorted(thresholds.items())}  # fmt: skip
+    cost_terms = [_column_cost(col) for col in columns.values()]  # cost = terms · v + const
     selectors: list[np.ndarray] = []
     for g, cols in enumerate(groups):
         orig = int(np.argmax(xf[cols]))
         movable = bool(np.all(free[cols]))
-        sel = np.array([model.var(0, 1 if movable or c == orig else 0, integer=True)
-                        for c in range(len(cols))])  # fmt: skip
-        model.row({int(v): 1.0 for v in sel}, 1.0, 1.0)
+        sel = model.add(f"group{g}", len(cols), 0.0,
+                        [1.0 if movable or c == orig else 0.0 for c in range(len(cols))],
+                        integer=True)  # fmt: skip
+        model.rows(f"group{g}.one", [(np.ones((1, len(cols))), sel)], 1.0, 1.0)
         selectors.append(sel)
         c_g = float(group_costs[g]) ** (2 if p == 2 else 1)
         cost_terms.append(({int(sel[orig]): -c_g}, c_g))
-    leaf_vars = _leaves(model, ensemble, columns, selectors, in_group, groups)
-    score_terms = _score_terms(ensemble, leaf_vars)
-    if not _flip_rows(model, ensemble, score_terms, alternatives):
+    leaf_idx, leaf_values = _leaves(model, ensemble, columns, selectors, in_group, groups)
+    if not _flip_rows(model, ensemble, leaf_idx, leaf_values, alternatives):
         return ExactMargin(math.inf, math.inf, None, None, "tree-milp", True)
-    offset = 0.0  # the constant part of the objective (HiGHS only sees the variable part)
     if p == math.inf:
-        t = model.var(0.0, np.inf, cost=1.0)
+        t = int(model.add("t", 1, 0.0, np.inf, cost=1.0)[0])
         for terms, const in cost_terms:
-            model.row({**terms, t: -1.0}, -np.inf, -const)
+            model.row("linf", {**terms, t: -1.0}, -np.inf, -const)
     else:
         for terms, const in cost_terms:
-            offset += const
-            for var, coef in terms.items():
-                model.cost[var] += coef
-    res = model.solve(time_limit)
-    info = {"solve_time": time.perf_counter() - started, "variables": float(len(model.lb))}
-    status = getattr(res, "status", -1)
-    if status == 2:
+            model.offset += const
+            if terms:
+                model.add_cost(np.fromiter(terms, dtype=np.int64), list(terms.values()))
+    res = model.solve(time_limit, limits)
+    info = {"solve_time": time.perf_counter() - started, "variables": float(model.n)}
+    if res.status == 2:
         return ExactMargin(math.inf, math.inf, None, None, "tree-milp", True, info)
-    sol = getattr(res, "x", None)
-    if sol is None:
+    if res.x is None:
         return ExactMargin(math.inf, 0.0, None, None, "tree-milp", False,
                            {**info, "time_limit_hit": 1.0})  # fmt: skip
+    adv = _decode(xf, res.x, columns, groups, selectors)
+    scores = ensemble.scores(adv)[0]
+    if not any(np.all(a @ scores >= b - 1e-12) for a, b in alternatives):
+        return ExactMargin(math.inf, 0.0, None, None, "tree-milp", False,
+                           {**info, "verification_failed": 1.0})  # fmt: skip
+    margin = _norm(adv - xf, w, p, groups, group_costs)
+    bound = res.bound if res.bound is not None else 0.0
+    if p == 2:
+        bound = math.sqrt(max(bound, 0.0))
+    lower_b = max(0.0, min(bound, margin)) if res.status != 0 else margin
+    return ExactMargin(margin, lower_b, adv, int(np.argmax(scores)) if scores.size > 1 else
+                       int(scores[0] > 0), "tree-milp", res.status == 0, info)  # fmt: skip
+
+
+def _column_block(model: MilpBuilder, j: int, x: float, thresholds: np.ndarray, lo: float,
+                  hi: float, free: bool, integer: bool, weight: float,
+                  p: float) -> _Column:  # fmt: skip
+    """Block ``col{j}.le`` of monotone predicates ``[x_j <= θ_i]`` with the intervals that
+    hold no valid value ruled out."""
+    col = _column(x, thresholds, lo, hi, free, integer, weight, p)
+    k = len(col.thresholds)
+    col.p_index = model.add(f"col{j}.le", k, 0.0, 1.0, integer=True)
+    for i in range(k - 1):  # monotone: x <= θ_i implies x <= θ_{i+1}
+        model.row(f"col{j}.monotone", {int(col.p_index[i]): 1.0, int(col.p_index[i + 1]): -1.0},
+                  -np.inf, 0.0)  # fmt: skip
+    for i in range(k + 1):  # interval indicator z_i = p_i − p_{i−1} (p_{−1} = 0, p_k = 1)
+        if not col.feasible[i]:
+            model.row(f"col{j}.invalid", _z_terms(col, i), -np.inf, -_z_const(col, i))
+    return col
+
+
+def _column_cost(col: _Column) -> tuple[dict[int, float], float]:
+    """The column's cost as ``terms · v + const`` over its interval indicators."""
+    terms: dict[int, float] = {}
+    const = 0.0
+    for i in range(len(col.thresholds) + 1):
+        if col.feasible[i] and col.costs[i] != 0:
+            for var, coef in _z_terms(col, i).items():
+                terms[var] = terms.get(var, 0.0) + coef * col.costs[i]
+            const += _z_const(col, i) * col.costs[i]
+    return terms, const
+
+
+def _decode(xf: np.ndarray, sol: np.ndarray, columns: dict[int, _Column],
+            groups: Sequence[np.ndarray], selectors: list[np.ndarray]) -> np.ndarray:  # fmt: skip
+    """The row the solver chose: per column its interval's value, per group its category."""
     adv = xf.copy()
     for j, col in columns.items():
         p_val = np.round(sol[col.p_index]) if col.p_index.size else np.zeros(0)
@@ -273,18 +265,7 @@ def tree_ensemble_margin(
     for cols, sel in zip(groups, selectors, strict=True):
         adv[cols] = 0.0
         adv[cols[int(np.argmax(sol[sel]))]] = 1.0
-    scores = ensemble.scores(adv)[0]
-    if not any(np.all(a @ scores >= b - 1e-12) for a, b in alternatives):
-        return ExactMargin(math.inf, 0.0, None, None, "tree-milp", False,
-                           {**info, "verification_failed": 1.0})  # fmt: skip
-    margin = _norm(adv - xf, w, p, groups, group_costs)
-    dual = getattr(res, "mip_dual_bound", None)
-    bound = float(dual) + offset if dual is not None and math.isfinite(dual) else 0.0
-    if p == 2:
-        bound = math.sqrt(max(bound, 0.0))
-    lower_b = max(0.0, min(bound, margin)) if status != 0 else margin
-    return ExactMargin(margin, lower_b, adv, int(np.argmax(scores)) if scores.size > 1 else
-                       int(scores[0] > 0), "tree-milp", status == 0, info)  # fmt: skip
+    return adv
 
 
 def _z_terms(col: _Column, i: int) -> dict[int, float]:
@@ -303,21 +284,21 @@ def _z_const(col: _Column, i: int) -> float:
     return 1.0 if i == len(col.thresholds) else 0.0
 
 
-def _leaves(model: _Builder, ensemble: TreeEnsemble, columns: dict[int, _Column],
+def _leaves(model: MilpBuilder, ensemble: TreeEnsemble, columns: dict[int, _Column],
             selectors: list[np.ndarray], in_group: np.ndarray,
-            groups: Sequence[np.ndarray]) -> list[dict[int, int]]:  # fmt: skip
-    """Leaf variables per tree, confined by the predicates to the reachable leaf."""
-    out = []
-    for tree in ensemble.trees:
-        leaves: dict[int, int] = {}
+            groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Block ``tree{k}.leaf`` per tree (weights summing to 1), confined by the predicates to
+    the reachable leaf. Returns every leaf variable and its scaled output vector."""
+    all_idx, all_values = [], []
+    for k, tree in enumerate(ensemble.trees):
+        leaf_nodes = np.flatnonzero(tree.feature < 0)
+        idx = model.add(f"tree{k}.leaf", leaf_nodes.size, 0.0, 1.0)
+        leaves = {int(n): int(v) for n, v in zip(leaf_nodes, idx, strict=True)}
         below: dict[int, list[int]] = {}
         for n in reversed(range(len(tree.feature))):  # children have larger ids in sklearn
-            if tree.feature[n] < 0:
-                leaves[n] = model.var(0.0, 1.0)
-                below[n] = [n]
-            else:
-                below[n] = below[int(tree.left[n])] + below[int(tree.right[n])]
-        model.row({v: 1.0 for v in leaves.values()}, 1.0, 1.0)
+            below[n] = [n] if tree.feature[n] < 0 else \
+                below[int(tree.left[n])] + below[int(tree.right[n])]  # fmt: skip
+        model.rows(f"tree{k}.one", [(np.ones((1, idx.size)), idx)], 1.0, 1.0)
         for n in range(len(tree.feature)):
             f = int(tree.feature[n])
             if f < 0:
@@ -327,10 +308,12 @@ def _leaves(model: _Builder, ensemble: TreeEnsemble, columns: dict[int, _Column]
             left = {leaves[m]: 1.0 for m in below[int(tree.left[n])]}
             right = {leaves[m]: 1.0 for m in below[int(tree.right[n])]}
             # Σ left leaves <= P and Σ right leaves <= 1 − P
-            model.row({**left, **{v: -c for v, c in pred_terms.items()}}, -np.inf, pred_const)
-            model.row({**right, **pred_terms}, -np.inf, 1.0 - pred_const)
-        out.append(leaves)
-    return out
+            model.row(f"tree{k}.left", {**left, **{v: -c for v, c in pred_terms.items()}},
+                      -np.inf, pred_const)  # fmt: skip
+            model.row(f"tree{k}.right", {**right, **pred_terms}, -np.inf, 1.0 - pred_const)
+        all_idx.append(idx)
+        all_values.append(ensemble.scale * np.asarray(tree.value, dtype=np.float64)[leaf_nodes])
+    return np.concatenate(all_idx), np.concatenate(all_values)
 
 
 def _predicate(f: int, theta: float, columns: dict[int, _Column], selectors: list[np.ndarray],
@@ -350,41 +333,18 @@ def _predicate(f: int, theta: float, columns: dict[int, _Column], selectors: lis
     return {int(col.p_index[i]): 1.0}, 0.0
 
 
-def _score_terms(ensemble: TreeEnsemble, leaf_vars: list[dict[int, int]]) -> list[dict[int, float]]:
-    """Per output column, the linear terms of the aggregated score (without ``base``)."""
-    out: list[dict[int, float]] = [{} for _ in range(ensemble.n_outputs)]
-    for tree, leaves in zip(ensemble.trees, leaf_vars, strict=True):
-        for n, var in leaves.items():
-            for k in range(ensemble.n_outputs):
-                if tree.value[n][k] != 0:
-                    out[k][var] = out[k].get(var, 0.0) + ensemble.scale * float(tree.value[n][k])
-    return out
-
-
-def _flip_rows(model: _Builder, ensemble: TreeEnsemble, score_terms: list[dict[int, float]],
-               alternatives: Sequence[Alternative]) -> bool:  # fmt: skip
-    """Add "one alternative holds"; False when no alternative is reachable at all."""
-    ranges = [_row_ranges(ensemble, np.atleast_2d(a)) for a, _ in alternatives]
-    usable = [i for i, (a, b) in enumerate(alternatives) if np.all(ranges[i][1] >= b)]
-    if not usable:
-        return False
-    select = [model.var(0, 1, integer=True) for _ in usable] if len(usable) > 1 else []
-    if select:
-        model.row(dict.fromkeys(select, 1.0), 1.0, 1.0)
-    for pos, i in enumerate(usable):
-        a, b = np.atleast_2d(alternatives[i][0]), np.asarray(alternatives[i][1], dtype=float)
-        for r in range(a.shape[0]):
-            terms: dict[int, float] = {}
-            for k in range(ensemble.n_outputs):
-                for var, coef in score_terms[k].items():
-                    terms[var] = terms.get(var, 0.0) + a[r, k] * coef
-            rhs = float(b[r] - a[r] @ ensemble.base)
-            if select:  # a_r · s >= b_r − M (1 − select)
-                big = rhs - float(ranges[i][0][r] - a[r] @ ensemble.base)
-                terms[select[pos]] = -big
-                rhs -= big
-            model.row(terms, rhs, np.inf)
-    return True
+def _flip_rows(model: MilpBuilder, ensemble: TreeEnsemble, leaf_idx: np.ndarray,
+               leaf_values: np.ndarray, alternatives: Sequence[Alternative]) -> bool:  # fmt: skip
+    """The flip: one alternative holds on the scores ``base + leaf_values.T @ leaves`` (the
+    shared :func:`~mmargin.exact.blocks.require_any`); False when none is reachable."""
+    conditions = []
+    for a, b in alternatives:
+        a2 = np.atleast_2d(np.asarray(a, dtype=np.float64))
+        lo, hi = _row_ranges(ensemble, a2)
+        shift = a2 @ ensemble.base
+        d = sp.csr_matrix(a2 @ leaf_values.T)
+        conditions.append((d, np.asarray(b, dtype=np.float64) - shift, lo - shift, hi - shift))
+    return require_any(model, leaf_idx, conditions)
 
 
 def _row_ranges(ensemble: TreeEnsemble, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ the same way a third-party plugin is. Everything heavy is imported inside the fa
   ``tabular-l0`` (features changed), weights from the same schema;
 - adapter ``sklearn`` (and automatic adaptation of fitted scikit-learn classifiers);
 - datasets ``fraud`` (synthetic card transactions) and ``tabular-file`` (CSV / Parquet);
-- exact margins for tree ensembles, linear models and ReLU MLPs under the schema.
+- for the core's exact margins: the schema's constraints and the parameters of tree
+  ensembles, linear models and ReLU MLPs (the core builds and solves every problem).
 """
 
 from __future__ import annotations
@@ -97,16 +98,22 @@ def mmargin_register_datasets(register: Register) -> None:
     register("tabular-file", _file, help="CSV / Parquet file read through a feature schema")
 
 
-@hookimpl(tryfirst=True)
-def mmargin_exact_margin(
-    model: Any, space: Any, distance: Any, x: np.ndarray, label: int,
-    target: int | None, upper_bound: float | None, goal: Any,
-) -> Any:  # fmt: skip
-    """Tree ensembles (MILP), linear models (LP / MILP) and ReLU MLPs (MILP) under the
-    schema and the goal's decision rule; see :mod:`mmargin_tabular.exact`."""
-    from mmargin_tabular.exact import exact_margin
+@hookimpl
+def mmargin_exact_model(model: Any) -> Any:
+    """Tree ensembles, linear models and ReLU MLPs behind the ``sklearn`` adapter, as the
+    core's exact solvers read them (see :mod:`mmargin_tabular.exact`)."""
+    from mmargin_tabular.exact import sklearn_model
 
-    return exact_margin(model, space, distance, x, label, target, upper_bound, goal)
+    return sklearn_model(model)
+
+
+@hookimpl
+def mmargin_exact_constraints(space: Any, distance: Any, x: np.ndarray) -> Any:
+    """A row of the ``tabular`` space: bounds, directions, immutables, integers, one-hot
+    blocks and costs from the schema."""
+    from mmargin_tabular.exact import schema_constraints
+
+    return schema_constraints(space, distance, x)
 
 
 def _fraud_logreg(seed: int = 0) -> Any:

@@ -25,9 +25,25 @@ from mmargin.results import Status
 from mmargin_tabular import models
 from mmargin_tabular.adapters import SklearnAdapter
 from mmargin_tabular.distances import make_distance
-from mmargin_tabular.exact import exact_margin
 from mmargin_tabular.schema import parse_schema
 from mmargin_tabular.space import TabularSpace, tabular_space
+
+
+def exact_margin(model, space, distance, x, label, target, upper_bound, goal):
+    """The core's one exact hook, as the engine calls it (through the plugin host)."""
+    from mmargin import plugins
+
+    return plugins.manager().hook.mmargin_exact_margin(
+        model=model,
+        space=space,
+        distance=distance,
+        x=x,
+        label=label,
+        target=target,
+        upper_bound=upper_bound,
+        goal=goal,
+    )
+
 
 MINI = {
     "features": {
@@ -203,16 +219,20 @@ def test_gradient_strategy_within_2_percent_of_milp_on_the_mlp(test_rows, flagge
     assert np.median(ratios) <= 1.02
 
 
-def test_mlp_relaxation_with_free_discrete_features_is_a_bound(test_rows, flagged) -> None:
-    """L∞ has no integral model: the relaxed MILP's answer is a bound unless already valid."""
+def test_mlp_linf_with_free_discrete_features_is_integral(test_rows, flagged) -> None:
+    """L∞ with integer and categorical features free: the integral MILP, a valid row."""
     x, y = test_rows
     model = models.fraud_mlp()
     (i,) = flagged(model.predict_proba(x.astype(np.float64))[:, 1], y, n=1)
     space = tabular_space("fraud")
-    found = exact_margin(SklearnAdapter(model), space, make_distance("linf", space.schema), x[i],
+    adapter = SklearnAdapter(model)
+    found = exact_margin(adapter, space, make_distance("linf", space.schema), x[i],
                          1, None, None, Threshold(0.3))  # fmt: skip
-    assert found is not None and found.lower <= found.margin + 1e-9
-    assert found.optimal == (found.method == "milp")
+    assert found is not None and found.method == "milp-integral" and found.optimal
+    assert found.lower <= found.margin + 1e-9
+    adv = found.adversarial[None].astype(np.float32)
+    assert space.check(adv)[0] is None
+    assert bool(Threshold(0.3).is_adversarial(adapter(torch.as_tensor(adv)), torch.tensor([1])))
 
 
 @pytest.mark.parametrize("seed", range(3))
