@@ -16,7 +16,8 @@ import torch
 
 from mmargin.adapters import CallableAdapter, TorchAdapter
 from mmargin.distances import lp
-from mmargin.engine.runner import SearchSpec, minimal_flip
+from mmargin.engine import minimal_flip
+from mmargin.engine.spec import SearchSpec
 from mmargin.exact.linear import linear_margin
 from mmargin.exact.trees import Tree, TreeEnsemble, tree_ensemble_margin
 from mmargin.goals import Targeted

@@ -14,7 +14,8 @@ import torch
 
 from mmargin.adapters import TorchAdapter
 from mmargin.distances import lp
-from mmargin.engine.runner import SearchSpec, minimal_flip
+from mmargin.engine import minimal_flip
+from mmargin.engine.spec import SearchSpec
 from mmargin.exact.linear import linear_margin
 from mmargin.goals import Targeted
 from mmargin.results import Status

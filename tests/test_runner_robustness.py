@@ -10,7 +10,8 @@ import torch
 
 from mmargin.adapters import TorchAdapter
 from mmargin.distances import lp
-from mmargin.engine.runner import SearchSpec, minimal_flip
+from mmargin.engine import minimal_flip
+from mmargin.engine.spec import SearchSpec
 from mmargin.errors import InvalidInputError
 from mmargin.results import Status
 from mmargin.spaces import box
