@@ -195,12 +195,17 @@ def mmargin_exact_model(model: Any) -> Any:
 
 @hookimpl(trylast=True)
 def mmargin_exact_constraints(space: Any, distance: Any, x: np.ndarray) -> Any:
-    """Any continuous space as a box with a mask, under an Lp distance (the fallback)."""
+    """A continuous space whose constraint set is its box and mask, under an Lp distance
+    (the fallback). A subclass that projects or finalises differently (a schema, a band
+    limit) describes itself through this hook, or gets no exact margin."""
     from mmargin.distances import LpDistance
     from mmargin.exact.problem import feature_constraints
     from mmargin.spaces import ContinuousSpace
 
     if not (isinstance(space, ContinuousSpace) and isinstance(distance, LpDistance)):
+        return None
+    kind = type(space)
+    if kind.project is not ContinuousSpace.project or kind.finalize is not ContinuousSpace.finalize:
         return None
     shape = np.shape(x)
 

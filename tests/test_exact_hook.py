@@ -139,3 +139,22 @@ def test_counted_adapter_is_described_like_the_adapter_it_wraps() -> None:
     counted = CountingAdapter(TorchAdapter(module))
     found = _hook(counted, box(0.0, 1.0), lp("l2"), x, label)
     assert found is not None and found.method.startswith("linear")
+
+
+def test_a_space_that_projects_differently_is_not_taken_for_its_box() -> None:
+    """The box fallback only describes spaces whose constraint set is the box and mask."""
+    from dataclasses import dataclass
+
+    from mmargin.spaces import ContinuousSpace
+
+    @dataclass
+    class Banded(ContinuousSpace):
+        def project(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+            return super().project(x, delta * 0.5)
+
+    module = _linear()
+    x = np.array([0.2, 0.7, 0.4, 0.9])
+    with torch.no_grad():
+        label = int(module(torch.as_tensor(x[None])).argmax())
+    space = Banded(lower=0.0, upper=1.0)
+    assert _hook(TorchAdapter(module), space, lp("l2"), x, label) is None
