@@ -32,7 +32,9 @@ check)::
 
 ``PassCounter`` / ``CountingAdapter`` (the engine's one pass counter), ``SearchSpec`` and
 ``minimal_flip`` are re-exported here for plugin tests that run the engine directly, and
-``linear_margin`` (the exact margin of a linear model under box, mask and Lp) as an oracle;
+``linear_margin`` (the exact margin of a linear model under box, mask and Lp),
+``relu_net_margin`` and ``extract_relu_layers`` (MILP-exact margins of small ReLU nets) as
+oracles;
 ``registered`` (a throwaway plugin for a ``with`` block), ``plugin_manager``, ``parse_task``
 and ``run_cli`` (the ``mmargin`` command's ``main(argv)``) for tests of hooks and tasks.
 """
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
     from mmargin.engine.counting import CountingAdapter, PassCounter
     from mmargin.engine.spec import SearchSpec
     from mmargin.exact.linear import linear_margin
+    from mmargin.exact.milp import relu_net_margin
+    from mmargin.exact.nets import extract_relu_layers
     from mmargin.plugins import manager as plugin_manager
     from mmargin.plugins import registered
     from mmargin.tasks import parse_task
@@ -76,6 +80,8 @@ _LAZY = {  # name here: (module, name there)
     "SearchSpec": ("mmargin.engine.spec", "SearchSpec"),
     "minimal_flip": ("mmargin.engine", "minimal_flip"),
     "linear_margin": ("mmargin.exact.linear", "linear_margin"),
+    "relu_net_margin": ("mmargin.exact.milp", "relu_net_margin"),
+    "extract_relu_layers": ("mmargin.exact.nets", "extract_relu_layers"),
     "parse_task": ("mmargin.tasks", "parse_task"),
     "plugin_manager": ("mmargin.plugins", "manager"),
     "registered": ("mmargin.plugins", "registered"),
@@ -102,6 +108,7 @@ __all__ = [
     "discrete_case",
     "distance_case",
     "edit_distance_case",
+    "extract_relu_layers",
     "linear_margin",
     "linear_model",
     "loader_case",
@@ -110,6 +117,7 @@ __all__ = [
     "parse_task",
     "plugin_manager",
     "registered",
+    "relu_net_margin",
     "run_cli",
     "space_case",
     "toy_linear",

@@ -10,11 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmargin.adapters import TorchAdapter
-from mmargin.distances import lp
-from mmargin.engine.runner import SearchSpec, minimal_flip
-from mmargin.exact.milp import extract_relu_layers, relu_net_margin
-from mmargin.results import Status
+from mmargin.plugin import Status, TorchAdapter, lp
+from mmargin.testing import SearchSpec, extract_relu_layers, minimal_flip, relu_net_margin
 from mmargin_image.data import load_digits
 from mmargin_image.models import digits_mlp
 from mmargin_image.plugin import image_space

@@ -19,9 +19,8 @@ import torch
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from mmargin.engine.runner import SearchSpec, minimal_flip
-from mmargin.goals import Threshold, Untargeted
-from mmargin.results import Status
+from mmargin.plugin import Status, Threshold, Untargeted
+from mmargin.testing import SearchSpec, minimal_flip
 from mmargin_tabular import models
 from mmargin_tabular.adapters import SklearnAdapter
 from mmargin_tabular.distances import make_distance

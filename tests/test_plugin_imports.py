@@ -1,0 +1,44 @@
+"""Plugins build on the one public surface: ``mmargin.plugin`` (and ``mmargin.testing`` in
+tests, ``mmargin``'s own API for task runs) — never the engine's or the host's modules,
+which may move. The tabular plugin's exact-model description reads the exact core's public
+modules (``mmargin.exact``), and is the one exception."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOWED = {"mmargin", "mmargin.plugin", "mmargin.testing"}
+EXCEPTIONS = {"plugins/mmargin-tabular/mmargin_tabular/exact.py"}
+SOURCES = sorted(
+    [*ROOT.glob("plugins/*/mmargin_*/**/*.py"), *ROOT.glob("plugins/*/tests/*.py"),
+     *ROOT.glob("examples/*/mmargin_*/**/*.py"), *ROOT.glob("examples/*/tests/*.py")]
+)  # fmt: skip
+
+
+def _core_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+    return [m for m in found if m == "mmargin" or m.startswith("mmargin.")]
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_plugins_import_core_names_from_the_public_surface(path: Path) -> None:
+    if str(path.relative_to(ROOT)) in EXCEPTIONS:
+        pytest.skip("described in the module doc")
+    private = sorted(set(_core_imports(path)) - ALLOWED)
+    assert not private, f"{path.relative_to(ROOT)} imports {private}: use mmargin.plugin"
+
+
+def test_the_scan_sees_every_plugin() -> None:
+    packages = {p.parts[len(ROOT.parts) + 1] for p in SOURCES}
+    assert {"mmargin-image", "mmargin-text", "mmargin-tabular", "mmargin-audio",
+            "mmargin-example-plugin"} <= packages  # fmt: skip
