@@ -42,3 +42,21 @@ def test_the_scan_sees_every_plugin() -> None:
     packages = {p.parts[len(ROOT.parts) + 1] for p in SOURCES}
     assert {"mmargin-image", "mmargin-text", "mmargin-tabular", "mmargin-audio",
             "mmargin-example-plugin"} <= packages  # fmt: skip
+
+
+def test_importing_the_plugin_surface_and_the_plugins_loads_no_torch() -> None:
+    """``mmargin.plugin`` resolves heavy names on first use, and the plugins import only
+    those they need inside their factories: loading every plugin stays instant."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmargin.plugin, mmargin_image.plugin, mmargin_text.plugin, "
+        "mmargin_tabular.plugin, mmargin_audio.plugin\n"
+        "from mmargin.plugin import Register, hookimpl\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'torchaudio', 'sklearn') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"
