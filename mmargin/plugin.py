@@ -21,7 +21,10 @@ What is here:
 - ready implementations to configure or subclass: ``ContinuousSpace`` / ``box``,
   ``LpDistance`` / ``lp``, ``TorchAdapter`` / ``CallableAdapter``, ``Dataset``;
 - goals (``Goal`` and its base ``GoalBase``, ``Untargeted``, ``Targeted``, ``Threshold``,
-  ``decide``, ``flip_tolerance``, ``make_goal``) and ``ExactMargin`` for the exact hook;
+  ``decide``, ``flip_tolerance``, ``make_goal``);
+- what the exact hooks exchange: ``ExactMargin`` (an answer), ``ExactModel`` (a model's
+  layers or trees: ``Tree``, ``TreeEnsemble``) and ``FeatureConstraints`` (built with
+  ``feature_constraints``: what may change in a sample and at what cost);
 - the search knobs a space may carry (``DiscreteConfig``) and the random-noise baseline
   (``NoiseConfig``, ``noise_margin``);
 - ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
     from mmargin.engine.counting import BudgetExhausted
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.engine.spec import DiscreteConfig
+    from mmargin.exact.problem import ExactModel, FeatureConstraints, feature_constraints
+    from mmargin.exact.trees import Tree, TreeEnsemble
     from mmargin.exact.types import ExactMargin
     from mmargin.goals import (
         Goal,
@@ -119,6 +124,11 @@ _LAZY: dict[str, str] = {
         "mmargin.goals",
     ),
     "ExactMargin": "mmargin.exact.types",
+    "ExactModel": "mmargin.exact.problem",
+    "FeatureConstraints": "mmargin.exact.problem",
+    "feature_constraints": "mmargin.exact.problem",
+    "Tree": "mmargin.exact.trees",
+    "TreeEnsemble": "mmargin.exact.trees",
     "DiscreteConfig": "mmargin.engine.spec",
     "BudgetExhausted": "mmargin.engine.counting",
     "NoiseConfig": "mmargin.engine.noise",
@@ -140,6 +150,8 @@ __all__ = [
     "EditDistance",
     "Encoding",
     "ExactMargin",
+    "ExactModel",
+    "FeatureConstraints",
     "Found",
     "Goal",
     "GoalBase",
@@ -161,9 +173,12 @@ __all__ = [
     "Targeted",
     "Threshold",
     "TorchAdapter",
+    "Tree",
+    "TreeEnsemble",
     "Untargeted",
     "box",
     "decide",
+    "feature_constraints",
     "flip_tolerance",
     "hookimpl",
     "lp",

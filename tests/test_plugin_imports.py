@@ -60,3 +60,12 @@ def test_importing_the_plugin_surface_and_the_plugins_loads_no_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     assert done.stdout.strip() == "[]"
+
+
+def test_every_name_of_the_plugin_surface_resolves() -> None:
+    import mmargin.plugin
+
+    missing = [name for name in mmargin.plugin.__all__ if not hasattr(mmargin.plugin, name)]
+    assert not missing
+    with pytest.raises(AttributeError, match="no attribute 'minimal_flip'"):
+        _ = mmargin.plugin.minimal_flip  # the engine is not part of a plugin's surface
