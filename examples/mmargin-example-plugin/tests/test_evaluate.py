@@ -18,7 +18,7 @@ import torch
 
 import mmargin
 from mmargin.plugin import Status
-from mmargin.testing import registered
+from mmargin.testing import plugin_manager, registered
 from mmargin_series import plugin
 from mmargin_series.data import load_sines
 from mmargin_series.model import sine_filters
@@ -26,7 +26,11 @@ from mmargin_series.model import sine_filters
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[None]:
-    """The example registered as a plugin for this module's tests."""
+    """The example registered as a plugin for this module's tests (unless it is installed,
+    and so already loaded through its entry point)."""
+    if plugin_manager().has_plugin("series"):
+        yield
+        return
     with registered(plugin, name="series"):
         yield
 

@@ -4,6 +4,7 @@ where the host finds it, in a fresh process that only has the installed copy."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,13 @@ print(mmargin_series.__file__)
 
 
 def test_pip_install_makes_the_entry_point_discoverable(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # pip builds in the tree: keep its egg-info out of ours
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "tests",
+                                                                 "__pycache__"))  # fmt: skip
     target = tmp_path / "site"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(ROOT)],
+         "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
