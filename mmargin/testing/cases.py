@@ -22,34 +22,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmargin.testing.contract import ConformanceError, missing_members, require_protocol
+
+__all__ = ["ConformanceError", "missing_members", "require_protocol"]
+
 KINDS = ("space", "distance", "adapter", "loader", "discrete_space", "edit_distance")
 """The kinds of object the kit checks; each has its list of checks (:func:`checks_for`)."""
-
-
-class ConformanceError(AssertionError):
-    """A plugin object broke its contract; the message says which check and what broke."""
-
-
-def missing_members(obj: Any, protocol: type) -> list[str]:
-    """The members of ``protocol`` (a :mod:`mmargin.protocols` class) that ``obj`` lacks."""
-    names = set(getattr(protocol, "__annotations__", {}))
-    names |= {
-        k
-        for k, v in vars(protocol).items()
-        if not k.startswith("_") and (callable(v) or isinstance(v, property))
-    }
-    return sorted(n for n in names if not hasattr(obj, n))
-
-
-def require_protocol(obj: Any, protocol: type) -> None:
-    """Raise :class:`ConformanceError` naming the missing members unless ``obj`` has every
-    member of ``protocol``."""
-    missing = missing_members(obj, protocol)
-    if missing:
-        raise ConformanceError(
-            f"{type(obj).__name__} does not implement mmargin.protocols.{protocol.__name__}: "
-            f"missing {', '.join(missing)}"
-        )
 
 
 @dataclass(eq=False)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mmargin.protocols import Distance, Space
-from mmargin.testing.cases import ConformanceError, require_protocol
+from mmargin.testing.contract import ConformanceError, require_protocol
 
 SEED = 1234
 """Seed of every random draw the checks make."""

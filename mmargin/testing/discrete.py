@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mmargin.protocols import DiscreteProblem, DiscreteSpace, EditDistance, RelaxedSpace, space_kind
-from mmargin.testing.cases import ConformanceError, require_protocol
+from mmargin.testing.contract import ConformanceError, require_protocol
 
 
 def _fail(what: Any, message: str) -> None:

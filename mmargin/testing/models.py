@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from mmargin.protocols import ModelAdapter
-from mmargin.testing.cases import ConformanceError, require_protocol
+from mmargin.testing.contract import ConformanceError, require_protocol
 
 
 def _fail(adapter: Any, message: str) -> None:

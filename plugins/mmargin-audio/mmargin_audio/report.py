@@ -26,7 +26,7 @@ from torch import Tensor
 
 from mmargin.plugin import BudgetExhausted, Goal, Untargeted, noise_margin
 from mmargin_audio import measures
-from mmargin_audio.space import _add_noise, _l2
+from mmargin_audio.noise import add_noise, l2
 from mmargin_audio.wav import PCM16_STEP, pcm16_roundtrip, write_pcm16
 
 if TYPE_CHECKING:
@@ -85,8 +85,8 @@ def _noise_figures(
 ) -> dict[str, np.ndarray]:
     """The quietest flipping white noise per clip: its SNR and dB, and the passes spent."""
     assert space.noise is not None
-    found = noise_margin(model, space, goal, x, labels, goal.targets_for(labels), measure=_l2,
-                         config=space.noise, apply=_add_noise)  # fmt: skip
+    found = noise_margin(model, space, goal, x, labels, goal.targets_for(labels), measure=l2,
+                         config=space.noise, apply=add_noise)  # fmt: skip
     noise = found.delta.cpu().numpy()
     ok = found.found.cpu().numpy()
     return {
