@@ -140,7 +140,8 @@ def run_noise(
     from mmargin.adapters import TorchAdapter
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.goals import Untargeted
-    from mmargin_audio.space import WaveformSpace, _add_noise, _l2
+    from mmargin_audio.noise import add_noise, l2
+    from mmargin_audio.space import WaveformSpace
 
     config = NoiseConfig(draws=8, budget=200, seed=0)
     xt = torch.from_numpy(x)
@@ -150,9 +151,9 @@ def run_noise(
         Untargeted(),
         xt,
         torch.from_numpy(y),
-        measure=_l2,
+        measure=l2,
         config=config,
-        apply=_add_noise,
+        apply=add_noise,
     )
     adv = (xt + found.delta).numpy()
     return adv, {
