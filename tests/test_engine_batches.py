@@ -11,13 +11,11 @@ run on one class's samples alone.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import engine_fakes as F  # the tests folder is on sys.path (conftest.py)
 import numpy as np
 import pytest
 
@@ -31,19 +29,6 @@ from mmargin.spaces import box
 RTOL = 1e-3
 
 
-def _fakes() -> Any:
-    if "engine_fakes" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "engine_fakes", Path(__file__).with_name("engine_fakes.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["engine_fakes"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["engine_fakes"]
-
-
-F = _fakes()
 PER_CLASS = 8
 
 

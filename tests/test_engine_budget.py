@@ -5,12 +5,10 @@ decoding) included. Absurd budgets, restarts and seeds are refused up front."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import engine_fakes as F  # the tests folder is on sys.path (conftest.py)
 import numpy as np
 import pytest
 import torch
@@ -22,20 +20,6 @@ from mmargin.exact.types import ExactMargin
 from mmargin.results import SampleResult, Status
 from mmargin.spaces import box
 
-
-def _fakes() -> Any:
-    if "engine_fakes" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "engine_fakes", Path(__file__).with_name("engine_fakes.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["engine_fakes"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["engine_fakes"]
-
-
-F = _fakes()
 BUDGETS = (1, 2, 5, 17, 150)
 
 
