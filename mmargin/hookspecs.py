@@ -109,8 +109,9 @@ def mmargin_register_models(register: Register) -> None:
     (a torch module, a fitted estimator, ...) that an adapter then wraps; options come from
     the task's ``model.options``. Registering a factory is what makes it reachable from a
     shared task file (``factory = "mnist_cnn"``): a task may otherwise only import from its
-    own folder or from packages the user allowed (see ``docs/task-safety.md``). Register
-    only factories that are safe to call with any options a task could pass.
+    own folder or from packages the user allowed (the README's "What a task file can
+    execute"). Register only factories that are safe to call with any options a task
+    could pass.
     """
 
 
