@@ -267,7 +267,8 @@ def score(model: Model, x: np.ndarray, adv: np.ndarray, space: TabularSpace,
         "median_l1_cost": _median(l1[success]),
         "median_l2_cost": _median(l2[success]),
         "median_l1_cost_repaired": _median(l1_rep[rep_ok]),
-        "repaired_over_exact": _median(l1_rep[rep_ok] / exact_l1[rep_ok]),
+        # samples without a proven exact margin (NaN) are not part of this median
+        "repaired_over_exact": _median((l1_rep / exact_l1)[rep_ok & np.isfinite(exact_l1)]),
     }
 
 
