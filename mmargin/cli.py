@@ -62,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).splitlines())
         print(f"mmargin: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mmargin plugins | head`: the reader left; nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _plugins() -> int:

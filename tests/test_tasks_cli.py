@@ -175,3 +175,17 @@ def test_shipped_tasks_parse(tmp_path: Path) -> None:
     for path in tasks:
         task = load_task(path)
         assert task.out is not None and task.out.startswith("runs/"), path
+
+
+def test_plugins_listing_into_a_closed_pipe_exits_quietly() -> None:
+    """``mmargin plugins | head -1``: the reader leaves before the listing is printed (loading
+    the plugins takes seconds); no traceback, status 0."""
+    code = "import sys; from mmargin.cli import main; sys.exit(main(['plugins']))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # nobody reads: every write the listing makes hits a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
