@@ -2,11 +2,12 @@
 ``predict_proba`` black box), using nothing but "is this input adversarial?".
 
 1. **Find flips.** Candidate starting points, each made valid by ``space.finalize``:
-   the nearest rows of a starting pool that does not depend on the batch (the space's
-   ``reference`` rows, such as training data, and class-balanced rows of the run's data
-   that the driver picks once); one move per coordinate group to its bound in each
-   direction (when the space has few groups); and, for samples still without a flip,
-   uniform noise of growing radius in the box, from each sample's own random stream.
+   the nearest rows, and rows spread a little further out, of a starting pool that does
+   not depend on the batch (the space's ``reference`` rows, such as training data, and
+   class-balanced rows of the run's data that the driver picks once); one move per
+   coordinate group to its bound in each direction (when the space has few groups); and,
+   for samples still without a flip, uniform noise of growing radius in the box, from
+   each sample's own random stream.
 2. **Shrink.** Every flip is bisected toward ``x`` along the segment; the best
    ``starts`` per sample are refined by rounds of boundary walks and coordinate sweeps
    (:mod:`mmargin.engine.decision_shrink`).
@@ -37,6 +38,10 @@ from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = ["DecisionConfig", "decision_search", "hybrid_search"]
+
+_SPREAD_REACH = 512
+"""The pool candidates: half are the nearest rows, the other half every ``stride``-th of
+the next ones, as if the pool held at most this many rows (``stride = ⌈M / 512⌉``)."""
 
 _EXTRA_NOISE_ROUNDS = 256
 """At most this many more rounds of whole-box noise for samples still without a flip."""
@@ -125,9 +130,9 @@ def _find_flips(ctx: Ctx, seeds: Tensor | None, pool: Tensor | None) -> tuple[Te
         cand = ctx.final(own, pool.repeat(b, 1) - ctx.x[own])
         size = ctx.norm(cand).view(b, -1)
         size = torch.where(size > 0, size, torch.full_like(size, math.inf))
-        nearest = size.topk(k, dim=1, largest=False)
-        ok = torch.isfinite(nearest.values)
-        rows = (torch.arange(b, device=dev).unsqueeze(1) * pool.shape[0] + nearest.indices)[ok]
+        values, indices = _spread_nearest(size, k)
+        ok = torch.isfinite(values)
+        rows = (torch.arange(b, device=dev).unsqueeze(1) * pool.shape[0] + indices)[ok]
         owners.append(own[rows])
         deltas.append(cand[rows])
     owner = torch.cat(owners) if owners else torch.zeros(0, dtype=torch.long, device=dev)
@@ -139,6 +144,22 @@ def _find_flips(ctx: Ctx, seeds: Tensor | None, pool: Tensor | None) -> tuple[Te
         adv = ctx.ask(owner, delta)
         owner, delta = owner[adv], delta[adv]
     return _noise(ctx, owner, delta)
+
+
+def _spread_nearest(size: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``k`` pool rows per sample (``size``: ``(B, M)`` distances): the ``k // 2`` nearest,
+    then every ``stride``-th of the next ones. The nearest rows of a large pool are mostly
+    the sample's own class (no flip): rows a little further out, spread over more
+    directions, give the refinement more and more varied flips to start from, while the
+    nearest ones keep the closest flips when the pool has them."""
+    m = size.shape[1]
+    stride = max(1, -(-m // _SPREAD_REACH))
+    near = k // 2
+    nearest = size.topk(min(near + (k - near) * stride, m), dim=1, largest=False)
+    spread = slice(near, None, stride)
+    values = torch.cat([nearest.values[:, :near], nearest.values[:, spread][:, : k - near]], 1)
+    indices = torch.cat([nearest.indices[:, :near], nearest.indices[:, spread][:, : k - near]], 1)
+    return values, indices
 
 
 def _axis_moves(ctx: Ctx) -> list[Tensor]:
