@@ -120,7 +120,8 @@ def _run(args: argparse.Namespace) -> int:
         bar["bar"].close()
     print(format_summary(output.task.name, output.summary))
     if output.out is not None:
-        print(f"\nwrote {output.out}/results.jsonl, summary.json, task.resolved.toml")
+        names = sorted(path.name for path in output.out.iterdir())
+        print(f"\nwrote {output.out}/: {', '.join(names)}")
     return 0
 
 
