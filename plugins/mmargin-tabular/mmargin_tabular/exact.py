@@ -33,7 +33,7 @@ from mmargin.exact.trees import Tree, TreeEnsemble
 def schema_constraints(space: Any, distance: Any, x: np.ndarray) -> FeatureConstraints | None:
     """The constraints of one row of a :class:`~mmargin_tabular.space.TabularSpace` under an
     Lp (schema-weighted) distance, or ``None`` for other spaces and distances."""
-    from mmargin.distances import LpDistance
+    from mmargin.plugin import LpDistance
     from mmargin_tabular.space import TabularSpace
 
     if not (isinstance(space, TabularSpace) and isinstance(distance, LpDistance)):
