@@ -7,7 +7,7 @@ result types) is resolved on first use.
 
 from __future__ import annotations
 
-from typing import Any
+from mmargin.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -28,9 +28,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mmargin' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

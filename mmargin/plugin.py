@@ -40,11 +40,11 @@ keeps ``mmargin --help`` instant.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mmargin.errors import InvalidInputError, InvalidTaskError, PluginError, RunError
 from mmargin.hookspecs import Register, hookimpl
+from mmargin.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from mmargin.adapters import CallableAdapter, TorchAdapter
@@ -187,12 +187,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mmargin.plugin' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -41,8 +41,9 @@ and ``run_cli`` (the ``mmargin`` command's ``main(argv)``) for tests of hooks an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mmargin.lazy import lazy_attributes
 from mmargin.testing.cases import (
     Case,
     Check,
@@ -124,10 +125,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module, attribute = _LAZY[name]
-        return getattr(importlib.import_module(module), attribute)
-    raise AttributeError(f"module 'mmargin.testing' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
