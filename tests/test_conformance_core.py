@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -21,14 +20,13 @@ from mmargin.testing import (
     parametrize_with_checks,
     space_case,
 )
+from mmargin.testing import (
+    build_registered as _make,
+)
 
 RNG = np.random.default_rng(0)
 X = RNG.uniform(0.0, 1.0, (6, 4)).astype(np.float32)
 W = RNG.standard_normal((4, 3))
-
-
-def _make(kind: str, name: str, *args: Any, **options: Any) -> Any:
-    return plugins.lookup(kind, name).factory(*args, **options)
 
 
 def _npz() -> str:
@@ -51,12 +49,16 @@ CASES: list[Case] = [
     ],
     *[
         distance_case(
-            f"{n}-weighted", lambda n=n: _make("distances", n, weights=[0.5, 2, 1, 3]), (4,)
+            f"{n}-weighted",
+            lambda n=n: _make("distances", n, weights=[0.5, 2, 1, 3]),
+            (4,),
         )
         for n in ("l0", "l1", "l2", "linf")
     ],
     adapter_case(
-        "torch", lambda: _make("adapters", "torch", linear_model(4, 3, seed=1)), lambda: X
+        "torch",
+        lambda: _make("adapters", "torch", linear_model(4, 3, seed=1)),
+        lambda: X,
     ),
     adapter_case(
         "torch-normalised",

@@ -62,6 +62,7 @@ from mmargin.testing.continuous import check_distance, check_space
 from mmargin.testing.discrete import check_discrete_space, check_edit_distance, check_loader
 from mmargin.testing.models import check_adapter
 from mmargin.testing.oracles import closed_form_margin, linear_model, toy_linear
+from mmargin.testing.registry import build_registered, unchecked_registrations
 
 if TYPE_CHECKING:
     from mmargin.cli import main as run_cli
@@ -98,6 +99,7 @@ __all__ = [
     "SearchSpec",
     "adapter_case",
     "all_checks",
+    "build_registered",
     "check_adapter",
     "check_discrete_space",
     "check_distance",
@@ -122,6 +124,7 @@ __all__ = [
     "run_cli",
     "space_case",
     "toy_linear",
+    "unchecked_registrations",
 ]
 
 

@@ -19,13 +19,13 @@ from mmargin.testing import (
     loader_case,
     parametrize_with_checks,
     space_case,
+    unchecked_registrations,
+)
+from mmargin.testing import (
+    build_registered as _make,
 )
 
 RATE = 8000
-
-
-def _make(kind: str, name: str, *args: Any, **options: Any) -> Any:
-    return plugins.lookup(kind, name).factory(*args, **options)
 
 
 @functools.cache
@@ -88,8 +88,5 @@ def test_audio_conformance(case: Case, check: Check) -> None:
 def test_every_audio_registration_is_checked() -> None:
     """A space, loader or shipped model added without a case fails here (the Hugging Face
     loader needs a local model folder: its adapter is the text plugin's torch path)."""
-    names = {case.name for case in CASES}
-    parts = names | {p for n in names for p in n.split("-")} | {"hf_audio_classifier"}
-    for kind in ("spaces", "datasets", "models"):
-        mine = {e.name for e in plugins.registries()[kind].values() if e.plugin == "audio"}
-        assert mine <= parts, f"audio {kind} without a conformance case: {mine - parts}"
+    missing = unchecked_registrations("audio", CASES, also={"hf_audio_classifier"})
+    assert not missing, f"audio registrations without a conformance case: {missing}"

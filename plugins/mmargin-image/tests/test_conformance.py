@@ -19,11 +19,11 @@ from mmargin.testing import (
     loader_case,
     parametrize_with_checks,
     space_case,
+    unchecked_registrations,
 )
-
-
-def _make(kind: str, name: str, *args: Any, **options: Any) -> Any:
-    return plugins.lookup(kind, name).factory(*args, **options)
+from mmargin.testing import (
+    build_registered as _make,
+)
 
 
 @functools.cache
@@ -108,8 +108,5 @@ def test_image_conformance(case: Case, check: Check) -> None:
 
 def test_every_image_registration_is_checked() -> None:
     """A space, loader or model added to the plugin without a case fails here."""
-    names = {case.name for case in CASES}
-    parts = names | {p for n in names for p in n.split("-")}
-    for kind in ("spaces", "datasets", "models"):
-        mine = {e.name for e in plugins.registries()[kind].values() if e.plugin == "image"}
-        assert mine <= parts, f"image {kind} without a conformance case: {mine - parts}"
+    missing = unchecked_registrations("image", CASES)
+    assert not missing, f"image registrations without a conformance case: {missing}"

@@ -20,6 +20,10 @@ from mmargin.testing import (
     loader_case,
     parametrize_with_checks,
     space_case,
+    unchecked_registrations,
+)
+from mmargin.testing import (
+    build_registered as _make,
 )
 from mmargin_tabular.data import MERCHANTS
 from mmargin_tabular.schema import load_schema
@@ -27,10 +31,6 @@ from mmargin_tabular.schema import load_schema
 COLUMNS = ["amount", "hour", "distance_from_home_km", "txn_count_24h", "device_age_days",
            "account_age_days", "avg_amount_30d", "online", "foreign"]  # fmt: skip
 COUNTRIES = ("US", "GB", "DE", "FR", "BR", "IN")
-
-
-def _make(kind: str, name: str, *args: Any, **options: Any) -> Any:
-    return plugins.lookup(kind, name).factory(*args, **options)
 
 
 @functools.cache
@@ -71,7 +71,9 @@ CASES: list[Case] = [
     space_case("tabular", _space, _rows),
     *[
         distance_case(
-            f"tabular-{p}", lambda p=p: _make("distances", f"tabular-{p}", "fraud"), (23,)
+            f"tabular-{p}",
+            lambda p=p: _make("distances", f"tabular-{p}", "fraud"),
+            (23,),
         )
         for p in ("l1", "l2", "linf")
     ],
@@ -107,8 +109,5 @@ def test_tabular_conformance(case: Case, check: Check) -> None:
 
 def test_every_tabular_registration_is_checked() -> None:
     """A space, distance, adapter, loader or model added without a case fails here."""
-    names = {case.name for case in CASES}
-    parts = names | {p for n in names for p in n.split("-")}
-    for kind in ("spaces", "distances", "adapters", "datasets", "models"):
-        mine = {e.name for e in plugins.registries()[kind].values() if e.plugin == "tabular"}
-        assert mine <= parts, f"tabular {kind} without a conformance case: {mine - parts}"
+    missing = unchecked_registrations("tabular", CASES)
+    assert not missing, f"tabular registrations without a conformance case: {missing}"

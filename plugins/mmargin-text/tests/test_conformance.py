@@ -23,6 +23,10 @@ from mmargin.testing import (
     edit_distance_case,
     loader_case,
     parametrize_with_checks,
+    unchecked_registrations,
+)
+from mmargin.testing import (
+    build_registered as _make,
 )
 
 SENTENCES = [
@@ -30,10 +34,6 @@ SENTENCES = [
     "the plot is dull and the acting is terrible",
     "one of the best movies of the year",
 ]
-
-
-def _make(kind: str, name: str, *args: Any, **options: Any) -> Any:
-    return plugins.lookup(kind, name).factory(*args, **options)
 
 
 @functools.cache
@@ -102,10 +102,15 @@ CASES: list[Case] = [
     adapter_case("text-mr_cnn", _cnn, lambda: SENTENCES),
     adapter_case("text-hf_classifier", _bert, lambda: SENTENCES),
     adapter_case(
-        "text-callable", lambda: _make("adapters", "text-callable", _black_box), lambda: SENTENCES
+        "text-callable",
+        lambda: _make("adapters", "text-callable", _black_box),
+        lambda: SENTENCES,
     ),
     loader_case(
-        "mr", plugins.lookup("datasets", "mr").factory, {}, space=lambda: _make("spaces", "char")
+        "mr",
+        plugins.lookup("datasets", "mr").factory,
+        {},
+        space=lambda: _make("spaces", "char"),
     ),
     loader_case(
         "text-file",
@@ -123,8 +128,5 @@ def test_text_conformance(case: Case, check: Check) -> None:
 
 def test_every_text_registration_is_checked() -> None:
     """A space, distance, adapter, loader or model added without a case fails here."""
-    names = {case.name for case in CASES}
-    parts = names | {p for n in names for p in n.split("-")}
-    for kind in ("spaces", "distances", "adapters", "datasets", "models"):
-        mine = {e.name for e in plugins.registries()[kind].values() if e.plugin == "text"}
-        assert mine <= parts, f"text {kind} without a conformance case: {mine - parts}"
+    missing = unchecked_registrations("text", CASES)
+    assert not missing, f"text registrations without a conformance case: {missing}"
