@@ -155,7 +155,10 @@ def format_summary(name: str, summary: Any) -> str:
         rows.append((f"robust accuracy @ {eps:g}", _pct(acc)))
     width = max(len(k) for k, _ in rows)
     lines = [f"== {name} =="] + [f"{k:<{width}}  {v}" for k, v in rows]
-    return "\n".join(lines)
+    from mmargin.engine.indicators import summary_line
+
+    warning = summary_line(getattr(s, "indicator_counts", {}) or {}, s.samples)
+    return "\n".join(lines if warning is None else [*lines, warning])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,7 +36,10 @@ class SampleResult:
     exists (``lower_bound == margin`` means the margin is exact). ``relative_margin`` is
     ``margin / ‖x‖`` in the same distance, the unit-free figure used across modalities.
     ``adversarial`` is the verified adversarial input (a numpy array for continuous spaces,
-    whatever the space uses otherwise); it is left out of ``to_json``.
+    whatever the space uses otherwise); it is left out of ``to_json``. ``indicators`` names
+    the attack-failure indicators raised for the sample (:mod:`mmargin.engine.indicators`);
+    ``flip_rate`` is the share of repeated passes on which the flip held (non-deterministic
+    models only).
     """
 
     sample: str
@@ -56,6 +59,8 @@ class SampleResult:
     relative_margin: float | None = None
     message: str = ""
     extras: Mapping[str, Any] = field(default_factory=dict)
+    indicators: list[str] = field(default_factory=list)
+    flip_rate: float | None = None
     adversarial: Any = field(default=None, repr=False, compare=False)
 
     @property

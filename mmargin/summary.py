@@ -41,6 +41,7 @@ class Summary:
     seconds_total: float
     robust_accuracy: dict[float, float] = field(default_factory=dict)
     curve_auc: float = math.nan
+    indicator_counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite numbers as strings, ε keys as strings)."""
@@ -82,7 +83,17 @@ def summarize(results: Sequence[SampleResult], epsilons: Sequence[float] = ()) -
         seconds_total=float(sum(r.seconds for r in results)),
         robust_accuracy={e: robust_accuracy(all_margins, e) for e in eps_list},
         curve_auc=curve_auc(all_margins),
+        indicator_counts=indicator_counts(results),
     )
+
+
+def indicator_counts(results: Sequence[SampleResult]) -> dict[str, int]:
+    """How many samples raised each attack-failure indicator (only those raised)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        for name in r.indicators:
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def robust_accuracy(margins: np.ndarray, eps: float) -> float:
