@@ -281,3 +281,17 @@ def test_indicators_reach_the_summary_the_run_folder_and_the_cli(tmp_path: objec
     assert [r.indicators for r in back.results] == [r.indicators for r in results]
     assert [r.flip_rate for r in back.results] == [0.9, 0.9, None]
     assert back.summary.indicator_counts == summary.indicator_counts
+
+
+def test_flip_repeats_is_a_checked_task_option() -> None:
+    from mmargin.api import _task_spec
+    from mmargin.errors import InvalidTaskError
+    from mmargin.tasks import parse_task
+
+    raw = {"space": {"name": "box"}, "distance": {"name": "l2"}, "search": {"flip_repeats": 20}}
+    spec = _task_spec(parse_task(raw))
+    assert (spec.flip_repeats, spec.flip_agree) == (20, 18)
+    assert SearchSpec().flip_agree == 9 and SearchSpec(flip_repeats=1).flip_agree == 1
+    for bad in (0, 1001, "ten"):
+        with pytest.raises(InvalidTaskError, match=r"search\.flip_repeats"):
+            parse_task({**raw, "search": {"flip_repeats": bad}})
