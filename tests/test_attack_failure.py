@@ -124,6 +124,14 @@ def test_masked_gradients_fall_back_to_decisions_and_still_flip(wrap: type) -> N
             assert r.margin >= bound - np.abs(z - x[i]).max()
 
 
+def test_the_hybrid_strategy_reports_masked_gradients_too() -> None:
+    model = Quantised(linear_model(D, K, seed=4))
+    results = _flip(model, _inputs(6), budget=600, strategy="hybrid")
+    for r in results:
+        assert r.status is Status.FLIPPED and r.strategy == "hybrid"
+        assert "zero_gradients" in r.indicators and "decision_fallback" not in r.indicators
+
+
 def test_a_smooth_model_raises_no_gradient_indicator() -> None:
     linear = linear_model(D, K, seed=4)
     x = _inputs(8)
