@@ -303,3 +303,67 @@ def test_flip_repeats_is_a_checked_task_option() -> None:
     for bad in (0, 1001, "ten"):
         with pytest.raises(InvalidTaskError, match=r"search\.flip_repeats"):
             parse_task({**raw, "search": {"flip_repeats": bad}})
+
+
+class _Noisy(torch.nn.Module):
+    """A network with Gaussian noise on its scores (a stochastic defence)."""
+
+    def __init__(self, net: torch.nn.Module, scale: float = 0.05) -> None:
+        super().__init__()
+        self.net, self.scale = net, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        return out + self.scale * torch.randn_like(out)
+
+
+@pytest.mark.parametrize("budget", [5, 40, 300])
+@pytest.mark.parametrize("box_kind", ["gradient", "black-box"])
+def test_non_deterministic_runs_stay_within_the_counted_budget(budget: int, box_kind: str) -> None:
+    """Probe, averaged search and repeated verification: reported passes = passes the model
+    counted on its own, and no sample past its budget."""
+    from engine_fakes import black_box, continuous_data, labels_of, mlp, torch_adapter
+
+    torch.manual_seed(2)
+    net = mlp()
+    x = continuous_data(10)
+    labels = labels_of(net, x)
+    noisy = _Noisy(net)
+    if box_kind == "gradient":
+        adapter, counted = torch_adapter(noisy)
+    else:
+        adapter, counted = black_box(noisy)  # type: ignore[assignment]
+    results = minimal_flip(adapter, box(lower=0.0, upper=1.0), lp("l2"), x, labels,
+                           spec=SearchSpec(budget=budget, batch_size=4))  # fmt: skip
+    seen = counted.passes if box_kind == "gradient" else counted.rows  # type: ignore[attr-defined]
+    assert sum(r.queries for r in results) == seen
+    assert max(r.queries for r in results) <= budget
+    for r in results:
+        if r.status is Status.FLIPPED:
+            assert r.flip_rate is not None and r.flip_rate >= 0.9
+        if budget >= 5 and r.status is not Status.MISCLASSIFIED:
+            assert "unstable_predictions" in r.indicators
+
+
+def test_non_deterministic_discrete_model_verifies_on_repeated_passes() -> None:
+    from engine_fakes import EditCount, TokenModel, TokenSpace, groups, token_cases, token_weights
+
+    class NoisyTokens(TokenModel):
+        def __call__(self, batch):  # type: ignore[no-untyped-def]
+            scores = super().__call__(batch)
+            return scores + 0.3 * torch.randn(scores.shape, dtype=scores.dtype)
+
+    torch.manual_seed(3)
+    model = NoisyTokens(token_weights())
+    cases, labels = token_cases(12)
+    results = minimal_flip(model, TokenSpace(groups()), EditCount(), list(cases), labels,
+                           spec=SearchSpec(budget=400, exact="never"))  # fmt: skip
+    assert sum(r.queries for r in results) == model.rows
+    assert max(r.queries for r in results) <= 400
+    flipped = [r for r in results if r.status is Status.FLIPPED]
+    assert flipped
+    for r in results:
+        if r.status is not Status.MISCLASSIFIED:
+            assert "unstable_predictions" in r.indicators
+    for r in flipped:
+        assert r.flip_rate is not None and r.flip_rate >= 0.9 and r.margin >= 1
