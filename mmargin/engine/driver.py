@@ -248,7 +248,7 @@ def search_batch(
         correct &= batch.targets != batch.labels
     rows = correct.nonzero().squeeze(1).tolist()
     probed = probe.probe(run, batch)  # identical passes must agree (first batch only)
-    view = probe.search_view(run, kind)
+    view = probe.search_view(run, batch)
     found = dict(zip(rows, strategy.search(view, batch, rows) if rows else [], strict=True))
     probe.charge(run, found)
     queries = [1 + probed + (found[i].queries if i in found else 0) for i in range(len(ids))]

@@ -103,12 +103,12 @@ def deterministic(run: Run) -> bool:
     return not isinstance(found, Probe) or found.deterministic
 
 
-def verify_cost(run: Run, kind: Kind) -> int:
+def verify_cost(run: Run, batch: Batch) -> int:
     """Passes per sample that verification may spend: one for a deterministic model, else
     ``flip_repeats`` for each scale tried (:data:`GROWTH` for continuous inputs)."""
     if deterministic(run):
         return 1
-    tries = 1 + (len(GROWTH) if _continuous(kind) else 0)
+    tries = 1 + (len(GROWTH) if _continuous(batch) else 0)
     return run.spec.flip_repeats * tries
 
 
@@ -118,7 +118,7 @@ def probe_cost(run: Run) -> int:
     return PROBE_REPEATS if run.spec.budget >= PROBE_REPEATS + 3 else 0
 
 
-def search_view(run: Run, kind: Kind) -> Run:
+def search_view(run: Run, batch: Batch) -> Run:
     """The run as a strategy should see it: its budget less the probe's passes and the
     extra passes verification may need (a strategy plans for one verification pass). The
     probe's passes are set aside in every batch, although only the first spends them, so
@@ -127,13 +127,13 @@ def search_view(run: Run, kind: Kind) -> Run:
     For a non-deterministic model the strategy searches the mean of :data:`SMOOTH_PASSES`
     passes (expectation over the model's randomness): each of its passes costs that many,
     so its budget is divided by it and :func:`charge` multiplies what it reports."""
-    reserve = probe_cost(run) + verify_cost(run, kind) - 1
+    reserve = probe_cost(run) + verify_cost(run, batch) - 1
     if deterministic(run):
         if reserve <= 0:
             return run
         spec = dataclasses.replace(run.spec, budget=max(run.spec.budget - reserve, 1))
         return dataclasses.replace(run, spec=spec)
-    left = run.spec.budget - 1 - probe_cost(run) - verify_cost(run, kind)
+    left = run.spec.budget - 1 - probe_cost(run) - verify_cost(run, batch)
     budget = max(left // SMOOTH_PASSES + 2, 1)
     spec = dataclasses.replace(run.spec, budget=budget)
     return dataclasses.replace(run, spec=spec, model=Averaged(run.model, SMOOTH_PASSES))
@@ -209,7 +209,7 @@ def verify(
         if i not in pending:
             out[i] = Verdict(False, -1, None, 0)
     first = True
-    for scale in (1.0, *(GROWTH if _continuous(kind) else ())):
+    for scale in (1.0, *(GROWTH if _continuous(batch) else ())):
         pending = [i for i in pending if queries[i] + repeats <= run.spec.budget]
         if not pending:
             break
@@ -256,7 +256,6 @@ def _grown(run: Run, batch: Batch, cand: Candidate, i: int, scale: float) -> Can
     return dataclasses.replace(cand, adversarial=adv[0], margin=margin)
 
 
-def _continuous(kind: Kind) -> bool:
-    from mmargin.engine.driver import CONTINUOUS
-
-    return kind is CONTINUOUS
+def _continuous(batch: Batch) -> bool:
+    """Whether the batch holds continuous inputs (a tensor; discrete ones are a list)."""
+    return isinstance(batch.inputs, Tensor)
