@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmargin.engine.baseline import random_margins, with_random
 from mmargin.engine.counting import BudgetExhausted, CountingAdapter
 from mmargin.engine.spec import ReportFn, SearchSpec
 from mmargin.engine.state import Streams
@@ -267,12 +268,15 @@ def search_batch(
         for j, i in enumerate(check):
             verified[i] = (bool(ok[j]), int(decided[j]))
             queries[i] += 1
+    searched = [i for i, c in found.items() if c.error is None]
+    randoms = random_margins(run, batch, searched, queries)  # the random baseline
     extras = _reports(run, batch, found, verified, queries)
     seconds = (time.perf_counter() - started) / len(ids)
     out = []
     for i in range(len(ids)):
-        out.append(_record(run, kind, batch, i, bool(finite[i]), int(pred[i]), found.get(i),
-                           verified.get(i), queries[i], extras.get(i, {}), seconds))  # fmt: skip
+        record = _record(run, kind, batch, i, bool(finite[i]), int(pred[i]), found.get(i),
+                         verified.get(i), queries[i], extras.get(i, {}), seconds)  # fmt: skip
+        out.append(with_random(record, randoms.get(i)))
     return out
 
 
