@@ -24,7 +24,7 @@ from mmargin import plugins
 from mmargin.engine.spec import DEFAULT_BASELINE_PASSES
 from mmargin.errors import InvalidTaskError
 from mmargin.results import SampleResult
-from mmargin.summary import Summary, summarize
+from mmargin.summary import Summary, summarize, units_label
 from mmargin.tasks import Component, ModelSpec, Task, check_goal, check_value, load_task
 
 
@@ -251,7 +251,7 @@ def run_task(
         on_start(len(live.dataset))
     results = _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
                       live.dataset.ids, live.goal, spec, progress)  # fmt: skip
-    summary = summarize(results, task.epsilons)
+    summary = summarize(results, task.epsilons, units_label(live.space, live.distance))
     out_dir = None
     if task.out is not None:
         out_dir = Path(task.out)  # relative to the working directory, like any CLI path
