@@ -198,12 +198,14 @@ def evaluate(
 
 @dataclass(frozen=True)
 class RunOutput:
-    """What ``run_task`` produced: the results, their summary and where they were written."""
+    """What ``run_task`` produced: the results, their summary, where they were written and
+    the space plugin's example lines (``mmargin_summary_examples``)."""
 
     task: Task
     results: list[SampleResult]
     summary: Summary
     out: Path | None
+    examples: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_task(
@@ -262,7 +264,10 @@ def run_task(
             record["data"] = {"in_memory": f"{len(live.dataset)} samples"}
         write_run(out_dir, results, summary, record)
         write_artifacts(live.space, out_dir, results, live.dataset)
-    return RunOutput(task=task, results=results, summary=summary, out=out_dir)
+    from mmargin.examples import summary_examples
+
+    examples = summary_examples(live.space, results)
+    return RunOutput(task=task, results=results, summary=summary, out=out_dir, examples=examples)
 
 
 def seed_everything(seed: int) -> None:
