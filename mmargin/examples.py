@@ -42,11 +42,11 @@ def pick_examples(results: Sequence[SampleResult], count: int = MAX_LINES) -> li
 
 def ratio_note(result: SampleResult) -> str:
     """How a flip compares with random noise: ``"1/12 of random noise's"``, ``"random
-    noise never flipped it"`` or ``""`` when the run measured no random margin."""
+    perturbation flipped it"`` or ``""`` when the run measured no random margin."""
     if result.random_margin is None or result.random_ratio is None:
         return ""
     if math.isinf(result.random_margin):
-        return "random noise never flipped it"
+        return "no random perturbation flipped it"
     ratio = result.random_ratio
     if ratio <= 0:
         return ""

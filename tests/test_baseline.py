@@ -1,5 +1,6 @@
 """The random-perturbation baseline against oracles: along a random direction a linear
-model flips at ``m / |cos(u, w)|`` (so the ratio is ``|cos|``); on a discrete problem
+model flips at ``m / |cos(u, w)|`` (so the L2 ratio is ``|cos|``; along random signs σ
+the L∞ ratio is ``|w·σ| / ‖w‖₁``); on a discrete problem
 whose edits all push one way the smallest flipping prefix of the random edit sequence is
 found by brute force. Its passes are counted like every other pass and fit the budget,
 and it depends only on the run's seed and the sample's id."""
@@ -64,6 +65,20 @@ def test_linear_random_margin_is_margin_over_cosine() -> None:
         assert math.isclose(r.random_margin, exact / cos, rel_tol=3e-3)
         assert math.isclose(r.random_ratio, r.margin / r.random_margin, rel_tol=1e-9)
         assert math.isclose(r.random_ratio, cos, rel_tol=5e-3)
+
+
+def test_linf_random_margin_is_along_random_signs() -> None:
+    net, x, labels = _linear_case()
+    spec = SearchSpec(budget=400, baseline_passes=64, seed=2)
+    results = minimal_flip(TorchAdapter(net), box(), lp("linf"), x, labels, spec=spec)
+    w = net.w.double()
+    for r, xi, gen in zip(results, x, streams(2, [str(i) for i in range(len(x))]), strict=True):
+        signs = box().random(torch.as_tensor(xi[None]), gen)[0].double().sign()
+        gap = abs(float(torch.as_tensor(xi).double() @ w + net.b))
+        assert r.random_margin is not None and r.random_ratio is not None
+        assert math.isclose(r.random_margin, gap / abs(float(signs @ w)), rel_tol=3e-3)
+        exact_ratio = abs(float(signs @ w)) / float(w.abs().sum())
+        assert math.isclose(r.random_ratio, exact_ratio, rel_tol=5e-3)
 
 
 def test_random_margin_depends_on_seed_and_id_only() -> None:

@@ -10,12 +10,15 @@ which means the same thing for pixels, words, features and samples.
 How a random perturbation grows, per kind of space:
 
 * continuous, distance with p > 0 (L1, L2, L∞, weighted): one random direction ``u`` (the
-  space's ``random``: unit L2 over the free coordinates). The scale ``s`` of ``x ± s·u``
+  space's ``random``: unit L2 over the free coordinates; under L∞ its signs, a random
+  vertex of the cube, i.e. noise of one amplitude on every free coordinate, so that one
+  large coordinate does not set the size). The scale ``s`` of ``x ± s·u``
   (both signs, one pass each; a flip of either counts) grows by :data:`GROW` from
   :data:`START` ``·‖x‖₂`` until a flip, then is bisected on ``log s``. Every probe is
   mapped onto the space by ``finalize`` (box, mask, integers, one-hot) and measured by the
   run's distance. For a linear model the flipping scale along ``±u`` is ``m / |cos(u, w)|``
-  (m: the L2 margin), so under L2 the ratio is ``|cos(u, w)|``.
+  (m: the L2 margin), so under L2 the ratio is ``|cos(u, w)|``; under L∞, with ``σ`` the
+  random signs, it is ``|w·σ| / ‖w‖₁``.
 * continuous, L0: the free coordinates in random order, each pushed to a random extreme
   (salt-and-pepper noise, clipped to the box by ``finalize``); the number ``k`` of
   coordinates changed grows 1, 2, 4 ... and is bisected.
@@ -186,9 +189,12 @@ def _continuous(
     """Growing random noise along one direction per sample, all samples in each pass."""
     space, x = run.space, batch.inputs[torch.as_tensor(rows, device=batch.inputs.device)]
     u = torch.cat([space.random(x[j : j + 1], g) for j, g in enumerate(gens)]).to(x)
+    p = float(getattr(run.distance, "p", 2.0))
+    if p == math.inf:  # uniform-amplitude noise: a random vertex of the L∞ ball
+        u = u.sign()
     ref = x.flatten(1).norm(dim=1)
     ref = torch.where(ref > 0, ref, torch.ones_like(ref)).tolist()
-    sparse = float(getattr(run.distance, "p", 2.0)) == 0.0
+    sparse = p == 0.0
     if sparse:
         rank = _random_ranks(u, gens)
         push = u.sign() * EXTREME * max(max(ref), 1.0)
