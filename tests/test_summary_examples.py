@@ -63,6 +63,18 @@ def test_text_lines_mark_each_edit_in_the_sentence() -> None:
     assert "2 of 10 words edited" in line and "<script>x</script>" in line
 
 
+def test_embedding_lines_list_the_projected_token_changes() -> None:
+    from mmargin_text.examples import text_line
+
+    extras = {
+        "projection": "a fine film",
+        "projection_flips": True,
+        "token_edits": [{"token": 1, "from": "good", "to": "fine"}],
+    }
+    line = text_line(_flip("e", 0.4, distance="embedding-l2", extras=extras))  # fmt: skip
+    assert "embedding-l2 0.4" in line and "[good -> fine] (still flips)" in line
+
+
 def test_tabular_lines_list_changed_features_in_raw_units() -> None:
     from mmargin_tabular.examples import feature_diff
 

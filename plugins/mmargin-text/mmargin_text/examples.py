@@ -2,9 +2,9 @@
 
 Backs the ``mmargin_summary_examples`` hook for the text spaces: for the smallest, median
 and largest flips, the number of words (or characters) edited and the sentence with each
-edit marked ``[old -> new]``; for the embedding space, the L2 margin and the text its
-adversarial embeddings project to (and whether that text still flips). Long texts are
-cut around the first edit.
+edit marked ``[old -> new]``; for the embedding space, the L2 margin and the token
+changes its adversarial embeddings project to (and whether that text still flips). Long
+texts are cut around the first edit.
 """
 
 from __future__ import annotations
@@ -43,6 +43,18 @@ def marked_text(original: str, edits: Sequence[Mapping[str, Any]]) -> str:
     return around(text, text.find("["))
 
 
+def projection_note(extras: Mapping[str, Any]) -> str:
+    """What the embedding space's nearest-token projection did: the token changes and
+    whether the projected text still flips."""
+    flips = "still flips" if extras.get("projection_flips") else "does not flip"
+    changes = [c for c in extras.get("token_edits") or [] if isinstance(c, Mapping)]
+    if not changes:
+        return f"nearest tokens: the original text ({flips})"
+    listed = ", ".join(f"[{c.get('from')} -> {c.get('to')}]" for c in changes[:4])
+    more = f" (+{len(changes) - 4} more)" if len(changes) > 4 else ""
+    return f"nearest tokens: {listed}{more} ({flips})"
+
+
 def text_line(result: SampleResult) -> str:
     """One flip: classes, the edit count and the marked sentence (or, for the embedding
     space, the L2 margin and the projected text)."""
@@ -50,9 +62,8 @@ def text_line(result: SampleResult) -> str:
     head = f"{result.sample!r} class {result.label} -> {result.adv_label}"
     note = ratio_note(result)
     if "projection" in e:
-        flips = "still flips" if e.get("projection_flips") else "does not flip"
         size = f"{result.distance} {result.margin:.4g}" + (f" ({note})" if note else "")
-        return f'{head}: {size}; nearest tokens ({flips}): "{around(str(e["projection"]), 0)}"'
+        return f"{head}: {size}; {projection_note(e)}"
     edits = e.get("edits") or []
     if "words_seen" in e and result.distance == "word-edits":
         size = f"{result.margin:.0f} of {e['words_seen']} words edited"
