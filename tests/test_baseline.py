@@ -139,6 +139,7 @@ def test_baseline_passes_are_counted_and_fit_the_budget(
         assert measured
     for r in measured:
         assert r.random_margin > 0
+        assert 0 < r.extras["random_passes"] <= 20
         if p == "l0" or not p:
             assert math.isinf(r.random_margin) or r.random_margin == int(r.random_margin)
 

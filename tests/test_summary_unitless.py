@@ -34,12 +34,12 @@ def _results(seed: int = 0, n: int = 40) -> list[SampleResult]:
             margin = float(rng.uniform(0.1, 2.0))
             r = result_record(str(i), 0, Status.FLIPPED, margin=margin, **common)
             noise = math.inf if rng.uniform() < 0.1 else float(margin * rng.uniform(0.5, 20))
-            out.append(with_random(r, noise))
+            out.append(with_random(r, (noise, 8)))
         elif kind == "mis":
             out.append(result_record(str(i), 0, Status.MISCLASSIFIED, margin=0.0, **common))
         elif kind == "not":
             r = result_record(str(i), 0, Status.NOT_FLIPPED, margin=math.inf, **common)
-            out.append(with_random(r, float(rng.uniform(1, 5))))
+            out.append(with_random(r, (float(rng.uniform(1, 5)), 8)))
         else:
             out.append(result_record(str(i), 0, Status.ERROR, **common))
     return out

@@ -125,10 +125,11 @@ def streams(seed: int, ids: Sequence[str]) -> list[torch.Generator]:
 
 def random_margins(
     run: Run, batch: Batch, rows: Sequence[int], queries: list[int]
-) -> dict[int, float]:
+) -> dict[int, tuple[float, int]]:
     """The random margin of each sample ``rows`` of ``batch`` (correctly classified, already
-    searched), charging its passes to ``queries``. Empty when the baseline is off; a
-    failure (the model raising on noise) leaves the figure out, never the sample's margin."""
+    searched) and the passes it took, which are also charged to ``queries``. Empty when the
+    baseline is off; a failure (the model raising on noise) leaves the figure out, never
+    the sample's margin."""
     spec = run.spec
     caps = [min(spec.baseline_passes, spec.budget - queries[i] - spec.report_passes) for i in rows]
     rows = [i for i, cap in zip(rows, caps, strict=True) if cap > 0]
@@ -145,23 +146,26 @@ def random_margins(
     except Exception:  # noqa: BLE001 - the model is user code; the baseline is optional
         for b in brackets:
             b.best = math.nan
-    out: dict[int, float] = {}
+    out: dict[int, tuple[float, int]] = {}
     for i, b in zip(rows, brackets, strict=False):
         queries[i] += b.passes
         if not math.isnan(b.best):
-            out[i] = b.best
+            out[i] = (b.best, b.passes)
     return out
 
 
-def with_random(result: SampleResult, random: float | None) -> SampleResult:
-    """``result`` with its random margin and ``random_ratio = margin / random_margin``
-    (0 when no random perturbation flipped; ``None`` without a finite margin)."""
-    if random is None:
+def with_random(result: SampleResult, found: tuple[float, int] | None) -> SampleResult:
+    """``result`` with its random margin, ``random_ratio = margin / random_margin`` (0 when
+    no random perturbation flipped; ``None`` without a finite margin) and the baseline's
+    passes in ``extras["random_passes"]`` (``found``: the margin and passes, or None)."""
+    if found is None:
         return result
+    random, passes = found
     ratio = None
     if math.isfinite(result.margin):
         ratio = 0.0 if math.isinf(random) else result.margin / random
-    return dataclasses.replace(result, random_margin=random, random_ratio=ratio)
+    extras = {**result.extras, "random_passes": passes}
+    return dataclasses.replace(result, random_margin=random, random_ratio=ratio, extras=extras)
 
 
 def _live(brackets: list[Bracket]) -> list[tuple[int, float]]:
