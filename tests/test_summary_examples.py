@@ -15,6 +15,7 @@ import pytest
 
 from mmargin.cli import main
 from mmargin.examples import pick_examples, printable, summary_examples
+from mmargin.hookspecs import hookimpl
 from mmargin.results import SampleResult, Status, result_record
 
 
@@ -101,6 +102,29 @@ def test_only_the_space_owner_answers_the_hook() -> None:
     results = [_flip("a", 0.02, distance="linf")]
     assert summary_examples(box(modality="image"), results)[0].startswith("'a' class 1 -> 0")
     assert summary_examples(box(modality="features"), results) == []
+
+
+class _Broken:
+    """A plugin whose examples hook raises for its own modality."""
+
+    @hookimpl
+    def mmargin_summary_examples(self, space: Any, results: Any) -> list[str] | None:
+        if getattr(space, "modality", None) != "broken":
+            return None
+        raise RuntimeError("bad \x1b[31mplugin\x1b[0m")
+
+
+def test_a_failing_examples_hook_gives_one_plain_line_not_an_exception() -> None:
+    from mmargin import plugins
+    from mmargin.spaces import box
+
+    pm = plugins.manager()
+    pm.register(_Broken(), name="test-broken-examples")
+    try:
+        lines = summary_examples(box(modality="broken"), [_flip("a", 1.0)])
+    finally:
+        pm.unregister(name="test-broken-examples")
+    assert lines == ["(no examples: RuntimeError: bad [31mplugin [0m)"]
 
 
 TASK = """
