@@ -4,8 +4,9 @@ It does once what every strategy needs: input checks, batching, the clean pass (
 already misclassified get margin 0; NaN scores and a target equal to the label are
 per-sample errors), the call to the strategy's search for the correctly classified
 samples, the re-verification of every adversarial in a fresh pass judged by the goal, the
-per-sample report hook, the result records and the isolation of failures — a model that
-raises on some samples marks those samples ``error`` and the run goes on, while a mistake
+random-perturbation baseline (:mod:`mmargin.engine.baseline`), the per-sample report hook,
+the result records and the isolation of failures — a model that raises on some samples
+marks those samples ``error`` and the run goes on, while a mistake
 that fails every sample of the first batch the same way (a shape or feature-count
 mismatch, a normalisation of the wrong length, scores of the wrong shape, a target class
 the model does not have) stops the run with :class:`~mmargin.errors.RunError`.
