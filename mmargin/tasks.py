@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmargin.engine.spec import DEFAULT_BASELINE_PASSES
 from mmargin.errors import InvalidTaskError
 
 
@@ -87,6 +88,7 @@ class Task:
     patience: int = 0
     report_passes: int = 0
     flip_repeats: int = 10
+    baseline_passes: int = DEFAULT_BASELINE_PASSES
     epsilons: tuple[float, ...] = ()
     base: Path = Path(".")
 
@@ -124,6 +126,7 @@ _SCALARS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
             "an integer in [1, 1000] (passes re-checking a flip of a "
             "non-deterministic model; 90% must agree)",
         ),
+        "baseline_passes": (int, "an integer >= 0 (passes for the random baseline; 0 = off)"),
     },
     "report": {"epsilons": (list, "a list of numbers")},
 }
@@ -149,7 +152,7 @@ SEED_MAX = 2**63 - 1
 _MAXIMUM = {"task.seed": SEED_MAX, "search.budget": 10**7, "search.restarts": 1000,
             "task.batch_size": 10**6, "search.line_search_steps": 64,
             "search.patience": 10**7, "search.report_passes": 10**7,
-            "search.flip_repeats": 1000}  # fmt: skip
+            "search.flip_repeats": 1000, "search.baseline_passes": 10**7}  # fmt: skip
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 _TABLES = ("task", "model", "data", "space", "distance", "goal", "search", "report")
 
@@ -223,6 +226,7 @@ def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str
         patience=values.get("search.patience", 0),
         report_passes=values.get("search.report_passes", 0),
         flip_repeats=values.get("search.flip_repeats", 10),
+        baseline_passes=values.get("search.baseline_passes", DEFAULT_BASELINE_PASSES),
         epsilons=tuple(float(e) for e in epsilons),
         base=base,
     )
