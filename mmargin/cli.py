@@ -165,6 +165,11 @@ def format_summary(name: str, summary: Any, examples: Sequence[str] = ()) -> str
         rows.insert(3, ("units", str(units)))
     width = max(len(k) for k, _ in rows)
     lines = [f"== {name} =="] + [f"{k:<{width}}  {v}" for k, v in rows]
+    from mmargin.engine.indicators import summary_line
+
+    warning = summary_line(getattr(s, "indicator_counts", {}) or {}, s.samples)
+    if warning is not None:
+        lines.append(warning)
     if examples:
         lines += ["", "examples (smallest, median, largest flip):"]
         lines += [f"  {line}" for line in examples]
