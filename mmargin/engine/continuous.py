@@ -132,7 +132,7 @@ class ContinuousSearch:
         """The exact hook for one sample, then its candidate."""
         method, lower, notes = self.name, None, []
         if self.exact is not None and run.spec.exact != "never":
-            left = run.spec.budget - 2 - queries - run.spec.report_passes
+            left = run.spec.budget - 2 - queries - run.spec.report_passes - run.spec.baseline_passes
             got = apply_exact(
                 self.exact, run.model, run.space, run.distance, run.goal, x[j : j + 1],
                 labels[j : j + 1], None if targets is None else targets[j : j + 1],
