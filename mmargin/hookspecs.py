@@ -213,3 +213,21 @@ def mmargin_write_artifacts(
     Called by the host after a task run has written ``results.jsonl`` and the summary, on
     every plugin; do nothing when ``space`` is not one of yours. Write only under ``out``.
     """
+
+
+@hookspec(firstresult=True)
+def mmargin_render_sample(
+    space: AnySpace | None, result: SampleResult, dataset_item: np.ndarray | None
+) -> str | None:
+    """An HTML fragment showing one sample in ``mmargin report``'s gallery, or ``None``.
+
+    Called by the report (:mod:`mmargin.report`) for the flipped samples it shows, after
+    the run: ``space`` is the run's space rebuilt from its task copy (``None`` when that
+    fails, e.g. the plugin is no longer installed), ``result`` the sample's record with
+    its ``adversarial`` and ``extras``, ``dataset_item`` its clean input as the space holds
+    it (from the run's ``inputs.npz``; ``None`` for runs written before it existed or
+    spaces whose inputs are not arrays). Return ``None`` when the sample is not of your
+    modality. Every text from the model or the data must be escaped (``html.escape``);
+    embed media as data URIs (``mmargin.plugin.png_data_uri``, ``wav_data_uri``): the
+    report must work offline. The first plugin that returns a fragment wins.
+    """

@@ -29,6 +29,8 @@ What is here:
   (``NoiseConfig``, ``noise_margin``);
 - ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
   sample's budget is spent;
+- media for a plugin's gallery view in ``mmargin report`` (``png_data_uri``,
+  ``wav_data_uri``, ``spectrogram``: data URIs, so the report works offline);
 - results (``SampleResult``, ``Status``) and errors: ``InvalidInputError`` (a batch the
   space cannot use), ``RunError`` (a mistake that dooms every sample),
   ``InvalidTaskError``, ``PluginError``.
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
         RelaxedSpace,
         Space,
     )
+    from mmargin.report.media import png_data_uri, spectrogram, wav_data_uri
     from mmargin.results import SampleResult, Status
     from mmargin.spaces import ContinuousSpace, box
 
@@ -135,6 +138,7 @@ _LAZY: dict[str, str] = {
     "noise_margin": "mmargin.engine.noise",
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
+    **dict.fromkeys(("png_data_uri", "wav_data_uri", "spectrogram"), "mmargin.report.media"),
 }
 
 __all__ = [
@@ -184,6 +188,9 @@ __all__ = [
     "lp",
     "make_goal",
     "noise_margin",
+    "png_data_uri",
+    "spectrogram",
+    "wav_data_uri",
 ]
 
 

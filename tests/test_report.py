@@ -1,0 +1,123 @@
+"""``mmargin report`` / ``mmargin compare`` without a browser: escaping, offline pages,
+optional figures shown when present and tolerated when absent, comparability notes, the
+text highlighting and the stored clean inputs. (The browser checks: test_report_browser.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from report_fakes import image_results, text_results, write_fake_run
+
+from mmargin.cli import main
+from mmargin.report.compare import compare_table, render_compare
+from mmargin.report.inputs import read_inputs, write_inputs
+from mmargin.report.page import render_report, write_report
+from mmargin.report.run import read_run
+from mmargin_text.render import highlight
+
+EVIL = 'great <script>window.pwned = 1</script> film & "fun"'
+
+
+def external(page: str) -> list[str]:
+    """Every reference a page makes to something outside itself."""
+    refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page) + re.findall(r"url\(([^)]*)\)", page)
+    return [r for r in refs if not r.startswith(("data:", "#"))]
+
+
+@pytest.fixture
+def text_run(tmp_path: Path) -> Path:
+    results = text_results([(EVIL, EVIL.replace("great", "awful"), 1.0),
+                            ("a fine film", "a fine flim", 1.0),
+                            ("it is good and long", "it is bad and short", 2.0)])  # fmt: skip
+    return write_fake_run(tmp_path / "text", results, name="text-run", space="word",
+                          distance="word-edits")  # fmt: skip
+
+
+def test_script_in_a_sentence_is_escaped_and_the_page_is_self_contained(text_run: Path) -> None:
+    page = render_report(read_run(text_run))
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in page
+    assert "<del>great</del> <ins>awful</ins>" in page
+    assert external(page) == []
+    assert "<svg" in page  # plots inline
+
+
+def test_highlight_marks_exactly_the_changed_words() -> None:
+    # oracle: the word lists differ at positions 1 and 3 only
+    out = highlight("a b c d", "a x c y")
+    assert out == "a <del>b</del> <ins>x</ins> c <del>d</del> <ins>y</ins>"
+    assert highlight("same words", "same words") == "same words"
+    assert highlight("<b>", "<i>") == "<del>&lt;b&gt;</del> <ins>&lt;i&gt;</ins>"
+
+
+def test_newer_figures_are_shown_and_older_runs_tolerated(tmp_path: Path) -> None:
+    results, clean = image_results([0.5, 1.0, 2.0, 4.0])
+    old = write_fake_run(tmp_path / "old", results, name="old", space="image", distance="l2")
+    page = render_report(read_run(old))
+    assert "Adversarial / random-noise ratio" not in page
+    assert "written before they existed" in page and "inputs.npz" in page
+    new = write_fake_run(
+        tmp_path / "new", results, name="new", space="image", distance="l2", clean=clean,
+        summary_extra={"random_ratio_median": 0.05, "normalised_auc": 0.3,
+                       "normalised_scale": "random margin", "units": "L2 pixels",
+                       "certified_robust_accuracy": {"0.5": 0.5}, "bracket_ratio_median": 2.0,
+                       "indicator_counts": {"zero_gradients": 1}},
+        row_extra=[{"random_ratio": 0.1 * (i + 1), "random_margin": 10.0,
+                    "indicators": ["zero_gradients"] if i == 0 else []} for i in range(4)],
+    )  # fmt: skip
+    page = render_report(read_run(new))
+    assert "Adversarial / random-noise ratio" in page
+    assert "certified (lower bound)" in page  # the summary's certified accuracy column
+    assert "zero_gradients" in page and "attack may have failed" in page
+    assert "L2 pixels" in page
+    # the image plugin's view: clean, adversarial and perturbation as PNG data URIs
+    assert page.count('src="data:image/png;base64,') == 3 * 3
+    assert external(page) == []
+
+
+def test_compare_notes_what_is_not_comparable(tmp_path: Path) -> None:
+    img, _ = image_results([0.5, 1.0])
+    txt = text_results([("a b", "a c", 1.0), ("c d e", "x y e", 2.0)])
+    a = write_fake_run(tmp_path / "a", img, name="img", space="image", distance="l2",
+                       summary_extra={"normalised_auc": 0.4})  # fmt: skip
+    b = write_fake_run(tmp_path / "b", txt, name="txt", space="word", distance="word-edits",
+                       data={"name": "mr"}, summary_extra={"normalised_auc": 0.7})  # fmt: skip
+    c = write_fake_run(tmp_path / "c", img, name="img2", space="image", distance="l2")
+    table = compare_table([a, b])
+    margin_line = next(line for line in table.splitlines() if line.startswith("median margin"))
+    assert "†" in margin_line and "0.5 l2" in margin_line.replace("0.500", "0.5")
+    auc_line = next(line for line in table.splitlines() if line.startswith("normalised"))
+    assert "†" not in auc_line and "0.4" in auc_line and "0.7" in auc_line
+    assert "not comparable: different space" in table and "different distance" in table
+    assert "different data" in table  # clean accuracy needs the same data
+    assert "†" not in compare_table([a, c])  # same space, distance and data
+    page = render_compare([read_run(a), read_run(b)])
+    assert "is not comparable across these runs" in page and external(page) == []
+
+
+def test_cli_report_compare_and_a_bad_folder(tmp_path: Path, text_run: Path, capsys) -> None:
+    assert main(["report", str(text_run), "-o", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert main(["compare", str(text_run), str(text_run), "-o", str(tmp_path / "c.html")]) == 0
+    assert "median margin" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmargin: error:") and len(err.strip().splitlines()) == 1
+    assert write_report(text_run) == text_run / "report.html"
+
+
+def test_clean_inputs_round_trip_for_flipped_samples_only(tmp_path: Path) -> None:
+    from mmargin.data import Dataset
+
+    results, clean = image_results([0.5, 1.0])
+    x = np.stack([clean["i0"], clean["i1"], clean["i0"] * 0])
+    data = Dataset(x, np.array([0, 1, 2]), ["i0", "i1", "other"])
+    assert write_inputs(tmp_path, results, data) == tmp_path / "inputs.npz"
+    back = read_inputs(tmp_path)
+    assert sorted(back) == ["i0", "i1"]
+    np.testing.assert_array_equal(back["i1"], clean["i1"])
+    words = Dataset(np.array(["a b", "c d"], dtype=object), np.array([0, 1]), ["i0", "i1"])
+    assert write_inputs(tmp_path / "t", results, words) is None
