@@ -91,11 +91,12 @@ def test_compare_notes_what_is_not_comparable(tmp_path: Path) -> None:
     assert "†" in margin_line and "0.5 l2" in margin_line.replace("0.500", "0.5")
     auc_line = next(line for line in table.splitlines() if line.startswith("normalised"))
     assert "†" not in auc_line and "0.4" in auc_line and "0.7" in auc_line
-    assert "not comparable: different space" in table and "different distance" in table
-    assert "different data" in table  # clean accuracy needs the same data
+    assert "not comparable (different space, different distance): median relative" in table
+    assert "not comparable (different data): clean accuracy" in table
+    assert "distance: l2 (img) vs word-edits (txt)" in table
     assert "†" not in compare_table([a, c])  # same space, distance and data
     page = render_compare([read_run(a), read_run(b)])
-    assert "is not comparable across these runs" in page and external(page) == []
+    assert "† not comparable (different space" in page and external(page) == []
 
 
 def test_cli_report_compare_and_a_bad_folder(tmp_path: Path, text_run: Path, capsys) -> None:

@@ -48,7 +48,7 @@ FIGURES = (
     Figure("margin_median", "median margin (native units)", False, ("space", "distance")),
     Figure("margin_q25", "margin 25th percentile", False, ("space", "distance")),
     Figure("margin_q75", "margin 75th percentile", False, ("space", "distance")),
-    Figure("exact_fraction", "exact margins", False, fraction=True),
+    Figure("exact_fraction", "exact margins", True, fraction=True),
 )
 
 
@@ -84,15 +84,33 @@ def value(run: ReportRun, key: str) -> float | None:
 
 
 def conflicts(runs: Sequence[ReportRun], figure: Figure) -> list[str]:
-    """Why the runs that carry ``figure`` are not comparable on it (empty: comparable)."""
+    """What the runs that carry ``figure`` differ in among what it requires (``data``,
+    ``space``, ``distance``; empty: comparable)."""
     having = [r for r in runs if value(r, figure.key) is not None]
-    notes = []
-    for what in figure.requires:
-        kinds = {identity(r, what) for r in having}
-        if len(kinds) > 1:
-            labels = ", ".join(f"{r.name}: {describe(r, what)}" for r in having)
-            notes.append(f"different {what} ({labels})")
-    return notes
+    return [w for w in figure.requires if len({identity(r, w) for r in having}) > 1]
+
+
+def differences(runs: Sequence[ReportRun], what: str) -> str:
+    """How the runs differ in ``what``: each distinct value and the runs that have it."""
+    groups: dict[str, list[str]] = {}
+    for r in runs:
+        groups.setdefault(describe(r, what), []).append(r.name)
+    return " vs ".join(f"{label} ({', '.join(names)})" for label, names in groups.items())
+
+
+def notes(
+    runs: Sequence[ReportRun], found: Sequence[tuple[Figure, list[str], list[str]]]
+) -> list[str]:
+    """One line per set of differences: the figures it makes incomparable, and how the runs
+    differ (each difference spelled out once)."""
+    by_reason: dict[tuple[str, ...], list[str]] = {}
+    for figure, _, why in found:
+        if why:
+            by_reason.setdefault(tuple(why), []).append(figure.label)
+    lines = [f"not comparable ({', '.join('different ' + w for w in why)}): {', '.join(labels)}"
+             for why, labels in by_reason.items()]  # fmt: skip
+    spelled = sorted({w for why in by_reason for w in why})
+    return lines + [f"{w}: {differences(runs, w)}" for w in spelled]
 
 
 def rows(runs: Sequence[ReportRun]) -> list[tuple[Figure, list[str], list[str]]]:
@@ -114,17 +132,15 @@ def compare_table(run_dirs: Sequence[str | Path]) -> str:
     runs = [read_run(p) for p in run_dirs]
     found = rows(runs)
     header = ["figure", *[r.name for r in runs]]
-    body = [[f.label + (" †" if notes else ""), *cells] for f, cells, notes in found]
-    body.insert(
-        0,
-        ["modality / distance", *[f"{r.first('modality')} / {r.first('distance')}" for r in runs]],
-    )
+    body = [[f.label + (" †" if why else ""), *cells] for f, cells, why in found]
+    described = [f"{r.first('modality')} / {r.first('distance')}" for r in runs]
+    body.insert(0, ["modality / distance", *described])
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in [header, *body]]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
-    notes = [f"† {f.label}: not comparable: {'; '.join(n)}" for f, _, n in found if n]
-    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+    below = [f"† {line}" for line in notes(runs, found)]
+    return "\n".join(lines + (["", *below] if below else [])) + "\n"
 
 
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html") -> Path:
@@ -139,23 +155,26 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.htm
 def render_compare(runs: Sequence[ReportRun]) -> str:
     """The comparison page as HTML text."""
     found = rows(runs)
-    header = ["figure", "scale", *[r.name for r in runs]]
-    body: list[list[Any]] = [
-        ["modality · space · distance", "", *[f"{r.first('modality')} · {describe(r, 'space')} · "
-                                              f"{describe(r, 'distance')}" for r in runs]],
-        ["data", "", *[describe(r, "data") for r in runs]],
-        ["samples", "", *[str(len(r.results)) for r in runs]],
-    ]  # fmt: skip
-    for f, cells, notes in found:
-        mark = Raw(esc(f.label) + ('<sup class="nc" title="not comparable across these runs">†'
-                                   "</sup>" if notes else ""))  # fmt: skip
-        body.append([mark, "unitless" if f.unitless else "native", *cells])
-    notes_html = "".join(f'<div class="note bad"><b>{esc(f.label)}</b> is not comparable '
-                         f"across these runs: {esc('; '.join(n))}.</div>"
-                         for f, _, n in found if n)  # fmt: skip
-    unitless = {f.label: [value(r, f.key) for r in runs] for f in FIGURES if f.unitless
-                and any(value(r, f.key) is not None for r in runs)}  # fmt: skip
-    chart = figures.grouped_bars([r.name for r in runs], unitless) if unitless else ""
+    who = table(["run", "modality", "space", "distance", "data", "samples", "folder"],
+                [(r.name, r.first("modality"), describe(r, "space"), describe(r, "distance"),
+                  describe(r, "data"), len(r.results), str(r.path)) for r in runs])  # fmt: skip
+    header = ["figure", *[r.name for r in runs]]
+    body: list[list[Any]] = []
+    for unitless in (True, False):
+        scale = "unitless: compares across models and modalities" if unitless else (
+            "native: each run's own units")  # fmt: skip
+        body.append([Raw(f"<b>{esc(scale)}</b>"), *[""] * len(runs)])
+        for f, cells, why in found:
+            if f.unitless is unitless:
+                mark = '<sup class="nc" title="not comparable across these runs">†</sup>'
+                body.append([Raw(esc(f.label) + (mark if why else "")), *cells])
+    notes_html = "".join(
+        f'<div class="note bad">† {esc(line)}</div>' if line.startswith("not comparable")
+        else f'<div class="muted">{esc(line)}</div>' for line in notes(runs, found)
+    )  # fmt: skip
+    unitless_values = {f.label: [value(r, f.key) for r in runs] for f in FIGURES if f.unitless
+                       and any(value(r, f.key) is not None for r in runs)}  # fmt: skip
+    chart = figures.small_multiples([r.name for r in runs], unitless_values)
     ratios = [[float(v) for i in range(len(r.results))
                if isinstance(v := r.value(i, "random_ratio"), (int, float)) and math.isfinite(v)]
               for r in runs]  # fmt: skip
@@ -166,14 +185,13 @@ def render_compare(runs: Sequence[ReportRun]) -> str:
                  + figures.curves([r.name for r in runs], ratios, "t = margin / random margin")
                  + "</div>")  # fmt: skip
     body_html = (
-        "<h1>mmargin compare</h1>"
-        f'<p class="sub">{len(runs)} runs: {esc(", ".join(str(r.path) for r in runs))}</p>'
-        "<h2>Figures</h2>" + table(header, body, numeric=list(range(2, 2 + len(runs))))
+        f"<h1>mmargin compare</h1><p class=\"sub\">{len(runs)} runs</p>{who}"
+        "<h2>Figures</h2>" + table(header, body, numeric=list(range(1, 1 + len(runs))))
         + '<p class="muted">Unitless figures compare across models and modalities. Native '
         "figures are in each run's own units and compare only between runs with the same "
         "space and distance (and, for a model comparison, the same data). † marks a figure "
         "on which these runs differ in what it requires.</p>" + notes_html
         + '<h2>Unitless figures</h2><div class="grid">'
-        + (f'<div class="card figure">{chart}</div>' if chart else "") + curve + "</div>"
+        + f'<div class="card figure">{chart}</div>' + curve + "</div>"
     )  # fmt: skip
     return page("mmargin compare", body_html)

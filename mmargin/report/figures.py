@@ -118,20 +118,27 @@ def per_class(groups: Mapping[str, Sequence[float]], ylabel: str) -> str:
     return to_svg(fig, "per-class")
 
 
-def grouped_bars(runs: Sequence[str], figures: Mapping[str, Sequence[float | None]]) -> str:
-    """One group of bars per figure, one bar per run (missing values left out)."""
-    fig, ax = new_figure(max(5.5, 1.3 * len(figures) + 2.5), 3.4)
-    width = 0.8 / max(1, len(runs))
-    for j, run in enumerate(runs):
-        xs, ys = [], []
-        for i, values in enumerate(figures.values()):
-            value = values[j]
-            if value is not None and math.isfinite(value):
-                xs.append(i + (j - (len(runs) - 1) / 2) * width)
-                ys.append(value)
-        ax.bar(xs, ys, width=width, color=COLOURS[j % len(COLOURS)], label=run)
-    ax.set_xticks(range(len(figures)), list(figures), fontsize=8)
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+def small_multiples(runs: Sequence[str], figures: Mapping[str, Sequence[float | None]]) -> str:
+    """One panel per figure (its own scale), one labelled bar per run; a missing value is
+    written as "n/a" instead of a bar."""
+    from matplotlib.figure import Figure
+
+    n = max(1, len(figures))
+    fig = Figure(figsize=(max(4.0, 2.3 * n), 1.4 + 0.3 * len(runs)), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (label, values) in zip(axes, figures.items(), strict=False):
+        for j, v in enumerate(values):
+            ok = v is not None and math.isfinite(v)
+            ax.barh(j, v if ok else 0.0, color=COLOURS[j % len(COLOURS)])
+            ax.text(v if ok else 0.0, j, f" {v:.3g}" if ok else " n/a", va="center", fontsize=7)
+        ax.set_yticks(range(len(runs)), list(runs) if ax is axes[0] else [""] * len(runs),
+                      fontsize=7)  # fmt: skip
+        ax.invert_yaxis()
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.margins(x=0.25)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
     return to_svg(fig, "bars")
 
 
