@@ -122,3 +122,18 @@ def test_clean_inputs_round_trip_for_flipped_samples_only(tmp_path: Path) -> Non
     np.testing.assert_array_equal(back["i1"], clean["i1"])
     words = Dataset(np.array(["a b", "c d"], dtype=object), np.array([0, 1]), ["i0", "i1"])
     assert write_inputs(tmp_path / "t", results, words) is None
+
+
+def test_proven_share_beside_the_empirical_one_from_per_sample_bounds(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    results, _ = image_results([0.5, 1.0, 2.0, 4.0])
+    bounds = [0.5, 0.4, None, 3.0]
+    results = [replace(r, lower_bound=b) for r, b in zip(results, bounds, strict=True)]
+    run = read_run(write_fake_run(tmp_path / "b", results, name="b", space="image", distance="l2"))
+    page = render_report(run)
+    assert "proven (lower bound &gt; ε)" in page
+    for eps, empirical in run.summary["robust_accuracy"].items():
+        proven = sum(b is not None and b > float(eps) for b in bounds) / len(bounds)
+        row = f'<td>{float(eps):.3g}</td><td class="num">{100 * empirical:.1f}%</td>'
+        assert f'{row}<td class="num">{100 * proven:.1f}%</td>' in page

@@ -162,7 +162,7 @@ def render_compare(runs: Sequence[ReportRun]) -> str:
     body: list[list[Any]] = []
     for unitless in (True, False):
         scale = "unitless: compares across models and modalities" if unitless else (
-            "native: each run's own units")  # fmt: skip
+            "in each run's own terms: same space and distance needed")  # fmt: skip
         body.append([Raw(f"<b>{esc(scale)}</b>"), *[""] * len(runs)])
         for f, cells, why in found:
             if f.unitless is unitless:

@@ -111,6 +111,9 @@ def robustness(run: ReportRun) -> str:
     header = [f"ε ({run.units})", "robust accuracy (empirical, upper bound)"]
     if certified:
         header.append("certified (lower bound)")
+    elif any(b is not None for b in bounds):  # per-sample bounds without a summary figure
+        header.append("proven (lower bound > ε)")
+        certified = {e: sum(b is not None and b > e for b in bounds) / len(bounds) for e in eps}
     rows = [[number(e), percent(empirical.get(e))] + ([percent(certified.get(e))] if certified
             else []) for e in eps]  # fmt: skip
     note = ("" if any(b is not None for b in bounds) else
