@@ -37,6 +37,7 @@ class Figure:
 FIGURES = (
     Figure("clean_accuracy", "clean accuracy", True, ("data",), fraction=True),
     Figure("attack_success", "attack success", True, fraction=True),
+    Figure("exact_fraction", "exact margins", True, fraction=True),
     Figure("random_ratio_median", "median adversarial / random margin", True),
     Figure("normalised_auc", "normalised robustness AUC", True),
     Figure(
@@ -48,7 +49,6 @@ FIGURES = (
     Figure("margin_median", "median margin (native units)", False, ("space", "distance")),
     Figure("margin_q25", "margin 25th percentile", False, ("space", "distance")),
     Figure("margin_q75", "margin 75th percentile", False, ("space", "distance")),
-    Figure("exact_fraction", "exact margins", True, fraction=True),
 )
 
 
@@ -133,6 +133,9 @@ def compare_table(run_dirs: Sequence[str | Path]) -> str:
     found = rows(runs)
     header = ["figure", *[r.name for r in runs]]
     body = [[f.label + (" †" if why else ""), *cells] for f, cells, why in found]
+    native = next((i for i, (f, _, _) in enumerate(found) if not f.unitless), None)
+    if native is not None:  # unitless figures first, then each run's own terms
+        body.insert(native, ["(in each run's own terms)", *[""] * len(runs)])
     described = [f"{r.first('modality')} / {r.first('distance')}" for r in runs]
     body.insert(0, ["modality / distance", *described])
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
