@@ -106,9 +106,11 @@ def robustness(run: ReportRun) -> str:
     }
     certified_raw = dict(run.summary.get("certified_robust_accuracy") or {})
     certified = {float(k): float(v) for k, v in certified_raw.items()}
-    svg = figures.robust_curve(margins, bounds, run.units, certified or None, empirical or None)
+    svg = figures.robust_curve(
+        margins, bounds, run.short_units, certified or None, empirical or None
+    )
     eps = sorted(set(empirical) | set(certified))
-    header = [f"ε ({run.units})", "robust accuracy (empirical, upper bound)"]
+    header = [f"ε ({run.short_units})", "robust accuracy (empirical, upper bound)"]
     if certified:
         header.append("certified (lower bound)")
     elif any(b is not None for b in bounds):  # per-sample bounds without a summary figure
@@ -137,11 +139,11 @@ def margins(run: ReportRun) -> str:
         return '<p class="muted">No flipped sample: no margin to plot.</p>'
     finite = [v for v in values if v > 0]
     log = bool(finite) and max(finite) / min(finite) > 50
-    hist = figures.histogram(values, f"margin ({run.units})", "margins", log=log)
+    hist = figures.histogram(values, f"margin ({run.short_units})", "margins", log=log)
     groups: dict[str, list[float]] = {}
     for i in idx:
         groups.setdefault(str(run.results[i].label), []).append(run.results[i].margin)
-    boxes = figures.per_class(groups, f"margin ({run.units})")
+    boxes = figures.per_class(groups, f"margin ({run.short_units})")
     counts = Counter(r.status.value for r in run.results)
     status = table(["status", "samples"], sorted(counts.items()), numeric=[1])
     return (f'<div class="grid"><div class="card"><h3>Distribution (flipped samples)</h3>{hist}'

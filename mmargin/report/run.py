@@ -56,6 +56,13 @@ class ReportRun:
         units = self.summary.get("units")
         return str(units) if units else self.summary.get("distance") or self.first("distance")
 
+    @property
+    def short_units(self) -> str:
+        """The unit label for plot axes and table headers: the units when short, else the
+        distance's name (``units`` may be a phrase)."""
+        units = self.units
+        return units if len(units) <= 16 else (self.summary.get("distance") or units[:16])
+
     def table(self, name: str) -> dict[str, Any]:
         """A table of the task copy (``data``, ``model``, ``space``, ``versions`` ...)."""
         value = self.record.task.get(name, {})
