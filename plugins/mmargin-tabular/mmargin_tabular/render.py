@@ -19,31 +19,31 @@ from mmargin_tabular.report import row_report
 from mmargin_tabular.schema import Schema
 
 
-def changes(result: Any, schema: Schema | None, clean: Any) -> list[Mapping[str, Any]] | None:
-    """The changed features of a result: recorded, else rebuilt (``None`` when neither)."""
-    recorded = result.extras.get("changes")
-    if isinstance(recorded, list):
-        return recorded
+def row_figures(result: Any, schema: Schema | None, clean: Any) -> Mapping[str, Any] | None:
+    """The row's report (``changes``, ``cost`` ...): recorded in the extras, else rebuilt
+    from the clean row and the adversarial (``None`` when neither is possible)."""
+    if isinstance(result.extras.get("changes"), list):
+        return dict(result.extras)
     if schema is None or clean is None or result.adversarial is None:
         return None
     import torch
 
     x = torch.as_tensor(np.asarray(clean, dtype=np.float64)).reshape(1, -1)
     adv = torch.as_tensor(np.asarray(result.adversarial, dtype=np.float64)).reshape(1, -1)
-    return list(row_report(schema, x, adv)[0]["changes"])
+    return row_report(schema, x, adv)[0]
 
 
 def render_row(result: Any, schema: Schema | None, clean: Any) -> str | None:
     """An HTML table of the changed features, or ``None`` when there is nothing to show."""
-    found = changes(result, schema, clean)
-    if found is None:
+    figures = row_figures(result, schema, clean)
+    if figures is None:
         return None
-    rows = [_row(c, schema) for c in found]
+    rows = [_row(c, schema) for c in figures["changes"]]
     names = ("feature", "before", "after", "change", "cost (points)", "change (std)")
     head = "".join(f"<th>{h}</th>" for h in names)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
                    for row in rows)  # fmt: skip
-    total = result.extras.get("cost")
+    total = figures.get("cost")
     footer = f"total cost {total:.4g} points" if isinstance(total, (int, float)) else ""
     return (
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
