@@ -137,3 +137,28 @@ def test_proven_share_beside_the_empirical_one_from_per_sample_bounds(tmp_path: 
         proven = sum(b is not None and b > float(eps) for b in bounds) / len(bounds)
         row = f'<td>{float(eps):.3g}</td><td class="num">{100 * empirical:.1f}%</td>'
         assert f'{row}<td class="num">{100 * proven:.1f}%</td>' in page
+
+
+def test_runs_without_flips_errors_only_and_resisting_samples_still_report(
+    tmp_path: Path,
+) -> None:
+    from mmargin.results import Status, result_record
+
+    def records(status: Status, n: int, **fields: object) -> list:
+        return [result_record(f"{status.value}{i}", 1, status, modality="image", space="image",
+                              distance="l2", **fields) for i in range(n)]  # fmt: skip
+
+    runs = {
+        "misclassified": records(Status.MISCLASSIFIED, 3, margin=0.0, pred_label=0),
+        "errors": records(Status.ERROR, 2, message="<b>broken</b>"),
+        "resisting": records(Status.NOT_FLIPPED, 2, margin=float("inf"), pred_label=1),
+    }
+    folders = [write_fake_run(tmp_path / k, v, name=k, space="image", distance="l2")
+               for k, v in runs.items()]  # fmt: skip
+    for folder in folders:
+        page = render_report(read_run(folder))
+        assert "No flipped sample to show." in page and "<b>broken" not in page
+    table = compare_table(folders)
+    assert "†" in table  # 3, 2 and 2 samples of the data: not the same data
+    assert "fake(split=test), first 3 samples (misclassified)" in table
+    assert "nan" not in table

@@ -73,14 +73,18 @@ def describe(run: ReportRun, what: str) -> str:
     if what == "data":
         t = run.table("data")
         options = ", ".join(f"{k}={v}" for k, v in dict(t.get("options") or {}).items())
-        return f"{t.get('name', 'in-memory')}({options})"
+        samples = run.table("task").get("samples")
+        count = f", first {samples} samples" if samples else ""
+        return f"{t.get('name', 'in-memory')}({options}){count}"
     return str(run.table(what).get("name") or run.first(what))
 
 
 def value(run: ReportRun, key: str) -> float | None:
     """A summary figure as a float (``None`` when the run lacks it)."""
     raw = run.summary.get(key)
-    return float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+    if not isinstance(raw, (int, float)) or isinstance(raw, bool) or math.isnan(raw):
+        return None
+    return float(raw)
 
 
 def conflicts(runs: Sequence[ReportRun], figure: Figure) -> list[str]:

@@ -58,6 +58,9 @@ def robust_curve(
     top = float(finite.max()) * 1.1 if finite.size and finite.max() > 0 else 1.0
     grid = np.linspace(0.0, top, 300)
     fig, ax = new_figure()
+    if m.size == 0:  # every sample failed: an empty plot says so
+        ax.text(0.5, 0.5, "no sample to plot", ha="center", transform=ax.transAxes)
+        return to_svg(fig, "robust")
     ax.step(grid, [np.mean(m > e) for e in grid], where="post", color=COLOURS[0],
             label="empirical (attack found no flip ≤ ε)")  # fmt: skip
     if empirical_points:
