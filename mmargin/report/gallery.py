@@ -72,7 +72,11 @@ def section(run: ReportRun) -> str:
             extra += " · ⚠ " + esc(", ".join(map(str, indicators)))
         bound = ""
         if r.lower_bound is not None and not math.isnan(r.lower_bound):
-            bound = " (exact)" if r.exact else f" (certified ≥ {esc(number(r.lower_bound))})"
+            method = run.value(i, "bound_method")
+            how = f", {esc(method)}" if method else ""
+            bound = (
+                f" (exact{how})" if r.exact else f" (certified ≥ {esc(number(r.lower_bound))}{how})"
+            )
         blocks.append(
             f'<div class="sample" data-sample="{esc(r.sample)}" data-modality="{esc(r.modality)}">'
             f'<div class="head"><b>{esc(role)}</b> · sample <code>{esc(r.sample)}</code> · '
