@@ -162,3 +162,24 @@ def test_runs_without_flips_errors_only_and_resisting_samples_still_report(
     assert "†" in table  # 3, 2 and 2 samples of the data: not the same data
     assert "fake(split=test), first 3 samples (misclassified)" in table
     assert "nan" not in table
+
+
+class _BrokenView:
+    """A plugin whose gallery view raises (registered last, so asked first)."""
+
+    @staticmethod
+    def mmargin_render_sample(space: object, result: object, dataset_item: object) -> str:
+        raise RuntimeError("<view> exploded")
+
+
+def test_a_plugin_view_that_raises_does_not_sink_the_report(text_run: Path) -> None:
+    from mmargin.plugin import hookimpl
+    from mmargin.plugins import registered
+
+    broken = _BrokenView()
+    broken.mmargin_render_sample = hookimpl(_BrokenView.mmargin_render_sample)  # type: ignore[method-assign]
+    with registered(broken, name="broken-view"):
+        page = render_report(read_run(text_run))
+    assert page.count("the text view failed: RuntimeError: &lt;view&gt; exploded") == 3
+    assert "<view>" not in page
+    assert page.count('class="sample"') == 3  # every sample still shown, with its extras
