@@ -7,9 +7,10 @@ Factories are called lazily, with the options from the task file, so a plugin's 
 imports (torch, transformers, torchaudio) happen inside the factory, never at import.
 
 ``mmargin_exact_margin``, ``mmargin_exact_model``, ``mmargin_exact_constraints``,
-``mmargin_adapt_model`` and ``mmargin_sample_report`` are ``firstresult`` hooks: the host
-stops at the first plugin that returns something other than ``None`` (pluggy's call
-order: last registered first, ``tryfirst``/``trylast`` respected).
+``mmargin_adapt_model``, ``mmargin_sample_report`` and ``mmargin_render_sample`` are
+``firstresult`` hooks: the host stops at the first plugin that returns something other
+than ``None`` (pluggy's call order: last registered first, ``tryfirst``/``trylast``
+respected).
 ``mmargin_write_artifacts`` is called on every plugin.
 """
 
