@@ -7,13 +7,14 @@ PIP := $(PY) -m pip
 PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plugins/mmargin-tabular
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup browser demo test lint bench bench-image bench-text bench-tabular bench-audio clean
+.PHONY: setup demo test lint bench bench-image bench-text bench-tabular bench-audio clean
 
 setup: $(VENV)/.installed browser
 
 # The report's browser tests drive Debian's chromium (Playwright with executable_path; never
 # `playwright install`). Installed here when missing and we may (root + apt); otherwise say
 # how, and those tests skip with that reason.
+.PHONY: browser
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
