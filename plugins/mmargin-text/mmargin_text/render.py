@@ -51,6 +51,11 @@ def render_text(result: Any) -> str | None:
     if not isinstance(original, str) or adversarial is None:
         return None
     edits = result.extras.get("edits") or result.extras.get("token_edits") or []
-    count = f"{len(edits)} edit(s)" if edits else ""
+    note = f"{len(edits)} edit(s)" if edits else ""
+    if not isinstance(result.adversarial, str):  # an embedding-space flip: show its projection
+        flips = result.extras.get("projection_flips")
+        verdict = "" if flips is None else "; it flips" if flips else "; it does not flip"
+        note = (f"The adversarial is a point in embedding space; shown: its nearest-token "
+                f"projection ({len(edits)} token(s) changed{verdict}).")  # fmt: skip
     return (f'<div class="sentence">{highlight(original, adversarial)}</div>'
-            f'<div class="muted">{html.escape(count)}</div>')  # fmt: skip
+            f'<div class="muted">{html.escape(note)}</div>')  # fmt: skip
