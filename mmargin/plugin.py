@@ -31,6 +31,8 @@ What is here:
   sample's budget is spent;
 - media for a plugin's gallery view in ``mmargin report`` (``png_data_uri``,
   ``wav_data_uri``, ``spectrogram``: data URIs, so the report works offline);
+- what a ``mmargin_summary_examples`` hook picks and words its lines with
+  (``pick_examples``, ``ratio_note``, ``printable``);
 - results (``SampleResult``, ``Status``) and errors: ``InvalidInputError`` (a batch the
   space cannot use), ``RunError`` (a mistake that dooms every sample),
   ``InvalidTaskError``, ``PluginError``.
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from mmargin.exact.problem import ExactModel, FeatureConstraints, feature_constraints
     from mmargin.exact.trees import Tree, TreeEnsemble
     from mmargin.exact.types import ExactMargin
+    from mmargin.examples import pick_examples, printable, ratio_note
     from mmargin.goals import (
         Goal,
         GoalBase,
@@ -139,6 +142,7 @@ _LAZY: dict[str, str] = {
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
     **dict.fromkeys(("png_data_uri", "wav_data_uri", "spectrogram"), "mmargin.report.media"),
+    **dict.fromkeys(("pick_examples", "printable", "ratio_note"), "mmargin.examples"),
 }
 
 __all__ = [
@@ -188,7 +192,10 @@ __all__ = [
     "lp",
     "make_goal",
     "noise_margin",
+    "pick_examples",
     "png_data_uri",
+    "printable",
+    "ratio_note",
     "spectrogram",
     "wav_data_uri",
 ]
