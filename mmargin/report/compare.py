@@ -126,7 +126,9 @@ def rows(runs: Sequence[ReportRun]) -> list[tuple[Figure, list[str], list[str]]]
             continue
         cells = [percent(v) if figure.fraction else number(v) for v in values]
         if figure.key.startswith("margin_"):
-            cells = [f"{c} {r.units}" if c != "—" else c for c, r in zip(cells, runs, strict=True)]
+            cells = [
+                f"{c} {r.short_units}" if c != "—" else c for c, r in zip(cells, runs, strict=True)
+            ]
         out.append((figure, cells, conflicts(runs, figure)))
     return out
 

@@ -157,12 +157,17 @@ def random_ratios(run: ReportRun) -> str:
     ratios = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not ratios:
         return ""
-    svg = figures.histogram(ratios, "adversarial margin / random margin", "ratios", log=True,
+    positive = [r for r in ratios if r > 0]
+    svg = figures.histogram(positive, "adversarial margin / random margin", "ratios", log=True,
                             marker=1.0, marker_label="as small as random noise")  # fmt: skip
+    zero = len(ratios) - len(positive)
+    never = (f" For {zero} of them no random perturbation flipped the input within the "
+             "baseline's passes (ratio 0, left out of the plot)." if zero else "")  # fmt: skip
     return (
-        f'<div class="grid"><div class="card">{svg}</div><p class="muted">Below 1: the '
-        "attack found a flip that many times smaller than the smallest flipping random "
-        f"perturbation of the same kind ({len(ratios)} samples).</p></div>"
+        f'<div class="grid"><div class="card">{svg}</div><div class="side"><p class="muted">'
+        f"{len(ratios)} samples. A ratio r below 1 means the attack's flip is 1/r times "
+        f"smaller than the smallest flipping random perturbation of the same kind.{never}"
+        "</p></div></div>"
     )
 
 
