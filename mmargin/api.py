@@ -245,6 +245,10 @@ def run_task(
         on_start(len(live.dataset))
     results = _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
                       live.dataset.ids, live.goal, spec, progress)  # fmt: skip
+    from mmargin.datanotes import with_data_notes  # the loader's skipped / repaired files
+
+    results = with_data_notes(results, live.dataset, str(getattr(live.space, "modality", "")),
+                              task.space.name, task.distance.name)  # fmt: skip
     summary = summarize(results, task.epsilons)
     out_dir = None
     if task.out is not None:

@@ -119,6 +119,10 @@ def _run(args: argparse.Namespace) -> int:
     if "bar" in bar:
         bar["bar"].close()
     print(format_summary(output.task.name, output.summary))
+    from mmargin.datanotes import describe
+
+    if (data_notes := describe(output.results)) is not None:
+        print(f"data: {data_notes}")
     if output.out is not None:
         names = sorted(path.name for path in output.out.iterdir())
         print(f"\nwrote {output.out}/: {', '.join(names)}")

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from mmargin.exact.problem import ExactModel, FeatureConstraints, feature_constraints
     from mmargin.exact.trees import Tree, TreeEnsemble
     from mmargin.exact.types import ExactMargin
+    from mmargin.folders import FolderClasses, folder_classes
     from mmargin.goals import (
         Goal,
         GoalBase,
@@ -110,6 +111,8 @@ _LAZY: dict[str, str] = {
     "TorchAdapter": "mmargin.adapters",
     "CallableAdapter": "mmargin.adapters",
     "Dataset": "mmargin.data",
+    "FolderClasses": "mmargin.folders",
+    "folder_classes": "mmargin.folders",
     **dict.fromkeys(
         (
             "Goal",
@@ -152,6 +155,7 @@ __all__ = [
     "ExactMargin",
     "ExactModel",
     "FeatureConstraints",
+    "FolderClasses",
     "Found",
     "Goal",
     "GoalBase",
@@ -180,6 +184,7 @@ __all__ = [
     "decide",
     "feature_constraints",
     "flip_tolerance",
+    "folder_classes",
     "hookimpl",
     "lp",
     "make_goal",

@@ -63,7 +63,10 @@ def mmargin_register_spaces(register: Register) -> None:
 
 
 def _digits(
-    split: str = "test", sample_rate: int = 8000, duration: float = 1.0, folder: str | None = None
+    split: str = "test",
+    sample_rate: int | None = None,
+    duration: float = 1.0,
+    folder: str | None = None,
 ) -> Any:
     from mmargin_audio.data import load_spoken_digits
 
@@ -72,11 +75,11 @@ def _digits(
 
 def _folder(
     path: str,
-    sample_rate: int = 16000,
+    sample_rate: int | None = None,
     duration: float = 1.0,
     long: str = "crop",
     max_seconds: float = 600.0,
-    classes: list[str] | None = None,
+    classes: list[str] | dict[str, int] | None = None,
 ) -> Any:
     from mmargin_audio.data import load_audio_folder
 
@@ -100,7 +103,7 @@ def mmargin_register_datasets(register: Register) -> None:
     register(
         "audio-folder",
         _folder,
-        help="folder/<class>/*.wav, mixed down to mono and resampled (soundfile)",
+        help="folder/<class>/*.wav, mixed down to mono, resampled to the model's rate",
     )
 
 

@@ -38,10 +38,16 @@ def _mnist(split: str = "test") -> Any:
     return load_mnist(split=split)
 
 
-def _folder(path: str, grayscale: bool | None = None, size: list[int] | None = None) -> Any:
+def _folder(
+    path: str,
+    grayscale: bool | None = None,
+    size: list[int] | None = None,
+    classes: list[str] | dict[str, int] | None = None,
+) -> Any:
     from mmargin_image.data import load_folder
 
-    return load_folder(path, grayscale=grayscale, size=tuple(size) if size else None)  # type: ignore[arg-type]
+    return load_folder(path, grayscale=grayscale, size=tuple(size) if size else None,  # type: ignore[arg-type]
+                       classes=classes)  # fmt: skip
 
 
 def _tensors(path: str) -> Any:
