@@ -54,13 +54,14 @@ def _named(found: Any, plugin: str) -> Any:
     return found
 
 
-def report_fn(space: Any) -> Callable[..., list[dict[str, Any]] | None]:
+def report_fn(space: Any, distance: Any = None) -> Callable[..., list[dict[str, Any]] | None]:
     """The engine's ``report(model, x, x_adv, labels, goal)``: the ``mmargin_sample_report``
-    hook for this run's space (``model`` is the engine's counted adapter)."""
+    hook for this run's space and distance (``model`` is the engine's counted adapter)."""
     caller = plugins.manager().hook.mmargin_sample_report
 
     def report(model: Any, x: Any, x_adv: Any, labels: Any, goal: Any) -> Any:
-        return caller(space=space, model=model, x=x, x_adv=x_adv, labels=labels, goal=goal)
+        return caller(space=space, model=model, x=x, x_adv=x_adv, labels=labels, goal=goal,
+                      distance=distance)  # fmt: skip
 
     return report
 
@@ -80,7 +81,7 @@ def _search(
 
     return minimal_flip(
         adapter, space, distance, dataset_x, labels, ids, goal=goal, spec=spec,
-        exact=exact_fn(adapter, space, distance, goal), report=report_fn(space),
+        exact=exact_fn(adapter, space, distance, goal), report=report_fn(space, distance),
         progress=progress,
     )  # fmt: skip
 

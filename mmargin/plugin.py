@@ -83,6 +83,7 @@ if TYPE_CHECKING:
         Space,
     )
     from mmargin.results import SampleResult, Status
+    from mmargin.saved import PCM16, PNG8, SaveFormat, check_saved, saved_codes
     from mmargin.spaces import ContinuousSpace, box
 
 _LAZY: dict[str, str] = {
@@ -112,6 +113,7 @@ _LAZY: dict[str, str] = {
     "CallableAdapter": "mmargin.adapters",
     "Dataset": "mmargin.data",
     "FolderClasses": "mmargin.folders",
+    **dict.fromkeys(("PCM16", "PNG8", "SaveFormat", "check_saved", "saved_codes"), "mmargin.saved"),
     "folder_classes": "mmargin.folders",
     **dict.fromkeys(
         (
@@ -141,6 +143,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "PCM16",
+    "PNG8",
     "BudgetExhausted",
     "CallableAdapter",
     "ContinuousSpace",
@@ -172,6 +176,7 @@ __all__ = [
     "RelaxedSpace",
     "RunError",
     "SampleResult",
+    "SaveFormat",
     "Space",
     "Status",
     "Targeted",
@@ -181,6 +186,7 @@ __all__ = [
     "TreeEnsemble",
     "Untargeted",
     "box",
+    "check_saved",
     "decide",
     "feature_constraints",
     "flip_tolerance",
@@ -189,6 +195,7 @@ __all__ = [
     "lp",
     "make_goal",
     "noise_margin",
+    "saved_codes",
 ]
 
 

@@ -27,12 +27,16 @@ def waveform_space(
     noise_budget: int = 200,
     noise_seed: int = 0,
     write_wavs: bool = True,
+    saved: str = "repair",
 ) -> Any:
     """Waveforms in ``[-1, 1]``; δ optionally limited to ``band`` = [low_hz, high_hz] and
     ``window`` = [start_s, end_s]. Each flipped clip is reported in dB, re-checked after a
     16-bit WAV round trip (``roundtrip``) and compared with the quietest white noise that
     flips it (``noise_draws`` seeded draws, ``noise_budget`` forward passes; 0 draws: off).
-    ``write_wavs``: write clean / adversarial / perturbation WAVs into the run's folder."""
+    ``write_wavs``: write clean / adversarial / perturbation WAVs into the run's folder.
+    ``saved``: each flip is re-checked as the 16-bit WAV written and repaired to the
+    smallest 16-bit flip (``"repair"``), only re-checked (``"check"``) or neither
+    (``"off"``; ``roundtrip = false`` turns off both checks)."""
     from mmargin.plugin import NoiseConfig
     from mmargin_audio.space import WaveformSpace
 
@@ -50,6 +54,7 @@ def waveform_space(
         roundtrip=bool(roundtrip),
         noise=noise,
         write_wavs=bool(write_wavs),
+        saved=saved,
     )
 
 
@@ -134,7 +139,7 @@ def _is_waveform(space: Any) -> bool:
 
 @hookimpl
 def mmargin_sample_report(
-    space: Any, model: Any, x: Any, x_adv: Any, labels: Any, goal: Any
+    space: Any, model: Any, x: Any, x_adv: Any, labels: Any, goal: Any, distance: Any = None
 ) -> list[dict[str, Any]] | None:
     """Per flipped clip: dB figures, the 16-bit WAV round trip and the white-noise baseline
     (see :func:`mmargin_audio.report.clip_report`); flips judged by the run's goal, passes
@@ -143,7 +148,7 @@ def mmargin_sample_report(
         return None
     from mmargin_audio.report import clip_report
 
-    return clip_report(space, model, x, x_adv, labels, goal)
+    return clip_report(space, model, x, x_adv, labels, goal, distance)
 
 
 @hookimpl
