@@ -77,8 +77,10 @@ def _search(
     adapter: Any, space: Any, distance: Any, dataset_x: np.ndarray, labels: np.ndarray,
     ids: Sequence[str] | None, goal: Any, spec: Any, progress: Callable[[int], None] | None,
 ) -> list[SampleResult]:  # fmt: skip
+    from mmargin.distances import fit_distance
     from mmargin.engine import minimal_flip
 
+    distance = fit_distance(space, distance)  # e.g. L0 in pixels for images
     return minimal_flip(
         adapter, space, distance, dataset_x, labels, ids, goal=goal, spec=spec,
         exact=exact_fn(adapter, space, distance, goal), report=report_fn(space, distance),

@@ -49,7 +49,7 @@ from mmargin.lazy import lazy_attributes
 if TYPE_CHECKING:
     from mmargin.adapters import CallableAdapter, TorchAdapter
     from mmargin.data import Dataset
-    from mmargin.distances import LpDistance, lp
+    from mmargin.distances import LpDistance, lp, pixel_l0
     from mmargin.engine.counting import BudgetExhausted
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.engine.spec import DiscreteConfig
@@ -109,6 +109,7 @@ _LAZY: dict[str, str] = {
     "box": "mmargin.spaces",
     "LpDistance": "mmargin.distances",
     "lp": "mmargin.distances",
+    "pixel_l0": "mmargin.distances",
     "TorchAdapter": "mmargin.adapters",
     "CallableAdapter": "mmargin.adapters",
     "Dataset": "mmargin.data",
@@ -195,6 +196,7 @@ __all__ = [
     "lp",
     "make_goal",
     "noise_margin",
+    "pixel_l0",
     "saved_codes",
 ]
 
