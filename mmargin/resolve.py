@@ -247,6 +247,7 @@ def resolve(
     ``module:function`` factory to come from (besides the environment and settings file).
     """
     from mmargin.goals import make_goal
+    from mmargin.distances import fit_distance
     from mmargin.modelinfo import DECLARED, check_declared
 
     check_device(task.device)
@@ -261,6 +262,7 @@ def resolve(
         model = load_model(task.model, task.base, plan)
     space = component("spaces", task.space, "space.name", model=model)
     check_declared({k: getattr(space, k, None) for k in DECLARED}, model, "space")
+    distance = fit_distance(space, distance)  # e.g. L0 in pixels for images
     dataset = as_dataset(data) if data is not None else load_data(task, model)
     if task.samples is not None:
         dataset = dataset.head(task.samples)
