@@ -246,8 +246,8 @@ def resolve(
     (then nothing is imported for them); ``allow_imports`` are packages the caller allows a
     ``module:function`` factory to come from (besides the environment and settings file).
     """
-    from mmargin.goals import make_goal
     from mmargin.distances import fit_distance
+    from mmargin.goals import make_goal
     from mmargin.modelinfo import DECLARED, check_declared
 
     check_device(task.device)
