@@ -34,7 +34,7 @@ def _distance(name: str) -> Any:
 @hookimpl
 def mmargin_register_distances(register: Register) -> None:
     register("l0", _distance("l0"), help="number of coordinates changed (images: pixels)")
-    register("l0-channels", _distance("l0-channels"), help="L0 counting every coordinate "
+    register("l0_channels", _distance("l0_channels"), help="L0 counting every coordinate "
              "(each channel of a pixel)")  # fmt: skip
     register("l1", _distance("l1"), help="sum of absolute changes (optionally cost-weighted)")
     register("l2", _distance("l2"), help="Euclidean norm (optionally weighted)")

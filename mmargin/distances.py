@@ -131,12 +131,12 @@ class LpDistance:
         return l2_scale(self.p, eps, free_dims)
 
 
-_LP_NAMES: dict[str, float] = {"l0": 0.0, "l0-channels": 0.0, "l1": 1.0, "l2": 2.0,
+_LP_NAMES: dict[str, float] = {"l0": 0.0, "l0_channels": 0.0, "l1": 1.0, "l2": 2.0,
                                "linf": math.inf}  # fmt: skip
 
 
 def lp(name: str, weights: Tensor | None = None, units: str = "") -> LpDistance:
-    """An Lp distance by name: ``l0``, ``l1``, ``l2`` or ``linf``; ``l0-channels`` is L0
+    """An Lp distance by name: ``l0``, ``l1``, ``l2`` or ``linf``; ``l0_channels`` is L0
     that counts every coordinate (each channel of a pixel) even where a space groups them
     (the ``image`` space makes ``l0`` count pixels: see :func:`pixel_l0`)."""
     key = name.lower()

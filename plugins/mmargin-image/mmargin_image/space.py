@@ -5,7 +5,7 @@ what the plugin's report hook does with each flip once the search is done (``"re
 the default: re-classify it as an 8-bit PNG holds it and, when the flip is lost, find the
 smallest 8-bit version that still flips; ``"check"``: re-classify only; ``"off"``). Only
 images in ``[0, 1]`` are checked (what an 8-bit file maps to). ``l0`` counts pixels in
-this space (:meth:`ImageSpace.distance_for`); ``l0-channels`` counts channel values.
+this space (:meth:`ImageSpace.distance_for`); ``l0_channels`` counts channel values.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class ImageSpace(ContinuousSpace):
             raise ValueError(f"saved: expected one of {', '.join(SAVED)}, got {self.saved!r}")
 
     def distance_for(self, distance: Any) -> Any:
-        """L0 counts pixels here (every channel of a pixel once); ``l0-channels`` counts
+        """L0 counts pixels here (every channel of a pixel once); ``l0_channels`` counts
         channel values; other distances are used as they are."""
         from mmargin.plugin import pixel_l0
 

@@ -1,5 +1,5 @@
 """L0 in pixels for images: every channel of a pixel counts once (``l0`` in the image
-space), channel values still by name (``l0-channels``); checked against direct counts."""
+space), channel values still by name (``l0_channels``); checked against direct counts."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_pixel_l0_counts_pixels_and_l0_channels_counts_values() -> None:
     pixels = (delta != 0).any(dim=1).flatten(1).sum(dim=1)
     values = (delta != 0).flatten(1).sum(dim=1)
     assert torch.equal(pixel_l0(lp("l0")).norm(delta), pixels.float())
-    assert torch.equal(pixel_l0(lp("l0-channels")).norm(delta), values.float())
+    assert torch.equal(pixel_l0(lp("l0_channels")).norm(delta), values.float())
     assert bool((values > pixels).any())  # the case tells the two apart
     assert pixel_l0(lp("l2")) == lp("l2") and pixel_l0(lp("l0")).units == "pixels"
 
@@ -49,7 +49,7 @@ def test_image_runs_report_l0_in_pixels() -> None:
         model[1].weight.copy_(torch.randn(3, 48, generator=gen))
     x = torch.rand(6, 3, 4, 4, generator=gen)
     y = model(x).argmax(1)
-    for name in ("l0", "l0-channels"):
+    for name in ("l0", "l0_channels"):
         results = mmargin.evaluate(model, x, y, name, space="image", budget=300)
         for r in results:
             if r.status.value != "flipped":
