@@ -173,7 +173,10 @@ class HFAdapter:
         self.max_length = min(limit, positions, 100_000)
         special = set(self.tokenizer.all_special_ids)
         size = min(self.embedding_matrix().shape[0], len(self.tokenizer))
-        self.projectable = torch.tensor([i for i in range(size) if i not in special])
+        pieces = self.tokenizer.convert_ids_to_tokens(list(range(size)))
+        self.projectable = torch.tensor(
+            [i for i in range(size) if i not in special and not _control(pieces[i])]
+        )
         self._word_ids: dict[str, list[int]] = {}
         self._whole: list[tuple[int, str]] | None = None
 
@@ -288,6 +291,12 @@ class CallableTextAdapter:
     def words_seen(self, text: str) -> int:
         n = len(word_spans(text))
         return n if self.max_length is None else min(n, self.max_length)
+
+
+def _control(piece: str | None) -> bool:
+    """A token that is no text: ``<s>``, ``[unused7]`` ... (marks a tokenizer does not list
+    among its special tokens, as SentencePiece's ``<s>`` under ALBERT)."""
+    return not piece or (len(piece) > 2 and (piece[0], piece[-1]) in (("<", ">"), ("[", "]")))
 
 
 def _alphabetic(token: str) -> bool:

@@ -178,7 +178,7 @@ def _rewrite(model: Any, x: str, enc: Any, new_ids: list[int]) -> str:
 
 
 def _highlight(x: str, text: str) -> str:
-    """``text`` with the words that differ from ``x`` shown as ``[[old -> new]]``."""
+    """``text`` with the words that differ from ``x`` shown as ``[old -> new]``."""
     old, new = TextView(x), TextView(text)
     if len(old.words) != len(new.words):
         return text

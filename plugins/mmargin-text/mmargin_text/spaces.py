@@ -114,9 +114,9 @@ def _seen_words(adapter: Any, view: TextView) -> tuple[int, list[str]]:
 
 
 def highlight(view: TextView, replacements: Mapping[int, str]) -> str:
-    """The text with each replaced word shown as ``[[old -> new]]`` (the CLI's view of an
+    """The text with each replaced word shown as ``[old -> new]`` (the CLI's view of an
     adversarial text)."""
-    return view.replace({p: f"[[{view.words[p]} -> {w}]]" for p, w in replacements.items()})
+    return view.replace({p: f"[{view.words[p]} -> {w}]" for p, w in replacements.items()})
 
 
 @dataclass

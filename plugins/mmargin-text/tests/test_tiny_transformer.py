@@ -210,7 +210,7 @@ def test_embedding_projection_reads_as_text(model: HFAdapter) -> None:
     projected, extras = space.decode(model, text, enc, point)
     assert projected == "The overratedind movie was overrated!"  # case and "!" kept
     assert "##" not in projected and "implausible" not in extras
-    assert extras["highlighted"] == "The [[unwatchable -> overratedind]] movie was overrated!"
+    assert extras["highlighted"] == "The [unwatchable -> overratedind] movie was overrated!"
 
 
 def test_absurd_margins_are_flagged(model: HFAdapter) -> None:
