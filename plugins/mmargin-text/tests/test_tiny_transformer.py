@@ -22,7 +22,7 @@ from mmargin.plugin import DiscreteConfig, Status
 from mmargin.testing import SearchSpec, minimal_flip
 from mmargin_text.adapters import HFAdapter, adapt_text_model
 from mmargin_text.models import hf_classifier
-from mmargin_text.plugin import _word_edits, embedding_space, word_space
+from mmargin_text.plugin import _embedding_l2, _word_edits, embedding_space, word_space
 from mmargin_text.words import TextView
 
 PIECES = ["un", "over", "##watch", "##able", "##rated", "##ind", "##ul", "##gent", "##ly"]
@@ -85,10 +85,16 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=48, max_position_embeddings=40, num_labels=2,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
+        vocab_size=len(vocab),
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=40,
+        num_labels=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = BertForSequenceClassification(config)
     texts = sentences(200, seed=1)
     batch = tokenizer(texts, padding=True, return_tensors="pt")
@@ -221,9 +227,10 @@ def test_absurd_margins_are_flagged(model: HFAdapter) -> None:
     rows = matrix[model.projectable]
     free = [t for t, s in enumerate(enc.info.spans) if s is not None]
     reach = float(
-        np.sqrt(sum(float(torch.cdist(matrix[enc.info.ids[t]][None], rows).max()) ** 2
-                    for t in free))
-    )  # fmt: skip
+        np.sqrt(
+            sum(float(torch.cdist(matrix[enc.info.ids[t]][None], rows).max()) ** 2 for t in free)
+        )
+    )
     inside = enc.point.copy()
     inside[free[0]] += 0.5 * reach / np.sqrt(inside.shape[1])
     _, ok = space.decode(model, text, enc, inside)
@@ -238,20 +245,35 @@ def test_absurd_margins_are_flagged(model: HFAdapter) -> None:
 
 
 def test_implausible_flip_is_not_reported_as_a_flip(model: Any) -> None:
-    from mmargin.engine.counting import CountingAdapter
-    from mmargin.engine.relaxed import _project
-    from mmargin.goals import Untargeted
-    from mmargin.results import result_record
+    """Through the engine: a space whose adversarial point lands far beyond any token (here
+    pushed there on purpose) reports the sample as not flipped, with the reason."""
+    from mmargin_text.embedding import EmbeddingSpace
 
-    space = embedding_space()
-    text = "the film was good"
-    enc = space.encode(model, text)
-    far = enc.point + 1e3
-    flipped = result_record(
-        "s", 0, Status.FLIPPED, modality="text", space="embedding", distance="embedding-l2",
-        margin=float(np.linalg.norm(far - enc.point)), adversarial=far, verified=True,
-        queries=10,
-    )  # fmt: skip
-    out = _project(CountingAdapter(model), model, space, Untargeted(), text, enc, flipped, 100)
-    assert out.status is Status.NOT_FLIPPED and out.margin == float("inf")
-    assert out.message.startswith("implausible flip") and out.extras["implausible_margin"] > 1e3
+    class FarSpace(EmbeddingSpace):
+        def decode(self, model: Any, x: str, encoding: Any, point: np.ndarray) -> Any:
+            return super().decode(model, x, encoding, point + 1e3)
+
+    texts = ["the film was good", "a dull and overrated movie"]
+    labels = model(texts).argmax(dim=1).numpy()
+    found = minimal_flip(
+        model,
+        FarSpace(),
+        _embedding_l2(),
+        np.array(texts, object),
+        labels,
+        spec=SearchSpec(budget=100),
+    )
+    ordinary = minimal_flip(
+        model,
+        embedding_space(),
+        _embedding_l2(),
+        np.array(texts, object),
+        labels,
+        spec=SearchSpec(budget=100),
+    )
+    assert any(r.status is Status.FLIPPED for r in ordinary)
+    for r, plain in zip(found, ordinary, strict=True):
+        if plain.status is Status.FLIPPED:
+            assert r.status is Status.NOT_FLIPPED and r.margin == float("inf")
+            assert r.message.startswith("implausible flip")
+            assert r.extras["implausible_margin"] == pytest.approx(plain.margin)
