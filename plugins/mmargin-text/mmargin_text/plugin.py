@@ -291,3 +291,13 @@ def mmargin_register_models(register: Register) -> None:
              "first use into ~/.cache/mmargin-text)")  # fmt: skip
     register("hf_classifier", _hf_classifier, help="Hugging Face sequence classifier + "
              "tokenizer from a folder (path = ...) or a hub name")  # fmt: skip
+
+
+@hookimpl
+def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | None:
+    """The sentence with its edits highlighted, for ``mmargin report``'s gallery."""
+    if result.modality != "text":
+        return None
+    from mmargin_text.render import render_text
+
+    return render_text(result)
