@@ -149,9 +149,25 @@ def check_normalisation(options: Mapping[str, Any], x: np.ndarray, field: str) -
 
 def adapter_for(
     model: Any, spec: ModelSpec | None, device: str, options: Mapping[str, Any] | None = None,
-    field: str = "model.adapter",
+    field: str = "model.adapter", space: Any = None,
 ) -> Any:  # fmt: skip
-    """Wrap the model: the named adapter, else the first plugin that recognises it."""
+    """Wrap the model: the named adapter, else the first plugin that recognises it. An
+    adapter with a ``bind_space(space)`` method is then shown the run's space (the tabular
+    adapter learns the schema of a model trained on raw DataFrame columns from it)."""
+    adapter = _adapter(model, spec, device, options, field)
+    bind = getattr(adapter, "bind_space", None)
+    if space is not None and callable(bind):
+        try:
+            bind(space)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTaskError(field, str(exc)) from None
+    return adapter
+
+
+def _adapter(
+    model: Any, spec: ModelSpec | None, device: str, options: Mapping[str, Any] | None,
+    field: str,
+) -> Any:  # fmt: skip
     opts = dict(spec.adapter_options if spec is not None else options or {})
     name = spec.adapter if spec is not None else None
     if name is not None:
@@ -231,7 +247,7 @@ def resolve(
     if model is None:
         assert task.model is not None and plan is not None
         model = load_model(task.model, task.base, plan)
-    adapter = adapter_for(model, task.model, task.device)
+    adapter = adapter_for(model, task.model, task.device, space=space)
     try:
         goal = make_goal(task.goal, task.target, **task.goal_options)
     except ValueError as exc:
