@@ -61,14 +61,19 @@ def _pool(run: Run) -> Tensor | None:
 STRATEGIES: dict[str, SearchFn] = {"gradient": _gradient, "decision": _decision,
                                    "hybrid": _hybrid}  # fmt: skip
 """Continuous search strategies by name; ``auto`` picks ``gradient`` for differentiable
-models and ``decision`` otherwise."""
+models (``hybrid`` on a space that rounds) and ``decision`` otherwise."""
 
 
-def choose_strategy(differentiable: bool, requested: str) -> str:
-    """The strategy a run uses: the requested one, or the best for the model."""
+def choose_strategy(differentiable: bool, requested: str, rounds: bool = False) -> str:
+    """The strategy a run uses: the requested one, or the best for the model — ``hybrid``
+    for a differentiable model on a space that ``rounds`` its relaxation (integers,
+    categories: a gradient flip may not survive the rounding, the decision-based polish
+    repairs it)."""
     if requested != "auto":
         return requested
-    return "gradient" if differentiable else "decision"
+    if differentiable:
+        return "hybrid" if rounds else "gradient"
+    return "decision"
 
 
 @dataclass
@@ -183,8 +188,9 @@ def flip_continuous(
         raise ValueError(f"strategy: expected auto, exact or one of {sorted(STRATEGIES)} for "
                          f"the continuous space {space.name!r}, got {spec.strategy!r}")  # fmt: skip
     counted = CountingAdapter(model)
-    name = "exact" if spec.exact == "only" else choose_strategy(counted.differentiable,
-                                                                  spec.strategy)  # fmt: skip
+    rounds = bool(getattr(space, "rounds", False))
+    chosen = choose_strategy(counted.differentiable, spec.strategy, rounds)
+    name = "exact" if spec.exact == "only" else chosen
     problems = space.check(x)
     run = Run(counted, space, distance, goal, spec, report)
     space_pool = [] if space.reference is None else [np.asarray(space.reference, np.float32)]
