@@ -1,9 +1,9 @@
 """``strategy = "auto"`` never reports ``not_flipped`` for a row that another strategy it
 could have run flips with a verified flip: on the shipped fraud models (where ``auto``
 once lost 5 of 11 flagged rows to gradient points that stopped flipping once finalised,
-while ``hybrid`` flipped all 11), every row ``hybrid`` flips, ``auto`` flips too, never at
-a larger margin than the exact solver's, and no row is left with a flip that failed
-re-verification. Also: ``evaluate(goal="threshold", threshold=...)`` judges by that
+while ``hybrid`` flipped all 11), every row ``hybrid`` flips, ``auto`` flips too, and so
+does ``gradient`` with the exact hook (its unverified points no longer hide the solver's
+verified flip), and no row is left with a flip that failed re-verification. Also: ``evaluate(goal="threshold", threshold=...)`` judges by that
 threshold (the oracle: the model's own probability)."""
 
 from __future__ import annotations
@@ -33,15 +33,19 @@ def test_auto_keeps_every_verified_flip(name: str, test_rows: Any, flagged: Any)
     adapter = SklearnAdapter(model, schema="fraud")
     proba = np.exp(adapter.numpy_scores(x)[:, 1])
     rows = x[flagged(proba, y, 0.3, 11)]
-    auto, hybrid = _run(model, rows, "auto"), _run(model, rows, "hybrid")
-    for a, h in zip(auto, hybrid, strict=True):
-        assert "failed re-verification" not in a.message
-        if h.status is Status.FLIPPED:
-            assert a.status is Status.FLIPPED, (a.sample, a.message)
-        if a.status is Status.FLIPPED:
-            adv = np.asarray(a.adversarial, dtype=np.float32)[None]
-            assert np.exp(adapter.numpy_scores(adv)[0, 1]) < 0.3
-    assert sum(a.status is Status.FLIPPED for a in auto) == len(rows)
+    hybrid = _run(model, rows, "hybrid")
+    # auto (hybrid on this rounding space) and plain gradient + the exact hook: a gradient
+    # point that no longer flips once rounded must not hide the exact solver's flip
+    for strategy in ("auto", "gradient"):
+        found = _run(model, rows, strategy)
+        for a, h in zip(found, hybrid, strict=True):
+            assert "failed re-verification" not in a.message, (strategy, a.sample)
+            if h.status is Status.FLIPPED:
+                assert a.status is Status.FLIPPED, (strategy, a.sample, a.message)
+            if a.status is Status.FLIPPED:
+                adv = np.asarray(a.adversarial, dtype=np.float32)[None]
+                assert np.exp(adapter.numpy_scores(adv)[0, 1]) < 0.3
+        assert sum(a.status is Status.FLIPPED for a in found) == len(rows), strategy
 
 
 def test_threshold_goal_of_evaluate_uses_the_threshold(test_rows: Any) -> None:
