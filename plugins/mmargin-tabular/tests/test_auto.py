@@ -3,8 +3,9 @@ could have run flips with a verified flip: on the shipped fraud models (where ``
 once lost 5 of 11 flagged rows to gradient points that stopped flipping once finalised,
 while ``hybrid`` flipped all 11), every row ``hybrid`` flips, ``auto`` flips too, and so
 does ``gradient`` with the exact hook (its unverified points no longer hide the solver's
-verified flip), and no row is left with a flip that failed re-verification. Also: ``evaluate(goal="threshold", threshold=...)`` judges by that
-threshold (the oracle: the model's own probability)."""
+verified flip), and no row is left with a flip that failed re-verification. Also:
+``evaluate(goal="threshold", threshold=...)`` judges by that threshold (the oracle: the
+model's own probability)."""
 
 from __future__ import annotations
 
