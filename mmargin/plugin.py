@@ -53,7 +53,7 @@ from mmargin.lazy import lazy_attributes
 if TYPE_CHECKING:
     from mmargin.adapters import CallableAdapter, TorchAdapter
     from mmargin.data import Dataset
-    from mmargin.distances import LpDistance, lp
+    from mmargin.distances import LpDistance, lp, pixel_l0
     from mmargin.engine.counting import BudgetExhausted
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.engine.spec import DiscreteConfig
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from mmargin.exact.trees import Tree, TreeEnsemble
     from mmargin.exact.types import ExactMargin
     from mmargin.examples import pick_examples, printable, ratio_note
+    from mmargin.folders import FolderClasses, folder_classes
     from mmargin.goals import (
         Goal,
         GoalBase,
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
     )
     from mmargin.report.media import png_data_uri, spectrogram, wav_data_uri
     from mmargin.results import SampleResult, Status
+    from mmargin.saved import PCM16, PNG8, SaveFormat, check_saved, saved_codes
     from mmargin.spaces import ContinuousSpace, box
 
 _LAZY: dict[str, str] = {
@@ -113,9 +115,13 @@ _LAZY: dict[str, str] = {
     "box": "mmargin.spaces",
     "LpDistance": "mmargin.distances",
     "lp": "mmargin.distances",
+    "pixel_l0": "mmargin.distances",
     "TorchAdapter": "mmargin.adapters",
     "CallableAdapter": "mmargin.adapters",
     "Dataset": "mmargin.data",
+    "FolderClasses": "mmargin.folders",
+    **dict.fromkeys(("PCM16", "PNG8", "SaveFormat", "check_saved", "saved_codes"), "mmargin.saved"),
+    "folder_classes": "mmargin.folders",
     **dict.fromkeys(
         (
             "Goal",
@@ -146,6 +152,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "PCM16",
+    "PNG8",
     "BudgetExhausted",
     "CallableAdapter",
     "ContinuousSpace",
@@ -160,6 +168,7 @@ __all__ = [
     "ExactMargin",
     "ExactModel",
     "FeatureConstraints",
+    "FolderClasses",
     "Found",
     "Goal",
     "GoalBase",
@@ -176,6 +185,7 @@ __all__ = [
     "RelaxedSpace",
     "RunError",
     "SampleResult",
+    "SaveFormat",
     "Space",
     "Status",
     "Targeted",
@@ -185,17 +195,21 @@ __all__ = [
     "TreeEnsemble",
     "Untargeted",
     "box",
+    "check_saved",
     "decide",
     "feature_constraints",
     "flip_tolerance",
+    "folder_classes",
     "hookimpl",
     "lp",
     "make_goal",
     "noise_margin",
     "pick_examples",
+    "pixel_l0",
     "png_data_uri",
     "printable",
     "ratio_note",
+    "saved_codes",
     "spectrogram",
     "wav_data_uri",
 ]
