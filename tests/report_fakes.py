@@ -62,7 +62,7 @@ def write_fake_run(
     """Write a run folder; ``summary_extra`` / ``row_extra`` add fields to summary.json and
     to each results row the way a newer mmargin would; ``legacy`` drops the fields that
     runs written before the reports existed lack (indicators, random baseline)."""
-    record = task_record({"name": name, "samples": len(results)})
+    record = task_record({"task": {"name": name, "samples": len(results)}})
     record.update(space={"name": space, "options": {}}, distance={"name": distance},
                   data=dict(data or {"name": "fake", "options": {"split": "test"}}))  # fmt: skip
     write_run(out, results, summarize(results), record)
