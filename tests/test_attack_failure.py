@@ -191,6 +191,11 @@ def test_dropout_left_on_needs_repeated_passes_to_verify_a_flip() -> None:
     assert [m.training for m in model.modules()] == training  # the caller's modes untouched
     flipped = [r for r in results if r.status is Status.FLIPPED]
     assert len(flipped) >= 0.75 * len(x)
+    # 9 of 10 passes is a statistical check: a flip that holds on 60% of passes gets through
+    # ~6% of the time, so each reported flip must hold on most fresh passes and the reported
+    # flips on 80% of them on average
+    rates = [_empirical_rate(model, r.adversarial, r.label) for r in flipped]
+    assert min(rates) > 0.5 and float(np.mean(rates)) >= 0.8, rates
     for r in results:
         assert r.queries <= 600
         if r.status is Status.MISCLASSIFIED:
@@ -199,7 +204,6 @@ def test_dropout_left_on_needs_repeated_passes_to_verify_a_flip() -> None:
         if r.status is Status.FLIPPED:
             assert r.margin > 0 and not np.array_equal(r.adversarial, x[int(r.sample)])
             assert r.flip_rate is not None and r.flip_rate >= 0.9
-            assert _empirical_rate(model, r.adversarial, r.label) >= 0.7
         else:
             assert r.margin == math.inf
     model.random = False  # the same model without dropout agrees with most reported flips
