@@ -75,13 +75,14 @@ def write_artifacts(space: Any, out: Path, results: Sequence[SampleResult], data
 def _search(
     adapter: Any, space: Any, distance: Any, dataset_x: np.ndarray, labels: np.ndarray,
     ids: Sequence[str] | None, goal: Any, spec: Any, progress: Callable[[int], None] | None,
+    units: Any = None,
 ) -> list[SampleResult]:  # fmt: skip
     from mmargin.engine import minimal_flip
 
     return minimal_flip(
         adapter, space, distance, dataset_x, labels, ids, goal=goal, spec=spec,
         exact=exact_fn(adapter, space, distance, goal), report=report_fn(space),
-        progress=progress,
+        progress=progress, units=units,
     )  # fmt: skip
 
 
@@ -210,8 +211,11 @@ def run_task(
     samples: int | None = None,
     epsilons: Sequence[float] | None = None,
     allow_imports: Sequence[str] = (),
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | bool | None = None,
     on_start: Callable[[int], None] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    executor: str | Any = "local",
 ) -> RunOutput:
     """Run a task end to end and write its artefacts (when an output folder is known).
 
@@ -221,9 +225,17 @@ def run_task(
     apply. ``allow_imports`` are packages a ``module:function`` factory may come from
     (what ``--allow-import`` says on the command line); ``device``, ``samples``, ``out``
     and ``epsilons`` override the task's.
+
+    With an output folder the run is durable (:mod:`mmargin.runs`): the folder is checked
+    before anything runs, each finished batch is on disk at once, ``resume`` continues a
+    killed run of the same task, ``force`` replaces whatever the folder holds, and
+    ``executor`` (``"local"``, ``"ray"`` or an executor object such as
+    :class:`mmargin.runs.ray_executor.RayExecutor`) says where the batches run.
+    ``progress`` is a callback given the number of samples each step finished, or
+    ``True`` for a progress bar on stderr.
     """
     from mmargin.resolve import check_device, resolve
-    from mmargin.store import task_record, write_run
+    from mmargin.runs.progress import progress_callback
 
     if not isinstance(task, Task):
         task = load_task(task)
@@ -239,24 +251,26 @@ def run_task(
         overrides["epsilons"] = tuple(float(e) for e in epsilons)
     task = replace(task, **overrides)
     spec = _task_spec(task)
+    claim = None
+    if task.out is not None:  # checked before the model is built or a sample searched
+        from mmargin.runs.start import claim_for
+
+        claim = claim_for(task, model, data, resume=resume, force=force)
     seed_everything(task.seed)  # before the factory and the loader, which may draw numbers
     live = resolve(task, model=model, data=data, allow_imports=allow_imports)
     if on_start is not None:
         on_start(len(live.dataset))
-    results = _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
-                      live.dataset.ids, live.goal, spec, progress)  # fmt: skip
-    summary = summarize(results, task.epsilons)
-    out_dir = None
-    if task.out is not None:
-        out_dir = Path(task.out)  # relative to the working directory, like any CLI path
-        record = task_record(task)
-        if model is not None:
-            record["model"] = {"in_memory": type(model).__qualname__}
-        if data is not None:
-            record["data"] = {"in_memory": f"{len(live.dataset)} samples"}
-        write_run(out_dir, results, summary, record)
-        write_artifacts(live.space, out_dir, results, live.dataset)
-    return RunOutput(task=task, results=results, summary=summary, out=out_dir)
+    with progress_callback(progress, len(live.dataset)) as tick:
+        if claim is None:
+            results = _search(live.adapter, live.space, live.distance, live.dataset.x,
+                              live.dataset.y, live.dataset.ids, live.goal, spec, tick)  # fmt: skip
+            return RunOutput(task, results, summarize(results, task.epsilons), None)
+        from mmargin.runs.start import run_claimed
+
+        results, summary = run_claimed(claim, task, live, model=model, data=data,
+                                       allow_imports=allow_imports, progress=tick,
+                                       executor=executor)  # fmt: skip
+    return RunOutput(task=task, results=results, summary=summary, out=claim.out)
 
 
 def seed_everything(seed: int) -> None:

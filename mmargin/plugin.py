@@ -29,6 +29,7 @@ What is here:
   (``NoiseConfig``, ``noise_margin``);
 - ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
   sample's budget is spent;
+- ``artifact_stem(sample_id)``: the file stem for a per-sample artefact, unique per id;
 - results (``SampleResult``, ``Status``) and errors: ``InvalidInputError`` (a batch the
   space cannot use), ``RunError`` (a mistake that dooms every sample),
   ``InvalidTaskError``, ``PluginError``.
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
         Space,
     )
     from mmargin.results import SampleResult, Status
+    from mmargin.runs.names import artifact_stem
     from mmargin.spaces import ContinuousSpace, box
 
 _LAZY: dict[str, str] = {
@@ -135,6 +137,7 @@ _LAZY: dict[str, str] = {
     "noise_margin": "mmargin.engine.noise",
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
+    "artifact_stem": "mmargin.runs.names",
 }
 
 __all__ = [
@@ -176,6 +179,7 @@ __all__ = [
     "Tree",
     "TreeEnsemble",
     "Untargeted",
+    "artifact_stem",
     "box",
     "decide",
     "feature_constraints",

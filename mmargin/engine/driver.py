@@ -94,6 +94,32 @@ class Run:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Units:
+    """How a caller steers the driver unit by unit, so that runs can be resumed, sharded
+    and streamed to disk without the engine doing any file I/O.
+
+    A run is cut into numbered units: unit 0 holds the samples that cannot be searched
+    (their error records), unit ``k >= 1`` is the ``k``-th batch of searchable samples. The
+    cut depends only on the data and the batch size, never on which units run, so a unit's
+    results are the same whether it runs alone, after a resume or on another worker.
+    ``select(unit, ids)`` says whether to run a unit (``None``: all of them); ``sink(unit,
+    results)`` receives each finished unit's records, in sample order.
+    """
+
+    select: Callable[[int, list[str]], bool] | None = None
+    sink: Callable[[int, list[SampleResult]], None] | None = None
+
+    def wants(self, unit: int, ids: list[str]) -> bool:
+        """Whether unit ``unit`` (samples ``ids``) is to be run."""
+        return bool(ids) and (self.select is None or self.select(unit, ids))
+
+    def deliver(self, unit: int, results: list[SampleResult]) -> None:
+        """Hand a finished unit to the sink, if any."""
+        if self.sink is not None and results:
+            self.sink(unit, results)
+
+
 class Strategy(Protocol):
     """A search: given the correctly classified rows of a batch, one candidate each."""
 
@@ -150,16 +176,23 @@ def configuration_mistake(exc: BaseException) -> bool:
 def run_batches(
     run: Run, kind: Kind, strategy: Strategy, x: Any, labels: np.ndarray, ids: list[str],
     problems: Sequence[str | None], progress: Callable[[int], None] | None = None,
+    units: Units | None = None,
 ) -> list[SampleResult]:  # fmt: skip
-    """Search every sample (``problems[i]``: why sample i cannot be searched, or None)."""
+    """Search every sample (``problems[i]``: why sample i cannot be searched, or None), or
+    the units ``units`` selects; returns the records of the samples run, in order."""
+    units = units if units is not None else Units()
     results: list[SampleResult | None] = [None] * len(ids)
-    for i, problem in enumerate(problems):
-        if problem is not None:
-            results[i] = run.record(ids[i], int(labels[i]), Status.ERROR, message=problem)
+    bad = [i for i, p in enumerate(problems) if p is not None]
+    if units.wants(0, [ids[i] for i in bad]):
+        for i in bad:
+            results[i] = run.record(ids[i], int(labels[i]), Status.ERROR, message=problems[i])
+        units.deliver(0, [r for r in results if r is not None])
     good = [i for i, p in enumerate(problems) if p is None]
     first = True
-    for start in range(0, len(good), run.spec.batch_size):
+    for unit, start in enumerate(range(0, len(good), run.spec.batch_size), start=1):
         chunk = good[start : start + run.spec.batch_size]
+        if not units.wants(unit, [ids[i] for i in chunk]):
+            continue
         failures: list[BaseException | None] = []
         found = _isolated(run, kind, strategy, [x[i] for i in chunk], labels[chunk],
                           [ids[i] for i in chunk], failures)  # fmt: skip
@@ -168,10 +201,11 @@ def run_batches(
             first = False
         for i, result in zip(chunk, found, strict=True):
             results[i] = result
+        units.deliver(unit, found)
         if progress is not None:
             progress(len(chunk))
-    if progress is not None and len(good) < len(ids):
-        progress(len(ids) - len(good))
+    if progress is not None and any(results[i] is not None for i in bad):
+        progress(len(bad))
     return [r for r in results if r is not None]
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmargin.plugin import BudgetExhausted, Goal, Untargeted, noise_margin
+from mmargin.plugin import BudgetExhausted, Goal, Untargeted, artifact_stem, noise_margin
 from mmargin_audio import measures
 from mmargin_audio.noise import add_noise, l2
 from mmargin_audio.wav import PCM16_STEP, pcm16_roundtrip, write_pcm16
@@ -160,7 +159,7 @@ def write_audio_artifacts(
             **dict(r.extras),
         }
         if space.write_wavs:
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", r.sample)
+            stem = artifact_stem(r.sample)
             peak = float(np.abs(adv - clean).max())
             gain = 0.5 / peak if peak > 0 else 1.0
             for kind, wave in (("clean", clean), ("adv", adv), ("delta", (adv - clean) * gain)):

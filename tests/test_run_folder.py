@@ -1,0 +1,97 @@
+"""Run folders: checked before any search, refused rather than overwritten, unique
+artefact names, journal reads that survive a torn last line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mmargin.runs.folder import claim, task_hash
+from mmargin.runs.journal import Journal, read_rows
+from mmargin.runs.names import artifact_stem
+from mmargin.store import RunFolderError
+
+
+def test_missing_folder_is_created_and_claimed_fresh(tmp_path: Path) -> None:
+    found = claim(tmp_path / "a" / "b", "h1")
+    assert found.state == "fresh" and (tmp_path / "a" / "b" / "run.json").is_file()
+
+
+def test_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunFolderError, match="not a folder"):
+        claim(tmp_path / "f", "h1")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_an_unwritable_folder_is_refused(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(RunFolderError, match="cannot write"):
+            claim(tmp_path / "x", "h1")
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_same_task_needs_resume_other_task_needs_force(tmp_path: Path) -> None:
+    first = claim(tmp_path, "h1")
+    (tmp_path / "results.jsonl").write_text("")
+    with pytest.raises(RunFolderError, match="unfinished run"):
+        claim(tmp_path, "h1")
+    assert claim(tmp_path, "h1", resume=True).state == "resume"
+    with pytest.raises(RunFolderError, match="different task"):
+        claim(tmp_path, "h2", resume=True)
+    first.mark("complete", files=["results.jsonl", "extra"])
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "adversarials.npz").write_bytes(b"stale")
+    with pytest.raises(RunFolderError, match="finished run"):
+        claim(tmp_path, "h1")
+    assert claim(tmp_path, "h1", resume=True).state == "complete"
+    again = claim(tmp_path, "h2", force=True)
+    assert again.state == "fresh"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]  # nothing stale left
+
+
+def test_foreign_files_are_refused_and_kept_with_force(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="other files"):
+        claim(tmp_path, "h1")
+    found = claim(tmp_path, "h1", force=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert "notes.txt" not in found.new_files()
+
+
+def test_task_hash_ignores_the_output_folder_only() -> None:
+    record = {"task": {"name": "t", "out": "a", "seed": 0}, "versions": {"torch": "2"}}
+    moved = {"task": {"name": "t", "out": "b", "seed": 0}, "versions": {"torch": "2"}}
+    reseeded = {"task": {"name": "t", "out": "a", "seed": 1}, "versions": {"torch": "2"}}
+    upgraded = {"task": {"name": "t", "out": "a", "seed": 0}, "versions": {"torch": "3"}}
+    assert task_hash(record) == task_hash(moved)
+    assert len({task_hash(record), task_hash(reseeded), task_hash(upgraded)}) == 3
+
+
+def test_artifact_stems_are_unique_and_safe() -> None:
+    ids = ["a b", "a_b", "A_b", "x/../y", "x_.._y", "", "é"]
+    stems = [artifact_stem(s) for s in ids]
+    assert len(set(stems)) == len(ids)
+    assert len({s.lower() for s in stems}) == len(ids)  # case-insensitive disks too
+    assert all(s and "/" not in s and not s.startswith(".") for s in stems)
+
+
+def test_torn_last_line_is_skipped_and_cut_before_appending(tmp_path: Path) -> None:
+    from mmargin.results import Status, result_record
+
+    def record(sample: str) -> object:
+        return result_record(sample, 1, Status.ERROR, modality="m", space="s", distance="d")
+
+    path = tmp_path / "results.jsonl"
+    good = json.dumps(record("0").to_json())  # type: ignore[attr-defined]
+    path.write_text(good + "\n" + good[:17])
+    assert [r["sample"] for r in read_rows(path)] == ["0"]
+    journal = Journal(tmp_path)
+    journal.append(1, [record("0"), record("1")])  # type: ignore[list-item]
+    assert [r["sample"] for r in read_rows(path)] == ["0", "1"]  # no duplicate, no torn line
+    assert path.read_text().count("\n") == 2
