@@ -257,7 +257,12 @@ def run_task(
 
         claim = claim_for(task, model, data, resume=resume, force=force)
     seed_everything(task.seed)  # before the factory and the loader, which may draw numbers
-    live = resolve(task, model=model, data=data, allow_imports=allow_imports)
+    try:
+        live = resolve(task, model=model, data=data, allow_imports=allow_imports)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
     if on_start is not None:
         on_start(len(live.dataset))
     with progress_callback(progress, len(live.dataset)) as tick:

@@ -33,12 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="torch device, e.g. cpu or cuda (overrides the task)")
     run.add_argument("--samples", type=int, help="evaluate only the first N samples")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--resume", action="store_true",
-                     help="continue an unfinished run of the same task in its output folder")
-    run.add_argument("--force", action="store_true",
-                     help="replace whatever the output folder holds")
-    run.add_argument("--executor", choices=("local", "ray"), default="local",
-                     help="where batches run: this process (default) or Ray workers")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run of the same task in its output folder",
+    )
+    run.add_argument(
+        "--force", action="store_true", help="replace whatever the output folder holds"
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where batches run: this process (default) or Ray workers",
+    )
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--workers", type=int, help="Ray workers (default: 2)")
     run.add_argument("--gpus-per-worker", type=float, default=0.0,

@@ -99,7 +99,7 @@ def relaxed_flip(
         for i, result in zip(members, found, strict=True):
             results[i] = _project(decoder, model, space, goal, inputs[i], encodings[i], result,
                                   spec.budget)  # fmt: skip
-        units.deliver(unit, [results[i] for i in members if results[i] is not None])
+        units.deliver(unit, [r for r in (results[i] for i in members) if r is not None])
         if progress is not None:
             progress(len(members))
     return [r for r in results if r is not None]
