@@ -265,7 +265,7 @@ def run_task(
         raise
     if on_start is not None:
         on_start(len(live.dataset))
-    with progress_callback(progress, len(live.dataset)) as tick:
+    with progress_callback(progress, len(live.dataset), task.budget, task.batch_size) as tick:
         if claim is None:
             results = _search(live.adapter, live.space, live.distance, live.dataset.x,
                               live.dataset.y, live.dataset.ids, live.goal, spec, tick)  # fmt: skip

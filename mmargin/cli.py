@@ -114,18 +114,6 @@ def _run(args: argparse.Namespace) -> int:
     from mmargin.resolve import model_plan
     from mmargin.tasks import load_task
 
-    bar: dict[str, Any] = {}
-
-    def on_start(total: int) -> None:
-        if not args.quiet and sys.stderr.isatty():
-            from mmargin.runs.progress import make_bar
-
-            bar["bar"] = make_bar(total)
-
-    def progress(n: int) -> None:
-        if "bar" in bar:
-            bar["bar"].update(n)
-
     if args.samples is not None and args.samples < 1:
         print("mmargin: error: --samples: expected a positive integer", file=sys.stderr)
         return 2
@@ -138,11 +126,10 @@ def _run(args: argparse.Namespace) -> int:
         executor = RayExecutor(address=args.address, workers=args.workers,
                                gpus_per_worker=args.gpus_per_worker)  # fmt: skip
     output = run_task(task, out=args.out, device=args.device, samples=args.samples,
-                      allow_imports=args.allow_import, progress=progress,
-                      on_start=on_start, resume=args.resume, force=args.force,
+                      allow_imports=args.allow_import,
+                      progress=not args.quiet and sys.stderr.isatty(),
+                      resume=args.resume, force=args.force,
                       executor=executor)  # fmt: skip
-    if "bar" in bar:
-        bar["bar"].close()
     print(format_summary(output.task.name, output.summary))
     if output.out is not None:
         names = sorted(path.name for path in output.out.iterdir())

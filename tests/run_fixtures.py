@@ -53,3 +53,36 @@ def assert_same_folder(a: Path, b: Path) -> None:
     for key, value in adv_a.items():
         assert value.dtype == adv_b[key].dtype and np.array_equal(value, adv_b[key])
     assert not (b / "parts").exists()
+
+
+class KillOnce:
+    """Builds a torch module that wraps a model and, in the first process other than
+    ``driver`` to reach its ``after``-th forward call while ``marker`` exists, removes
+    the marker and kills its own process with SIGKILL: a worker lost mid-shard."""
+
+    @staticmethod
+    def wrap(inner: Any, marker: Path, driver: int, after: int = 3) -> Any:
+        import os
+        import signal
+
+        import torch
+
+        class _Killer(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = inner
+                self.calls = 0
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                self.calls += 1
+                if os.getpid() != driver and self.calls >= after:
+                    try:
+                        marker.unlink()
+                    except FileNotFoundError:
+                        pass
+                    else:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                out: torch.Tensor = self.inner(x)
+                return out
+
+        return _Killer()

@@ -50,9 +50,10 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_folder(
         assert _lines(killed / "results.jsonl") < 48 or proc.returncode == 0
     assert kills >= 2, "the run finished before it could be killed: make it longer"
     assert 0 < _lines(killed / "results.jsonl") < 48 or (killed / "summary.json").exists()
-    done = subprocess.run(_command(task, killed, "--resume"), env=env, capture_output=True,
-                          text=True)  # fmt: skip
+    last = [c for c in _command(task, killed, "--resume") if c != "--quiet"]
+    done = subprocess.run(last, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no progress bar when stderr is not a terminal
     assert_same_folder(whole, killed)
     refused = subprocess.run(_command(task, killed), env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "finished run" in refused.stderr

@@ -95,3 +95,24 @@ def test_torn_last_line_is_skipped_and_cut_before_appending(tmp_path: Path) -> N
     journal.append(1, [record("0"), record("1")])  # type: ignore[list-item]
     assert [r["sample"] for r in read_rows(path)] == ["0", "1"]  # no duplicate, no torn line
     assert path.read_text().count("\n") == 2
+
+
+def test_progress_bar_moves_within_a_batch_and_snaps_to_whole_samples() -> None:
+    import io
+
+    from tqdm import tqdm
+
+    from mmargin.runs.progress import BarProgress
+
+    bar = tqdm(total=8, file=io.StringIO())
+    tick = BarProgress(bar, budget=10, batch_size=4)
+    tick.step(4)  # one forward pass over a batch of 4: 4 rows of at most 10 passes each
+    assert 0 < bar.n < 4
+    for _ in range(50):
+        tick.step(4)
+    assert bar.n <= 0.95 * 4 + 1e-9  # never claims the batch before it is finished
+    tick(4)
+    assert bar.n == 4
+    tick.step(4)
+    tick(4)
+    assert bar.n == 8

@@ -104,11 +104,13 @@ class Units:
     cut depends only on the data and the batch size, never on which units run, so a unit's
     results are the same whether it runs alone, after a resume or on another worker.
     ``select(unit, ids)`` says whether to run a unit (``None``: all of them); ``sink(unit,
-    results)`` receives each finished unit's records, in sample order.
+    results)`` receives each finished unit's records, in sample order; ``step(rows)`` is
+    told the rows of every forward pass of the search (progress within a batch).
     """
 
     select: Callable[[int, list[str]], bool] | None = None
     sink: Callable[[int, list[SampleResult]], None] | None = None
+    step: Callable[[int], None] | None = None
 
     def wants(self, unit: int, ids: list[str]) -> bool:
         """Whether unit ``unit`` (samples ``ids``) is to be run."""
@@ -181,6 +183,8 @@ def run_batches(
     """Search every sample (``problems[i]``: why sample i cannot be searched, or None), or
     the units ``units`` selects; returns the records of the samples run, in order."""
     units = units if units is not None else Units()
+    if units.step is not None:
+        run.model.counter.observer = units.step
     results: list[SampleResult | None] = [None] * len(ids)
     bad = [i for i, p in enumerate(problems) if p is not None]
     if units.wants(0, [ids[i] for i in bad]):
