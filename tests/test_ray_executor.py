@@ -40,6 +40,7 @@ def test_shards_cover_every_unit_once() -> None:
         assert covered == list(range(samples + 2))  # unit 0, then at most one per sample
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_give_the_local_folder(tmp_path: Path, local_ray: None) -> None:
     task = _task(tmp_path)
     run_task(task, out=tmp_path / "local")
@@ -49,6 +50,7 @@ def test_one_and_two_workers_give_the_local_folder(tmp_path: Path, local_ray: No
         assert_same_folder(tmp_path / "local", out)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_still_gives_the_local_folder(tmp_path: Path, local_ray: None) -> None:
     from mmargin_image.models import digits_mlp
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from run_fixtures import TASK, assert_same_folder  # the tests folder is on sys.path
 
 from mmargin.api import run_task
@@ -26,6 +27,7 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.is_file() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_folder(
     tmp_path: Path,
 ) -> None:

@@ -116,3 +116,15 @@ def test_progress_bar_moves_within_a_batch_and_snaps_to_whole_samples() -> None:
     tick.step(4)
     tick(4)
     assert bar.n == 8
+
+
+def test_cli_takes_the_run_options() -> None:
+    from mmargin.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["run", "t.toml", "--resume", "--force", "--executor", "ray", "--address", "h:6379",
+         "--workers", "3", "--gpus-per-worker", "0.5"]
+    )  # fmt: skip
+    assert (args.resume, args.force, args.executor, args.address, args.workers) == (
+        True, True, "ray", "h:6379", 3)  # fmt: skip
+    assert args.gpus_per_worker == 0.5
