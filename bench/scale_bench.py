@@ -26,31 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 TASK = Path(__file__).resolve().parent.parent / "tasks" / "image-mnist-l2.toml"
-TIMING = ("seconds",)
-
-
-def folder_rows(out: Path) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """A run folder's records (timing left out) and adversarials."""
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    for row in rows:
-        for key in TIMING:
-            row.pop(key, None)
-    arrays: dict[str, np.ndarray] = {}
-    if (out / "adversarials.npz").is_file():
-        with np.load(out / "adversarials.npz") as found:
-            arrays = {k: found[k] for k in found.files}
-    return rows, arrays
-
-
-def identical(a: Path, b: Path) -> bool:
-    """Same records (timing aside) and bit-identical adversarials."""
-    rows_a, adv_a = folder_rows(a)
-    rows_b, adv_b = folder_rows(b)
-    return (rows_a == rows_b and adv_a.keys() == adv_b.keys()
-            and all(np.array_equal(adv_a[k], adv_b[k]) for k in adv_a))  # fmt: skip
 
 
 def scale(samples: int, batch_size: int, workers: int, budget: int) -> dict[str, Any]:
@@ -58,6 +34,7 @@ def scale(samples: int, batch_size: int, workers: int, budget: int) -> dict[str,
     import ray
 
     from mmargin.api import run_task
+    from mmargin.runs.compare import differences
     from mmargin.runs.ray_executor import RayExecutor
     from mmargin.tasks import load_task
 
@@ -79,7 +56,7 @@ def scale(samples: int, batch_size: int, workers: int, budget: int) -> dict[str,
             ray_s = time.perf_counter() - started
         finally:
             ray.shutdown()
-        same = identical(local, sharded)
+        same = not differences(local, sharded)
     return {
         "task": TASK.name, "samples": samples, "batch_size": batch_size, "budget": budget,
         "workers": workers, "one_process_s": round(local_s, 2),

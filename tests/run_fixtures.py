@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from mmargin.runs.compare import differences
 
 TASK = """
 [task]
@@ -28,30 +27,10 @@ budget = 40
 exact = "never"
 """
 
-TIMING = ("seconds",)
-"""Fields that measure time, not the search: left out of every comparison."""
-
-
-def comparable(out: Path) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """A run folder's records (timing left out) and adversarial arrays."""
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    for row in rows:
-        for key in TIMING:
-            row.pop(key, None)
-    with np.load(out / "adversarials.npz") as found:
-        arrays = {k: found[k] for k in found.files}
-    return rows, arrays
-
 
 def assert_same_folder(a: Path, b: Path) -> None:
-    rows_a, adv_a = comparable(a)
-    rows_b, adv_b = comparable(b)
-    ids = [r["sample"] for r in rows_b]
-    assert len(ids) == len(set(ids)), "duplicated samples"
-    assert rows_a == rows_b
-    assert sorted(adv_a) == sorted(adv_b)
-    for key, value in adv_a.items():
-        assert value.dtype == adv_b[key].dtype and np.array_equal(value, adv_b[key])
+    """The two run folders hold the same run (timing aside), and ``b`` is finished."""
+    assert differences(a, b) == []
     assert not (b / "parts").exists()
 
 

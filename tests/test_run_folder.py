@@ -128,3 +128,24 @@ def test_cli_takes_the_run_options() -> None:
     assert (args.resume, args.force, args.executor, args.address, args.workers) == (
         True, True, "ray", "h:6379", 3)  # fmt: skip
     assert args.gpus_per_worker == 0.5
+
+
+def test_folder_differences_see_records_duplicates_and_adversarial_bits(tmp_path: Path) -> None:
+    import numpy as np
+
+    from mmargin.runs.compare import differences
+
+    def folder(name: str, rows: list[dict[str, object]], adv: np.ndarray) -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        np.savez(out / "adversarials.npz", a=adv)
+        return out
+
+    row = {"sample": "a", "margin": 0.5, "seconds": 1.0}
+    adv = np.array([0.25, 0.5], dtype=np.float32)
+    base = folder("base", [row], adv)
+    assert differences(base, folder("slower", [{**row, "seconds": 9.0}], adv)) == []
+    assert differences(base, folder("margin", [{**row, "margin": 0.5000001}], adv))
+    assert differences(base, folder("twice", [row, row], adv))
+    assert differences(base, folder("bits", [row], np.nextafter(adv, 1)))

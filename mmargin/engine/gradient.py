@@ -146,8 +146,10 @@ def _run_once(
     stall = torch.zeros(batch, dtype=torch.long, device=x.device)
     free = space.free_dims(x)
     for k in range(steps):
-        # all samples active (no early stop yet): views instead of gathered copies
-        idx: Tensor | slice = slice(None) if bool(active.all()) else active.nonzero().squeeze(1)
+        # all samples active (no early stop yet): views instead of gathered copies; without
+        # patience nothing stops early, so the step loop never waits on the device
+        every = config.patience <= 0 or bool(active.all())
+        idx: Tensor | slice = slice(None) if every else active.nonzero().squeeze(1)
         if isinstance(idx, Tensor) and idx.numel() == 0:
             break
         xi, di = x[idx], delta[idx].clone().requires_grad_(True)
@@ -171,12 +173,17 @@ def _run_once(
         best = state.best_norm[idx]
         improved = is_adv & (norms < best)
         significant = is_adv & (norms < best * (1 - config.rtol))
-        rows = improved.nonzero().squeeze(1)
-        if rows.numel():  # copy only the rows that improved
-            where = rows if isinstance(idx, slice) else idx[rows]
-            state.best_norm[where] = norms[rows]
-            state.best_delta[where] = di[rows]
-            state.best_class[where] = scores[rows].argmax(dim=1)
+        if isinstance(idx, slice):  # masked writes: no device-to-host sync per step
+            state.best_norm.copy_(torch.where(improved, norms, best))
+            state.best_delta.copy_(torch.where(per_sample(improved, di), di, state.best_delta))
+            state.best_class.copy_(torch.where(improved, scores.argmax(dim=1), state.best_class))
+        else:
+            rows = improved.nonzero().squeeze(1)
+            if rows.numel():  # copy only the rows that improved
+                where = idx[rows]
+                state.best_norm[where] = norms[rows]
+                state.best_delta[where] = di[rows]
+                state.best_class[where] = scores[rows].argmax(dim=1)
         stall[idx] = torch.where(significant, torch.zeros_like(stall[idx]), stall[idx] + 1)
         was_found = found[idx]
         found[idx] = was_found | is_adv
