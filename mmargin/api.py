@@ -139,7 +139,7 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     ids: Sequence[str] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | bool | None = None,
 ) -> list[SampleResult]:
     """Minimal verified flips for a batch ``x`` (array or tensor, ``(N, ...)``).
 
@@ -151,7 +151,8 @@ def evaluate(
     ``scores``) or a ready goal object. The search knobs mean what they mean in a task's
     ``[search]`` table and are checked the same way (a mistake raises
     :class:`~mmargin.errors.InvalidTaskError`, a ``ValueError``, naming the field).
-    Returns one :class:`SampleResult` per input, in order.
+    ``progress``: a callback given the samples each batch finished, or ``True`` for a
+    progress bar on stderr. Returns one :class:`SampleResult` per input, in order.
     """
     from mmargin.goals import make_goal
     from mmargin.resolve import adapter_for, check_device, check_normalisation, component, to_numpy
@@ -188,7 +189,13 @@ def evaluate(
         goal_obj = make_goal(goal, target, **goal_options)
     except ValueError as exc:
         raise InvalidTaskError("goal", str(exc)) from None
-    return _search(wrapped, space, distance, x_np, labels_np, ids, goal_obj, spec, progress)
+    from mmargin.engine.driver import Units
+    from mmargin.runs.progress import progress_callback
+
+    with progress_callback(progress, len(labels_np), budget, batch_size) as tick:
+        units = Units(step=getattr(tick, "step", None))
+        return _search(wrapped, space, distance, x_np, labels_np, ids, goal_obj, spec, tick,
+                       units)  # fmt: skip
 
 
 @dataclass(frozen=True)

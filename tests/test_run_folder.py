@@ -149,3 +149,20 @@ def test_folder_differences_see_records_duplicates_and_adversarial_bits(tmp_path
     assert differences(base, folder("margin", [{**row, "margin": 0.5000001}], adv))
     assert differences(base, folder("twice", [row, row], adv))
     assert differences(base, folder("bits", [row], np.nextafter(adv, 1)))
+
+
+def test_evaluate_reports_progress_by_callback_and_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    import torch
+
+    import mmargin
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    x = np.random.default_rng(0).random((10, 4), dtype=np.float32)
+    labels = net(torch.as_tensor(x)).argmax(dim=1).numpy()
+    seen: list[int] = []
+    mmargin.evaluate(net, x, labels, budget=20, batch_size=4, progress=seen.append)
+    assert sum(seen) == 10 and len(seen) == 3  # one call per batch of 4, 4, 2
+    mmargin.evaluate(net, x, labels, budget=20, batch_size=4, progress=True)
+    assert "10/10" in capsys.readouterr().err
