@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from mmargin import plugins
+from mmargin.engine.spec import DEFAULT_BASELINE_PASSES
 from mmargin.errors import InvalidTaskError
 from mmargin.results import SampleResult
-from mmargin.summary import Summary, summarize
+from mmargin.summary import Summary, summarize, units_label
 from mmargin.tasks import Component, ModelSpec, Task, check_goal, check_value, load_task
 
 
@@ -88,7 +89,7 @@ def _search(
 
 def _spec(
     *, budget: int, batch_size: int, strategy: str, exact: str, line_search_steps: int,
-    seed: int, restarts: int, patience: int, report_passes: int,
+    seed: int, restarts: int, patience: int, report_passes: int, baseline_passes: int,
 ) -> Any:  # fmt: skip
     """The engine's search specification from checked task fields."""
     from mmargin.engine.spec import GradientConfig, SearchSpec
@@ -97,6 +98,7 @@ def _spec(
         return SearchSpec(
             budget=budget, batch_size=batch_size, strategy=strategy, exact=exact,
             line_search_steps=line_search_steps, seed=seed, report_passes=report_passes,
+            baseline_passes=baseline_passes,
             gradient=GradientConfig(restarts=restarts, patience=patience),
         )  # fmt: skip
     except ValueError as exc:
@@ -109,7 +111,8 @@ def _task_spec(task: Task) -> Any:
     return _spec(budget=task.budget, batch_size=task.batch_size, strategy=task.strategy,
                  exact=task.exact, line_search_steps=task.line_search_steps, seed=task.seed,
                  restarts=task.restarts, patience=task.patience,
-                 report_passes=task.report_passes)  # fmt: skip
+                 report_passes=task.report_passes,
+                 baseline_passes=task.baseline_passes)  # fmt: skip
 
 
 def evaluate(
@@ -135,6 +138,7 @@ def evaluate(
     patience: int = 0,
     line_search_steps: int = 12,
     report_passes: int = 0,
+    baseline_passes: int = DEFAULT_BASELINE_PASSES,
     exact: str = "auto",
     device: str = "cpu",
     seed: int = 0,
@@ -162,11 +166,13 @@ def evaluate(
         ("task.batch_size", batch_size), ("search.restarts", restarts),
         ("search.patience", patience), ("search.line_search_steps", line_search_steps),
         ("search.exact", exact), ("task.seed", seed), ("search.report_passes", report_passes),
+        ("search.baseline_passes", baseline_passes),
     ):  # fmt: skip
         check_value(where, value)
     spec = _spec(budget=budget, batch_size=batch_size, strategy=strategy, exact=exact,
                  line_search_steps=line_search_steps, seed=seed, restarts=restarts,
-                 patience=patience, report_passes=report_passes)  # fmt: skip
+                 patience=patience, report_passes=report_passes,
+                 baseline_passes=baseline_passes)  # fmt: skip
     check_device(device, "device")
     goal_options: dict[str, Any] = {
         k: v for k, v in (("threshold", threshold), ("positive", positive), ("scores", scores))
@@ -200,12 +206,14 @@ def evaluate(
 
 @dataclass(frozen=True)
 class RunOutput:
-    """What ``run_task`` produced: the results, their summary and where they were written."""
+    """What ``run_task`` produced: the results, their summary, where they were written and
+    the space plugin's example lines (``mmargin_summary_examples``)."""
 
     task: Task
     results: list[SampleResult]
     summary: Summary
     out: Path | None
+    examples: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_task(
@@ -272,17 +280,23 @@ def run_task(
         raise
     if on_start is not None:
         on_start(len(live.dataset))
+    units = units_label(live.space, live.distance)
     with progress_callback(progress, len(live.dataset), task.budget, task.batch_size) as tick:
         if claim is None:
             results = _search(live.adapter, live.space, live.distance, live.dataset.x,
                               live.dataset.y, live.dataset.ids, live.goal, spec, tick)  # fmt: skip
-            return RunOutput(task, results, summarize(results, task.epsilons), None)
-        from mmargin.runs.start import run_claimed
+            summary = summarize(results, task.epsilons, units)
+        else:
+            from mmargin.runs.start import run_claimed
 
-        results, summary = run_claimed(claim, task, live, model=model, data=data,
-                                       allow_imports=allow_imports, progress=tick,
-                                       executor=executor)  # fmt: skip
-    return RunOutput(task=task, results=results, summary=summary, out=claim.out)
+            results, summary = run_claimed(claim, task, live, model=model, data=data,
+                                           allow_imports=allow_imports, progress=tick,
+                                           executor=executor, units=units)  # fmt: skip
+    from mmargin.examples import summary_examples
+
+    examples = summary_examples(live.space, results)
+    out_dir = None if claim is None else claim.out
+    return RunOutput(task=task, results=results, summary=summary, out=out_dir, examples=examples)
 
 
 def seed_everything(seed: int) -> None:

@@ -30,6 +30,8 @@ What is here:
 - ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
   sample's budget is spent;
 - ``artifact_stem(sample_id)``: the file stem for a per-sample artefact, unique per id;
+- what a ``mmargin_summary_examples`` hook picks and words its lines with
+  (``pick_examples``, ``ratio_note``, ``printable``);
 - results (``SampleResult``, ``Status``) and errors: ``InvalidInputError`` (a batch the
   space cannot use), ``RunError`` (a mistake that dooms every sample),
   ``InvalidTaskError``, ``PluginError``.
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from mmargin.exact.problem import ExactModel, FeatureConstraints, feature_constraints
     from mmargin.exact.trees import Tree, TreeEnsemble
     from mmargin.exact.types import ExactMargin
+    from mmargin.examples import pick_examples, printable, ratio_note
     from mmargin.goals import (
         Goal,
         GoalBase,
@@ -138,6 +141,7 @@ _LAZY: dict[str, str] = {
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
     "artifact_stem": "mmargin.runs.names",
+    **dict.fromkeys(("pick_examples", "printable", "ratio_note"), "mmargin.examples"),
 }
 
 __all__ = [
@@ -188,6 +192,9 @@ __all__ = [
     "lp",
     "make_goal",
     "noise_margin",
+    "pick_examples",
+    "printable",
+    "ratio_note",
 ]
 
 
