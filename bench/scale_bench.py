@@ -34,8 +34,8 @@ def scale(samples: int, batch_size: int, workers: int, budget: int) -> dict[str,
     import ray
 
     from mmargin.api import run_task
-    from mmargin.runs.compare import differences
-    from mmargin.runs.ray_executor import RayExecutor
+    from mmargin.durable.compare import differences
+    from mmargin.durable.ray_executor import RayExecutor
     from mmargin.tasks import load_task
 
     task = dataclasses.replace(load_task(TASK), samples=samples, batch_size=batch_size,

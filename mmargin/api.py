@@ -195,8 +195,8 @@ def evaluate(
         goal_obj = make_goal(goal, target, **goal_options)
     except ValueError as exc:
         raise InvalidTaskError("goal", str(exc)) from None
+    from mmargin.durable.progress import progress_callback
     from mmargin.engine.driver import Units
-    from mmargin.runs.progress import progress_callback
 
     with progress_callback(progress, len(labels_np), budget, batch_size) as tick:
         units = Units(step=getattr(tick, "step", None))
@@ -241,16 +241,16 @@ def run_task(
     (what ``--allow-import`` says on the command line); ``device``, ``samples``, ``out``
     and ``epsilons`` override the task's.
 
-    With an output folder the run is durable (:mod:`mmargin.runs`): the folder is checked
+    With an output folder the run is durable (:mod:`mmargin.durable`): the folder is checked
     before anything runs, each finished batch is on disk at once, ``resume`` continues a
     killed run of the same task, ``force`` replaces whatever the folder holds, and
     ``executor`` (``"local"``, ``"ray"`` or an executor object such as
-    :class:`mmargin.runs.ray_executor.RayExecutor`) says where the batches run.
+    :class:`mmargin.durable.ray_executor.RayExecutor`) says where the batches run.
     ``progress`` is a callback given the number of samples each step finished, or
     ``True`` for a progress bar on stderr.
     """
+    from mmargin.durable.progress import progress_callback
     from mmargin.resolve import check_device, resolve
-    from mmargin.runs.progress import progress_callback
 
     if not isinstance(task, Task):
         task = load_task(task)
@@ -268,7 +268,7 @@ def run_task(
     spec = _task_spec(task)
     claim = None
     if task.out is not None:  # checked before the model is built or a sample searched
-        from mmargin.runs.start import claim_for
+        from mmargin.durable.start import claim_for
 
         claim = claim_for(task, model, data, resume=resume, force=force)
     seed_everything(task.seed)  # before the factory and the loader, which may draw numbers
@@ -287,7 +287,7 @@ def run_task(
                               live.dataset.y, live.dataset.ids, live.goal, spec, tick)  # fmt: skip
             summary = summarize(results, task.epsilons, units)
         else:
-            from mmargin.runs.start import run_claimed
+            from mmargin.durable.start import run_claimed
 
             results, summary = run_claimed(claim, task, live, model=model, data=data,
                                            allow_imports=allow_imports, progress=tick,

@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"imports: {model_plan(task, args.allow_import).describe()}", flush=True)
     executor: Any = args.executor
     if args.executor == "ray":
-        from mmargin.runs.ray_executor import RayExecutor
+        from mmargin.durable.ray_executor import RayExecutor
 
         executor = RayExecutor(address=args.address, workers=args.workers,
                                gpus_per_worker=args.gpus_per_worker)  # fmt: skip

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from mmargin.adapters import CallableAdapter, TorchAdapter
     from mmargin.data import Dataset
     from mmargin.distances import LpDistance, lp
+    from mmargin.durable.names import artifact_stem
     from mmargin.engine.counting import BudgetExhausted
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.engine.spec import DiscreteConfig
@@ -86,7 +87,6 @@ if TYPE_CHECKING:
         Space,
     )
     from mmargin.results import SampleResult, Status
-    from mmargin.runs.names import artifact_stem
     from mmargin.spaces import ContinuousSpace, box
 
 _LAZY: dict[str, str] = {
@@ -140,7 +140,7 @@ _LAZY: dict[str, str] = {
     "noise_margin": "mmargin.engine.noise",
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
-    "artifact_stem": "mmargin.runs.names",
+    "artifact_stem": "mmargin.durable.names",
     **dict.fromkeys(("pick_examples", "printable", "ratio_note"), "mmargin.examples"),
 }
 

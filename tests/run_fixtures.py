@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmargin.runs.compare import differences
+from mmargin.durable.compare import differences
 
 TASK = """
 [task]

@@ -13,7 +13,7 @@ import run_fixtures
 from run_fixtures import TASK, KillOnce, assert_same_folder
 
 from mmargin.api import run_task
-from mmargin.runs.ray_executor import RayExecutor, shards
+from mmargin.durable.ray_executor import RayExecutor, shards
 from mmargin.tasks import Task, load_task
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (mmargin[ray])")

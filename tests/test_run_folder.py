@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mmargin.runs.folder import claim, task_hash
-from mmargin.runs.journal import Journal, read_rows
-from mmargin.runs.names import artifact_stem
+from mmargin.durable.folder import claim, task_hash
+from mmargin.durable.journal import Journal, read_rows
+from mmargin.durable.names import artifact_stem
 from mmargin.store import RunFolderError
 
 
@@ -102,7 +102,7 @@ def test_progress_bar_moves_within_a_batch_and_snaps_to_whole_samples() -> None:
 
     from tqdm import tqdm
 
-    from mmargin.runs.progress import BarProgress
+    from mmargin.durable.progress import BarProgress
 
     bar = tqdm(total=8, file=io.StringIO())
     tick = BarProgress(bar, budget=10, batch_size=4)
@@ -133,7 +133,7 @@ def test_cli_takes_the_run_options() -> None:
 def test_folder_differences_see_records_duplicates_and_adversarial_bits(tmp_path: Path) -> None:
     import numpy as np
 
-    from mmargin.runs.compare import differences
+    from mmargin.durable.compare import differences
 
     def folder(name: str, rows: list[dict[str, object]], adv: np.ndarray) -> Path:
         out = tmp_path / name
