@@ -287,16 +287,34 @@ def run_task(
                               live.dataset.y, live.dataset.ids, live.goal, spec, tick)  # fmt: skip
             summary = summarize(results, task.epsilons, units)
         else:
+            from mmargin.durable.execute import Job
             from mmargin.durable.start import run_claimed
 
-            results, summary = run_claimed(claim, task, live, model=model, data=data,
-                                           allow_imports=allow_imports, progress=tick,
+            job = Job(task, model, data, tuple(allow_imports), rebuild=rebuild_run,
+                      search=search_run, artifacts=write_artifacts)  # fmt: skip
+            results, summary = run_claimed(claim, job, live, progress=tick,
                                            executor=executor, units=units)  # fmt: skip
     from mmargin.examples import summary_examples
 
     examples = summary_examples(live.space, results)
     out_dir = None if claim is None else claim.out
     return RunOutput(task=task, results=results, summary=summary, out=out_dir, examples=examples)
+
+
+def rebuild_run(job: Any) -> Any:
+    """A durable run's task rebuilt in a worker process (seeded, then resolved), as
+    :func:`run_task` builds it: what :class:`mmargin.durable.execute.Job` calls."""
+    from mmargin.resolve import resolve
+
+    seed_everything(job.task.seed)
+    return resolve(job.task, model=job.model, data=job.data, allow_imports=job.allow_imports)
+
+
+def search_run(live: Any, task: Task, progress: Callable[[int], None] | None,
+               units: Any) -> list[SampleResult]:  # fmt: skip
+    """The engine with the plugins' hooks on a resolved task, unit by unit (``units``)."""
+    return _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
+                   live.dataset.ids, live.goal, _task_spec(task), progress, units)  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:

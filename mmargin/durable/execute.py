@@ -15,6 +15,7 @@ import json
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from mmargin.durable.folder import Claim, write_atomic
@@ -31,13 +32,20 @@ Progress = Callable[[int], None]
 @dataclass(frozen=True)
 class Job:
     """What a worker needs to rebuild a run on its own: the task (overrides applied), an
-    in-memory model and data (``None``: the task's factory and loader) and the packages
-    a factory may import from."""
+    in-memory model and data (``None``: the task's factory and loader), the packages a
+    factory may import from, and the host's own steps, handed in by :mod:`mmargin.api`
+    (module-level functions, so a Ray worker imports them by name):
+    ``rebuild(job)`` seeds and resolves the task into a live run, ``search(live, task,
+    progress, units)`` runs the engine with the plugins' hooks, ``artifacts(space, out,
+    results, dataset)`` lets the plugins write their files."""
 
     task: Task
-    model: Any = None
-    data: Any = None
-    allow_imports: tuple[str, ...] = ()
+    model: Any
+    data: Any
+    allow_imports: tuple[str, ...]
+    rebuild: Callable[[Job], Any]
+    search: Callable[[Any, Task, Progress | None, Any], list[SampleResult]]
+    artifacts: Callable[[Any, Path, list[SampleResult], Any], None]
 
 
 class Executor(Protocol):
@@ -48,15 +56,13 @@ class Executor(Protocol):
             progress: Progress | None) -> None: ...  # fmt: skip
 
 
-def search_units(live: Any, task: Task, select: Callable[[int, list[str]], bool],
+def search_units(job: Job, live: Any, select: Callable[[int, list[str]], bool],
                  sink: Sink | None, progress: Progress | None) -> list[SampleResult]:  # fmt: skip
     """Search the units of a resolved run that ``select(unit, ids)`` picks."""
-    from mmargin.api import _search, _task_spec
     from mmargin.engine.driver import Units
 
     units = Units(select=select, sink=sink, step=getattr(progress, "step", None))
-    return _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
-                   live.dataset.ids, live.goal, _task_spec(task), progress, units)  # fmt: skip
+    return job.search(live, job.task, progress, units)
 
 
 def missing(done: set[str]) -> Callable[[int, list[str]], bool]:
@@ -74,7 +80,7 @@ class LocalExecutor:
     def run(self, job: Job, live: Any, done: set[str], sink: Sink,
             progress: Progress | None) -> None:  # fmt: skip
         """Search the missing units here."""
-        search_units(live, job.task, missing(done), sink, progress)
+        search_units(job, live, missing(done), sink, progress)
 
 
 def run_into(
@@ -114,9 +120,7 @@ def run_into(
                  json.dumps(summary.to_json(), indent=2, allow_nan=False) + "\n")  # fmt: skip
     write_atomic(out / "task.resolved.toml", to_toml(record))
     results = [fresh.get(r.sample, r) for r in on_disk]
-    from mmargin.api import write_artifacts
-
-    write_artifacts(live.space, out, results, live.dataset)
+    job.artifacts(live.space, out, results, live.dataset)
     claim.mark("complete", files=[n for n in claim.new_files() if n != "parts"])
     shutil.rmtree(out / "parts", ignore_errors=True)
     return results, summary

@@ -35,12 +35,7 @@ def run_shard(token: str, job: Job, first: int, stop: int,
     this process and return them: what a Ray task runs."""
     live = _LIVE.get(token)
     if live is None:
-        from mmargin.api import seed_everything
-        from mmargin.resolve import resolve
-
-        seed_everything(job.task.seed)
-        live = resolve(job.task, model=job.model, data=job.data,
-                       allow_imports=job.allow_imports)  # fmt: skip
+        live = job.rebuild(job)
         _LIVE.clear()
         _LIVE[token] = live
     found: list[tuple[int, list[SampleResult]]] = []
@@ -48,7 +43,7 @@ def run_shard(token: str, job: Job, first: int, stop: int,
     def select(unit: int, ids: list[str]) -> bool:
         return first <= unit < stop and not all(s in done for s in ids)
 
-    search_units(live, job.task, select, lambda unit, rs: found.append((unit, rs)), None)
+    search_units(job, live, select, lambda unit, rs: found.append((unit, rs)), None)
     return found
 
 

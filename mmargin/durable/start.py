@@ -4,7 +4,6 @@ folder before anything is built, then run the task into it."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,11 @@ def claim_for(task: Task, model: Any, data: Any, *, resume: bool, force: bool) -
 
 
 def run_claimed(
-    found: Claim, task: Task, live: Any, *, model: Any, data: Any,
-    allow_imports: Sequence[str], progress: Progress | None, executor: str | Executor,
-    units: str | None = None,
+    found: Claim, job: Job, live: Any, *, progress: Progress | None,
+    executor: str | Executor, units: str | None = None,
 ) -> tuple[list[SampleResult], Summary]:  # fmt: skip
-    """Run ``task`` (already resolved as ``live``) into its claimed folder (``units``: the
-    margin's unit label for the summary)."""
-    job = Job(task, model, data, tuple(allow_imports))
+    """Run ``job`` (its task already resolved as ``live``) into its claimed folder
+    (``units``: the margin's unit label for the summary)."""
     chosen: Executor | None = None
     if executor == "ray":
         from mmargin.durable.ray_executor import RayExecutor
@@ -69,8 +66,9 @@ def run_claimed(
 
         raise InvalidTaskError("executor", f"expected 'local' or 'ray', got {executor!r}")
     try:
-        return run_into(found, job, live, run_record(task, model, data), progress=progress,
-                        executor=chosen, units=units)  # fmt: skip
+        record = run_record(job.task, job.model, job.data)
+        return run_into(found, job, live, record, progress=progress, executor=chosen,
+                        units=units)  # fmt: skip
     except BaseException:
         found.release()
         raise
