@@ -9,7 +9,21 @@ export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo test lint bench bench-image bench-text bench-tabular bench-audio bench-scale clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
+
+# The report's browser tests drive Debian's chromium (Playwright with executable_path; never
+# `playwright install`). Installed here when missing and we may (root + apt); otherwise say
+# how, and those tests skip with that reason.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -q && apt-get install -y -q chromium) || \
+		echo "warning: could not install chromium; the report's browser tests will skip"; \
+	else \
+		echo "note: no chromium on PATH and not root: run 'sudo apt-get install chromium'" \
+		     "(the report's browser tests skip without it)"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) requirements/constraints.txt requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)

@@ -90,6 +90,7 @@ def _search(
 def _spec(
     *, budget: int, batch_size: int, strategy: str, exact: str, line_search_steps: int,
     seed: int, restarts: int, patience: int, report_passes: int, baseline_passes: int,
+    flip_repeats: int = 10,
 ) -> Any:  # fmt: skip
     """The engine's search specification from checked task fields."""
     from mmargin.engine.spec import GradientConfig, SearchSpec
@@ -100,6 +101,7 @@ def _spec(
             line_search_steps=line_search_steps, seed=seed, report_passes=report_passes,
             baseline_passes=baseline_passes,
             gradient=GradientConfig(restarts=restarts, patience=patience),
+            flip_repeats=flip_repeats,
         )  # fmt: skip
     except ValueError as exc:
         if isinstance(exc, InvalidTaskError):
@@ -111,7 +113,7 @@ def _task_spec(task: Task) -> Any:
     return _spec(budget=task.budget, batch_size=task.batch_size, strategy=task.strategy,
                  exact=task.exact, line_search_steps=task.line_search_steps, seed=task.seed,
                  restarts=task.restarts, patience=task.patience,
-                 report_passes=task.report_passes,
+                 report_passes=task.report_passes, flip_repeats=task.flip_repeats,
                  baseline_passes=task.baseline_passes)  # fmt: skip
 
 
@@ -138,6 +140,7 @@ def evaluate(
     patience: int = 0,
     line_search_steps: int = 12,
     report_passes: int = 0,
+    flip_repeats: int = 10,
     baseline_passes: int = DEFAULT_BASELINE_PASSES,
     exact: str = "auto",
     device: str = "cpu",
@@ -166,13 +169,14 @@ def evaluate(
         ("task.batch_size", batch_size), ("search.restarts", restarts),
         ("search.patience", patience), ("search.line_search_steps", line_search_steps),
         ("search.exact", exact), ("task.seed", seed), ("search.report_passes", report_passes),
+        ("search.flip_repeats", flip_repeats),
         ("search.baseline_passes", baseline_passes),
     ):  # fmt: skip
         check_value(where, value)
     spec = _spec(budget=budget, batch_size=batch_size, strategy=strategy, exact=exact,
                  line_search_steps=line_search_steps, seed=seed, restarts=restarts,
                  patience=patience, report_passes=report_passes,
-                 baseline_passes=baseline_passes)  # fmt: skip
+                 flip_repeats=flip_repeats, baseline_passes=baseline_passes)  # fmt: skip
     check_device(device, "device")
     goal_options: dict[str, Any] = {
         k: v for k, v in (("threshold", threshold), ("positive", positive), ("scores", scores))

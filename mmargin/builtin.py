@@ -217,3 +217,12 @@ def mmargin_exact_constraints(space: Any, distance: Any, x: np.ndarray) -> Any:
     return feature_constraints(x, distance.p, lower=flat(space.lower), upper=flat(space.upper),
                                free=flat(mask) > 0, weights=flat(weights),
                                name="box")  # fmt: skip
+
+
+@hookimpl
+def mmargin_write_artifacts(space: Any, out: Path, results: Sequence[Any], dataset: Any) -> None:
+    """``inputs.npz``: the clean inputs of the flipped samples, for ``mmargin report``'s
+    gallery (see :mod:`mmargin.report.inputs`); every modality with array inputs."""
+    from mmargin.report.inputs import write_inputs
+
+    write_inputs(out, results, dataset)

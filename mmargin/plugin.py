@@ -30,6 +30,8 @@ What is here:
 - ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
   sample's budget is spent;
 - ``artifact_stem(sample_id)``: the file stem for a per-sample artefact, unique per id;
+- media for a plugin's gallery view in ``mmargin report`` (``png_data_uri``,
+  ``wav_data_uri``, ``spectrogram``: data URIs, so the report works offline);
 - what a ``mmargin_summary_examples`` hook picks and words its lines with
   (``pick_examples``, ``ratio_note``, ``printable``);
 - results (``SampleResult``, ``Status``) and errors: ``InvalidInputError`` (a batch the
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
         RelaxedSpace,
         Space,
     )
+    from mmargin.report.media import png_data_uri, spectrogram, wav_data_uri
     from mmargin.results import SampleResult, Status
     from mmargin.spaces import ContinuousSpace, box
 
@@ -141,6 +144,7 @@ _LAZY: dict[str, str] = {
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
     "artifact_stem": "mmargin.durable.names",
+    **dict.fromkeys(("png_data_uri", "wav_data_uri", "spectrogram"), "mmargin.report.media"),
     **dict.fromkeys(("pick_examples", "printable", "ratio_note"), "mmargin.examples"),
 }
 
@@ -193,8 +197,11 @@ __all__ = [
     "make_goal",
     "noise_margin",
     "pick_examples",
+    "png_data_uri",
     "printable",
     "ratio_note",
+    "spectrogram",
+    "wav_data_uri",
 ]
 
 

@@ -63,6 +63,7 @@ class Summary:
     normalised_auc: float | None = None
     normalised_scale: str | None = None
     units: str | None = None
+    indicator_counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite numbers as strings, ε keys as strings)."""
@@ -113,7 +114,17 @@ def summarize(
         normalised_auc=(auc := normalised_auc(ok)),
         normalised_scale=NORMALISED_SCALE if auc is not None else None,
         units=units,
+        indicator_counts=indicator_counts(results),
     )
+
+
+def indicator_counts(results: Sequence[SampleResult]) -> dict[str, int]:
+    """How many samples raised each attack-failure indicator (only those raised)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        for name in r.indicators:
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def robust_accuracy(margins: np.ndarray, eps: float) -> float:

@@ -154,3 +154,13 @@ def mmargin_write_artifacts(
     from mmargin_audio.report import write_audio_artifacts
 
     write_audio_artifacts(space, out, results, dataset)
+
+
+@hookimpl
+def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | None:
+    """Players and spectrograms of the clean and adversarial clips, for ``mmargin report``."""
+    if result.modality != "audio" or result.adversarial is None:
+        return None
+    from mmargin_audio.render import render_clip
+
+    return render_clip(result, dataset_item, int(getattr(space, "sample_rate", 16000)))

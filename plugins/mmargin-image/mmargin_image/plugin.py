@@ -82,3 +82,13 @@ def mmargin_register_models(register: Register) -> None:
     register("mnist_cnn", _mnist_cnn, help="trained MNIST CNN (committed weights; weights = path)")
     register("digits_cnn", _digits_cnn, help="trained CNN for scikit-learn's 8x8 digits")
     register("digits_mlp", _digits_mlp, help="trained 64-32-32-10 ReLU MLP for 8x8 digits")
+
+
+@hookimpl
+def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | None:
+    """Clean, adversarial and amplified perturbation for ``mmargin report``'s gallery."""
+    if result.modality != "image" or result.adversarial is None:
+        return None
+    from mmargin_image.render import render_image
+
+    return render_image(result, dataset_item)

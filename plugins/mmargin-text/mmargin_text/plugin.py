@@ -224,3 +224,13 @@ def mmargin_register_models(register: Register) -> None:
     register("mr_cnn", _mr_cnn, help="word CNN trained on MR sentences (committed weights)")
     register("hf_classifier", _hf_classifier, help="Hugging Face sequence classifier + "
              "tokenizer from a folder (path = ...) or a hub name")  # fmt: skip
+
+
+@hookimpl
+def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | None:
+    """The sentence with its edits highlighted, for ``mmargin report``'s gallery."""
+    if result.modality != "text":
+        return None
+    from mmargin_text.render import render_text
+
+    return render_text(result)
