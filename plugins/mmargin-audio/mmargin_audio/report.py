@@ -136,8 +136,8 @@ def pcm16_check(
 def write_audio_artifacts(
     space: WaveformSpace, out: Path, results: Sequence[SampleResult], dataset: Dataset
 ) -> Path:
-    """Write ``out/audio/``: per flipped clip ``<id>.clean.wav``, ``<id>.adv.wav`` and
-    ``<id>.delta.wav`` (δ amplified to a peak of 0.5 so it can be heard; the gain is in
+    """Write ``out/audio/``: per flipped clip ``<stem>.clean.wav``, ``<stem>.adv.wav`` and
+    ``<stem>.delta.wav`` (``<stem>``: ``artifact_stem`` of the clip's id; δ amplified to a peak of 0.5 so it can be heard; the gain is in
     the index; only with ``space.write_wavs``), ``index.json`` and ``summary.json``
     (medians, round-trip survival, noise baseline, and what the loader changed:
     resampling, mix-down, skipped files). Returns the folder.
