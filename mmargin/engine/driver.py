@@ -197,10 +197,13 @@ def run_batches(
             results[i] = run.record(ids[i], int(labels[i]), Status.ERROR, message=problems[i])
         units.deliver(0, [r for r in results if r is not None])
     good = [i for i, p in enumerate(problems) if p is None]
+    chunks = [good[s : s + run.spec.batch_size] for s in range(0, len(good), run.spec.batch_size)]
+    wanted = [units.wants(u, [ids[i] for i in c]) for u, c in enumerate(chunks, start=1)]
+    if wanted and not wanted[0] and any(wanted):
+        _probe_on(run, kind, x, labels, ids, chunks[0])
     first = True
-    for unit, start in enumerate(range(0, len(good), run.spec.batch_size), start=1):
-        chunk = good[start : start + run.spec.batch_size]
-        if not units.wants(unit, [ids[i] for i in chunk]):
+    for unit, chunk in enumerate(chunks, start=1):
+        if not wanted[unit - 1]:
             continue
         failures: list[BaseException | None] = []
         found = _isolated(run, kind, strategy, [x[i] for i in chunk], labels[chunk],
@@ -216,6 +219,19 @@ def run_batches(
     if progress is not None and any(results[i] is not None for i in bad):
         progress(len(bad))
     return [r for r in results if r is not None]
+
+
+def _probe_on(run: Run, kind: Kind, x: Any, labels: np.ndarray, ids: list[str],
+              chunk: list[int]) -> None:  # fmt: skip
+    """Probe the run's first batch although it is not searched here (a resumed or sharded
+    run), so that every unit is searched as in an uninterrupted run: the non-determinism
+    probe belongs to the first batch, whose records already carry its passes. If the
+    probe fails, the first batch searched here probes itself, as before."""
+    try:
+        picked = [x[i] for i in chunk]
+        probe.probe(run, clean_pass(run, kind, picked, labels[chunk], [ids[i] for i in chunk]))
+    except Exception:  # noqa: BLE001 - the model is user code; the search batch will tell
+        return
 
 
 def _stop_if_doomed(found: list[SampleResult], failures: list[BaseException | None]) -> None:
