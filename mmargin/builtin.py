@@ -33,7 +33,9 @@ def _distance(name: str) -> Any:
 
 @hookimpl
 def mmargin_register_distances(register: Register) -> None:
-    register("l0", _distance("l0"), help="number of coordinates changed")
+    register("l0", _distance("l0"), help="number of coordinates changed (images: pixels)")
+    register("l0_channels", _distance("l0_channels"), help="L0 counting every coordinate "
+             "(each channel of a pixel)")  # fmt: skip
     register("l1", _distance("l1"), help="sum of absolute changes (optionally cost-weighted)")
     register("l2", _distance("l2"), help="Euclidean norm (optionally weighted)")
     register("linf", _distance("linf"), help="largest absolute change (optionally weighted)")

@@ -141,6 +141,12 @@ def _run(args: argparse.Namespace) -> int:
                       resume=args.resume, force=args.force,
                       executor=executor)  # fmt: skip
     print(format_summary(output.task.name, output.summary, output.examples))
+    from mmargin import datanotes, saved
+
+    if (data_notes := datanotes.describe(output.results)) is not None:
+        print(f"data: {data_notes}")
+    if (saved_line := saved.describe(output.results)) is not None:
+        print(saved_line)
     if output.out is not None:
         names = sorted(path.name for path in output.out.iterdir())
         print(f"\nwrote {output.out}/: {', '.join(names)}")

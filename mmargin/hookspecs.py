@@ -193,6 +193,7 @@ def mmargin_sample_report(
     x_adv: torch.Tensor,
     labels: torch.Tensor,
     goal: Goal,
+    distance: AnyDistance,
 ) -> list[dict[str, Any]] | None:
     """Extra per-sample figures for the flipped samples of a batch, or ``None``.
 
@@ -200,8 +201,9 @@ def mmargin_sample_report(
     their verified adversarials ``x_adv`` and labels (one row each). ``model`` is the
     engine's *counted* adapter: every pass you make through it is charged to the samples'
     budget, so spend few. Decide flips with ``goal`` (``goal.is_adversarial``), never with
-    an arg-max of your own. Return one dict per row (merged into ``SampleResult.extras``);
-    return ``None`` when ``space`` is not one of yours.
+    an arg-max of your own; measure sizes with the run's ``distance`` (``distance.norm``).
+    Return one dict per row (merged into ``SampleResult.extras``); return ``None`` when
+    ``space`` is not one of yours.
     """
 
 

@@ -54,7 +54,7 @@ from mmargin.lazy import lazy_attributes
 if TYPE_CHECKING:
     from mmargin.adapters import CallableAdapter, TorchAdapter
     from mmargin.data import Dataset
-    from mmargin.distances import LpDistance, lp
+    from mmargin.distances import LpDistance, lp, pixel_l0
     from mmargin.durable.names import artifact_stem
     from mmargin.engine.counting import BudgetExhausted
     from mmargin.engine.noise import NoiseConfig, noise_margin
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from mmargin.exact.trees import Tree, TreeEnsemble
     from mmargin.exact.types import ExactMargin
     from mmargin.examples import pick_examples, printable, ratio_note
+    from mmargin.folders import FolderClasses, folder_classes
     from mmargin.goals import (
         Goal,
         GoalBase,
@@ -90,6 +91,7 @@ if TYPE_CHECKING:
     )
     from mmargin.report.media import png_data_uri, spectrogram, wav_data_uri
     from mmargin.results import SampleResult, Status
+    from mmargin.saved import PCM16, PNG8, SaveFormat, check_saved, saved_codes
     from mmargin.spaces import ContinuousSpace, box
 
 _LAZY: dict[str, str] = {
@@ -115,9 +117,13 @@ _LAZY: dict[str, str] = {
     "box": "mmargin.spaces",
     "LpDistance": "mmargin.distances",
     "lp": "mmargin.distances",
+    "pixel_l0": "mmargin.distances",
     "TorchAdapter": "mmargin.adapters",
     "CallableAdapter": "mmargin.adapters",
     "Dataset": "mmargin.data",
+    "FolderClasses": "mmargin.folders",
+    **dict.fromkeys(("PCM16", "PNG8", "SaveFormat", "check_saved", "saved_codes"), "mmargin.saved"),
+    "folder_classes": "mmargin.folders",
     **dict.fromkeys(
         (
             "Goal",
@@ -149,6 +155,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "PCM16",
+    "PNG8",
     "BudgetExhausted",
     "CallableAdapter",
     "ContinuousSpace",
@@ -163,6 +171,7 @@ __all__ = [
     "ExactMargin",
     "ExactModel",
     "FeatureConstraints",
+    "FolderClasses",
     "Found",
     "Goal",
     "GoalBase",
@@ -179,6 +188,7 @@ __all__ = [
     "RelaxedSpace",
     "RunError",
     "SampleResult",
+    "SaveFormat",
     "Space",
     "Status",
     "Targeted",
@@ -189,17 +199,21 @@ __all__ = [
     "Untargeted",
     "artifact_stem",
     "box",
+    "check_saved",
     "decide",
     "feature_constraints",
     "flip_tolerance",
+    "folder_classes",
     "hookimpl",
     "lp",
     "make_goal",
     "noise_margin",
     "pick_examples",
+    "pixel_l0",
     "png_data_uri",
     "printable",
     "ratio_note",
+    "saved_codes",
     "spectrogram",
     "wav_data_uri",
 ]

@@ -57,10 +57,12 @@ def write_fake_run(
     summary_extra: Mapping[str, Any] | None = None,
     row_extra: Sequence[Mapping[str, Any]] | None = None,
     clean: Mapping[str, np.ndarray] | None = None,
+    legacy: bool = False,
 ) -> Path:
     """Write a run folder; ``summary_extra`` / ``row_extra`` add fields to summary.json and
-    to each results row the way a newer mmargin would."""
-    record = task_record({"name": name, "samples": len(results)})
+    to each results row the way a newer mmargin would; ``legacy`` drops the fields that
+    runs written before the reports existed lack (indicators, random baseline)."""
+    record = task_record({"task": {"name": name, "samples": len(results)}})
     record.update(space={"name": space, "options": {}}, distance={"name": distance},
                   data=dict(data or {"name": "fake", "options": {"split": "test"}}))  # fmt: skip
     write_run(out, results, summarize(results), record)
@@ -73,6 +75,26 @@ def write_fake_run(
         lines = (out / "results.jsonl").read_text().splitlines()
         rows = [{**json.loads(line), **extra} for line, extra in zip(lines, row_extra, strict=True)]
         (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if legacy:
+        _drop(out / "summary.json", LEGACY_SUMMARY, lines=False)
+        _drop(out / "results.jsonl", LEGACY_ROW, lines=True)
     if clean:
         np.savez_compressed(out / "inputs.npz", **clean)  # type: ignore[arg-type]
     return out
+
+
+LEGACY_SUMMARY = ("indicator_counts", "random_ratio_median", "normalised_auc",
+                  "normalised_scale", "units")  # fmt: skip
+LEGACY_ROW = ("indicators", "flip_rate", "random_margin", "random_ratio")
+
+
+def _drop(path: Path, keys: Sequence[str], *, lines: bool) -> None:
+    """Remove ``keys`` from a JSON file (or from every line of a JSON-lines file)."""
+    if not lines:
+        data = {k: v for k, v in json.loads(path.read_text()).items() if k not in keys}
+        path.write_text(json.dumps(data))
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text(
+        "".join(json.dumps({k: v for k, v in r.items() if k not in keys}) + "\n" for r in rows)
+    )

@@ -55,7 +55,9 @@ def test_highlight_marks_exactly_the_changed_words() -> None:
 
 def test_newer_figures_are_shown_and_older_runs_tolerated(tmp_path: Path) -> None:
     results, clean = image_results([0.5, 1.0, 2.0, 4.0])
-    old = write_fake_run(tmp_path / "old", results, name="old", space="image", distance="l2")
+    old = write_fake_run(
+        tmp_path / "old", results, name="old", space="image", distance="l2", legacy=True
+    )
     page = render_report(read_run(old))
     assert "Adversarial / random-noise ratio" not in page
     assert "written before they existed" in page and "inputs.npz" in page

@@ -106,13 +106,17 @@ def run_into(
     fresh: dict[str, SampleResult] = {}
 
     def sink(unit: int, results: list[SampleResult]) -> None:
+        results = _notes(live, job.task, results, "repaired")
         journal.append(unit, results)
         fresh.update((r.sample, r) for r in results)
 
     (executor or LocalExecutor()).run(job, live, done, sink, progress)
-    journal.finalise(ids)
+    skipped = _notes(live, job.task, [], "skipped")  # one error record per skipped file
+    journal.append(-1, skipped)
+    order = ids + [r.sample for r in skipped]
+    journal.finalise(order)
     on_disk = read_results(out)
-    missing = len(ids) - len(on_disk)
+    missing = len(order) - len(on_disk)
     if missing:
         raise RunFolderError(f"{out}: {missing} samples have no result after the run")
     summary = summarize(on_disk, job.task.epsilons, units)
@@ -124,6 +128,19 @@ def run_into(
     claim.mark("complete", files=[n for n in claim.new_files() if n != "parts"])
     shutil.rmtree(out / "parts", ignore_errors=True)
     return results, summary
+
+
+def _notes(live: Any, task: Task, results: list[SampleResult], part: str) -> list[SampleResult]:
+    """What the loader said about the data (:mod:`mmargin.datanotes`), one part at a time:
+    ``repaired`` notes go into each unit's records as it is written, ``skipped`` files
+    become error records once, after every unit."""
+    import dataclasses
+
+    from mmargin.datanotes import with_data_notes
+
+    dataset = dataclasses.replace(live.dataset, meta={part: live.dataset.meta.get(part)})
+    modality = str(getattr(live.space, "modality", ""))
+    return with_data_notes(results, dataset, modality, task.space.name, task.distance.name)
 
 
 def _check_unique(ids: list[str]) -> None:

@@ -152,6 +152,22 @@ class _Late:
         state.flag("incomplete_optimisation", shrank | fell)
 
 
+def _l0_needed(
+    space: Space, distance: Distance, x: Tensor, delta: Tensor, grad: Tensor, loss: Tensor
+) -> Tensor:
+    """First-order L0 distance to the boundary: how many more positions (the distance's
+    units: coordinates, or pixels) must move, each as far as the space lets it go against
+    the gradient, for the linearised loss to reach 0 (the largest gains first)."""
+    far = space.project(x, delta - grad.sign() * 1e6) - delta  # the room left, per coordinate
+    gain = (grad * far).neg().clamp(min=0)
+    group = getattr(distance, "group_axis", None)
+    if group is not None:
+        gain = gain.sum(dim=group)
+    ordered = gain.flatten(1).sort(dim=1, descending=True).values.cumsum(dim=1)
+    short = (ordered < loss.clamp(min=0).unsqueeze(1)).sum(dim=1)
+    return (short + 1).clamp(max=ordered.shape[1]).to(loss.dtype)
+
+
 def rank_classes(
     model: ModelAdapter,
     space: Space,
@@ -271,7 +287,11 @@ def _run_once(
         dual = distance.dual_norm(grad).clamp(min=1e-12)
         e = eps[idx]
         # first-order distance to the boundary, overshot a little so the step lands past it
-        boundary = (norms + loss.clamp(min=0) / dual) * (1 + gamma) + 1e-12
+        if distance.p == 0.0:  # L0: coordinates needed, not loss / ‖∇‖₁ (which is < 1)
+            reach = norms + _l0_needed(space, distance, xi, di, grad, loss)
+        else:
+            reach = norms + loss.clamp(min=0) / dual
+        boundary = reach * (1 + gamma) + 1e-12
         e = torch.where(
             is_adv,
             torch.minimum(e * (1 - gamma), state.best_norm[idx]),
