@@ -32,7 +32,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_folder(
     tmp_path: Path,
 ) -> None:
     task = tmp_path / "task.toml"
-    task.write_text(TASK)
+    task.write_text(TASK.replace("budget = 40", "budget = 160"))  # slow enough to be killed
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     run_task(task, out=whole)  # the uninterrupted run, in this process
@@ -44,7 +44,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_folder(
         wanted = _lines(killed / "results.jsonl") + rng.randint(1, 8)
         while proc.poll() is None and _lines(killed / "results.jsonl") < wanted:
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.1))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
