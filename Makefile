@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plugins/mmargin-tabular
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular bench-audio clean
+.PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular bench-audio bench-scale clean
 
 setup: $(VENV)/.installed browser
 
@@ -65,6 +65,10 @@ bench-tabular: setup
 
 bench-audio: setup
 	bash bench/run_audio.sh
+
+# not part of `bench`: one process vs Ray workers, and GPU throughput where CUDA is present
+bench-scale: setup
+	bash bench/run_scale.sh
 
 clean:
 	rm -rf $(VENV) bench/.venv-peers bench/.venv-art runs

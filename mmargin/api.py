@@ -77,6 +77,7 @@ def write_artifacts(space: Any, out: Path, results: Sequence[SampleResult], data
 def _search(
     adapter: Any, space: Any, distance: Any, dataset_x: np.ndarray, labels: np.ndarray,
     ids: Sequence[str] | None, goal: Any, spec: Any, progress: Callable[[int], None] | None,
+    units: Any = None,
 ) -> list[SampleResult]:  # fmt: skip
     from mmargin.distances import fit_distance
     from mmargin.engine import minimal_flip
@@ -85,7 +86,7 @@ def _search(
     return minimal_flip(
         adapter, space, distance, dataset_x, labels, ids, goal=goal, spec=spec,
         exact=exact_fn(adapter, space, distance, goal), report=report_fn(space, distance),
-        progress=progress,
+        progress=progress, units=units,
     )  # fmt: skip
 
 
@@ -148,7 +149,7 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     ids: Sequence[str] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | bool | None = None,
 ) -> list[SampleResult]:
     """Minimal verified flips for a batch ``x`` (array or tensor, ``(N, ...)``).
 
@@ -160,7 +161,8 @@ def evaluate(
     ``scores``) or a ready goal object. The search knobs mean what they mean in a task's
     ``[search]`` table and are checked the same way (a mistake raises
     :class:`~mmargin.errors.InvalidTaskError`, a ``ValueError``, naming the field).
-    Returns one :class:`SampleResult` per input, in order.
+    ``progress``: a callback given the samples each batch finished, or ``True`` for a
+    progress bar on stderr. Returns one :class:`SampleResult` per input, in order.
     """
     from mmargin.goals import make_goal
     from mmargin.resolve import adapter_for, check_device, check_normalisation, component, to_numpy
@@ -200,7 +202,13 @@ def evaluate(
         goal_obj = make_goal(goal, target, **goal_options)
     except ValueError as exc:
         raise InvalidTaskError("goal", str(exc)) from None
-    return _search(wrapped, space, distance, x_np, labels_np, ids, goal_obj, spec, progress)
+    from mmargin.durable.progress import progress_callback
+    from mmargin.engine.driver import Units
+
+    with progress_callback(progress, len(labels_np), budget, batch_size) as tick:
+        units = Units(step=getattr(tick, "step", None))
+        return _search(wrapped, space, distance, x_np, labels_np, ids, goal_obj, spec, tick,
+                       units)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -225,8 +233,11 @@ def run_task(
     samples: int | None = None,
     epsilons: Sequence[float] | None = None,
     allow_imports: Sequence[str] = (),
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | bool | None = None,
     on_start: Callable[[int], None] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    executor: str | Any = "local",
 ) -> RunOutput:
     """Run a task end to end and write its artefacts (when an output folder is known).
 
@@ -236,9 +247,17 @@ def run_task(
     apply. ``allow_imports`` are packages a ``module:function`` factory may come from
     (what ``--allow-import`` says on the command line); ``device``, ``samples``, ``out``
     and ``epsilons`` override the task's.
+
+    With an output folder the run is durable (:mod:`mmargin.durable`): the folder is checked
+    before anything runs, each finished batch is on disk at once, ``resume`` continues a
+    killed run of the same task, ``force`` replaces whatever the folder holds, and
+    ``executor`` (``"local"``, ``"ray"`` or an executor object such as
+    :class:`mmargin.durable.ray_executor.RayExecutor`) says where the batches run.
+    ``progress`` is a callback given the number of samples each step finished, or
+    ``True`` for a progress bar on stderr.
     """
+    from mmargin.durable.progress import progress_callback
     from mmargin.resolve import check_device, resolve
-    from mmargin.store import task_record, write_run
 
     if not isinstance(task, Task):
         task = load_task(task)
@@ -254,31 +273,59 @@ def run_task(
         overrides["epsilons"] = tuple(float(e) for e in epsilons)
     task = replace(task, **overrides)
     spec = _task_spec(task)
+    claim = None
+    if task.out is not None:  # checked before the model is built or a sample searched
+        from mmargin.durable.start import claim_for
+
+        claim = claim_for(task, model, data, resume=resume, force=force)
     seed_everything(task.seed)  # before the factory and the loader, which may draw numbers
-    live = resolve(task, model=model, data=data, allow_imports=allow_imports)
+    try:
+        live = resolve(task, model=model, data=data, allow_imports=allow_imports)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
     if on_start is not None:
         on_start(len(live.dataset))
-    results = _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
-                      live.dataset.ids, live.goal, spec, progress)  # fmt: skip
-    from mmargin.datanotes import with_data_notes  # the loader's skipped / repaired files
+    units = units_label(live.space, live.distance)
+    with progress_callback(progress, len(live.dataset), task.budget, task.batch_size) as tick:
+        if claim is None:
+            results = _search(live.adapter, live.space, live.distance, live.dataset.x,
+                              live.dataset.y, live.dataset.ids, live.goal, spec, tick)  # fmt: skip
+            from mmargin.datanotes import with_data_notes  # the loader's skipped / repaired
 
-    results = with_data_notes(results, live.dataset, str(getattr(live.space, "modality", "")),
-                              task.space.name, task.distance.name)  # fmt: skip
-    summary = summarize(results, task.epsilons, units_label(live.space, live.distance))
-    out_dir = None
-    if task.out is not None:
-        out_dir = Path(task.out)  # relative to the working directory, like any CLI path
-        record = task_record(task)
-        if model is not None:
-            record["model"] = {"in_memory": type(model).__qualname__}
-        if data is not None:
-            record["data"] = {"in_memory": f"{len(live.dataset)} samples"}
-        write_run(out_dir, results, summary, record)
-        write_artifacts(live.space, out_dir, results, live.dataset)
+            results = with_data_notes(results, live.dataset, str(getattr(live.space, "modality",
+                                      "")), task.space.name, task.distance.name)  # fmt: skip
+            summary = summarize(results, task.epsilons, units)
+        else:
+            from mmargin.durable.execute import Job
+            from mmargin.durable.start import run_claimed
+
+            job = Job(task, model, data, tuple(allow_imports), rebuild=rebuild_run,
+                      search=search_run, artifacts=write_artifacts)  # fmt: skip
+            results, summary = run_claimed(claim, job, live, progress=tick,
+                                           executor=executor, units=units)  # fmt: skip
     from mmargin.examples import summary_examples
 
     examples = summary_examples(live.space, results)
+    out_dir = None if claim is None else claim.out
     return RunOutput(task=task, results=results, summary=summary, out=out_dir, examples=examples)
+
+
+def rebuild_run(job: Any) -> Any:
+    """A durable run's task rebuilt in a worker process (seeded, then resolved), as
+    :func:`run_task` builds it: what :class:`mmargin.durable.execute.Job` calls."""
+    from mmargin.resolve import resolve
+
+    seed_everything(job.task.seed)
+    return resolve(job.task, model=job.model, data=job.data, allow_imports=job.allow_imports)
+
+
+def search_run(live: Any, task: Task, progress: Callable[[int], None] | None,
+               units: Any) -> list[SampleResult]:  # fmt: skip
+    """The engine with the plugins' hooks on a resolved task, unit by unit (``units``)."""
+    return _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
+                   live.dataset.ids, live.goal, _task_spec(task), progress, units)  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:

@@ -33,6 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="torch device, e.g. cpu or cuda (overrides the task)")
     run.add_argument("--samples", type=int, help="evaluate only the first N samples")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run of the same task in its output folder",
+    )
+    run.add_argument(
+        "--force", action="store_true", help="replace whatever the output folder holds"
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where batches run: this process (default) or Ray workers",
+    )
+    run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--workers", type=int, help="Ray workers (default: 2)")
+    run.add_argument("--gpus-per-worker", type=float, default=0.0,
+                     help="GPUs each Ray worker reserves (default 0)")  # fmt: skip
     run.add_argument("--dry-run", action="store_true",
                      help="show what the task would import and run, then stop")  # fmt: skip
     check = sub.add_parser("check", help="check a task file and show what it would import")
@@ -106,28 +124,22 @@ def _run(args: argparse.Namespace) -> int:
     from mmargin.resolve import model_plan
     from mmargin.tasks import load_task
 
-    bar: dict[str, Any] = {}
-
-    def on_start(total: int) -> None:
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar["bar"] = tqdm(total=total, unit="sample", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(n: int) -> None:
-        if "bar" in bar:
-            bar["bar"].update(n)
-
     if args.samples is not None and args.samples < 1:
         print("mmargin: error: --samples: expected a positive integer", file=sys.stderr)
         return 2
     task = load_task(args.task)
     print(f"imports: {model_plan(task, args.allow_import).describe()}", flush=True)
+    executor: Any = args.executor
+    if args.executor == "ray":
+        from mmargin.durable.ray_executor import RayExecutor
+
+        executor = RayExecutor(address=args.address, workers=args.workers,
+                               gpus_per_worker=args.gpus_per_worker)  # fmt: skip
     output = run_task(task, out=args.out, device=args.device, samples=args.samples,
-                      allow_imports=args.allow_import, progress=progress,
-                      on_start=on_start)  # fmt: skip
-    if "bar" in bar:
-        bar["bar"].close()
+                      allow_imports=args.allow_import,
+                      progress=not args.quiet and sys.stderr.isatty(),
+                      resume=args.resume, force=args.force,
+                      executor=executor)  # fmt: skip
     print(format_summary(output.task.name, output.summary, output.examples))
     from mmargin import datanotes, saved
 

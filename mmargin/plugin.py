@@ -29,6 +29,7 @@ What is here:
   (``NoiseConfig``, ``noise_margin``);
 - ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
   sample's budget is spent;
+- ``artifact_stem(sample_id)``: the file stem for a per-sample artefact, unique per id;
 - media for a plugin's gallery view in ``mmargin report`` (``png_data_uri``,
   ``wav_data_uri``, ``spectrogram``: data URIs, so the report works offline);
 - what a ``mmargin_summary_examples`` hook picks and words its lines with
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from mmargin.adapters import CallableAdapter, TorchAdapter
     from mmargin.data import Dataset
     from mmargin.distances import LpDistance, lp, pixel_l0
+    from mmargin.durable.names import artifact_stem
     from mmargin.engine.counting import BudgetExhausted
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.engine.spec import DiscreteConfig
@@ -147,6 +149,7 @@ _LAZY: dict[str, str] = {
     "noise_margin": "mmargin.engine.noise",
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
+    "artifact_stem": "mmargin.durable.names",
     **dict.fromkeys(("png_data_uri", "wav_data_uri", "spectrogram"), "mmargin.report.media"),
     **dict.fromkeys(("pick_examples", "printable", "ratio_note"), "mmargin.examples"),
 }
@@ -194,6 +197,7 @@ __all__ = [
     "Tree",
     "TreeEnsemble",
     "Untargeted",
+    "artifact_stem",
     "box",
     "check_saved",
     "decide",

@@ -102,20 +102,30 @@ class RunFolderError(MmarginError, ValueError):
 def load_run(out: str | Path) -> RunRecord:
     """Read a run folder written by ``mmargin run`` / :func:`mmargin.run_task`."""
     out = Path(out)
+    results = read_results(out)
     try:
-        lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
-        rows = [json.loads(line) for line in lines if line.strip()]
         summary_raw = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         task_file = out / "task.resolved.toml"
         task = tomllib.loads(task_file.read_text(encoding="utf-8")) if task_file.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{out}: not a readable run folder ({exc})") from None
+    return RunRecord(out=out, results=results, summary=_summary(summary_raw), task=task)
+
+
+def read_results(out: Path) -> list[SampleResult]:
+    """The results of a run folder (``results.jsonl`` with ``adversarials.npz``), in file
+    order; a last line cut short by a kill mid-write is skipped."""
+    try:
+        text = (out / "results.jsonl").read_text(encoding="utf-8")
+        whole = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+        rows = [json.loads(line) for line in whole.splitlines() if line.strip()]
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{out}: not a readable run folder ({exc})") from None
     adversarials: dict[str, Any] = {}
     if (out / "adversarials.npz").is_file():
         with np.load(out / "adversarials.npz", allow_pickle=False) as found:
             adversarials = {key: _unpack(found[key]) for key in found.files}
-    results = [_result(row, adversarials.get(str(row.get("sample")))) for row in rows]
-    return RunRecord(out=out, results=results, summary=_summary(summary_raw), task=task)
+    return [_result(row, adversarials.get(str(row.get("sample")))) for row in rows]
 
 
 def _number(value: Any) -> Any:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mmargin.engine.counting import CountingAdapter
 from mmargin.engine.decision import decision_search, hybrid_search
-from mmargin.engine.driver import CONTINUOUS, Batch, Candidate, Run, run_batches
+from mmargin.engine.driver import CONTINUOUS, Batch, Candidate, Run, Units, run_batches
 from mmargin.engine.fallback import FELL_BACK, MESSAGE, decision_fallback
 from mmargin.engine.finish import apply_exact, line_search
 from mmargin.engine.gradient import gradient_search
@@ -191,6 +191,7 @@ def flip_continuous(
     model: Any, space: Any, distance: Any, x: np.ndarray, labels: np.ndarray,
     ids: list[str], *, goal: Goal, spec: SearchSpec, exact: ExactFn | None = None,
     report: ReportFn | None = None, progress: Callable[[int], None] | None = None,
+    units: Units | None = None,
 ) -> list[SampleResult]:  # fmt: skip
     """The driver on a continuous space (see :func:`mmargin.engine.minimal_flip`)."""
     if spec.strategy not in ("auto", "exact", *STRATEGIES):
@@ -210,4 +211,4 @@ def flip_continuous(
         if rows and len({r.shape[1] for r in rows}) == 1:
             run.extra["pool"] = torch.as_tensor(np.concatenate(rows), device=counted.device)
     return run_batches(run, CONTINUOUS, ContinuousSearch(name, exact), x, labels, ids,
-                       problems, progress)  # fmt: skip
+                       problems, progress, units)  # fmt: skip

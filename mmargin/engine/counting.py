@@ -29,6 +29,8 @@ class PassCounter:
     forward: int = 0
     backward: int = 0
     limit: int | None = None
+    observer: Callable[[int], None] | None = None
+    """Told the rows of every forward pass (a progress bar that moves per step)."""
 
     @property
     def total(self) -> int:
@@ -115,6 +117,8 @@ class CountingAdapter:
             x = self.counter.watch(x)
         out: Tensor = self.model(x)
         self.counter.forward += rows
+        if self.counter.observer is not None:
+            self.counter.observer(rows)
         return out
 
     def limited(self, limit: int) -> CountingAdapter:

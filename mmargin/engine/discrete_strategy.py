@@ -24,7 +24,7 @@ import numpy as np
 
 from mmargin.engine.counting import CountingAdapter
 from mmargin.engine.discrete_search import Evaluator, search
-from mmargin.engine.driver import DISCRETE, Batch, Candidate, Run, run_batches
+from mmargin.engine.driver import DISCRETE, Batch, Candidate, Run, Units, run_batches
 from mmargin.engine.spec import DISCRETE_METHODS, DiscreteConfig, ReportFn, SearchSpec
 from mmargin.goals import Goal
 from mmargin.protocols import DiscreteSpace
@@ -105,6 +105,7 @@ def flip_discrete(
     model: Any, space: DiscreteSpace, distance: Any, x: Sequence[Any] | np.ndarray,
     labels: np.ndarray, ids: list[str], *, goal: Goal, spec: SearchSpec,
     report: ReportFn | None = None, progress: Callable[[int], None] | None = None,
+    units: Units | None = None,
 ) -> list[SampleResult]:  # fmt: skip
     """The driver on a discrete space (see :func:`mmargin.engine.minimal_flip`).
 
@@ -117,4 +118,4 @@ def flip_discrete(
     run = Run(CountingAdapter(model), space, distance, goal, spec, report)
     problems = space.check(inputs)
     return run_batches(run, DISCRETE, DiscreteSearch(config, model), inputs, labels, ids,
-                       problems, progress)  # fmt: skip
+                       problems, progress, units)  # fmt: skip

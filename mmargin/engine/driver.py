@@ -99,6 +99,34 @@ class Run:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Units:
+    """How a caller steers the driver unit by unit, so that runs can be resumed, sharded
+    and streamed to disk without the engine doing any file I/O.
+
+    A run is cut into numbered units: unit 0 holds the samples that cannot be searched
+    (their error records), unit ``k >= 1`` is the ``k``-th batch of searchable samples. The
+    cut depends only on the data and the batch size, never on which units run, so a unit's
+    results are the same whether it runs alone, after a resume or on another worker.
+    ``select(unit, ids)`` says whether to run a unit (``None``: all of them); ``sink(unit,
+    results)`` receives each finished unit's records, in sample order; ``step(rows)`` is
+    told the rows of every forward pass of the search (progress within a batch).
+    """
+
+    select: Callable[[int, list[str]], bool] | None = None
+    sink: Callable[[int, list[SampleResult]], None] | None = None
+    step: Callable[[int], None] | None = None
+
+    def wants(self, unit: int, ids: list[str]) -> bool:
+        """Whether unit ``unit`` (samples ``ids``) is to be run."""
+        return bool(ids) and (self.select is None or self.select(unit, ids))
+
+    def deliver(self, unit: int, results: list[SampleResult]) -> None:
+        """Hand a finished unit to the sink, if any."""
+        if self.sink is not None and results:
+            self.sink(unit, results)
+
+
 class Strategy(Protocol):
     """A search: given the correctly classified rows of a batch, one candidate each."""
 
@@ -155,16 +183,28 @@ def configuration_mistake(exc: BaseException) -> bool:
 def run_batches(
     run: Run, kind: Kind, strategy: Strategy, x: Any, labels: np.ndarray, ids: list[str],
     problems: Sequence[str | None], progress: Callable[[int], None] | None = None,
+    units: Units | None = None,
 ) -> list[SampleResult]:  # fmt: skip
-    """Search every sample (``problems[i]``: why sample i cannot be searched, or None)."""
+    """Search every sample (``problems[i]``: why sample i cannot be searched, or None), or
+    the units ``units`` selects; returns the records of the samples run, in order."""
+    units = units if units is not None else Units()
+    if units.step is not None:
+        run.model.counter.observer = units.step
     results: list[SampleResult | None] = [None] * len(ids)
-    for i, problem in enumerate(problems):
-        if problem is not None:
-            results[i] = run.record(ids[i], int(labels[i]), Status.ERROR, message=problem)
+    bad = [i for i, p in enumerate(problems) if p is not None]
+    if units.wants(0, [ids[i] for i in bad]):
+        for i in bad:
+            results[i] = run.record(ids[i], int(labels[i]), Status.ERROR, message=problems[i])
+        units.deliver(0, [r for r in results if r is not None])
     good = [i for i, p in enumerate(problems) if p is None]
+    chunks = [good[s : s + run.spec.batch_size] for s in range(0, len(good), run.spec.batch_size)]
+    wanted = [units.wants(u, [ids[i] for i in c]) for u, c in enumerate(chunks, start=1)]
+    if wanted and not wanted[0] and any(wanted):
+        _probe_on(run, kind, x, labels, ids, chunks[0])
     first = True
-    for start in range(0, len(good), run.spec.batch_size):
-        chunk = good[start : start + run.spec.batch_size]
+    for unit, chunk in enumerate(chunks, start=1):
+        if not wanted[unit - 1]:
+            continue
         failures: list[BaseException | None] = []
         found = _isolated(run, kind, strategy, [x[i] for i in chunk], labels[chunk],
                           [ids[i] for i in chunk], failures)  # fmt: skip
@@ -173,11 +213,25 @@ def run_batches(
             first = False
         for i, result in zip(chunk, found, strict=True):
             results[i] = result
+        units.deliver(unit, found)
         if progress is not None:
             progress(len(chunk))
-    if progress is not None and len(good) < len(ids):
-        progress(len(ids) - len(good))
+    if progress is not None and any(results[i] is not None for i in bad):
+        progress(len(bad))
     return [r for r in results if r is not None]
+
+
+def _probe_on(run: Run, kind: Kind, x: Any, labels: np.ndarray, ids: list[str],
+              chunk: list[int]) -> None:  # fmt: skip
+    """Probe the run's first batch although it is not searched here (a resumed or sharded
+    run), so that every unit is searched as in an uninterrupted run: the non-determinism
+    probe belongs to the first batch, whose records already carry its passes. If the
+    probe fails, the first batch searched here probes itself, as before."""
+    try:
+        picked = [x[i] for i in chunk]
+        probe.probe(run, clean_pass(run, kind, picked, labels[chunk], [ids[i] for i in chunk]))
+    except Exception:  # noqa: BLE001 - the model is user code; the search batch will tell
+        return
 
 
 def _stop_if_doomed(found: list[SampleResult], failures: list[BaseException | None]) -> None:

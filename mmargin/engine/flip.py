@@ -14,6 +14,7 @@ import numpy as np
 
 from mmargin.engine.continuous import flip_continuous
 from mmargin.engine.discrete_strategy import flip_discrete
+from mmargin.engine.driver import Units
 from mmargin.engine.relaxed import relaxed_flip
 from mmargin.engine.spec import ExactFn, ReportFn, SearchSpec
 from mmargin.goals import Goal, Untargeted
@@ -34,6 +35,7 @@ def minimal_flip(
     exact: ExactFn | None = None,
     report: ReportFn | None = None,
     progress: Callable[[int], None] | None = None,
+    units: Units | None = None,
 ) -> list[SampleResult]:
     """The smallest verified flip for every sample of ``x`` (``(N, ...)`` for continuous
     spaces, a sequence of inputs for discrete ones), in order.
@@ -43,6 +45,8 @@ def minimal_flip(
     :class:`~mmargin.errors.InvalidInputError` when the batch as a whole cannot be used
     (wrong shape) and :class:`~mmargin.errors.RunError` when every sample of the first
     batch fails the same way; other per-sample problems become ``error`` results.
+    ``units`` (:class:`~mmargin.engine.driver.Units`) selects the units to run and
+    receives each finished one: how runs are streamed, resumed and sharded.
     """
     goal = goal if goal is not None else Untargeted()
     spec = spec if spec is not None else SearchSpec()
@@ -55,9 +59,11 @@ def minimal_flip(
         raise ValueError(f"got {count} inputs, {len(label_arr)} labels and {len(names)} ids")
     if kind == "relaxed":
         return relaxed_flip(model, space, distance, xs, label_arr, names, goal=goal, spec=spec,
-                            progress=progress)  # fmt: skip
+                            progress=progress, units=units)  # fmt: skip
     if kind == "discrete":
         return flip_discrete(model, space, distance, xs, label_arr, names, goal=goal,
-                             spec=spec, report=report, progress=progress)  # fmt: skip
+                             spec=spec, report=report, progress=progress,
+                             units=units)  # fmt: skip
     return flip_continuous(model, space, distance, xs, label_arr, names, goal=goal, spec=spec,
-                           exact=exact, report=report, progress=progress)  # fmt: skip
+                           exact=exact, report=report, progress=progress,
+                           units=units)  # fmt: skip

@@ -224,9 +224,13 @@ def _run_once(
     active = torch.ones(batch, dtype=torch.bool, device=x.device) if dead is None else ~dead
     stall = torch.zeros(batch, dtype=torch.long, device=x.device)
     free = space.free_dims(x)
+    # no patience and every sample searching: nothing stops early unless a sample's first
+    # step finds no usable gradient, so the step loop need not wait on the device to know
+    whole = config.patience <= 0 and dead is None
     for k in range(steps):
         # all samples active (no early stop yet): views instead of gathered copies
-        idx: Tensor | slice = slice(None) if bool(active.all()) else active.nonzero().squeeze(1)
+        every = whole or bool(active.all())
+        idx: Tensor | slice = slice(None) if every else active.nonzero().squeeze(1)
         if isinstance(idx, Tensor) and idx.numel() == 0:
             break
         xi, di = x[idx], delta[idx].clone().requires_grad_(True)
@@ -254,6 +258,7 @@ def _run_once(
             where = torch.arange(batch, device=x.device)[idx][~usable]
             state.flag("zero_gradients", where)
             active[where] = False
+            whole = False
 
         is_adv = goal.is_adversarial(scores, labels[idx], ti)
         norms = distance.norm(di)
@@ -263,12 +268,17 @@ def _run_once(
         moved = di.flatten(1).abs().amax(dim=1) > 0
         improved = is_adv & (norms < best) & moved
         significant = is_adv & (norms < best * (1 - config.rtol))
-        rows = improved.nonzero().squeeze(1)
-        if rows.numel():  # copy only the rows that improved
-            where = rows if isinstance(idx, slice) else idx[rows]
-            state.best_norm[where] = norms[rows]
-            state.best_delta[where] = di[rows]
-            state.best_class[where] = scores[rows].argmax(dim=1)
+        if isinstance(idx, slice):  # masked writes: no device-to-host sync per step
+            state.best_norm.copy_(torch.where(improved, norms, best))
+            state.best_delta.copy_(torch.where(per_sample(improved, di), di, state.best_delta))
+            state.best_class.copy_(torch.where(improved, scores.argmax(dim=1), state.best_class))
+        else:
+            rows = improved.nonzero().squeeze(1)
+            if rows.numel():  # copy only the rows that improved
+                where = idx[rows]
+                state.best_norm[where] = norms[rows]
+                state.best_delta[where] = di[rows]
+                state.best_class[where] = scores[rows].argmax(dim=1)
         stall[idx] = torch.where(significant, torch.zeros_like(stall[idx]), stall[idx] + 1)
         was_found = found[idx]
         found[idx] = was_found | is_adv

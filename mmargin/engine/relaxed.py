@@ -25,6 +25,7 @@ import torch
 from mmargin.distances import LpDistance
 from mmargin.engine.continuous import flip_continuous
 from mmargin.engine.counting import CountingAdapter
+from mmargin.engine.driver import Units
 from mmargin.engine.spec import SearchSpec
 from mmargin.goals import Goal
 from mmargin.protocols import Encoding, RelaxedSpace
@@ -38,9 +39,13 @@ DECODE_PASSES = 1
 def relaxed_flip(
     model: Any, space: RelaxedSpace, distance: Any, x: Sequence[Any] | np.ndarray,
     labels: np.ndarray, ids: list[str], *, goal: Goal, spec: SearchSpec,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, units: Units | None = None,
 ) -> list[SampleResult]:  # fmt: skip
-    """Gradient minimal flips in the encoding space of a relaxed space, with projections."""
+    """Gradient minimal flips in the encoding space of a relaxed space, with projections.
+
+    ``units`` as for the driver: unit 0 holds the inputs that cannot be encoded, unit
+    ``k >= 1`` the ``k``-th group of inputs of one encoded shape."""
+    units = units if units is not None else Units()
     if not isinstance(distance, LpDistance):
         raise ValueError(
             f"space {space.name!r} searches a continuous encoding and needs an Lp "
@@ -50,6 +55,7 @@ def relaxed_flip(
     label_list = [int(v) for v in labels]
     results: list[SampleResult | None] = [None] * len(inputs)
     encodings: dict[int, Encoding] = {}
+    failed: dict[int, SampleResult] = {}
     for i, problem in enumerate(space.check(inputs)):
         message = problem
         if message is None:
@@ -58,9 +64,15 @@ def relaxed_flip(
             except Exception as exc:  # noqa: BLE001 - tokenizers are user code
                 message = f"{type(exc).__name__}: {exc}"
         if message is not None:
-            results[i] = result_record(ids[i], label_list[i], Status.ERROR, message=message,
-                                       modality=space.modality, space=space.name,
-                                       distance=distance.name)  # fmt: skip
+            failed[i] = result_record(ids[i], label_list[i], Status.ERROR, message=message,
+                                      modality=space.modality, space=space.name,
+                                      distance=distance.name)  # fmt: skip
+    if units.wants(0, [ids[i] for i in failed]):
+        for i, r in failed.items():
+            results[i] = r
+        units.deliver(0, list(failed.values()))
+        if progress is not None:
+            progress(len(failed))
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, enc in encodings.items():
         free = None if enc.free is None else np.broadcast_to(enc.free, enc.point.shape)
@@ -72,7 +84,9 @@ def relaxed_flip(
         spec, budget=max(spec.budget - DECODE_PASSES, 1),
         strategy="gradient" if spec.strategy in ("auto", "discrete") else spec.strategy,
     )  # fmt: skip
-    for members in groups.values():
+    for unit, members in enumerate(groups.values(), start=1):
+        if not units.wants(unit, [ids[i] for i in members]):
+            continue
         first = encodings[members[0]]
         mask = (None if first.free is None
                 else np.broadcast_to(first.free, first.point.shape).astype(np.float64))  # fmt: skip
@@ -85,10 +99,9 @@ def relaxed_flip(
         for i, result in zip(members, found, strict=True):
             results[i] = _project(decoder, model, space, goal, inputs[i], encodings[i], result,
                                   spec.budget)  # fmt: skip
+        units.deliver(unit, [r for r in (results[i] for i in members) if r is not None])
         if progress is not None:
             progress(len(members))
-    if progress is not None and len(encodings) < len(inputs):
-        progress(len(inputs) - len(encodings))
     return [r for r in results if r is not None]
 
 

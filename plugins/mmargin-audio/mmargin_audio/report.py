@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from mmargin.plugin import (
     BudgetExhausted,
     Goal,
     Untargeted,
+    artifact_stem,
     check_saved,
     noise_margin,
     saved_codes,
@@ -154,13 +154,14 @@ def pcm16_check(
 def write_audio_artifacts(
     space: WaveformSpace, out: Path, results: Sequence[SampleResult], dataset: Dataset
 ) -> Path:
-    """Write ``out/audio/``: per flipped clip ``<id>.clean.wav``, ``<id>.adv.wav`` (the
+    """Write ``out/audio/``: per flipped clip ``<stem>.clean.wav``, ``<stem>.adv.wav`` (the
     16-bit adversarial whose flip the report verified as saved: read back, it flips; a clip
-    without one gets ``<id>.not-adversarial.wav``, the plain 16-bit rounding) and
-    ``<id>.delta.wav`` (δ amplified to a peak of 0.5 so it can be heard; the gain is in
+    without one gets ``<stem>.not-adversarial.wav``, the plain 16-bit rounding) and
+    ``<stem>.delta.wav`` (δ amplified to a peak of 0.5 so it can be heard; the gain is in
     the index; only with ``space.write_wavs``), ``index.json`` and ``summary.json``
     (medians, round-trip survival, noise baseline, and what the loader changed:
-    resampling, mix-down, skipped files). Returns the folder.
+    resampling, mix-down, skipped files). ``<stem>`` is ``artifact_stem`` of the clip's id,
+    unique per id. Returns the folder.
     """
     folder = Path(out) / "audio"
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,7 +180,7 @@ def write_audio_artifacts(
             **dict(r.extras),
         }
         if space.write_wavs:
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", r.sample)
+            stem = artifact_stem(r.sample)
             codes = saved_codes(clean, adv, r.extras, PCM16)
             kind = "adv" if codes is not None else "not-adversarial"
             if codes is not None:  # the 16-bit version whose flip the report verified
