@@ -54,6 +54,8 @@ class SampleResult:
     status: Status
     strategy: str
     relative_margin: float | None = None
+    bound_method: str | None = None
+    """How ``lower_bound`` was proven: ``milp``, ``crown``, ``interval``, a closed form ..."""
     message: str = ""
     extras: Mapping[str, Any] = field(default_factory=dict)
     adversarial: Any = field(default=None, repr=False, compare=False)
