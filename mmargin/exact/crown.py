@@ -8,9 +8,10 @@ Two methods, batched over samples (torch, any device):
   ReLU between its two linear bounds (the lower slope 0 or 1, whichever is closer), each
   max-pool between one of its inputs and the largest upper bound of its window; a linear
   function of the output is carried back to the input and minimised over the input set.
-  Pre-activation bounds of layers up to :attr:`BoundConfig.crown_units` units come from
-  the same backward pass (tighter, cost grows with the width), wider ones from intervals;
-  every bound is the tighter of the two.
+  Pre-activation bounds come from the same backward pass (tighter) where its cost —
+  twice the layer's units times the entries of the graph up to it — fits
+  :attr:`BoundConfig.crown_budget`, else from intervals; every bound is the tighter of
+  the two, and the affine part before the first ReLU is always exact.
 
 The input set (:class:`Region`) is a weighted ``Lp`` ball around ``x0`` (p = 1, 2 or inf)
 intersected with a box: ``‖w ⊙ (x - x0)‖_p <= eps`` and ``lo <= x <= hi``. A linear
@@ -26,7 +27,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,14 +47,15 @@ METHODS = ("crown", "interval")
 
 @dataclass(frozen=True)
 class BoundConfig:
-    """How bounds are computed: ``method`` (one of :data:`METHODS`), ``crown_units`` (the
-    widest pre-activation layer whose bounds come from a backward pass rather than
-    intervals), ``prefix_entries`` (the largest cached Jacobian ``units × inputs`` of the
-    affine part before the first ReLU), ``steps`` (bisection steps on ``eps``) and
+    """How bounds are computed: ``method`` (one of :data:`METHODS`), ``crown_budget``
+    (the largest backward pass — specification rows times graph entries — spent on one
+    layer's pre-activation bounds; larger layers get interval bounds),
+    ``prefix_entries`` (the largest cached Jacobian ``units × inputs`` of the affine part
+    before the first ReLU), ``steps`` (bisection steps on ``eps``) and
     ``chunk`` (samples per batch)."""
 
     method: str = "crown"
-    crown_units: int = 512
+    crown_budget: int = 1_000_000
     prefix_entries: int = 20_000_000
     steps: int = 12
     chunk: int = 16
@@ -91,19 +93,41 @@ class Region:
         ball = (lam * self.x0[:, None]).sum(-1) - self.eps[:, None] * dual
         return torch.maximum(box, ball) + const
 
-    def minimum_shared(self, jac: Tensor, const: Tensor) -> Tensor:
-        """:meth:`minimum` for one ``jac @ x + const`` (``jac`` ``(S, d)``) shared by the
-        batch, by matrix products (no ``(B, S, d)`` copy)."""
+    def affine_range(self, prefix: Prefix) -> tuple[Tensor, Tensor]:
+        """Exact-per-unit bounds ``(B, n)`` of ``J @ x + c`` over the region (the tighter of
+        the box and the ball), by matrix products with the cached ``J``."""
         import torch
 
         lo, hi = self.box()
-        box = ((lo + hi) / 2) @ jac.T - ((hi - lo) / 2) @ jac.abs().T
+        centre = ((lo + hi) / 2) @ prefix.jt + prefix.c
+        rad = ((hi - lo) / 2) @ prefix.abs_jt
+        low, high = centre - rad, centre + rad
         if self.p == math.inf:
-            return box + const
-        q = 2.0 if self.p == 2 else math.inf
-        dual = torch.linalg.vector_norm(jac / self.w, ord=q, dim=-1)
-        ball = self.x0 @ jac.T - self.eps[:, None] * dual[None]
-        return torch.maximum(box, ball) + const
+            return low, high
+        ball = self.x0 @ prefix.jt + prefix.c
+        reach = self.eps[:, None] * prefix.dual(self.p, self.w)[None]
+        return torch.maximum(low, ball - reach), torch.minimum(high, ball + reach)
+
+
+@dataclass
+class Prefix:
+    """A node before any ReLU as ``J @ x + c``: ``jt = J.T`` ``(d, n)``, ``abs_jt = |J|.T``,
+    and the rows' dual norms per norm and weights (cached)."""
+
+    jt: Tensor
+    abs_jt: Tensor
+    c: Tensor
+    _duals: dict[Any, Tensor] = field(default_factory=dict)
+
+    def dual(self, p: float, w: Tensor) -> Tensor:
+        """``‖J_i / w‖_q`` per unit (``q`` the dual of ``p``)."""
+        import torch
+
+        key = (p, w.cpu().numpy().tobytes())
+        if key not in self._duals:
+            q = 2.0 if p == 2 else math.inf
+            self._duals[key] = torch.linalg.vector_norm(self.jt / w[:, None], ord=q, dim=0)
+        return self._duals[key]
 
 
 Bounds = list[tuple["Tensor", "Tensor"]]
@@ -124,10 +148,11 @@ class Propagator:
         self.dtype = dtype or torch.float64
         self._offsets: dict[int, Tensor] = {}
         self._windows: dict[int, Tensor] = {}
-        self._prefix: dict[int, tuple[Tensor, Tensor] | None] = {}
+        self._prefix: dict[int, Prefix | None] = {}
         nodes = graph.nodes
         self.affine_prefix = [False] * len(nodes)
         self.pre_activation = [False] * len(nodes)
+        self.upstream = np.cumsum([n.size for n in nodes]).tolist()
         for k, n in enumerate(nodes):
             if n.kind == "input":
                 self.affine_prefix[k] = True
@@ -159,9 +184,9 @@ class Propagator:
             self._windows[k] = torch.as_tensor(w, dtype=torch.long, device=self.device)
         return self._windows[k]
 
-    def prefix(self, k: int) -> tuple[Tensor, Tensor] | None:
-        """``(J, c)`` with node ``k`` = ``J @ x + c`` for nodes before any ReLU (``None``
-        when the Jacobian would be larger than ``prefix_entries`` allows)."""
+    def prefix(self, k: int) -> Prefix | None:
+        """Node ``k`` (before any ReLU) as ``J @ x + c``, from one forward pass of the
+        unit inputs (``None`` when ``J`` would be larger than ``prefix_entries`` allows)."""
         import torch
 
         if k not in self._prefix:
@@ -169,9 +194,12 @@ class Propagator:
             if n * d > BoundConfig.prefix_entries:
                 self._prefix[k] = None
             else:
-                eye = torch.eye(n, dtype=self.dtype, device=self.device)[None]
-                lam, const = self.backward(k, eye, [])
-                self._prefix[k] = (lam[0], const[0])
+                basis = torch.cat([torch.zeros(1, d), torch.eye(d)]).to(self.device, self.dtype)
+                with torch.no_grad():
+                    out = self.graph.forward(basis.reshape(d + 1, *self.graph.input_shape),
+                                             until=k)[k].reshape(d + 1, n)  # fmt: skip
+                jt = (out[1:] - out[:1]).contiguous()
+                self._prefix[k] = Prefix(jt, jt.abs(), out[0].clone())
         return self._prefix[k]
 
     # -- the backward pass -------------------------------------------------------------------
@@ -261,7 +289,7 @@ class Propagator:
         return a_in, const
 
     # -- bounds of every node -------------------------------------------------------------
-    def bounds(self, region: Region, method: str = "crown", crown_units: int = 512,
+    def bounds(self, region: Region, method: str = "crown", crown_budget: int = 1_000_000,
                until: int | None = None, output: bool = False) -> Bounds:  # fmt: skip
         """Lower and upper bounds of every node (up to ``until``) over ``region``; with
         ``output`` the last node's by a backward pass too (else by intervals)."""
@@ -279,19 +307,34 @@ class Propagator:
             lo, up = self._interval(k, out)
             exact = self.prefix(k) if self.affine_prefix[k] else None
             if exact is not None:
-                jac, c = exact
-                lo = region.minimum_shared(jac, c).reshape(lo.shape)
-                up = (-region.minimum_shared(-jac, -c)).reshape(up.shape)
-            elif (method == "crown" and node.size <= crown_units and not self.affine_prefix[k]
+                low, high = region.affine_range(exact)
+                lo, up = low.reshape(lo.shape), high.reshape(up.shape)
+            elif (method == "crown" and 2 * node.size * self.upstream[k] <= crown_budget
+                  and not self.affine_prefix[k]
                   and (self.pre_activation[k] or (output and k == len(nodes) - 1))):  # fmt: skip
-                eye = torch.eye(node.size, dtype=self.dtype, device=self.device)
-                spec = torch.cat([eye, -eye])[None].expand(b, -1, -1)
-                lam, c = self.backward(k, spec, out)
-                low = region.minimum(lam, c)
-                lo = torch.maximum(lo, low[:, : node.size].reshape(lo.shape))
-                up = torch.minimum(up, -low[:, node.size :].reshape(up.shape))
+                lo, up = self._crown_unstable(k, region, out, lo, up)
             out.append((lo, torch.maximum(up, lo)))
         return out
+
+    def _crown_unstable(self, k: int, region: Region, out: Bounds, lo: Tensor,
+                        up: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """Tighten node ``k``'s bounds by a backward pass, for the units whose interval
+        bounds straddle 0 in some sample (the others' relaxation is already exact)."""
+        import torch
+
+        b = lo.shape[0]
+        lo_f, up_f = lo.reshape(b, -1).clone(), up.reshape(b, -1).clone()
+        idx = ((lo_f < 0) & (up_f > 0)).any(0).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return lo, up
+        m = idx.numel()
+        sel = torch.zeros(m, lo_f.shape[1], dtype=self.dtype, device=self.device)
+        sel[torch.arange(m, device=self.device), idx] = 1.0
+        lam, c = self.backward(k, torch.cat([sel, -sel])[None].expand(b, -1, -1), out)
+        low = region.minimum(lam, c)
+        lo_f[:, idx] = torch.maximum(lo_f[:, idx], low[:, :m])
+        up_f[:, idx] = torch.minimum(up_f[:, idx], -low[:, m:])
+        return lo_f.reshape(lo.shape), up_f.reshape(up.shape)
 
     def _interval(self, k: int, out: Bounds) -> tuple[Tensor, Tensor]:
         """Interval bounds of node ``k`` from its inputs' bounds."""
@@ -330,18 +373,17 @@ class Propagator:
         import torch
 
         last = len(self.graph.nodes) - 1
-        bounds = self.bounds(region, config.method, config.crown_units, until=last - 1)
+        bounds = self.bounds(region, config.method, config.crown_budget, until=last - 1)
         if config.method == "crown":
             lam, c = self.backward(last, -rows, bounds)
             highest = -region.minimum(lam, c)
         else:
             lo, up = self._interval(last, bounds)
             highest = (rows.clamp(min=0) * up[:, None] + rows.clamp(max=0) * lo[:, None]).sum(-1)
-            if self.affine_prefix[last]:
-                jac, c0 = self.prefix(last) or (None, None)
-                if jac is not None and c0 is not None:
-                    lam = -rows @ jac
-                    highest = torch.minimum(highest, -region.minimum(lam, -(rows @ c0)))
+            exact = self.prefix(last) if self.affine_prefix[last] else None
+            if exact is not None:
+                lam = -rows @ exact.jt.T
+                highest = torch.minimum(highest, -region.minimum(lam, -(rows @ exact.c)))
         blocked = highest < rhs
         out = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
         for g in groups:
@@ -451,7 +493,7 @@ def certified_radius(
     start = np.broadcast_to(np.asarray(start, dtype=np.float64), (bsz,))
     rows_np, rhs_np, groups = rule_rows(rules, graph.n_outputs)
     radii = np.zeros(bsz)
-    w_t = torch.as_tensor(w, dtype=dt, device=dev)
+    w_t = torch.as_tensor(np.array(w), dtype=dt, device=dev)
     for s0 in range(0, bsz, cfg.chunk):
         sl = slice(s0, min(s0 + cfg.chunk, bsz))
 

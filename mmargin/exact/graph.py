@@ -362,10 +362,11 @@ class _Tracer:
             return values[n]
         if name in ("relu",) or n.target in (torch.relu, torch.nn.functional.relu):
             return self.add(Node("relu", (env[n.args[0]],), self._shape(out, name), name=name))
-        if name in ("view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze"):
+        reshapes = ("view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "getitem")
+        if name in reshapes:
             src = env[n.args[0]]
             shape = self._shape(out, name)
-            if name in ("squeeze", "unsqueeze") and int(np.prod(shape)) != self.nodes[src].size:
+            if int(np.prod(shape)) != self.nodes[src].size:  # indexing that selects entries
                 raise UnsupportedModel(f"{name} that changes the sample size")
             return self.affine(src, Affine("reshape", self.nodes[src].shape, shape), name)
         if name in ("add", "sub", "mul", "truediv", "div", "iadd", "isub", "neg"):
@@ -497,7 +498,8 @@ class _Tracer:
         probe = probe.reshape(1, *shape_in)
         if one_d:
             probe = probe.unsqueeze(-2)
-            params = {k: (1, v) if k != "ceil_mode" else v for k, v in params.items()}
+            params = {k: v if k == "ceil_mode" else (0 if k == "padding" else 1, _first(v))
+                      for k, v in params.items()}  # fmt: skip
         k = _pair(params["kernel_size"])
         stride = _pair(params.get("stride") or params["kernel_size"])
         cols = F.unfold(probe, k, dilation=_pair(params.get("dilation", 1)),
@@ -566,6 +568,11 @@ _POOL_ARGS = {
     "adaptive_avg_pool1d": ("output_size",),
     "adaptive_avg_pool2d": ("output_size",),
 }  # fmt: skip
+
+
+def _first(v: Any) -> Any:
+    """A 1-d pooling parameter given as an int or a one-element tuple."""
+    return v[0] if isinstance(v, (tuple, list)) else v
 
 
 def _pair(v: Any) -> tuple[int, int]:

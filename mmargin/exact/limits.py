@@ -34,9 +34,10 @@ class ExactLimits:
     - certified bounds (:mod:`mmargin.exact.crown`) where no exact method applies (a
       network past ``max_hidden``, the L2 norm on a ReLU network, a solver stopped by its
       time limit): ``certify`` (``"crown"``, ``"interval"`` or ``"none"``),
-      ``crown_units`` (the widest layer whose pre-activation bounds come from a backward
-      pass; wider ones from intervals), ``bisection_steps`` (on the radius: the bound is
-      within ``start / 2**steps`` of the largest certified radius);
+      ``crown_budget`` (the largest backward pass, rows times graph entries, spent on one
+      layer's pre-activation bounds; larger ones come from intervals),
+      ``bisection_steps`` (on the radius: the bound is within ``start / 2**steps`` of the
+      largest certified radius);
     - linear models: ``lp_tol`` (HiGHS's LP primal / dual feasibility tolerance),
       ``nudge_rel`` / ``nudge_abs`` (how far the closed-form / LP point is pushed past the
       boundary: relative to the gap, and absolute in units of ``1 + max |score|``) and
@@ -57,7 +58,7 @@ class ExactLimits:
     nudge_abs: float = 1e-9
     qp_rel_gap: float = 1e-5
     certify: str = "crown"
-    crown_units: int = 512
+    crown_budget: int = 1_000_000
     bisection_steps: int = 12
 
 

@@ -71,7 +71,7 @@ def network_bounds(graph: Graph, cons: FeatureConstraints, lo: np.ndarray, hi: n
     region = Region(t(cons.x), t(lo), t(hi), torch.tensor([eps], dtype=torch.float64), p,
                     torch.as_tensor(cons.weights, dtype=torch.float64))  # fmt: skip
     with torch.no_grad():
-        found = prop.bounds(region, "crown", crown_units=1 << 30, output=True)
+        found = prop.bounds(region, "crown", crown_budget=1 << 60, output=True)
     return [(a[0].reshape(-1).numpy().copy(), b[0].reshape(-1).numpy().copy()) for a, b in found]
 
 
@@ -84,6 +84,7 @@ def net_margin(
     method: str = "milp",
     time_limit: float | None = None,
     limits: ExactLimits = LIMITS,
+    lower_hint: float | None = None,
 ) -> ExactMargin:
     """Exact minimal weighted L1 / L∞ flip of a ReLU net (one layer: a linear model).
 
@@ -94,7 +95,9 @@ def net_margin(
     to that ball, which tightens the big-M bounds; if no flip exists inside it the search
     is redone without it (``info["upper_bound_infeasible"] = 1``). A flip must win by
     ``info["flip_tol"]``; ``lower`` is HiGHS's proven bound. On the time limit the best
-    incumbent is returned with ``optimal = False``.
+    incumbent is returned with ``optimal = False``. ``lower_hint`` (a certified radius,
+    e.g. from :mod:`mmargin.exact.crown`) is a proven lower bound on the margin, added as
+    a row: it closes the gap the LP relaxation leaves.
     """
     if cons.p not in (1.0, math.inf):
         raise ValueError(f"the ReLU MILP supports p = 1 or inf, got {cons.p!r}")
@@ -122,6 +125,8 @@ def net_margin(
             lo_in, hi_in = np.maximum(lo_x, xf - reach), np.minimum(hi_x, xf + reach)
         model = MilpBuilder()
         xv = perturbation(model, cons, lo_in, hi_in, radius)
+        if lower_hint is not None and lower_hint > 0:
+            _at_least(model, cons, lower_hint * (1 - 1e-6))
         bounds = network_bounds(graph, cons, lo_in, hi_in, radius)
         reachable = _flip_conditions(model, graph, rule, xv, bounds, tol)
         info["n_binary"] = float(sum(model.block(n).size for n in model.blocks
@@ -147,16 +152,26 @@ def net_margin(
     cap = math.inf if radius is None else radius
     if res.x is None:
         info["time_limit_hit"] = 1.0
-        lower_b = min(res.bound, cap) if res.bound is not None else 0.0
+        lower_b = min(max(res.bound or 0.0, lower_hint or 0.0), cap)
         return ExactMargin(math.inf, max(lower_b, 0.0), None, None, method, False, info)
     x_adv, z = _verified_point(graph, rule, cons, res["x"])
     if x_adv is None:
         info["verification_failed"] = 1.0
         return ExactMargin(math.inf, 0.0, None, None, method, False, info)
     margin = cons.size(x_adv - xf)
-    lower_b = res.bound if res.bound is not None else 0.0
+    lower_b = max(res.bound if res.bound is not None else 0.0, lower_hint or 0.0)
     lower_b = max(min(lower_b, cap, margin), 0.0)
     return ExactMargin(margin, lower_b, x_adv, rule.adv_label(z), method, res.status == 0, info)
+
+
+def _at_least(model: MilpBuilder, cons: FeatureConstraints, size: float) -> None:
+    """Row: the weighted norm of the change (block ``t`` for L∞, ``dp``/``dm`` for L1) is
+    at least ``size``."""
+    if cons.p == math.inf:
+        model.rows("hint", [(np.ones((1, 1)), model.block("t"))], size, math.inf)
+    else:
+        w = cons.weights[cons.free][None]
+        model.rows("hint", [(w, model.block("dp")), (w, model.block("dm"))], size, math.inf)
 
 
 def _verified_point(graph: Graph, rule: FlipRule, cons: FeatureConstraints,

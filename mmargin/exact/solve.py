@@ -78,8 +78,13 @@ def exact_margin(form: ExactModel | None, cons: FeatureConstraints, label: int,
     solvable = form.hidden_units <= limits.max_hidden and cons.p in (1.0, math.inf)
     if solvable and (cons.bounded or upper_bound is not None):
         method = "milp-integral" if cons.discrete_free else "milp"
-        found = net_margin(net, rule, cons, upper_bound=upper_bound, method=method,
-                           limits=limits)  # fmt: skip
+        hint = None
+        if upper_bound is not None and math.isfinite(upper_bound):
+            hint = _certified(form, cons, label, target, goal, upper_bound, limits)
+            if hint is not None and hint.lower >= upper_bound:  # the attack's flip is minimal
+                return hint
+        found = net_margin(net, rule, cons, upper_bound=upper_bound, method=method, limits=limits,
+                           lower_hint=None if hint is None else hint.lower)  # fmt: skip
         if found.optimal:
             return found
         bound = _certified(form, cons, label, target, goal, found.margin, limits)
@@ -113,7 +118,7 @@ def _certified(
         start = cons.size(np.maximum(cons.upper - cons.x, cons.x - cons.lower))
     else:
         return None
-    config = BoundConfig(method=limits.certify, crown_units=limits.crown_units,
+    config = BoundConfig(method=limits.certify, crown_budget=limits.crown_budget,
                          steps=limits.bisection_steps, chunk=1)  # fmt: skip
     t0 = time.perf_counter()
     radius = certified_radius(graph, cons.x[None], [exact_rule], cons.p, lower=cons.lower,
