@@ -7,7 +7,8 @@ PIP := $(PY) -m pip
 PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plugins/mmargin-tabular
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint bench bench-image bench-text bench-tabular bench-audio clean
+.PHONY: setup demo test lint bench bench-image bench-text bench-tabular bench-audio \
+	bench-certified clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +45,9 @@ bench-tabular: setup
 
 bench-audio: setup
 	bash bench/run_audio.sh
+
+bench-certified: setup
+	PY=$(PY) bash bench/run_certified.sh
 
 clean:
 	rm -rf $(VENV) bench/.venv-peers bench/.venv-art runs

@@ -59,7 +59,7 @@ class ExactLimits:
     qp_rel_gap: float = 1e-5
     certify: str = "crown"
     crown_budget: int = 1_000_000
-    bisection_steps: int = 12
+    bisection_steps: int = 10
 
 
 LIMITS = ExactLimits()
