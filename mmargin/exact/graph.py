@@ -197,9 +197,27 @@ def maxpool(h: Tensor, node: Node) -> Tensor:
     return vals.max(dim=2).values.reshape(h.shape[0], *node.shape)
 
 
+_CHAINS: weakref.WeakKeyDictionary[Graph, Any] = weakref.WeakKeyDictionary()
+
+
 def chain_layers(graph: Graph) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """The graph as affine layers with a ReLU between them (consecutive affine operations
-    merged), or ``None`` when it is not such a chain (adds, max-pools, a ReLU first)."""
+    merged), or ``None`` when it is not such a chain (adds, max-pools, a ReLU first) or a
+    layer would have more than ``10**7`` entries. Cached per graph."""
+    if graph not in _CHAINS:
+        _CHAINS[graph] = _chain(graph)
+    layers: list[tuple[np.ndarray, np.ndarray]] | None = _CHAINS[graph]
+    return layers
+
+
+def _chain(graph: Graph) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    kinds = [n.kind for n in graph.nodes[1:]]
+    linear = all(n.inputs == (k,) for k, n in enumerate(graph.nodes[1:]))
+    if not linear or not set(kinds) <= {"affine", "relu"} or kinds[0] != "affine":
+        return None
+    if any(n.kind == "affine" and n.size * graph.nodes[i].size > 10**7
+           for i, n in enumerate(graph.nodes[1:])):  # fmt: skip
+        return None
     layers: list[tuple[np.ndarray, np.ndarray]] = []
     w: np.ndarray | None = None
     b: np.ndarray | None = None

@@ -37,7 +37,8 @@ class ExactLimits:
       ``crown_budget`` (the largest backward pass, rows times graph entries, spent on one
       layer's pre-activation bounds; larger ones come from intervals),
       ``bisection_steps`` (on the radius: the bound is within ``start / 2**steps`` of the
-      largest certified radius);
+      largest certified radius), ``certify_entries`` (networks whose nodes hold more
+      values per sample than this are not certified: the cost grows with it);
     - linear models: ``lp_tol`` (HiGHS's LP primal / dual feasibility tolerance),
       ``nudge_rel`` / ``nudge_abs`` (how far the closed-form / LP point is pushed past the
       boundary: relative to the gap, and absolute in units of ``1 + max |score|``) and
@@ -60,6 +61,7 @@ class ExactLimits:
     certify: str = "crown"
     crown_budget: int = 1_000_000
     bisection_steps: int = 10
+    certify_entries: int = 2_000_000
 
 
 LIMITS = ExactLimits()

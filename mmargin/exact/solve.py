@@ -108,6 +108,8 @@ def _certified(
     graph = form.network()
     if limits.certify == "none" or graph is None:
         return None
+    if sum(n.size for n in graph.nodes) > limits.certify_entries:
+        return None
     exact_rule = flip_rule(form.head, form.n_outputs, goal, label, target,
                            limits=replace(limits, safety=0.0))  # fmt: skip
     if exact_rule is None:
