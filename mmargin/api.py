@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from mmargin import plugins
+from mmargin.engine.spec import DEFAULT_BASELINE_PASSES
 from mmargin.errors import InvalidTaskError
 from mmargin.results import SampleResult
-from mmargin.summary import Summary, summarize
+from mmargin.summary import Summary, summarize, units_label
 from mmargin.tasks import Component, ModelSpec, Task, check_goal, check_value, load_task
 
 
@@ -87,7 +88,7 @@ def _search(
 
 def _spec(
     *, budget: int, batch_size: int, strategy: str, exact: str, line_search_steps: int,
-    seed: int, restarts: int, patience: int, report_passes: int,
+    seed: int, restarts: int, patience: int, report_passes: int, baseline_passes: int,
 ) -> Any:  # fmt: skip
     """The engine's search specification from checked task fields."""
     from mmargin.engine.spec import GradientConfig, SearchSpec
@@ -96,6 +97,7 @@ def _spec(
         return SearchSpec(
             budget=budget, batch_size=batch_size, strategy=strategy, exact=exact,
             line_search_steps=line_search_steps, seed=seed, report_passes=report_passes,
+            baseline_passes=baseline_passes,
             gradient=GradientConfig(restarts=restarts, patience=patience),
         )  # fmt: skip
     except ValueError as exc:
@@ -108,7 +110,8 @@ def _task_spec(task: Task) -> Any:
     return _spec(budget=task.budget, batch_size=task.batch_size, strategy=task.strategy,
                  exact=task.exact, line_search_steps=task.line_search_steps, seed=task.seed,
                  restarts=task.restarts, patience=task.patience,
-                 report_passes=task.report_passes)  # fmt: skip
+                 report_passes=task.report_passes,
+                 baseline_passes=task.baseline_passes)  # fmt: skip
 
 
 def evaluate(
@@ -134,6 +137,7 @@ def evaluate(
     patience: int = 0,
     line_search_steps: int = 12,
     report_passes: int = 0,
+    baseline_passes: int = DEFAULT_BASELINE_PASSES,
     exact: str = "auto",
     device: str = "cpu",
     seed: int = 0,
@@ -160,11 +164,13 @@ def evaluate(
         ("task.batch_size", batch_size), ("search.restarts", restarts),
         ("search.patience", patience), ("search.line_search_steps", line_search_steps),
         ("search.exact", exact), ("task.seed", seed), ("search.report_passes", report_passes),
+        ("search.baseline_passes", baseline_passes),
     ):  # fmt: skip
         check_value(where, value)
     spec = _spec(budget=budget, batch_size=batch_size, strategy=strategy, exact=exact,
                  line_search_steps=line_search_steps, seed=seed, restarts=restarts,
-                 patience=patience, report_passes=report_passes)  # fmt: skip
+                 patience=patience, report_passes=report_passes,
+                 baseline_passes=baseline_passes)  # fmt: skip
     check_device(device, "device")
     goal_options: dict[str, Any] = {
         k: v for k, v in (("threshold", threshold), ("positive", positive), ("scores", scores))
@@ -192,12 +198,14 @@ def evaluate(
 
 @dataclass(frozen=True)
 class RunOutput:
-    """What ``run_task`` produced: the results, their summary and where they were written."""
+    """What ``run_task`` produced: the results, their summary, where they were written and
+    the space plugin's example lines (``mmargin_summary_examples``)."""
 
     task: Task
     results: list[SampleResult]
     summary: Summary
     out: Path | None
+    examples: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_task(
@@ -245,7 +253,7 @@ def run_task(
         on_start(len(live.dataset))
     results = _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
                       live.dataset.ids, live.goal, spec, progress)  # fmt: skip
-    summary = summarize(results, task.epsilons)
+    summary = summarize(results, task.epsilons, units_label(live.space, live.distance))
     out_dir = None
     if task.out is not None:
         out_dir = Path(task.out)  # relative to the working directory, like any CLI path
@@ -256,7 +264,10 @@ def run_task(
             record["data"] = {"in_memory": f"{len(live.dataset)} samples"}
         write_run(out_dir, results, summary, record)
         write_artifacts(live.space, out_dir, results, live.dataset)
-    return RunOutput(task=task, results=results, summary=summary, out=out_dir)
+    from mmargin.examples import summary_examples
+
+    examples = summary_examples(live.space, results)
+    return RunOutput(task=task, results=results, summary=summary, out=out_dir, examples=examples)
 
 
 def seed_everything(seed: int) -> None:

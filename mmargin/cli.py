@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
                       on_start=on_start)  # fmt: skip
     if "bar" in bar:
         bar["bar"].close()
-    print(format_summary(output.task.name, output.summary))
+    print(format_summary(output.task.name, output.summary, output.examples))
     if output.out is not None:
         names = sorted(path.name for path in output.out.iterdir())
         print(f"\nwrote {output.out}/: {', '.join(names)}")
@@ -137,9 +137,15 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.1%}"
 
 
-def format_summary(name: str, summary: Any) -> str:
-    """The summary table printed after a run."""
+def _opt(value: float | None) -> str:
+    return "n/a" if value is None else _fmt(value)
+
+
+def format_summary(name: str, summary: Any, examples: Sequence[str] = ()) -> str:
+    """The summary table printed after a run, in the run's units, with the space plugin's
+    example lines under it (plain text: the same on a terminal, a pipe or ``--quiet``)."""
     s = summary
+    units = getattr(s, "units", None)
     rows = [
         ("samples", f"{s.samples} ({s.errors} errors)"),
         ("clean accuracy", _pct(s.clean_accuracy)),
@@ -147,6 +153,8 @@ def format_summary(name: str, summary: Any) -> str:
         (f"margin ({s.distance}) median", _fmt(s.margin_median)),
         ("margin quartiles", f"{_fmt(s.margin_q25)} .. {_fmt(s.margin_q75)}"),
         ("relative margin median", _fmt(s.relative_margin_median)),
+        ("margin / random median", _opt(getattr(s, "random_ratio_median", None))),
+        ("AUC (eps / random)", _opt(getattr(s, "normalised_auc", None))),
         ("exact (lower = upper)", _pct(s.exact_fraction)),
         ("queries / sample", _fmt(s.queries_mean)),
         ("seconds", f"{s.seconds_total:.2f}"),
@@ -157,8 +165,13 @@ def format_summary(name: str, summary: Any) -> str:
         rows.append((f"robust accuracy @ {eps:g}", _pct(acc) + proven))
     if getattr(s, "bracket_ratio_median", None) is not None:
         rows.append(("bracket upper / lower median", _fmt(s.bracket_ratio_median)))
+    if units:
+        rows.insert(3, ("units", str(units)))
     width = max(len(k) for k, _ in rows)
     lines = [f"== {name} =="] + [f"{k:<{width}}  {v}" for k, v in rows]
+    if examples:
+        lines += ["", "examples (smallest, median, largest flip):"]
+        lines += [f"  {line}" for line in examples]
     return "\n".join(lines)
 
 

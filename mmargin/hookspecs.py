@@ -7,7 +7,8 @@ Factories are called lazily, with the options from the task file, so a plugin's 
 imports (torch, transformers, torchaudio) happen inside the factory, never at import.
 
 ``mmargin_exact_margin``, ``mmargin_exact_model``, ``mmargin_exact_constraints``,
-``mmargin_adapt_model`` and ``mmargin_sample_report`` are ``firstresult`` hooks: the host
+``mmargin_adapt_model``, ``mmargin_sample_report`` and ``mmargin_summary_examples`` are
+``firstresult`` hooks: the host
 stops at the first plugin that returns something other than ``None`` (pluggy's call
 order: last registered first, ``tryfirst``/``trylast`` respected).
 ``mmargin_write_artifacts`` is called on every plugin.
@@ -212,4 +213,18 @@ def mmargin_write_artifacts(
 
     Called by the host after a task run has written ``results.jsonl`` and the summary, on
     every plugin; do nothing when ``space`` is not one of yours. Write only under ``out``.
+    """
+
+
+@hookspec(firstresult=True)
+def mmargin_summary_examples(space: AnySpace, results: Sequence[SampleResult]) -> list[str] | None:
+    """Two or three human-readable example lines for the CLI summary, or ``None``.
+
+    Called by the host after a task run (``mmargin run``) with the run's space and
+    results; return ``None`` when ``space`` is not one of yours. Describe a few flips in
+    the modality's own units — an edited sentence with the edits marked, the changed
+    features in raw units, a loudness in dB — from each result's margin, ``extras`` and
+    ``adversarial``; ``mmargin.plugin.pick_examples`` picks the smallest, median and
+    largest flips and ``ratio_note`` words the comparison with random noise. Plain text
+    only (no colours): the host prints each line as it is, cut to one line.
     """

@@ -29,6 +29,8 @@ What is here:
   (``NoiseConfig``, ``noise_margin``);
 - ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
   sample's budget is spent;
+- what a ``mmargin_summary_examples`` hook picks and words its lines with
+  (``pick_examples``, ``ratio_note``, ``printable``);
 - results (``SampleResult``, ``Status``) and errors: ``InvalidInputError`` (a batch the
   space cannot use), ``RunError`` (a mistake that dooms every sample),
   ``InvalidTaskError``, ``PluginError``.
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from mmargin.exact.problem import ExactModel, FeatureConstraints, feature_constraints
     from mmargin.exact.trees import Tree, TreeEnsemble
     from mmargin.exact.types import ExactMargin
+    from mmargin.examples import pick_examples, printable, ratio_note
     from mmargin.goals import (
         Goal,
         GoalBase,
@@ -135,6 +138,7 @@ _LAZY: dict[str, str] = {
     "noise_margin": "mmargin.engine.noise",
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
+    **dict.fromkeys(("pick_examples", "printable", "ratio_note"), "mmargin.examples"),
 }
 
 __all__ = [
@@ -184,6 +188,9 @@ __all__ = [
     "lp",
     "make_goal",
     "noise_margin",
+    "pick_examples",
+    "printable",
+    "ratio_note",
 ]
 
 

@@ -34,7 +34,13 @@ class SampleResult:
 
     ``lower_bound`` is set where an exact method or certificate proves no smaller flip
     exists (``lower_bound == margin`` means the margin is exact). ``relative_margin`` is
-    ``margin / ‖x‖`` in the same distance, the unit-free figure used across modalities.
+    ``margin / size(x)``: the margin over the input's own size in the same distance (‖x‖
+    for Lp distances, the number of words / characters for edits): it depends on each
+    modality's notion of size, so it is for comparing runs of one modality and distance
+    only. ``random_margin`` is the size of the smallest flipping *random* perturbation in
+    the same space and distance (``inf``: none within its passes; ``None``: not measured)
+    and ``random_ratio = margin / random_margin`` the unit-free figure for comparisons
+    across runs and modalities (see :mod:`mmargin.engine.baseline`).
     ``adversarial`` is the verified adversarial input (a numpy array for continuous spaces,
     whatever the space uses otherwise); it is left out of ``to_json``.
     """
@@ -54,6 +60,8 @@ class SampleResult:
     status: Status
     strategy: str
     relative_margin: float | None = None
+    random_margin: float | None = None
+    random_ratio: float | None = None
     bound_method: str | None = None
     """How ``lower_bound`` was proven: ``milp``, ``crown``, ``interval``, a closed form ..."""
     message: str = ""
@@ -74,10 +82,14 @@ class SampleResult:
         out = asdict(self)
         out.pop("adversarial")
         out["status"] = self.status.value
-        for key in ("margin", "lower_bound", "relative_margin"):
+        for key in FLOAT_FIELDS:
             out[key] = _json_float(out[key])
         out["extras"] = {k: _json_value(v) for k, v in self.extras.items()}
         return out
+
+
+FLOAT_FIELDS = ("margin", "lower_bound", "relative_margin", "random_margin", "random_ratio")
+"""The result fields that may hold ``inf`` / ``nan`` (spelled as strings in JSON)."""
 
 
 def result_record(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmargin.errors import MmarginError
-from mmargin.results import SampleResult, Status, adversarial_arrays
+from mmargin.results import FLOAT_FIELDS, SampleResult, Status, adversarial_arrays
 from mmargin.summary import Summary
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def _unpack(array: np.ndarray) -> Any:
 def _result(row: Mapping[str, Any], adversarial: Any) -> SampleResult:
     known = {f.name for f in fields(SampleResult)}
     values = {k: v for k, v in row.items() if k in known}
-    for key in ("margin", "lower_bound", "relative_margin"):
+    for key in FLOAT_FIELDS:
         if key in values:
             values[key] = _number(values[key])
     values["status"] = Status(values["status"])

@@ -1,8 +1,21 @@
 """Summary figures of a run: accuracy, attack success, margin quantiles, robustness curve.
 
-Margins in native units are only comparable within one distance, so the summary also
-carries the relative margin ‖δ‖/‖x‖ and the normalised area under the robust-accuracy
-curve, which mean the same thing for pixels, features or samples.
+Margins in native units (``units``) are only comparable within one distance. The
+relative margin (margin over the input's own size in the same distance: ‖x‖ for Lp
+distances, the number of words or characters for text edits) depends on what "size"
+means in each modality, so it compares runs of one modality and distance only.
+
+Across runs, models and modalities, compare the figures measured against the random
+baseline of :mod:`mmargin.engine.baseline` (the smallest random perturbation that flips
+the same sample, in the same space and distance):
+
+* ``random_ratio_median``: median of margin / random margin over flipped samples;
+* ``normalised_auc``: the area under robust accuracy when each sample's ε is measured in
+  units of its own random margin, ε from 0 to that margin
+  (``normalised_scale = "random_margin"``). It equals the mean over samples of
+  ``min(margin / random_margin, 1)`` (misclassified samples 0, samples no search flipped
+  1): 1 means no sample flips before random noise would flip it, 0 that every sample
+  flips at a vanishing fraction of its random margin.
 """
 
 from __future__ import annotations
@@ -25,6 +38,12 @@ class Summary:
     flipped within budget (so a median of ``inf`` says most samples resisted).
     ``robust_accuracy`` maps ε to the fraction of non-error samples still classified
     correctly under every perturbation of size ≤ ε (upper bound, from the found margins).
+    ``relative_margin_median`` compares runs of one modality and distance only;
+    ``random_ratio_median`` and ``normalised_auc`` (on the scale ``normalised_scale``)
+    compare any runs (``None`` without random margins, e.g. ``baseline_passes = 0``);
+    ``units`` names the margins' native unit. Older run folders carried a ``curve_auc``
+    scaled by the run's own largest margin; it is not comparable across runs and is no
+    longer written (reading such a folder ignores it).
     """
 
     distance: str
@@ -40,7 +59,10 @@ class Summary:
     queries_mean: float
     seconds_total: float
     robust_accuracy: dict[float, float] = field(default_factory=dict)
-    curve_auc: float = math.nan
+    random_ratio_median: float | None = None
+    normalised_auc: float | None = None
+    normalised_scale: str | None = None
+    units: str | None = None
     certified_robust_accuracy: dict[float, float] = field(default_factory=dict)
     """ε → fraction of non-error samples proven correct under every perturbation ≤ ε
     (lower bound above ε); empty when no sample has a lower bound."""
@@ -66,8 +88,14 @@ def default_epsilons(margins: np.ndarray, count: int = 4) -> list[float]:
     return sorted({float(f"{p:.2g}") for p in picks})
 
 
-def summarize(results: Sequence[SampleResult], epsilons: Sequence[float] = ()) -> Summary:
-    """Summary figures for a list of results of one distance."""
+NORMALISED_SCALE = "random_margin"
+"""What ``normalised_auc`` is normalised by: each sample's random-perturbation margin."""
+
+
+def summarize(
+    results: Sequence[SampleResult], epsilons: Sequence[float] = (), units: str | None = None
+) -> Summary:
+    """Summary figures for a list of results of one distance (``units``: its unit label)."""
     ok = [r for r in results if r.status is not Status.ERROR]
     correct = [r for r in ok if r.status is not Status.MISCLASSIFIED]
     flipped = [r for r in correct if r.status is Status.FLIPPED]
@@ -89,7 +117,10 @@ def summarize(results: Sequence[SampleResult], epsilons: Sequence[float] = ()) -
         queries_mean=float(np.mean([r.queries for r in ok])) if ok else math.nan,
         seconds_total=float(sum(r.seconds for r in results)),
         robust_accuracy={e: robust_accuracy(all_margins, e) for e in eps_list},
-        curve_auc=curve_auc(all_margins),
+        random_ratio_median=random_ratio_median(flipped),
+        normalised_auc=(auc := normalised_auc(ok)),
+        normalised_scale=NORMALISED_SCALE if auc is not None else None,
+        units=units,
         **certified_figures(ok, eps_list),
     )
 
@@ -115,18 +146,43 @@ def robust_accuracy(margins: np.ndarray, eps: float) -> float:
     return float(np.mean(margins > eps)) if margins.size else math.nan
 
 
-def curve_auc(margins: np.ndarray) -> float:
-    """Area under robust accuracy vs ε on [0, ε_max], divided by ε_max (unit-free, in [0, 1]).
+def random_ratio_median(flipped: Sequence[SampleResult]) -> float | None:
+    """Median of margin / random margin over flipped samples that have one (``None``: none)."""
+    ratios = [r.random_ratio for r in flipped if r.random_ratio is not None]
+    return float(np.median(ratios)) if ratios else None
 
-    ε_max is the largest finite margin, so a model whose samples all sit at the same
-    distance scores 1 and one whose margins are spread thin scores low.
-    """
-    finite = margins[np.isfinite(margins)]
-    if finite.size == 0 or finite.max() <= 0:
-        return math.nan
-    grid = np.linspace(0.0, float(finite.max()), 201)
-    curve = np.array([robust_accuracy(margins, e) for e in grid])
-    return float(np.trapezoid(curve, grid) / grid[-1])
+
+def scaled_margin(result: SampleResult) -> float | None:
+    """A sample's margin in units of its random margin, clipped to [0, 1]: 0 when
+    misclassified, 1 when no search flipped it, ``None`` when it has no random margin."""
+    if result.status is Status.MISCLASSIFIED:
+        return 0.0
+    if result.status is Status.NOT_FLIPPED:
+        return 1.0
+    if result.status is Status.FLIPPED and result.random_ratio is not None:
+        return min(result.random_ratio, 1.0)
+    return None
+
+
+def normalised_auc(results: Sequence[SampleResult]) -> float | None:
+    """Area under robust accuracy vs ε / random margin on [0, 1] over the non-error
+    ``results`` that have a scaled margin (``None`` when no sample has a random margin,
+    i.e. the baseline was off): the mean of :func:`scaled_margin`."""
+    if not any(r.random_margin is not None for r in results):
+        return None
+    scaled = [v for v in map(scaled_margin, results) if v is not None]
+    return float(np.mean(scaled)) if scaled else None
+
+
+def units_label(space: Any, distance: Any) -> str | None:
+    """The native unit of a run's margins: the distance's own ``units`` when it names
+    them (``words``, ``cost points``), else its name and the modality
+    (``l2 of the image perturbation``)."""
+    units = str(getattr(distance, "units", "") or "")
+    if units:
+        return units
+    name, modality = str(getattr(distance, "name", "")), str(getattr(space, "modality", ""))
+    return f"{name} of the {modality} perturbation" if name and modality else (name or None)
 
 
 def _ratio(num: int, den: int) -> float:

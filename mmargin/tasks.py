@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmargin.engine.spec import DEFAULT_BASELINE_PASSES
 from mmargin.errors import InvalidTaskError
 
 
@@ -86,6 +87,7 @@ class Task:
     line_search_steps: int = 12
     patience: int = 0
     report_passes: int = 0
+    baseline_passes: int = DEFAULT_BASELINE_PASSES
     epsilons: tuple[float, ...] = ()
     base: Path = Path(".")
 
@@ -118,6 +120,7 @@ _SCALARS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "line_search_steps": (int, "an integer >= 0"),
         "patience": (int, "an integer >= 0"),
         "report_passes": (int, "an integer >= 0 (passes set aside for the per-sample report)"),
+        "baseline_passes": (int, "an integer >= 0 (passes for the random baseline; 0 = off)"),
     },
     "report": {"epsilons": (list, "a list of numbers")},
 }
@@ -142,7 +145,8 @@ SEED_MAX = 2**63 - 1
 """Seeds are integers in [0, 2**63 - 1], the range torch's generators accept."""
 _MAXIMUM = {"task.seed": SEED_MAX, "search.budget": 10**7, "search.restarts": 1000,
             "task.batch_size": 10**6, "search.line_search_steps": 64,
-            "search.patience": 10**7, "search.report_passes": 10**7}  # fmt: skip
+            "search.patience": 10**7, "search.report_passes": 10**7,
+            "search.baseline_passes": 10**7}  # fmt: skip
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 _TABLES = ("task", "model", "data", "space", "distance", "goal", "search", "report")
 
@@ -215,6 +219,7 @@ def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str
         line_search_steps=values.get("search.line_search_steps", 12),
         patience=values.get("search.patience", 0),
         report_passes=values.get("search.report_passes", 0),
+        baseline_passes=values.get("search.baseline_passes", DEFAULT_BASELINE_PASSES),
         epsilons=tuple(float(e) for e in epsilons),
         base=base,
     )

@@ -75,7 +75,7 @@ class DiscreteSearch:
         targets = batch.targets[i : i + 1] if batch.targets is not None else None
         clean_loss = float(run.goal.loss(batch.scores[i : i + 1], labels, targets)[0])
         problem = run.space.problem(self.model, x)
-        budget = run.spec.budget - 2 - run.spec.report_passes
+        budget = run.spec.budget - 2 - run.spec.report_passes - run.spec.baseline_passes
         ev = Evaluator(run.model, problem, run.goal, int(labels[0]), targets, budget,
                        run.spec.batch_size, clean_loss)  # fmt: skip
         try:

@@ -4,8 +4,9 @@ It does once what every strategy needs: input checks, batching, the clean pass (
 already misclassified get margin 0; NaN scores and a target equal to the label are
 per-sample errors), the call to the strategy's search for the correctly classified
 samples, the re-verification of every adversarial in a fresh pass judged by the goal, the
-per-sample report hook, the result records and the isolation of failures — a model that
-raises on some samples marks those samples ``error`` and the run goes on, while a mistake
+random-perturbation baseline (:mod:`mmargin.engine.baseline`), the per-sample report hook,
+the result records and the isolation of failures — a model that raises on some samples
+marks those samples ``error`` and the run goes on, while a mistake
 that fails every sample of the first batch the same way (a shape or feature-count
 mismatch, a normalisation of the wrong length, scores of the wrong shape, a target class
 the model does not have) stops the run with :class:`~mmargin.errors.RunError`.
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmargin.engine.baseline import random_margins, with_random
 from mmargin.engine.counting import BudgetExhausted, CountingAdapter
 from mmargin.engine.spec import ReportFn, SearchSpec
 from mmargin.engine.state import Streams
@@ -268,12 +270,15 @@ def search_batch(
         for j, i in enumerate(check):
             verified[i] = (bool(ok[j]), int(decided[j]))
             queries[i] += 1
+    searched = [i for i, c in found.items() if c.error is None]
+    randoms = random_margins(run, batch, searched, queries)  # the random baseline
     extras = _reports(run, batch, found, verified, queries)
     seconds = (time.perf_counter() - started) / len(ids)
     out = []
     for i in range(len(ids)):
-        out.append(_record(run, kind, batch, i, bool(finite[i]), int(pred[i]), found.get(i),
-                           verified.get(i), queries[i], extras.get(i, {}), seconds))  # fmt: skip
+        record = _record(run, kind, batch, i, bool(finite[i]), int(pred[i]), found.get(i),
+                         verified.get(i), queries[i], extras.get(i, {}), seconds)  # fmt: skip
+        out.append(with_random(record, randoms.get(i)))
     return out
 
 

@@ -32,6 +32,10 @@ ReportFn = Callable[[Any, Any, Any, Any, Any], "list[dict[str, Any]] | None"]
 adapter, limited to the sample's remaining budget (``model.left``)."""
 
 MAX_BUDGET = 10**7
+DEFAULT_BASELINE_PASSES = 32
+"""Passes per sample a task (and :func:`mmargin.evaluate`) gives the random-perturbation
+baseline unless it says otherwise: 16 antithetic probes along one random direction, or
+32 nested random edit sets (see :mod:`mmargin.engine.baseline`)."""
 MAX_SEED = 2**63 - 1
 EXACT_MODES = ("auto", "never", "only")
 CONTINUOUS_STRATEGIES = ("gradient", "decision", "hybrid")
@@ -191,8 +195,9 @@ class SearchSpec:
     ``exhaustive`` (discrete spaces; ``discrete`` = the space's own choice) or ``exact``.
     ``seed`` seeds every sample's own random stream (with the sample's id), so a result
     never depends on the other samples of its batch. ``report_passes`` are set aside per
-    sample for the space's per-sample report. ``discrete`` overrides the space's own
-    ``search_config``.
+    sample for the space's per-sample report, ``baseline_passes`` for the random-perturbation
+    baseline (:mod:`mmargin.engine.baseline`; 0 = off). ``discrete`` overrides the space's
+    own ``search_config``.
     """
 
     budget: int = 1000
@@ -205,6 +210,7 @@ class SearchSpec:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     discrete: DiscreteConfig | None = None
     report_passes: int = 0
+    baseline_passes: int = 0
 
     def __post_init__(self) -> None:
         check_int("search", "budget", self.budget, 1, MAX_BUDGET)
@@ -214,14 +220,17 @@ class SearchSpec:
         check_int("search", "line_search_steps", self.line_search_steps, 0, 64)
         check_int("search", "seed", self.seed, 0, MAX_SEED)
         check_int("search", "report_passes", self.report_passes, 0, MAX_BUDGET)
+        check_int("search", "baseline_passes", self.baseline_passes, 0, MAX_BUDGET)
         for name, kind in (("gradient", GradientConfig), ("decision", DecisionConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"search.{name}: expected a {kind.__name__}")
 
     def plan(self, reserve: int = 0) -> Plan:
         """Split the budget: 1 clean pass + 1 verification + ``reserve`` (exact nudges,
-        decoding, report) first, then up to ``line_search_steps`` (at most a third of
-        what is left), the rest for the search. Never more than the budget in total."""
+        decoding, report) + the random baseline's passes first, then up to
+        ``line_search_steps`` (at most a third of what is left), the rest for the search.
+        Never more than the budget in total."""
+        reserve += self.baseline_passes
         left = max(self.budget - 2 - reserve, 0)
         line = min(self.line_search_steps, left // 3)
         return Plan(search=left - line, line_search=line, reserved=2 + reserve)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmargin.plugin import Register, hookimpl
+from mmargin_audio.examples import mmargin_summary_examples  # noqa: F401 - its hook
 
 if TYPE_CHECKING:
     from mmargin.plugin import Dataset, SampleResult

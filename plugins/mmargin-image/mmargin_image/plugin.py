@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmargin.plugin import Register, hookimpl
+from mmargin_image.examples import mmargin_summary_examples  # noqa: F401 - its hook
 
 
 def image_space(lower: float = 0.0, upper: float = 1.0) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mmargin.plugin import Register, hookimpl
+from mmargin_tabular.examples import mmargin_summary_examples  # noqa: F401 - its hook
 
 
 def _space(schema: Any, reference: Any = None) -> Any:

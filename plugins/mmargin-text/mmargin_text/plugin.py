@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmargin.plugin import Register, hookimpl
+from mmargin_text.examples import mmargin_summary_examples  # noqa: F401 - its hook
 
 
 def word_space(
