@@ -227,3 +227,22 @@ def test_milp_margin_on_a_2d_toy_is_the_brute_force_one(p: float, seed: int) -> 
     step = 1.0 / 400 * (2 if p == 1.0 else 1)
     assert found.margin <= brute + 1e-9
     assert found.margin >= brute - step
+
+
+def test_alpha_crown_is_at_least_crown_and_never_above_the_milp() -> None:
+    module = _mlp(4)
+    x = np.random.default_rng(5).uniform(0.2, 0.8, size=(3, 12))
+    graph = trace(module, (12,))
+    layers = ExactModel("logits", module=module).for_input((12,)).layers
+    assert layers is not None
+    labels = [int(np.argmax(graph.logits(row))) for row in x]
+    rules = [argmax_rule(3, lab, None) for lab in labels]
+    radii = {
+        m: certified_radius(graph, x, rules, INF, lower=0.0, upper=1.0,
+                            config=BoundConfig(method=m, alpha_steps=10))
+        for m in ("crown", "alpha-crown")
+    }  # fmt: skip
+    assert np.all(radii["alpha-crown"] >= radii["crown"] * (1 - 1e-3))
+    for i, rule in enumerate(rules):
+        exact = net_margin(layers, rule, feature_constraints(x[i], INF, lower=0.0, upper=1.0))
+        assert exact.optimal and radii["alpha-crown"][i] <= exact.margin * (1 + 1e-6) + 1e-9

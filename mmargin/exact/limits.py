@@ -33,7 +33,9 @@ class ExactLimits:
       engine's float32 re-check agrees; margins of such decisions are exact up to it;
     - certified bounds (:mod:`mmargin.exact.crown`) where no exact method applies (a
       network past ``max_hidden``, the L2 norm on a ReLU network, a solver stopped by its
-      time limit): ``certify`` (``"crown"``, ``"interval"`` or ``"none"``),
+      time limit): ``certify`` (``"crown"``, ``"alpha-crown"`` — the
+      last backward pass's slopes optimised, about ``alpha_steps`` times its cost —,
+      ``"interval"`` or ``"none"``),
       ``crown_budget`` (the largest backward pass, rows times graph entries, spent on one
       layer's pre-activation bounds; larger ones come from intervals),
       ``bisection_steps`` (on the radius: the bound is within ``start / 2**steps`` of the
