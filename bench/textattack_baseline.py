@@ -64,9 +64,11 @@ def textattack_attack(
     search: Any = None,
     budget: int = 1000,
     batch_size: int = 128,
+    constraints: Sequence[Any] = (),
 ) -> list[SampleResult]:
     """Attack every text with ``search`` (default ``GreedyWordSwapWIR("unk")``) over the
-    candidates of ``space``; one :class:`SampleResult` per text, as mmargin's own."""
+    candidates of ``space``, under TextAttack ``constraints`` besides the space's own; one
+    :class:`SampleResult` per text, as mmargin's own."""
     import_textattack()
     from textattack import Attack
     from textattack.attack_results import FailedAttackResult, SkippedAttackResult
@@ -87,7 +89,7 @@ def textattack_attack(
         )
         ta_logger.setLevel(level)
     search = search or GreedyWordSwapWIR(wir_method="unk")
-    attack = Attack(goal, [RepeatModification(), positions_cls(swap)], swap, search)
+    attack = Attack(goal, [*constraints, RepeatModification(), positions_cls(swap)], swap, search)
     name = f"textattack:{type(search).__name__}"
     if hasattr(search, "wir_method"):
         name += f"({search.wir_method})"

@@ -1,8 +1,8 @@
 """mmargin: per-input adversarial robustness margins for any modality.
 
 ``import mmargin`` is cheap: torch and the plugins load only when a search runs. The
-public API (``evaluate``, ``run_task``, ``load_run``, ``to_frame``, ``load_task`` and the
-result types) is resolved on first use.
+public API (``evaluate``, ``run_task``, ``load_run``, ``to_frame``, ``load_task``,
+``write_report``, ``write_compare`` and the result types) is resolved on first use.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ _LAZY = {
     "summarize": "mmargin.summary",
     "load_run": "mmargin.store",
     "RunRecord": "mmargin.store",
+    "write_report": "mmargin.report.page",
+    "write_compare": "mmargin.report.compare",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -55,13 +55,14 @@ def _named(found: Any, plugin: str) -> Any:
     return found
 
 
-def report_fn(space: Any) -> Callable[..., list[dict[str, Any]] | None]:
+def report_fn(space: Any, distance: Any = None) -> Callable[..., list[dict[str, Any]] | None]:
     """The engine's ``report(model, x, x_adv, labels, goal)``: the ``mmargin_sample_report``
-    hook for this run's space (``model`` is the engine's counted adapter)."""
+    hook for this run's space and distance (``model`` is the engine's counted adapter)."""
     caller = plugins.manager().hook.mmargin_sample_report
 
     def report(model: Any, x: Any, x_adv: Any, labels: Any, goal: Any) -> Any:
-        return caller(space=space, model=model, x=x, x_adv=x_adv, labels=labels, goal=goal)
+        return caller(space=space, model=model, x=x, x_adv=x_adv, labels=labels, goal=goal,
+                      distance=distance)  # fmt: skip
 
     return report
 
@@ -77,11 +78,13 @@ def _search(
     adapter: Any, space: Any, distance: Any, dataset_x: np.ndarray, labels: np.ndarray,
     ids: Sequence[str] | None, goal: Any, spec: Any, progress: Callable[[int], None] | None,
 ) -> list[SampleResult]:  # fmt: skip
+    from mmargin.distances import fit_distance
     from mmargin.engine import minimal_flip
 
+    distance = fit_distance(space, distance)  # e.g. L0 in pixels for images
     return minimal_flip(
         adapter, space, distance, dataset_x, labels, ids, goal=goal, spec=spec,
-        exact=exact_fn(adapter, space, distance, goal), report=report_fn(space),
+        exact=exact_fn(adapter, space, distance, goal), report=report_fn(space, distance),
         progress=progress,
     )  # fmt: skip
 
@@ -89,6 +92,7 @@ def _search(
 def _spec(
     *, budget: int, batch_size: int, strategy: str, exact: str, line_search_steps: int,
     seed: int, restarts: int, patience: int, report_passes: int, baseline_passes: int,
+    flip_repeats: int = 10,
 ) -> Any:  # fmt: skip
     """The engine's search specification from checked task fields."""
     from mmargin.engine.spec import GradientConfig, SearchSpec
@@ -99,6 +103,7 @@ def _spec(
             line_search_steps=line_search_steps, seed=seed, report_passes=report_passes,
             baseline_passes=baseline_passes,
             gradient=GradientConfig(restarts=restarts, patience=patience),
+            flip_repeats=flip_repeats,
         )  # fmt: skip
     except ValueError as exc:
         if isinstance(exc, InvalidTaskError):
@@ -110,7 +115,7 @@ def _task_spec(task: Task) -> Any:
     return _spec(budget=task.budget, batch_size=task.batch_size, strategy=task.strategy,
                  exact=task.exact, line_search_steps=task.line_search_steps, seed=task.seed,
                  restarts=task.restarts, patience=task.patience,
-                 report_passes=task.report_passes,
+                 report_passes=task.report_passes, flip_repeats=task.flip_repeats,
                  baseline_passes=task.baseline_passes)  # fmt: skip
 
 
@@ -137,6 +142,7 @@ def evaluate(
     patience: int = 0,
     line_search_steps: int = 12,
     report_passes: int = 0,
+    flip_repeats: int = 10,
     baseline_passes: int = DEFAULT_BASELINE_PASSES,
     exact: str = "auto",
     device: str = "cpu",
@@ -164,13 +170,14 @@ def evaluate(
         ("task.batch_size", batch_size), ("search.restarts", restarts),
         ("search.patience", patience), ("search.line_search_steps", line_search_steps),
         ("search.exact", exact), ("task.seed", seed), ("search.report_passes", report_passes),
+        ("search.flip_repeats", flip_repeats),
         ("search.baseline_passes", baseline_passes),
     ):  # fmt: skip
         check_value(where, value)
     spec = _spec(budget=budget, batch_size=batch_size, strategy=strategy, exact=exact,
                  line_search_steps=line_search_steps, seed=seed, restarts=restarts,
                  patience=patience, report_passes=report_passes,
-                 baseline_passes=baseline_passes)  # fmt: skip
+                 flip_repeats=flip_repeats, baseline_passes=baseline_passes)  # fmt: skip
     check_device(device, "device")
     goal_options: dict[str, Any] = {
         k: v for k, v in (("threshold", threshold), ("positive", positive), ("scores", scores))
@@ -253,6 +260,10 @@ def run_task(
         on_start(len(live.dataset))
     results = _search(live.adapter, live.space, live.distance, live.dataset.x, live.dataset.y,
                       live.dataset.ids, live.goal, spec, progress)  # fmt: skip
+    from mmargin.datanotes import with_data_notes  # the loader's skipped / repaired files
+
+    results = with_data_notes(results, live.dataset, str(getattr(live.space, "modality", "")),
+                              task.space.name, task.distance.name)  # fmt: skip
     summary = summarize(results, task.epsilons, units_label(live.space, live.distance))
     out_dir = None
     if task.out is not None:

@@ -34,7 +34,9 @@ def _distance(name: str) -> Any:
 
 @hookimpl
 def mmargin_register_distances(register: Register) -> None:
-    register("l0", _distance("l0"), help="number of coordinates changed")
+    register("l0", _distance("l0"), help="number of coordinates changed (images: pixels)")
+    register("l0_channels", _distance("l0_channels"), help="L0 counting every coordinate "
+             "(each channel of a pixel)")  # fmt: skip
     register("l1", _distance("l1"), help="sum of absolute changes (optionally cost-weighted)")
     register("l2", _distance("l2"), help="Euclidean norm (optionally weighted)")
     register("linf", _distance("linf"), help="largest absolute change (optionally weighted)")
@@ -222,3 +224,12 @@ def mmargin_exact_constraints(space: Any, distance: Any, x: np.ndarray) -> Any:
     return feature_constraints(x, distance.p, lower=flat(space.lower), upper=flat(space.upper),
                                free=flat(mask) > 0, weights=flat(weights),
                                name="box")  # fmt: skip
+
+
+@hookimpl
+def mmargin_write_artifacts(space: Any, out: Path, results: Sequence[Any], dataset: Any) -> None:
+    """``inputs.npz``: the clean inputs of the flipped samples, for ``mmargin report``'s
+    gallery (see :mod:`mmargin.report.inputs`); every modality with array inputs."""
+    from mmargin.report.inputs import write_inputs
+
+    write_inputs(out, results, dataset)

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
             "MMARGIN_ALLOW_IMPORTS=pkg1,pkg2 or the user settings file)",
         )  # fmt: skip
     sub.add_parser("plugins", help="list installed plugins and what each provides")
+    report = sub.add_parser("report", help="write a run folder's self-contained HTML report")
+    report.add_argument("run", help="a run folder (results.jsonl, summary.json, ...)")
+    report.add_argument("-o", "--out", help="HTML file to write (default: RUN/report.html)")
+    compare = sub.add_parser("compare", help="compare runs: HTML page and terminal table")
+    compare.add_argument("runs", nargs="+", help="run folders")
+    compare.add_argument("-o", "--out", default="compare.html", help="HTML file to write")
     return parser
 
 
@@ -55,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plugins":
             return _plugins()
+        if args.command in ("report", "compare"):
+            from mmargin.report.cli import run_command
+
+            return run_command(args)
         if args.command == "check" or args.dry_run:
             return _check(args)
         return _run(args)
@@ -119,6 +129,12 @@ def _run(args: argparse.Namespace) -> int:
     if "bar" in bar:
         bar["bar"].close()
     print(format_summary(output.task.name, output.summary, output.examples))
+    from mmargin import datanotes, saved
+
+    if (data_notes := datanotes.describe(output.results)) is not None:
+        print(f"data: {data_notes}")
+    if (saved_line := saved.describe(output.results)) is not None:
+        print(saved_line)
     if output.out is not None:
         names = sorted(path.name for path in output.out.iterdir())
         print(f"\nwrote {output.out}/: {', '.join(names)}")
@@ -169,6 +185,11 @@ def format_summary(name: str, summary: Any, examples: Sequence[str] = ()) -> str
         rows.insert(3, ("units", str(units)))
     width = max(len(k) for k, _ in rows)
     lines = [f"== {name} =="] + [f"{k:<{width}}  {v}" for k, v in rows]
+    from mmargin.engine.indicators import summary_line
+
+    warning = summary_line(getattr(s, "indicator_counts", {}) or {}, s.samples)
+    if warning is not None:
+        lines.append(warning)
     if examples:
         lines += ["", "examples (smallest, median, largest flip):"]
         lines += [f"  {line}" for line in examples]

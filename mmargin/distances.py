@@ -12,14 +12,15 @@ This module imports torch; the host only imports it when a search runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from mmargin.protocols import Distance, l2_scale
 
-__all__ = ["Distance", "LpDistance", "lp"]
+__all__ = ["Distance", "LpDistance", "fit_distance", "lp", "pixel_l0"]
 
 _TINY = 1e-12
 
@@ -50,24 +51,38 @@ def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:
     return torch.where(ranks < k.unsqueeze(1), flat, torch.zeros_like(flat))
 
 
+def _project_l0_grouped(u: Tensor, eps: Tensor, axis: int) -> Tensor:
+    """Keep the ``floor(eps)`` positions (all coordinates along ``axis`` together: a pixel's
+    channels) with the largest L2 size over ``axis``, zero the others."""
+    size = u.norm(dim=axis, keepdim=True)
+    kept = _project_l0(size.flatten(1), eps).view_as(size) != 0
+    return torch.where(kept, u, torch.zeros_like(u))
+
+
 @dataclass(frozen=True)
 class LpDistance:
     """The (optionally weighted) Lp norm, p ∈ {0, 1, 2, ∞}, over all non-batch dims.
 
     With ``weights`` (positive, shape of one sample) the norm is ``‖w ⊙ δ‖_p``: the
     cost-weighted distances of tabular data. ``units`` is what a report prints beside it.
+    ``group_axis`` (L0 only) counts positions instead of coordinates: a position changes
+    when any coordinate along that batch axis does (axis 1 of NCHW images: pixels, every
+    channel of a pixel counting once).
     """
 
     name: str
     p: float
     weights: Tensor | None = None
     units: str = ""
+    group_axis: int | None = None
 
     def __post_init__(self) -> None:
         if self.p not in (0.0, 1.0, 2.0, math.inf):
             raise ValueError(f"LpDistance: p must be 0, 1, 2 or inf, got {self.p!r}")
         if self.weights is not None and not bool((self.weights > 0).all()):
             raise ValueError("LpDistance: weights must all be > 0 (freeze features with a mask)")
+        if self.group_axis is not None and (self.p != 0.0 or self.group_axis < 1):
+            raise ValueError("LpDistance: group_axis is for L0, and a non-batch axis (>= 1)")
 
     @property
     def dual_p(self) -> float:
@@ -82,6 +97,9 @@ class LpDistance:
 
     def norm(self, delta: Tensor) -> Tensor:
         flat = self._scale(delta).flatten(1)
+        if self.p == 0.0 and self.group_axis is not None:
+            moved = (self._scale(delta) != 0).any(dim=self.group_axis)
+            return moved.flatten(1).sum(dim=1).to(delta.dtype)
         if self.p == 0.0:
             return (flat != 0).sum(dim=1).to(delta.dtype)
         return flat.norm(p=self.p, dim=1)
@@ -94,6 +112,8 @@ class LpDistance:
         u = self._scale(delta)
         flat = u.flatten(1)
         eps = eps.to(flat)
+        if self.group_axis is not None:
+            return self._unscale(_project_l0_grouped(u, eps, self.group_axis))
         if self.p == math.inf:
             flat = torch.maximum(torch.minimum(flat, eps.unsqueeze(1)), -eps.unsqueeze(1))
         elif self.p == 2.0:
@@ -111,12 +131,30 @@ class LpDistance:
         return l2_scale(self.p, eps, free_dims)
 
 
-_LP_NAMES: dict[str, float] = {"l0": 0.0, "l1": 1.0, "l2": 2.0, "linf": math.inf}
+_LP_NAMES: dict[str, float] = {"l0": 0.0, "l0_channels": 0.0, "l1": 1.0, "l2": 2.0,
+                               "linf": math.inf}  # fmt: skip
 
 
 def lp(name: str, weights: Tensor | None = None, units: str = "") -> LpDistance:
-    """An Lp distance by name: ``l0``, ``l1``, ``l2`` or ``linf``."""
+    """An Lp distance by name: ``l0``, ``l1``, ``l2`` or ``linf``; ``l0_channels`` is L0
+    that counts every coordinate (each channel of a pixel) even where a space groups them
+    (the ``image`` space makes ``l0`` count pixels: see :func:`pixel_l0`)."""
     key = name.lower()
     if key not in _LP_NAMES:
         raise ValueError(f"unknown Lp distance {name!r}; expected one of {sorted(_LP_NAMES)}")
     return LpDistance(name=key, p=_LP_NAMES[key], weights=weights, units=units)
+
+
+def pixel_l0(distance: Any) -> Any:
+    """``distance`` counting pixels when it is the plain ``l0`` (channels of a pixel count
+    once: ``group_axis=1`` of NCHW, units ``pixels``); any other distance as it is."""
+    if isinstance(distance, LpDistance) and distance.name == "l0" and distance.group_axis is None:
+        return replace(distance, group_axis=1, units=distance.units or "pixels")
+    return distance
+
+
+def fit_distance(space: Any, distance: Any) -> Any:
+    """The distance a run measures in: what the space's optional ``distance_for(distance)``
+    makes of it (the ``image`` space: L0 in pixels), else ``distance`` itself."""
+    method = getattr(space, "distance_for", None)
+    return method(distance) if callable(method) else distance

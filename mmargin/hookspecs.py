@@ -7,10 +7,10 @@ Factories are called lazily, with the options from the task file, so a plugin's 
 imports (torch, transformers, torchaudio) happen inside the factory, never at import.
 
 ``mmargin_exact_margin``, ``mmargin_exact_model``, ``mmargin_exact_constraints``,
-``mmargin_adapt_model``, ``mmargin_sample_report`` and ``mmargin_summary_examples`` are
-``firstresult`` hooks: the host
-stops at the first plugin that returns something other than ``None`` (pluggy's call
-order: last registered first, ``tryfirst``/``trylast`` respected).
+``mmargin_adapt_model``, ``mmargin_sample_report``, ``mmargin_summary_examples`` and
+``mmargin_render_sample`` are ``firstresult`` hooks: the host stops at the first plugin
+that returns something other than ``None`` (pluggy's call order: last registered first,
+``tryfirst``/``trylast`` respected).
 ``mmargin_write_artifacts`` is called on every plugin.
 """
 
@@ -193,6 +193,7 @@ def mmargin_sample_report(
     x_adv: torch.Tensor,
     labels: torch.Tensor,
     goal: Goal,
+    distance: AnyDistance,
 ) -> list[dict[str, Any]] | None:
     """Extra per-sample figures for the flipped samples of a batch, or ``None``.
 
@@ -200,8 +201,9 @@ def mmargin_sample_report(
     their verified adversarials ``x_adv`` and labels (one row each). ``model`` is the
     engine's *counted* adapter: every pass you make through it is charged to the samples'
     budget, so spend few. Decide flips with ``goal`` (``goal.is_adversarial``), never with
-    an arg-max of your own. Return one dict per row (merged into ``SampleResult.extras``);
-    return ``None`` when ``space`` is not one of yours.
+    an arg-max of your own; measure sizes with the run's ``distance`` (``distance.norm``).
+    Return one dict per row (merged into ``SampleResult.extras``); return ``None`` when
+    ``space`` is not one of yours.
     """
 
 
@@ -227,4 +229,22 @@ def mmargin_summary_examples(space: AnySpace, results: Sequence[SampleResult]) -
     ``adversarial``; ``mmargin.plugin.pick_examples`` picks the smallest, median and
     largest flips and ``ratio_note`` words the comparison with random noise. Plain text
     only (no colours): the host prints each line as it is, cut to one line.
+    """
+
+
+@hookspec(firstresult=True)
+def mmargin_render_sample(
+    space: AnySpace | None, result: SampleResult, dataset_item: np.ndarray | None
+) -> str | None:
+    """An HTML fragment showing one sample in ``mmargin report``'s gallery, or ``None``.
+
+    Called by the report (:mod:`mmargin.report`) for the flipped samples it shows, after
+    the run: ``space`` is the run's space rebuilt from its task copy (``None`` when that
+    fails, e.g. the plugin is no longer installed), ``result`` the sample's record with
+    its ``adversarial`` and ``extras``, ``dataset_item`` its clean input as the space holds
+    it (from the run's ``inputs.npz``; ``None`` for runs written before it existed or
+    spaces whose inputs are not arrays). Return ``None`` when the sample is not of your
+    modality. Every text from the model or the data must be escaped (``html.escape``);
+    embed media as data URIs (``mmargin.plugin.png_data_uri``, ``wav_data_uri``): the
+    report must work offline. The first plugin that returns a fragment wins.
     """

@@ -29,6 +29,8 @@ What is here:
   (``NoiseConfig``, ``noise_margin``);
 - ``BudgetExhausted``: what the counted adapter a report hook receives raises once the
   sample's budget is spent;
+- media for a plugin's gallery view in ``mmargin report`` (``png_data_uri``,
+  ``wav_data_uri``, ``spectrogram``: data URIs, so the report works offline);
 - what a ``mmargin_summary_examples`` hook picks and words its lines with
   (``pick_examples``, ``ratio_note``, ``printable``);
 - results (``SampleResult``, ``Status``) and errors: ``InvalidInputError`` (a batch the
@@ -51,7 +53,7 @@ from mmargin.lazy import lazy_attributes
 if TYPE_CHECKING:
     from mmargin.adapters import CallableAdapter, TorchAdapter
     from mmargin.data import Dataset
-    from mmargin.distances import LpDistance, lp
+    from mmargin.distances import LpDistance, lp, pixel_l0
     from mmargin.engine.counting import BudgetExhausted
     from mmargin.engine.noise import NoiseConfig, noise_margin
     from mmargin.engine.spec import DiscreteConfig
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from mmargin.exact.trees import Tree, TreeEnsemble
     from mmargin.exact.types import ExactMargin
     from mmargin.examples import pick_examples, printable, ratio_note
+    from mmargin.folders import FolderClasses, folder_classes
     from mmargin.goals import (
         Goal,
         GoalBase,
@@ -84,7 +87,9 @@ if TYPE_CHECKING:
         RelaxedSpace,
         Space,
     )
+    from mmargin.report.media import png_data_uri, spectrogram, wav_data_uri
     from mmargin.results import SampleResult, Status
+    from mmargin.saved import PCM16, PNG8, SaveFormat, check_saved, saved_codes
     from mmargin.spaces import ContinuousSpace, box
 
 _LAZY: dict[str, str] = {
@@ -110,9 +115,13 @@ _LAZY: dict[str, str] = {
     "box": "mmargin.spaces",
     "LpDistance": "mmargin.distances",
     "lp": "mmargin.distances",
+    "pixel_l0": "mmargin.distances",
     "TorchAdapter": "mmargin.adapters",
     "CallableAdapter": "mmargin.adapters",
     "Dataset": "mmargin.data",
+    "FolderClasses": "mmargin.folders",
+    **dict.fromkeys(("PCM16", "PNG8", "SaveFormat", "check_saved", "saved_codes"), "mmargin.saved"),
+    "folder_classes": "mmargin.folders",
     **dict.fromkeys(
         (
             "Goal",
@@ -138,10 +147,13 @@ _LAZY: dict[str, str] = {
     "noise_margin": "mmargin.engine.noise",
     "SampleResult": "mmargin.results",
     "Status": "mmargin.results",
+    **dict.fromkeys(("png_data_uri", "wav_data_uri", "spectrogram"), "mmargin.report.media"),
     **dict.fromkeys(("pick_examples", "printable", "ratio_note"), "mmargin.examples"),
 }
 
 __all__ = [
+    "PCM16",
+    "PNG8",
     "BudgetExhausted",
     "CallableAdapter",
     "ContinuousSpace",
@@ -156,6 +168,7 @@ __all__ = [
     "ExactMargin",
     "ExactModel",
     "FeatureConstraints",
+    "FolderClasses",
     "Found",
     "Goal",
     "GoalBase",
@@ -172,6 +185,7 @@ __all__ = [
     "RelaxedSpace",
     "RunError",
     "SampleResult",
+    "SaveFormat",
     "Space",
     "Status",
     "Targeted",
@@ -181,16 +195,23 @@ __all__ = [
     "TreeEnsemble",
     "Untargeted",
     "box",
+    "check_saved",
     "decide",
     "feature_constraints",
     "flip_tolerance",
+    "folder_classes",
     "hookimpl",
     "lp",
     "make_goal",
     "noise_margin",
     "pick_examples",
+    "pixel_l0",
+    "png_data_uri",
     "printable",
     "ratio_note",
+    "saved_codes",
+    "spectrogram",
+    "wav_data_uri",
 ]
 
 

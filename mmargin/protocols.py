@@ -341,7 +341,11 @@ class RelaxedSpace(Protocol):
     def decode(
         self, model: Any, x: Any, encoding: Encoding, point: np.ndarray
     ) -> tuple[Any, dict[str, Any]]:
-        """The discrete input nearest to an adversarial ``point``, and extras to report."""
+        """The discrete input nearest to an adversarial ``point``, and extras to report.
+
+        Extras may hold ``"implausible"``: why the point is no meaningful adversarial (say,
+        farther from the input than any discrete edit could move it); the sample is then
+        reported as not flipped, with that reason and ``extras["implausible_margin"]``."""
         ...
 
 

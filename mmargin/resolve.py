@@ -65,14 +65,21 @@ def call_with_options(
         raise InvalidTaskError(field, str(message)) from None
 
 
-def component(kind: str, spec: Component, field: str, *args: Any) -> Any:
-    """Build a registered component (space, distance, loader) from its task table."""
+def component(kind: str, spec: Component, field: str, *args: Any, model: Any = None) -> Any:
+    """Build a registered component (space, distance, loader) from its task table; with a
+    ``model``, options it declares that the table left out are filled in
+    (:func:`mmargin.modelinfo.loader_options`: an audio model's ``sample_rate``)."""
     try:
         entry = plugins.lookup(kind, spec.name)
     except KeyError as exc:
         raise InvalidTaskError(field, str(exc.args[0])) from None
     table = field.split(".")[0]
-    return call_with_options(entry.factory, spec.options, table, *args)
+    options = spec.options
+    if model is not None:
+        from mmargin.modelinfo import loader_options
+
+        options = loader_options(entry.factory, spec.options, model)
+    return call_with_options(entry.factory, options, table, *args)
 
 
 def model_plan(task: Task, allow_imports: Sequence[str] = ()) -> FactoryPlan:
@@ -199,6 +206,36 @@ def to_numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
+def load_data(task: Task, model: Any) -> Dataset:
+    """Run the task's loader with the options the model declares that the task left out,
+    and check the data fits the model (:func:`mmargin.modelinfo.check_declared`)."""
+    from mmargin.modelinfo import check_declared
+
+    assert task.data is not None
+    dataset = component("datasets", task.data, "data.loader", model=model)
+    if not isinstance(dataset, Dataset):
+        raise InvalidTaskError("data.loader", f"loader returned {type(dataset).__name__}")
+    check_declared(dataset.meta, model)
+    return dataset
+
+
+def align_classes(dataset: Dataset, model: Any, adapter: Any) -> Dataset:
+    """A folder loader's labels mapped onto the model's classes (see
+    :func:`mmargin.modelinfo.align_classes`); one forward pass counts the model's classes
+    when it names none."""
+    from mmargin import modelinfo
+
+    if dataset.meta.get("class_map") != "folders" or len(dataset) == 0:
+        return dataset
+    outputs = None
+    if modelinfo.class_names(model) is None:
+        import torch
+
+        with torch.no_grad():
+            outputs = int(adapter(torch.as_tensor(dataset.x[:1])).shape[-1])
+    return modelinfo.align_classes(dataset, model, outputs)
+
+
 def resolve(
     task: Task, *, model: Any = None, data: Any = None, allow_imports: Sequence[str] = (),
     plan: FactoryPlan | None = None,
@@ -209,29 +246,31 @@ def resolve(
     (then nothing is imported for them); ``allow_imports`` are packages the caller allows a
     ``module:function`` factory to come from (besides the environment and settings file).
     """
+    from mmargin.distances import fit_distance
     from mmargin.goals import make_goal
+    from mmargin.modelinfo import DECLARED, check_declared
 
     check_device(task.device)
     if model is None and plan is None:
         plan = model_plan(task, allow_imports)  # refuse a hostile factory before anything runs
     space = component("spaces", task.space, "space.name")
     distance = component("distances", task.distance, "distance.name")
-    if data is not None:
-        dataset = as_dataset(data)
-    elif task.data is None:
+    if data is None and task.data is None:
         raise InvalidTaskError("data", "missing table; name a loader or pass data=")
-    else:
-        dataset = component("datasets", task.data, "data.loader")
-    if not isinstance(dataset, Dataset):
-        raise InvalidTaskError("data.loader", f"loader returned {type(dataset).__name__}")
+    if model is None:  # before the data: the model may declare what the loader needs
+        assert task.model is not None and plan is not None
+        model = load_model(task.model, task.base, plan)
+    space = component("spaces", task.space, "space.name", model=model)
+    check_declared({k: getattr(space, k, None) for k in DECLARED}, model, "space")
+    distance = fit_distance(space, distance)  # e.g. L0 in pixels for images
+    dataset = as_dataset(data) if data is not None else load_data(task, model)
     if task.samples is not None:
         dataset = dataset.head(task.samples)
     if task.model is not None:
         check_normalisation(task.model.adapter_options, dataset.x, "model.adapter_options")
-    if model is None:
-        assert task.model is not None and plan is not None
-        model = load_model(task.model, task.base, plan)
     adapter = adapter_for(model, task.model, task.device)
+    if data is None:
+        dataset = align_classes(dataset, model, adapter)
     try:
         goal = make_goal(task.goal, task.target, **task.goal_options)
     except ValueError as exc:

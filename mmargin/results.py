@@ -42,7 +42,10 @@ class SampleResult:
     and ``random_ratio = margin / random_margin`` the unit-free figure for comparisons
     across runs and modalities (see :mod:`mmargin.engine.baseline`).
     ``adversarial`` is the verified adversarial input (a numpy array for continuous spaces,
-    whatever the space uses otherwise); it is left out of ``to_json``.
+    whatever the space uses otherwise); it is left out of ``to_json``. ``indicators`` names
+    the attack-failure indicators raised for the sample (:mod:`mmargin.engine.indicators`);
+    ``flip_rate`` is the share of repeated passes on which the flip held (non-deterministic
+    models only).
     """
 
     sample: str
@@ -66,6 +69,8 @@ class SampleResult:
     """How ``lower_bound`` was proven: ``milp``, ``crown``, ``interval``, a closed form ..."""
     message: str = ""
     extras: Mapping[str, Any] = field(default_factory=dict)
+    indicators: list[str] = field(default_factory=list)
+    flip_rate: float | None = None
     adversarial: Any = field(default=None, repr=False, compare=False)
 
     @property

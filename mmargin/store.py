@@ -7,11 +7,10 @@ run folder back into typed results, with their adversarials, the summary and the
 from __future__ import annotations
 
 import json
-import math
 import platform
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,46 +57,20 @@ def write_run(
 
 
 def task_record(task: Any) -> dict[str, Any]:
-    """A task as nested tables (resolved defaults included), plus package versions."""
-    raw = asdict(task) if is_dataclass(task) and not isinstance(task, type) else dict(task)
-    record: dict[str, Any] = {"task": {}, "versions": versions()}
-    for key, value in raw.items():
-        if isinstance(value, Mapping):
-            record[key] = dict(value)
-        elif value is not None:
-            record["task"][key] = str(value) if isinstance(value, Path) else value
-    return record
+    """A task as the tables of a task file (defaults filled in, paths absolute: see
+    :func:`mmargin.taskfile.task_tables`), plus package versions under ``versions``."""
+    from mmargin.taskfile import task_tables
+    from mmargin.tasks import FIELDS, Task
+
+    record = task_tables(task, FIELDS) if isinstance(task, Task) else dict(task)
+    return {**record, "versions": versions()}
 
 
-def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for the task copy: scalars, lists and nested tables only."""
-    lines: list[str] = []
-    tables: list[tuple[str, Mapping[str, Any]]] = []
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            tables.append((f"{prefix}{key}", value))
-        elif value is not None:
-            lines.append(f"{_key(key)} = {_value(value)}")
-    text = "\n".join(lines) + ("\n" if lines else "")
-    for name, table in tables:
-        text += f"\n[{name}]\n" + to_toml(table, prefix=f"{name}.")
-    return text
+def to_toml(data: Mapping[str, Any]) -> str:
+    """The task copy as TOML (``tomli_w``: see :func:`mmargin.taskfile.dump_toml`)."""
+    from mmargin.taskfile import dump_toml
 
-
-def _key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    return json.dumps(str(value))
+    return dump_toml(data)
 
 
 @dataclass(frozen=True)

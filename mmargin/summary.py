@@ -63,6 +63,7 @@ class Summary:
     normalised_auc: float | None = None
     normalised_scale: str | None = None
     units: str | None = None
+    indicator_counts: dict[str, int] = field(default_factory=dict)
     certified_robust_accuracy: dict[float, float] = field(default_factory=dict)
     """ε → fraction of non-error samples proven correct under every perturbation ≤ ε
     (lower bound above ε); empty when no sample has a lower bound."""
@@ -121,6 +122,7 @@ def summarize(
         normalised_auc=(auc := normalised_auc(ok)),
         normalised_scale=NORMALISED_SCALE if auc is not None else None,
         units=units,
+        indicator_counts=indicator_counts(results),
         **certified_figures(ok, eps_list),
     )
 
@@ -139,6 +141,15 @@ def certified_figures(ok: Sequence[SampleResult], eps_list: Sequence[float]) -> 
         "certified_robust_accuracy": {e: float(np.mean(lows > e)) for e in eps_list},
         "bracket_ratio_median": float(np.median(ratios)) if ratios else None,
     }
+
+
+def indicator_counts(results: Sequence[SampleResult]) -> dict[str, int]:
+    """How many samples raised each attack-failure indicator (only those raised)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        for name in r.indicators:
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def robust_accuracy(margins: np.ndarray, eps: float) -> float:

@@ -36,6 +36,7 @@ from typing import Any
 
 from mmargin.engine.spec import DEFAULT_BASELINE_PASSES
 from mmargin.errors import InvalidTaskError
+from mmargin.taskfile import INFO_TABLES, absolute, absolute_paths
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Task:
     line_search_steps: int = 12
     patience: int = 0
     report_passes: int = 0
+    flip_repeats: int = 10
     baseline_passes: int = DEFAULT_BASELINE_PASSES
     epsilons: tuple[float, ...] = ()
     base: Path = Path(".")
@@ -120,6 +122,11 @@ _SCALARS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "line_search_steps": (int, "an integer >= 0"),
         "patience": (int, "an integer >= 0"),
         "report_passes": (int, "an integer >= 0 (passes set aside for the per-sample report)"),
+        "flip_repeats": (
+            int,
+            "an integer in [1, 1000] (passes re-checking a flip of a "
+            "non-deterministic model; 90% must agree)",
+        ),
         "baseline_passes": (int, "an integer >= 0 (passes for the random baseline; 0 = off)"),
     },
     "report": {"epsilons": (list, "a list of numbers")},
@@ -140,15 +147,17 @@ _CHOICES = {
     ),
     "search.exact": ("auto", "never", "only"),
 }
-_POSITIVE = {"task.samples", "task.batch_size", "search.budget"}
+_POSITIVE = {"task.samples", "task.batch_size", "search.budget", "search.flip_repeats"}
 SEED_MAX = 2**63 - 1
 """Seeds are integers in [0, 2**63 - 1], the range torch's generators accept."""
 _MAXIMUM = {"task.seed": SEED_MAX, "search.budget": 10**7, "search.restarts": 1000,
             "task.batch_size": 10**6, "search.line_search_steps": 64,
             "search.patience": 10**7, "search.report_passes": 10**7,
-            "search.baseline_passes": 10**7}  # fmt: skip
+            "search.flip_repeats": 1000, "search.baseline_passes": 10**7}  # fmt: skip
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 _TABLES = ("task", "model", "data", "space", "distance", "goal", "search", "report")
+FIELDS = tuple(f"{table}.{key}" for table, keys in _SCALARS.items() for key in keys)
+"""Every scalar field a task file may set, as ``"table.key"`` (what a written task holds)."""
 
 
 def load_task(path: str | Path) -> Task:
@@ -168,7 +177,10 @@ def load_task(path: str | Path) -> Task:
 
 
 def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str = "task") -> Task:
-    """Check a task given as nested dicts (what ``tomllib`` returns)."""
+    """Check a task given as nested dicts (what ``tomllib`` returns). Relative paths in it
+    resolve against ``base`` (see :mod:`mmargin.taskfile`); a ``[versions]`` table (what a
+    run's ``task.resolved.toml`` records) is accepted and ignored."""
+    raw = {k: v for k, v in raw.items() if k not in INFO_TABLES}
     for key, value in raw.items():
         if key not in _TABLES:
             raise InvalidTaskError(key, f"unknown table; expected one of {', '.join(_TABLES)}")
@@ -198,10 +210,16 @@ def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str
             if f"goal.{k}" in values
         },
     )
+    data = _component("data", raw["data"], "loader") if "data" in raw else None
+    if data is not None:
+        data = Component(data.name, absolute_paths(data.options, base))
+    model = _model(raw["model"], base) if "model" in raw else None
+    if "task.out" in values:
+        values["task.out"] = absolute(values["task.out"], base)
     return Task(
         name=values.get("task.name", default_name),
-        model=_model(raw["model"]) if "model" in raw else None,
-        data=_component("data", raw["data"], "loader") if "data" in raw else None,
+        model=model,
+        data=data,
         space=_component("space", raw["space"], "name"),
         distance=_component("distance", raw["distance"], "name"),
         goal=goal,
@@ -219,6 +237,7 @@ def parse_task(raw: Mapping[str, Any], base: Path = Path("."), default_name: str
         line_search_steps=values.get("search.line_search_steps", 12),
         patience=values.get("search.patience", 0),
         report_passes=values.get("search.report_passes", 0),
+        flip_repeats=values.get("search.flip_repeats", 10),
         baseline_passes=values.get("search.baseline_passes", DEFAULT_BASELINE_PASSES),
         epsilons=tuple(float(e) for e in epsilons),
         base=base,
@@ -301,7 +320,7 @@ def _component(table: str, raw: Mapping[str, Any], key: str) -> Component:
     return Component(name=name, options={k: v for k, v in raw.items() if k != key})
 
 
-def _model(raw: Mapping[str, Any]) -> ModelSpec:
+def _model(raw: Mapping[str, Any], base: Path) -> ModelSpec:
     allowed = {"factory", "weights", "adapter", "options", "adapter_options"}
     for key in raw:
         if key not in allowed:
@@ -323,8 +342,8 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
             raise InvalidTaskError(f"model.{key}", f"expected a table, got {_kind(raw[key])}")
     return ModelSpec(
         factory=factory,
-        weights=raw.get("weights"),
+        weights=absolute(raw["weights"], base) if raw.get("weights") else None,
         adapter=raw.get("adapter"),
-        options=dict(raw.get("options", {})),
+        options=absolute_paths(raw.get("options", {}), base),
         adapter_options=dict(raw.get("adapter_options", {})),
     )

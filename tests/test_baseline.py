@@ -144,6 +144,25 @@ def test_baseline_passes_are_counted_and_fit_the_budget(
             assert math.isinf(r.random_margin) or r.random_margin == int(r.random_margin)
 
 
+def test_exact_nudges_leave_the_baseline_its_passes() -> None:
+    from mmargin.exact.types import ExactMargin
+
+    def never(x: np.ndarray, label: int, target: int | None, upper: float | None) -> Any:
+        return ExactMargin(1.0, 0.0, x.copy(), None, "fake", False, plugin="fake")
+
+    net = F.mlp(seed=4)
+    x = F.continuous_data(12, seed=3)
+    labels = F.labels_of(net, x)
+    adapter, counter = F.torch_adapter(net)
+    spec = SearchSpec(budget=150, baseline_passes=20, line_search_steps=6)
+    out = minimal_flip(adapter, box(0.0, 1.0, sample_shape=(6,)), lp("l2"), x, labels,
+                       spec=spec, exact=never)  # fmt: skip
+    assert sum(r.queries for r in out) == counter.passes
+    searched = [r for r in out if r.status is not Status.MISCLASSIFIED]
+    assert searched and all(r.random_margin is not None for r in searched)
+    assert all(r.queries <= 150 for r in out)
+
+
 # -- discrete: edits that all push the score down, so flips grow with the prefix ---------
 @dataclass
 class _DownProblem(ProblemBase):

@@ -45,7 +45,7 @@ CASES: list[Case] = [
     space_case("box-unbounded", lambda: _make("spaces", "box"), lambda: X * 10 - 5),
     *[
         distance_case(n, lambda n=n: _make("distances", n), (2, 3))
-        for n in ("l0", "l1", "l2", "linf")
+        for n in ("l0", "l0_channels", "l1", "l2", "linf")
     ],
     *[
         distance_case(

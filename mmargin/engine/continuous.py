@@ -21,6 +21,7 @@ from torch import Tensor
 from mmargin.engine.counting import CountingAdapter
 from mmargin.engine.decision import decision_search, hybrid_search
 from mmargin.engine.driver import CONTINUOUS, Batch, Candidate, Run, run_batches
+from mmargin.engine.fallback import FELL_BACK, MESSAGE, decision_fallback
 from mmargin.engine.finish import apply_exact, line_search
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.spec import NUDGES, ExactFn, Plan, ReportFn, SearchSpec
@@ -97,6 +98,10 @@ class ContinuousSearch:
         else:
             state = STRATEGIES[self.name](run, x, labels, targets, plan.search, streams,
                                           batch.classes)  # fmt: skip
+            if self.name == "gradient":
+                state = decision_fallback(run.model, run.space, run.distance, run.goal, x,
+                                          labels, targets, plan.search, state, run.spec,
+                                          streams, _pool(run))  # fmt: skip
         queries = state.queries.clone()
         best, norms = torch.zeros_like(x), torch.full_like(state.best_norm, math.inf)
         found = torch.isfinite(state.best_norm)
@@ -114,6 +119,10 @@ class ContinuousSearch:
         for j, i in enumerate(rows):
             out.append(self._finish(run, batch.ids[i], x, labels, targets, j, best, norms,
                                     int(queries[j]), float(scale[j])))  # fmt: skip
+            out[-1].indicators = state.raised(j)
+            if FELL_BACK in out[-1].indicators:
+                out[-1].method = "decision" if out[-1].method == "gradient" else out[-1].method
+                out[-1].message = "; ".join(m for m in (MESSAGE, out[-1].message) if m)
         return out
 
     def _finish(
@@ -123,7 +132,7 @@ class ContinuousSearch:
         """The exact hook for one sample, then its candidate."""
         method, lower, notes, bound = self.name, None, [], None
         if self.exact is not None and run.spec.exact != "never":
-            left = run.spec.budget - 2 - queries - run.spec.report_passes
+            left = run.spec.budget - 2 - queries - run.spec.report_passes - run.spec.baseline_passes
             got = apply_exact(
                 self.exact, run.model, run.space, run.distance, run.goal, x[j : j + 1],
                 labels[j : j + 1], None if targets is None else targets[j : j + 1],
@@ -184,7 +193,7 @@ def flip_continuous(
     problems = space.check(x)
     run = Run(counted, space, distance, goal, spec, report)
     space_pool = [] if space.reference is None else [np.asarray(space.reference, np.float32)]
-    if name in ("decision", "hybrid"):
+    if name != "exact":  # the decision strategy's starts (also its fallback's)
         good = [i for i, p in enumerate(problems) if p is None]
         rows = [*space_pool, starting_pool(x, labels, good, spec.seed).astype(np.float32)]
         rows = [r.reshape(r.shape[0], -1) for r in rows if len(r)]

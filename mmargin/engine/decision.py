@@ -107,6 +107,8 @@ def hybrid_search(
     second = decision_search(model, space, distance, goal, x, labels, targets, rest, spec,
                              streams, pool, seeds=seeds)  # fmt: skip
     second.queries += first.queries
+    if "zero_gradients" in first.flags:  # the decision phase searched them anyway
+        second.flags["zero_gradients"] = first.flags["zero_gradients"]
     lost = ~torch.isfinite(second.best_norm) & torch.isfinite(first.best_norm)
     second.best_delta[lost] = first.best_delta[lost]  # last resort: the line search checks it
     second.best_norm[lost] = first.best_norm[lost]

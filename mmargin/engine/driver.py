@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmargin.engine import indicators, probe
 from mmargin.engine.baseline import random_margins, with_random
 from mmargin.engine.counting import BudgetExhausted, CountingAdapter
 from mmargin.engine.spec import ReportFn, SearchSpec
@@ -47,7 +48,8 @@ class Candidate:
     for continuous spaces, the edited input otherwise; ``None``: no flip), ``margin`` its
     size, ``lower`` a proven lower bound, ``queries`` the passes the search and its own
     finishing spent, ``scale`` the size of the clean input (relative margin), ``message``
-    why there is no flip, ``error`` a failure of this sample alone.
+    why there is no flip, ``error`` a failure of this sample alone, ``indicators`` the
+    attack-failure indicators the search raised (:mod:`mmargin.engine.indicators`).
     """
 
     adversarial: Any = None
@@ -60,6 +62,7 @@ class Candidate:
     extras: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float | None = None
+    indicators: list[str] = field(default_factory=list)
     bound_method: str | None = None
 
 
@@ -247,10 +250,14 @@ def search_batch(
     if batch.targets is not None:
         correct &= batch.targets != batch.labels
     rows = correct.nonzero().squeeze(1).tolist()
-    found = dict(zip(rows, strategy.search(run, batch, rows) if rows else [], strict=True))
-    queries = [1 + (found[i].queries if i in found else 0) for i in range(len(ids))]
+    probed = probe.probe(run, batch)  # identical passes must agree (first batch only)
+    view = probe.search_view(run, batch)
+    found = dict(zip(rows, strategy.search(view, batch, rows) if rows else [], strict=True))
+    probe.charge(run, found)
+    queries = [1 + probed + (found[i].queries if i in found else 0) for i in range(len(ids))]
+    probe.reject_zero(batch, found)
 
-    # re-verify everything we are about to report, in one fresh pass
+    # re-verify everything we are about to report, in fresh passes judged by the goal
     check = [i for i, c in found.items() if c.error is None and c.adversarial is not None
              and math.isfinite(c.margin)]  # fmt: skip
     for i in check:
@@ -258,18 +265,8 @@ def search_batch(
             raise RuntimeError(
                 f"engine bug: sample {ids[i]!r} spent its budget before verification"
             )
-    verified: dict[int, tuple[bool, int]] = {}
-    if check:
-        with torch.no_grad():
-            adv_scores = run.model(kind.stack([found[i].adversarial for i in check]))
-        sub = torch.as_tensor(check, device=batch.labels.device)
-        targets = batch.targets[sub] if batch.targets is not None else None
-        ok = run.goal.is_adversarial(adv_scores, batch.labels[sub], targets)
-        ok &= torch.isfinite(adv_scores).all(dim=1)
-        decided = run.goal.decide(adv_scores)
-        for j, i in enumerate(check):
-            verified[i] = (bool(ok[j]), int(decided[j]))
-            queries[i] += 1
+    verdicts = probe.verify(run, kind, batch, found, check, queries)
+    verified = {i: (v.ok, v.label) for i, v in verdicts.items()}
     searched = [i for i, c in found.items() if c.error is None]
     randoms = random_margins(run, batch, searched, queries)  # the random baseline
     extras = _reports(run, batch, found, verified, queries)
@@ -279,7 +276,7 @@ def search_batch(
         record = _record(run, kind, batch, i, bool(finite[i]), int(pred[i]), found.get(i),
                          verified.get(i), queries[i], extras.get(i, {}), seconds)  # fmt: skip
         out.append(with_random(record, randoms.get(i)))
-    return out
+    return indicators.annotate(run, batch, found, verdicts, out)
 
 
 def _reports(

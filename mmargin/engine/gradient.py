@@ -23,7 +23,34 @@ from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
 from mmargin.protocols import Distance, ModelAdapter, Space, l2_scale
 
-__all__ = ["GradientConfig", "gradient_search", "rank_classes"]
+__all__ = ["GradientConfig", "gradient_search", "input_gradient", "rank_classes"]
+
+LATE_SHARE = 0.1
+"""The last share of the final run's steps watched for progress: a sample whose best norm
+(or, without a flip, whose loss) still fell by more than :data:`LATE_RTOL` over it raises
+``incomplete_optimisation``."""
+LATE_RTOL = 0.01
+VANISHING = 1e3
+"""A gradient so small that the first-order distance to the boundary, ``loss / ‖∇‖_*``,
+exceeds this many times ``1 + ‖x‖`` is vanishing (saturated probabilities, for one): it
+counts as unusable, like a zero one."""
+
+
+def input_gradient(loss: Tensor, inputs: Tensor, retain: bool = False) -> tuple[Tensor, Tensor]:
+    """The gradient of ``loss.sum()`` with respect to ``inputs`` and a per-sample mask of
+    where it is usable (finite and not all zero). Where the model gives no gradient at all
+    (a non-differentiable step such as a comparison) the gradient is zero; non-finite
+    entries become zero, so one sample's NaN never spreads into a step."""
+    grad: Tensor | None = None
+    if loss.requires_grad:
+        (grad,) = torch.autograd.grad(loss.sum(), inputs, retain_graph=retain, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(inputs)
+    flat = grad.flatten(1)
+    usable = torch.isfinite(flat).all(dim=1)
+    grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    usable &= grad.flatten(1).abs().amax(dim=1) > 0
+    return grad, usable
 
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
@@ -73,6 +100,8 @@ def gradient_search(
     per_run = steps // runs
     if per_run < 1:
         return state
+    late = _Late(mark=per_run - max(int(per_run * LATE_SHARE), 1), last=torch.zeros_like(
+        state.best_norm))  # fmt: skip
     for run in range(runs):
         start = torch.zeros_like(x)
         against = None
@@ -89,9 +118,54 @@ def gradient_search(
             start = space.project(x, start)
         _run_once(
             model, space, distance, goal, x, labels, targets, per_run, config, start, state,
-            against,
+            against, late if run == runs - 1 else None, check=run == 0,
         )  # fmt: skip
+    late.judge(state)
     return state
+
+
+class _Late:
+    """Progress over the last steps of the final run: the best norms and losses at step
+    ``mark`` against those at the end (``incomplete_optimisation``)."""
+
+    def __init__(self, mark: int, last: Tensor) -> None:
+        self.mark = mark
+        self.last = last
+        self.norm: Tensor | None = None
+        self.loss: Tensor | None = None
+
+    def seen(self, k: int, where: Tensor | slice, loss: Tensor, state: SearchState) -> None:
+        """Step ``k`` of the final run computed ``loss`` for the samples ``where``."""
+        if k == self.mark:
+            self.norm, self.loss = state.best_norm.clone(), self.last.clone()
+        self.last[where] = loss.to(self.last)
+
+    def judge(self, state: SearchState) -> None:
+        """Flag the samples whose best norm (with a flip) or loss (without) still fell."""
+        if self.norm is None or self.loss is None:
+            return
+        found = torch.isfinite(state.best_norm)
+        shrank = found & (state.best_norm < self.norm * (1 - LATE_RTOL))
+        fell = ~found & (self.last < self.loss - LATE_RTOL * self.loss.abs())
+        if "zero_gradients" in state.flags:
+            fell &= ~state.flags["zero_gradients"]
+        state.flag("incomplete_optimisation", shrank | fell)
+
+
+def _l0_needed(
+    space: Space, distance: Distance, x: Tensor, delta: Tensor, grad: Tensor, loss: Tensor
+) -> Tensor:
+    """First-order L0 distance to the boundary: how many more positions (the distance's
+    units: coordinates, or pixels) must move, each as far as the space lets it go against
+    the gradient, for the linearised loss to reach 0 (the largest gains first)."""
+    far = space.project(x, delta - grad.sign() * 1e6) - delta  # the room left, per coordinate
+    gain = (grad * far).neg().clamp(min=0)
+    group = getattr(distance, "group_axis", None)
+    if group is not None:
+        gain = gain.sum(dim=group)
+    ordered = gain.flatten(1).sort(dim=1, descending=True).values.cumsum(dim=1)
+    short = (ordered < loss.clamp(min=0).unsqueeze(1)).sum(dim=1)
+    return (short + 1).clamp(max=ordered.shape[1]).to(loss.dtype)
 
 
 def rank_classes(
@@ -117,7 +191,7 @@ def rank_classes(
     dists = []
     for c in range(count):
         diff = true - scores.gather(1, candidates[:, c : c + 1]).squeeze(1)
-        (grad,) = torch.autograd.grad(diff.sum(), xr, retain_graph=c < count - 1)
+        grad, _ = input_gradient(diff, xr, retain=c < count - 1)
         grad = space.free_gradient(x, torch.zeros_like(x), grad)
         dists.append(diff.detach() / distance.dual_norm(grad).clamp(min=1e-12))
     order = torch.stack(dists, dim=1).argsort(dim=1)
@@ -137,12 +211,17 @@ def _run_once(
     start: Tensor,
     state: SearchState,
     against: Tensor | None = None,
+    late: _Late | None = None,
+    check: bool = True,
 ) -> None:
     batch = x.shape[0]
     delta = start.clone()
     eps = distance.norm(delta)
     found = torch.zeros(batch, dtype=torch.bool, device=x.device)  # ε dynamics are per run
-    active = torch.ones(batch, dtype=torch.bool, device=x.device)
+    # samples without usable gradients left the search at their first step (the driver
+    # searches them with decisions instead)
+    dead = state.flags.get("zero_gradients")
+    active = torch.ones(batch, dtype=torch.bool, device=x.device) if dead is None else ~dead
     stall = torch.zeros(batch, dtype=torch.long, device=x.device)
     free = space.free_dims(x)
     for k in range(steps):
@@ -159,17 +238,30 @@ def _run_once(
             pair = torch.stack([labels[idx], against[idx]], dim=1)
             z = scores.gather(1, pair)
             loss = z[:, 0] - z[:, 1]
-        (grad,) = torch.autograd.grad(loss.sum(), di)
+        grad, usable = input_gradient(loss, di)
         state.queries[idx] += 2
         di = di.detach()
         grad = space.free_gradient(xi, di, grad)
+        usable &= grad.flatten(1).abs().amax(dim=1) > 0
         loss = loss.detach()
         scores = scores.detach()
+        if late is not None:
+            late.seen(k, idx, loss, state)
+        if k == 0 and check:
+            reach = loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-30)
+            usable &= reach <= VANISHING * (1 + distance.norm(xi))
+        if k == 0 and check and not bool(usable.all()):
+            where = torch.arange(batch, device=x.device)[idx][~usable]
+            state.flag("zero_gradients", where)
+            active[where] = False
 
         is_adv = goal.is_adversarial(scores, labels[idx], ti)
         norms = distance.norm(di)
         best = state.best_norm[idx]
-        improved = is_adv & (norms < best)
+        # a zero perturbation of a correctly classified input is never a flip (only a
+        # non-deterministic model calls it one)
+        moved = di.flatten(1).abs().amax(dim=1) > 0
+        improved = is_adv & (norms < best) & moved
         significant = is_adv & (norms < best * (1 - config.rtol))
         rows = improved.nonzero().squeeze(1)
         if rows.numel():  # copy only the rows that improved
@@ -185,7 +277,11 @@ def _run_once(
         dual = distance.dual_norm(grad).clamp(min=1e-12)
         e = eps[idx]
         # first-order distance to the boundary, overshot a little so the step lands past it
-        boundary = (norms + loss.clamp(min=0) / dual) * (1 + gamma) + 1e-12
+        if distance.p == 0.0:  # L0: coordinates needed, not loss / ‖∇‖₁ (which is < 1)
+            reach = norms + _l0_needed(space, distance, xi, di, grad, loss)
+        else:
+            reach = norms + loss.clamp(min=0) / dual
+        boundary = reach * (1 + gamma) + 1e-12
         e = torch.where(
             is_adv,
             torch.minimum(e * (1 - gamma), state.best_norm[idx]),

@@ -100,21 +100,28 @@ def _project(
     extras: dict[str, Any] = dict(result.extras)
     if enc.notes:
         extras["notes"] = list(enc.notes)
-    if (result.status is not Status.FLIPPED or result.adversarial is None
-            or result.queries + DECODE_PASSES > budget):  # fmt: skip
+    if result.status is not Status.FLIPPED or result.adversarial is None:
         return dataclasses.replace(result, extras=extras)
     before = decoder.passes
     try:
         projected, more = space.decode(model, x, enc, np.asarray(result.adversarial))
         extras.update(more)
-        with torch.no_grad():
-            scores = decoder([projected])
-        label = torch.tensor([result.label])
-        flips = bool(torch.isfinite(scores).all()) and bool(
-            goal.is_adversarial(scores, label, goal.targets_for(label))[0]
-        )
-        extras.update(projection=projected, projection_label=int(goal.decide(scores)[0]),
-                      projection_flips=flips)  # fmt: skip
+        if more.get("implausible"):
+            extras["implausible_margin"] = result.margin
+            return dataclasses.replace(
+                result, status=Status.NOT_FLIPPED, margin=float("inf"), adv_label=None,
+                relative_margin=None, lower_bound=None, verified=False, adversarial=None,
+                message=f"implausible flip: {more['implausible']}", extras=extras,
+            )  # fmt: skip
+        if result.queries + DECODE_PASSES <= budget:
+            with torch.no_grad():
+                scores = decoder([projected])
+            label = torch.tensor([result.label])
+            flips = bool(torch.isfinite(scores).all()) and bool(
+                goal.is_adversarial(scores, label, goal.targets_for(label))[0]
+            )
+            extras.update(projection=projected, projection_label=int(goal.decide(scores)[0]),
+                          projection_flips=flips)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - decoding is user code; the margin stands
         extras["projection_error"] = f"{type(exc).__name__}: {exc}"
     queries = result.queries + decoder.passes - before

@@ -43,6 +43,10 @@ DISCRETE_METHODS = ("greedy", "beam", "exhaustive")
 STRATEGY_NAMES = ("auto", "exact", "discrete", *CONTINUOUS_STRATEGIES, *DISCRETE_METHODS)
 ORDERS = ("auto", "rank", "leave-one-out", "best-single", "none")
 """How positions are ordered before a discrete search (see :class:`DiscreteConfig`)."""
+FLIP_REPEATS = 10
+"""Passes on which a flip of a non-deterministic model is re-checked (``flip_repeats``)."""
+FLIP_AGREEMENT = 0.9
+"""The share of those passes on which it must hold: 9 of 10 by default."""
 NUDGES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
 """Relative outward steps tried when an exact solver's boundary point does not clear the
 flip tolerance (solvers stop right at the boundary; the engine wants a reproducible flip);
@@ -197,7 +201,9 @@ class SearchSpec:
     never depends on the other samples of its batch. ``report_passes`` are set aside per
     sample for the space's per-sample report, ``baseline_passes`` for the random-perturbation
     baseline (:mod:`mmargin.engine.baseline`; 0 = off). ``discrete`` overrides the space's
-    own ``search_config``.
+    own ``search_config``. ``flip_repeats`` is how many passes re-check a flip when the model
+    proves non-deterministic (:mod:`mmargin.engine.probe`); it must hold on
+    :attr:`flip_agree` of them.
     """
 
     budget: int = 1000
@@ -210,10 +216,12 @@ class SearchSpec:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     discrete: DiscreteConfig | None = None
     report_passes: int = 0
+    flip_repeats: int = FLIP_REPEATS
     baseline_passes: int = 0
 
     def __post_init__(self) -> None:
         check_int("search", "budget", self.budget, 1, MAX_BUDGET)
+        check_int("search", "flip_repeats", self.flip_repeats, 1, 1000)
         check_int("search", "batch_size", self.batch_size, 1, 10**6)
         check_choice("search", "strategy", self.strategy, STRATEGY_NAMES)
         check_choice("search", "exact", self.exact, EXACT_MODES)
@@ -234,6 +242,11 @@ class SearchSpec:
         left = max(self.budget - 2 - reserve, 0)
         line = min(self.line_search_steps, left // 3)
         return Plan(search=left - line, line_search=line, reserved=2 + reserve)
+
+    @property
+    def flip_agree(self) -> int:
+        """Repeated passes a flip of a non-deterministic model must hold on."""
+        return max(math.ceil(FLIP_AGREEMENT * self.flip_repeats - 1e-9), 1)
 
     def search_passes(self) -> int:
         """Passes left for the search after the clean pass, line search and verification."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -20,12 +20,24 @@ def per_sample(values: Tensor, like: Tensor) -> Tensor:
 @dataclass
 class SearchState:
     """Best adversarial perturbation per sample (``inf`` norm where none was found), the
-    class it lands in (``-1`` if none) and the forward + backward passes each sample used."""
+    class it lands in (``-1`` if none) and the forward + backward passes each sample used.
+    ``flags`` holds per-sample boolean masks a search raises, named after the attack-failure
+    indicators of :mod:`mmargin.engine.indicators` (``zero_gradients`` ...)."""
 
     best_delta: Tensor
     best_norm: Tensor
     best_class: Tensor
     queries: Tensor
+    flags: dict[str, Tensor] = field(default_factory=dict)
+
+    def flag(self, name: str, rows: Tensor) -> None:
+        """Raise the flag ``name`` for the samples ``rows`` (indices or a boolean mask)."""
+        mask = self.flags.setdefault(name, torch.zeros_like(self.queries, dtype=torch.bool))
+        mask[rows] = True
+
+    def raised(self, row: int) -> list[str]:
+        """The flags raised for sample ``row``, sorted."""
+        return sorted(name for name, mask in self.flags.items() if bool(mask[row]))
 
     @classmethod
     def empty(cls, x: Tensor) -> SearchState:

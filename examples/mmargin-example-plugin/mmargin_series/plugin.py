@@ -107,3 +107,13 @@ def mmargin_write_artifacts(
             for kind, values in (("clean", clean), ("adversarial", r.adversarial)):
                 row = " ".join(f"{v:.6g}" for v in values.reshape(-1).tolist())
                 writer.writerow([r.sample, r.label, r.adv_label, kind, row])
+
+
+@hookimpl
+def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | None:
+    """Clean and adversarial series as an inline SVG, for ``mmargin report``'s gallery."""
+    if not _is_series(space) or result.adversarial is None:
+        return None
+    from mmargin_series.render import render_series
+
+    return render_series(result, dataset_item)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +113,10 @@ def test_a_task_file_runs_and_writes_the_plugins_artefacts(host: None, tmp_path:
     values = np.array(clean[first.sample]["values"].split(), dtype=np.float64)
     ids = list(load_sines(n=12, seed=3).ids)
     assert np.allclose(values, load_sines(n=12, seed=3).x[ids.index(first.sample)], atol=1e-5)
+    # the report's gallery shows the plugin's own view, drawn from the stored clean input
+    stored = np.load(tmp_path / "run" / "inputs.npz")[first.sample]
+    np.testing.assert_array_equal(stored, load_sines(n=12, seed=3).x[ids.index(first.sample)])
+    page = mmargin.write_report(tmp_path / "run").read_text()
+    for kind in ("clean", "adversarial"):
+        found = re.findall(rf'<polyline class="{kind}"[^>]* points="([^"]*)"', page)
+        assert found and all(len(points.split()) == stored.size for points in found)

@@ -9,13 +9,13 @@ loader never fails on one bad file: what it changed or skipped is said in ``meta
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmargin.plugin import Dataset
+from mmargin.plugin import Dataset, folder_classes
 from mmargin_audio.wav import read_audio, resample, to_mono
 
 __all__ = ["AUDIO_SUFFIXES", "DIGITS_DIR", "fit_length", "load_audio_folder", "load_spoken_digits"]
@@ -70,7 +70,7 @@ def fit_length(wave: np.ndarray, length: int, long: str = "crop") -> list[np.nda
 
 def load_spoken_digits(
     split: str = "test",
-    sample_rate: int = 8000,
+    sample_rate: int | None = None,
     duration: float = 1.0,
     folder: str | None = None,
 ) -> Dataset:
@@ -89,6 +89,8 @@ def load_spoken_digits(
         raise FileNotFoundError(
             f"no clips under {root / split}; run `python -m mmargin_audio.synth`"
         )
+    if sample_rate is None:
+        sample_rate = read_audio(files[0])[1]
     length = _samples(duration, sample_rate)
     xs, ys, ids = [], [], []
     stored_rate = None
@@ -115,6 +117,8 @@ def load_spoken_digits(
         }
     if stored_rate != sample_rate:
         meta["resampled"] = {"from": stored_rate, "to": sample_rate, "files": len(files)}
+        note = f"resampled {stored_rate} -> {sample_rate} Hz"
+        meta["repaired"] = {sample: [note] for sample in ids}
     return Dataset(np.stack(xs).astype(np.float32), np.array(ys, dtype=np.int64), ids, meta)
 
 
@@ -129,70 +133,109 @@ def _samples(duration: float, sample_rate: int) -> int:
 
 def load_audio_folder(
     path: str,
-    sample_rate: int = 16000,
+    sample_rate: int | None = None,
     duration: float = 1.0,
     long: str = "crop",
     max_seconds: float = 600.0,
-    classes: Sequence[str] | None = None,
+    classes: Sequence[str] | Mapping[str, int] | None = None,
 ) -> Dataset:
     """A folder of labelled sound files: ``path/<class>/*.wav`` (also FLAC / OGG).
 
-    Classes are the sub-folder names in sorted order (or ``classes``, which fixes the
-    label numbering to match a model). Every clip is mixed down to mono, resampled to
+    Labels come from ``classes`` (the model's class names in order, or a table
+    ``{ name = index }``; the folder may hold any subset of them), else from the sorted
+    sub-folder names, which a run maps onto the model's class names when it declares them
+    (:func:`mmargin.plugin.folder_classes`). Every clip is mixed down to mono, resampled to
     ``sample_rate`` with ``torchaudio.functional.resample`` and made ``duration`` seconds
-    long (see :func:`fit_length` for ``long``). Files that cannot be read, hold no samples,
-    or last longer than ``max_seconds`` are skipped with their reason in ``meta``.
-    Raises ``ValueError`` only when no usable clip remains.
+    long (see :func:`fit_length` for ``long``). ``sample_rate=None`` keeps the files' own
+    rate (a run fills in the rate its model declares first); files at different rates then
+    need an explicit one. Files that cannot be read, hold no samples, or last longer than
+    ``max_seconds`` are skipped (``meta["skipped"]``: file, label, reason; a run reports
+    them as error records); what was changed in a loaded clip is in ``meta["repaired"]``
+    (sample id → notes). Raises ``ValueError`` only when no usable clip remains.
     """
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder not found: {root}")
-    names = (
-        list(classes)
-        if classes is not None
-        else sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    )
-    if not names:
-        raise ValueError(f"{root}: expected one sub-folder per class, found none")
-    length = _samples(duration, sample_rate)
+    mapping = folder_classes(root, classes)
+    files = [
+        (file, label)
+        for name, label in sorted(mapping.labels.items())
+        for file in sorted((root / name).rglob("*"))
+        if file.is_file() and not file.name.startswith(".")
+    ]
+    sounds = [(f, label) for f, label in files if f.suffix.lower() in AUDIO_SUFFIXES]
+    rate = int(sample_rate) if sample_rate is not None else _common_rate(root, sounds)
+    length = _samples(duration, rate)
     notes: dict[str, Any] = {
         k: []
         for k in ("resampled", "mixed_down", "clipped", "cropped", "chunked", "padded", "skipped")
     }
-    ignored = 0
+    repaired: dict[str, list[str]] = {}
     xs: list[np.ndarray] = []
     ys: list[int] = []
     ids: list[str] = []
-    for label, name in enumerate(names):
-        folder = root / name
-        if not folder.is_dir():
-            raise ValueError(f"{root}: class {name!r} has no sub-folder")
-        for file in sorted(folder.rglob("*")):
-            if not file.is_file() or file.name.startswith("."):
-                continue
-            if file.suffix.lower() not in AUDIO_SUFFIXES:
-                ignored += 1
-                continue
-            rel = file.relative_to(root).as_posix()
-            clips = _read_clip(file, rel, sample_rate, length, long, max_seconds, notes)
-            for k, clip in enumerate(clips):
-                xs.append(clip)
-                ys.append(label)
-                ids.append(rel if len(clips) == 1 else f"{rel}#{k}")
+    for file, label in sounds:
+        rel = file.relative_to(root).as_posix()
+        before = len(notes["skipped"])
+        clips = _read_clip(file, rel, rate, length, long, max_seconds, notes)
+        for entry in notes["skipped"][before:]:
+            entry["label"] = label
+        changes = _changes(notes, rel)
+        for k, clip in enumerate(clips):
+            xs.append(clip)
+            ys.append(label)
+            ids.append(rel if len(clips) == 1 else f"{rel}#{k}")
+            if changes:
+                repaired[ids[-1]] = changes
     meta: dict[str, Any] = {
         "source": str(root),
-        "sample_rate": sample_rate,
+        "sample_rate": rate,
         "duration": duration,
-        "classes": names,
+        **mapping.meta(),
         "long": long,
-        "ignored_files": ignored,
+        "ignored_files": len(files) - len(sounds),
         "mono": "every clip is mixed down to one channel (mean of the channels)",
         **{k: v for k, v in notes.items() if v},
+        "repaired": repaired,
     }
     if not xs:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in notes["skipped"][:5])
         raise ValueError(f"{root}: no usable sound files ({reasons or 'none found'})")
     return Dataset(np.stack(xs).astype(np.float32), np.array(ys, dtype=np.int64), ids, meta)
+
+
+def _common_rate(root: Path, sounds: Sequence[tuple[Path, int]]) -> int:
+    """The one sample rate of the readable files (``ValueError`` when they differ)."""
+    import soundfile as sf
+
+    rates: dict[int, str] = {}
+    for file, _ in sounds:
+        try:
+            rates.setdefault(int(sf.info(str(file)).samplerate), file.relative_to(root).as_posix())
+        except (RuntimeError, TypeError, ValueError, OSError):
+            continue  # skipped (with its reason) when read
+    if len(rates) > 1:
+        shown = ", ".join(f"{r} Hz ({f})" for r, f in sorted(rates.items()))
+        raise ValueError(f"{root}: the files are at different sample rates ({shown}) and "
+                         "neither the task nor the model gives one; set sample_rate")  # fmt: skip
+    return next(iter(rates), 16000)  # none readable: every file is skipped with its reason
+
+
+def _changes(notes: dict[str, Any], rel: str) -> list[str]:
+    """What :func:`_read_clip` changed in file ``rel``, as short notes."""
+    said: list[str] = []
+    for entry in notes["resampled"]:
+        if entry["file"] == rel:
+            said.append(f"resampled {entry['from']} -> {entry['to']} Hz")
+    for entry in notes["mixed_down"]:
+        if entry["file"] == rel:
+            said.append(f"mixed down from {entry['channels']} channels")
+    for entry in notes["clipped"]:
+        if entry["file"] == rel:
+            said.append(f"clipped (peak {entry['peak']:.3g})")
+    said += [kind.replace("_", " ") for kind in ("cropped", "chunked", "padded")
+             if rel in notes[kind]]  # fmt: skip
+    return said
 
 
 def _read_clip(

@@ -96,6 +96,7 @@ def digits_kws(weights: str | Path | None = None) -> KeywordCNN:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"digits_kws: {path} does not fit KeywordCNN: {exc}") from None
+    setattr(model, "class_names", [str(d) for d in range(10)])  # noqa: B010 - folder names
     return model.eval()
 
 

@@ -28,12 +28,16 @@ def waveform_space(
     noise_budget: int = 200,
     noise_seed: int = 0,
     write_wavs: bool = True,
+    saved: str = "repair",
 ) -> Any:
     """Waveforms in ``[-1, 1]``; δ optionally limited to ``band`` = [low_hz, high_hz] and
     ``window`` = [start_s, end_s]. Each flipped clip is reported in dB, re-checked after a
     16-bit WAV round trip (``roundtrip``) and compared with the quietest white noise that
     flips it (``noise_draws`` seeded draws, ``noise_budget`` forward passes; 0 draws: off).
-    ``write_wavs``: write clean / adversarial / perturbation WAVs into the run's folder."""
+    ``write_wavs``: write clean / adversarial / perturbation WAVs into the run's folder.
+    ``saved``: each flip is re-checked as the 16-bit WAV written and repaired to the
+    smallest 16-bit flip (``"repair"``), only re-checked (``"check"``) or neither
+    (``"off"``; ``roundtrip = false`` turns off both checks)."""
     from mmargin.plugin import NoiseConfig
     from mmargin_audio.space import WaveformSpace
 
@@ -51,6 +55,7 @@ def waveform_space(
         roundtrip=bool(roundtrip),
         noise=noise,
         write_wavs=bool(write_wavs),
+        saved=saved,
     )
 
 
@@ -64,7 +69,10 @@ def mmargin_register_spaces(register: Register) -> None:
 
 
 def _digits(
-    split: str = "test", sample_rate: int = 8000, duration: float = 1.0, folder: str | None = None
+    split: str = "test",
+    sample_rate: int | None = None,
+    duration: float = 1.0,
+    folder: str | None = None,
 ) -> Any:
     from mmargin_audio.data import load_spoken_digits
 
@@ -73,11 +81,11 @@ def _digits(
 
 def _folder(
     path: str,
-    sample_rate: int = 16000,
+    sample_rate: int | None = None,
     duration: float = 1.0,
     long: str = "crop",
     max_seconds: float = 600.0,
-    classes: list[str] | None = None,
+    classes: list[str] | dict[str, int] | None = None,
 ) -> Any:
     from mmargin_audio.data import load_audio_folder
 
@@ -101,7 +109,7 @@ def mmargin_register_datasets(register: Register) -> None:
     register(
         "audio-folder",
         _folder,
-        help="folder/<class>/*.wav, mixed down to mono and resampled (soundfile)",
+        help="folder/<class>/*.wav, mixed down to mono, resampled to the model's rate",
     )
 
 
@@ -132,7 +140,7 @@ def _is_waveform(space: Any) -> bool:
 
 @hookimpl
 def mmargin_sample_report(
-    space: Any, model: Any, x: Any, x_adv: Any, labels: Any, goal: Any
+    space: Any, model: Any, x: Any, x_adv: Any, labels: Any, goal: Any, distance: Any = None
 ) -> list[dict[str, Any]] | None:
     """Per flipped clip: dB figures, the 16-bit WAV round trip and the white-noise baseline
     (see :func:`mmargin_audio.report.clip_report`); flips judged by the run's goal, passes
@@ -141,7 +149,7 @@ def mmargin_sample_report(
         return None
     from mmargin_audio.report import clip_report
 
-    return clip_report(space, model, x, x_adv, labels, goal)
+    return clip_report(space, model, x, x_adv, labels, goal, distance)
 
 
 @hookimpl
@@ -154,3 +162,13 @@ def mmargin_write_artifacts(
     from mmargin_audio.report import write_audio_artifacts
 
     write_audio_artifacts(space, out, results, dataset)
+
+
+@hookimpl
+def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | None:
+    """Players and spectrograms of the clean and adversarial clips, for ``mmargin report``."""
+    if result.modality != "audio" or result.adversarial is None:
+        return None
+    from mmargin_audio.render import render_clip
+
+    return render_clip(result, dataset_item, int(getattr(space, "sample_rate", 16000)))

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmargin.plugin import BudgetExhausted, Goal, Untargeted, noise_margin
+from mmargin.plugin import (
+    PCM16,
+    BudgetExhausted,
+    Goal,
+    Untargeted,
+    check_saved,
+    noise_margin,
+    saved_codes,
+)
 from mmargin_audio import measures
 from mmargin_audio.noise import add_noise, l2
 from mmargin_audio.wav import PCM16_STEP, pcm16_roundtrip, write_pcm16
@@ -39,13 +47,17 @@ PCM16_SCALES = (1.0, 1.05, 1.1, 1.2, 1.4, 2.0, 4.0, 8.0)
 
 @torch.no_grad()
 def clip_report(
-    space: WaveformSpace, model: Any, x: Tensor, x_adv: Tensor, labels: Tensor, goal: Goal
-) -> list[dict[str, Any]]:
+    space: WaveformSpace, model: Any, x: Tensor, x_adv: Tensor, labels: Tensor, goal: Goal,
+    distance: Any = None,
+) -> list[dict[str, Any]]:  # fmt: skip
     """Per clip: dB figures of δ, the 16-bit WAV round trip and the noise baseline.
 
     Clips the search did not change (not flipped, misclassified) get ``{}``. ``model`` is
     the engine's counted adapter: the round trip costs one to a few passes, the baseline up
-    to ``space.noise.budget``."""
+    to ``space.noise.budget``. With ``space.roundtrip`` and a ``distance``, the flip is also
+    checked as the 16-bit WAV the run writes, and repaired to the smallest 16-bit flip
+    (``space.saved == "repair"``; the ``saved_*`` extras of
+    :func:`mmargin.plugin.check_saved`)."""
     delta = x_adv - x
     changed = (delta.flatten(1).abs().amax(dim=1) > 0).nonzero().squeeze(1)
     out: list[dict[str, Any]] = [{} for _ in range(x.shape[0])]
@@ -62,6 +74,10 @@ def clip_report(
         "pcm16_steps": measures.pcm16_steps(dn),
     }
     skipped: list[str] = []
+    saved: list[dict[str, Any]] = [{} for _ in range(xc.shape[0])]
+    if space.roundtrip and distance is not None and space.saved != "off":
+        saved = check_saved(model, goal, distance, xc, ac, yc, PCM16,
+                            repair=space.saved == "repair")  # fmt: skip
     try:
         if space.roundtrip:
             figures.update(pcm16_check(space, model, xc, ac, yc, goal))
@@ -72,7 +88,7 @@ def clip_report(
     except BudgetExhausted:
         skipped.append("pcm16 round trip" if "pcm16_label" not in figures else "noise baseline")
     for row, i in enumerate(changed.tolist()):
-        extras = {k: _plain(v[row]) for k, v in figures.items()}
+        extras = {**{k: _plain(v[row]) for k, v in figures.items()}, **saved[row]}
         extras["below_pcm16_step"] = bool(figures["peak_delta"][row] < PCM16_STEP)
         if skipped:
             extras["report_skipped"] = f"the sample's budget ran out before the {skipped[0]}"
@@ -137,7 +153,9 @@ def pcm16_check(
 def write_audio_artifacts(
     space: WaveformSpace, out: Path, results: Sequence[SampleResult], dataset: Dataset
 ) -> Path:
-    """Write ``out/audio/``: per flipped clip ``<id>.clean.wav``, ``<id>.adv.wav`` and
+    """Write ``out/audio/``: per flipped clip ``<id>.clean.wav``, ``<id>.adv.wav`` (the
+    16-bit adversarial whose flip the report verified as saved: read back, it flips; a clip
+    without one gets ``<id>.not-adversarial.wav``, the plain 16-bit rounding) and
     ``<id>.delta.wav`` (δ amplified to a peak of 0.5 so it can be heard; the gain is in
     the index; only with ``space.write_wavs``), ``index.json`` and ``summary.json``
     (medians, round-trip survival, noise baseline, and what the loader changed:
@@ -161,12 +179,18 @@ def write_audio_artifacts(
         }
         if space.write_wavs:
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", r.sample)
+            codes = saved_codes(clean, adv, r.extras, PCM16)
+            kind = "adv" if codes is not None else "not-adversarial"
+            if codes is not None:  # the 16-bit version whose flip the report verified
+                adv = PCM16.values(codes)
             peak = float(np.abs(adv - clean).max())
             gain = 0.5 / peak if peak > 0 else 1.0
-            for kind, wave in (("clean", clean), ("adv", adv), ("delta", (adv - clean) * gain)):
-                write_pcm16(folder / f"{stem}.{kind}.wav", wave, rate)
+            waves = (("clean", clean), (kind, adv), ("delta", (adv - clean) * gain))
+            for name, wave in waves:
+                write_pcm16(folder / f"{stem}.{name}.wav", wave, rate)
             entry.update(
-                files=[f"{stem}.{k}.wav" for k in ("clean", "adv", "delta")],
+                files=[f"{stem}.{name}.wav" for name, _ in waves],
+                adversarial=codes is not None,
                 delta_gain_db=20 * math.log10(gain),
             )
         index.append(entry)

@@ -39,6 +39,8 @@ class WaveformSpace(ContinuousSpace):
     sample with a message. ``roundtrip`` re-classifies every adversarial clip after a 16-bit
     WAV round trip; ``noise`` configures the random white-noise baseline (``None``: off).
     ``write_wavs``: the artefact hook writes clean, adversarial and perturbation WAV files.
+    ``saved``: flips re-checked as 16-bit WAVs and repaired (``"repair"``), re-checked
+    (``"check"``) or not (``"off"``), see :func:`mmargin.plugin.check_saved`.
     """
 
     name: str = "waveform"
@@ -52,11 +54,14 @@ class WaveformSpace(ContinuousSpace):
     roundtrip: bool = True
     noise: NoiseConfig | None = field(default_factory=NoiseConfig)
     write_wavs: bool = True
+    saved: str = "repair"
     _masks: dict[tuple[str, str, int], tuple[Tensor | None, Tensor | None]] = field(
         default_factory=dict, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
+        if self.saved not in ("repair", "check", "off"):
+            raise ValueError(f"saved: expected 'repair', 'check' or 'off', got {self.saved!r}")
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate: expected a positive rate in Hz, got {self.sample_rate}")
         if self.band is not None:

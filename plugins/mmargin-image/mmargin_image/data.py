@@ -12,13 +12,13 @@ import functools
 import gzip
 import importlib.util
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmargin.plugin import Dataset, InvalidInputError
+from mmargin.plugin import Dataset, InvalidInputError, folder_classes
 
 __all__ = ["IMAGE_SUFFIXES", "load_digits", "load_folder", "load_mnist", "load_tensors"]
 
@@ -170,17 +170,23 @@ def load_folder(
     *,
     grayscale: bool | None = None,
     size: tuple[int, int] | None = None,
+    classes: Sequence[str] | Mapping[str, int] | None = None,
 ) -> Dataset:
     """An ImageFolder-style directory ``path/<class_name>/<image>`` read with Pillow.
 
-    Class indices follow the sorted class-folder names (kept in ``meta["classes"]``); files
+    Class indices come from ``classes`` (the model's class names in order, or a table
+    ``{ name = index }``, like torchvision's ``class_to_idx``: the folder may hold any subset
+    of them), else from the sorted class-folder names, which a run then maps onto the
+    model's own class names when it declares them (see
+    :func:`mmargin.plugin.folder_classes`); ``meta["classes"]`` holds the names. Files
     ending in ``.png``, ``.jpg``, ``.jpeg`` or ``.bmp`` are read, others are ignored.
     ``grayscale=True`` gives one channel, ``False`` three (RGB), ``None`` one channel only if
     every image has a grayscale mode (palette images count as colour). ``size`` is
     ``(height, width)``; when given every image is resized (bilinear), otherwise all images
     must already share a size. Files Pillow cannot
-    decode are skipped and listed in ``meta["skipped"]`` (relative path -> reason). Ids are
-    the paths relative to ``path`` (``"cat/img01.png"``).
+    decode are skipped and listed in ``meta["skipped"]`` (``{"file", "label", "reason"}``,
+    which the run turns into error records). Ids are the paths relative to ``path``
+    (``"cat/img01.png"``).
     """
     from PIL import Image
 
@@ -193,18 +199,13 @@ def load_folder(
                 f"load_folder: size must be (height, width) of positive ints, got {size!r}"
             )
         size = (int(size[0]), int(size[1]))
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise ValueError(
-            f"load_folder: expected class sub-folders in {str(root)!r} "
-            f"(path/<class_name>/*.png), got none"
-        )
+    mapping = folder_classes(root, classes)
 
     images: list[Any] = []
     labels: list[int] = []
     ids: list[str] = []
-    skipped: dict[str, str] = {}
-    for label, name in enumerate(classes):
+    skipped: list[dict[str, Any]] = []
+    for name, label in sorted(mapping.labels.items()):
         for file in sorted((root / name).iterdir()):
             if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
@@ -215,7 +216,7 @@ def load_folder(
                     images.append(img.copy())
             except Exception as e:  # noqa: BLE001 - corrupt files fail in many ways (OSError,
                 # UnidentifiedImageError, SyntaxError, zlib/struct errors, DecompressionBomb...)
-                skipped[rel] = f"{type(e).__name__}: {e}"
+                skipped.append({"file": rel, "label": label, "reason": f"{type(e).__name__}: {e}"})
                 continue
             labels.append(label)
             ids.append(rel)
@@ -254,7 +255,7 @@ def load_folder(
         meta={
             "source": "folder",
             "path": str(root),
-            "classes": classes,
+            **mapping.meta(),
             "skipped": skipped,
             "channels": 1 if gray else 3,
         },

@@ -169,7 +169,12 @@ def load_weights(name: str, weights: str | Path | None = None) -> nn.Module:
         raise ValueError(
             f"{name}: the state_dict in {str(path)!r} does not fit the architecture: {e}"
         ) from e
+    setattr(model, "class_names", DIGIT_NAMES)  # noqa: B010 - matched against folder names
     return model.eval()
+
+
+DIGIT_NAMES = [str(d) for d in range(10)]
+"""The class names of every model here (label index = digit)."""
 
 
 def mnist_cnn(weights: str | Path | None = None) -> MnistCNN:

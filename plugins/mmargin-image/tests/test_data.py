@@ -121,8 +121,8 @@ def test_folder_reads_classes_skips_corrupt_files(tmp_path: Path) -> None:
     assert ds.ids == ["ant/img0.png", "ant/img1.png", "zebra/img0.png", "zebra/img1.png"]
     assert ds.y.tolist() == [0, 0, 1, 1]
     np.testing.assert_allclose(ds.x[2, 0], pixels["zebra/img0.png"] / 255.0, atol=1e-7)
-    assert list(ds.meta["skipped"]) == ["ant/broken.png"]
-    assert ds.meta["skipped"]["ant/broken.png"]  # a non-empty reason
+    assert [s["file"] for s in ds.meta["skipped"]] == ["ant/broken.png"]
+    assert ds.meta["skipped"][0]["reason"] and ds.meta["skipped"][0]["label"] == 0
 
 
 def test_folder_size_mismatch_raises_and_resize_fixes_it(tmp_path: Path) -> None:

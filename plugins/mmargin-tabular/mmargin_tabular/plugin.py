@@ -168,3 +168,13 @@ def mmargin_sample_report(
     if not isinstance(space, TabularSpace) or space.schema is None:
         return None
     return row_report(space.schema, x, x_adv)
+
+
+@hookimpl
+def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | None:
+    """The changed features in raw units with their units, for ``mmargin report``."""
+    if result.modality != "tabular":
+        return None
+    from mmargin_tabular.render import render_row
+
+    return render_row(result, getattr(space, "schema", None), dataset_item)

@@ -11,7 +11,8 @@ and :class:`EmbeddingTextModel` (adapters with input embeddings):
 * ``embedding_matrix()``, ``forward_embeds(embeds)``: input embeddings and the model run
   on them (differentiable adapters only);
 * ``token_id(word)``: the id of a word that is one token (first-order estimates of
-  substitutions), else ``None``;
+  substitutions), else ``None``; ``word_ids(word)``: its tokens (one or several pieces);
+  ``whole_words()``: the vocabulary tokens that are whole words (candidate substitutions);
 * ``token_text(id)``, ``projectable``: nearest-token projection of the embedding space.
 
 Three adapters: :class:`WordModelAdapter` (the shipped word CNN or any
@@ -89,6 +90,14 @@ class EmbeddingTextModel(TextModel, Protocol):
         """The text of one token."""
         ...
 
+    def word_ids(self, word: str) -> list[int]:
+        """The tokens of one word as the model reads it inside a text."""
+        ...
+
+    def whole_words(self) -> list[tuple[int, str]]:
+        """``(id, word)`` of the vocabulary tokens that are whole words."""
+        ...
+
 
 class WordModelAdapter:
     """A word-level torch classifier: one token per word, ids from its vocabulary."""
@@ -133,6 +142,14 @@ class WordModelAdapter:
     def token_id(self, word: str) -> int | None:
         return self.vocab.id(word)
 
+    def word_ids(self, word: str) -> list[int]:
+        """The one token of a word (``<unk>`` when unknown)."""
+        return [self.vocab.id(word)]
+
+    def whole_words(self) -> list[tuple[int, str]]:
+        """Every vocabulary word (one token each), but ``<pad>`` / ``<unk>``."""
+        return [(i, self.vocab.itos[i]) for i in range(2, len(self.vocab))]
+
     def token_text(self, token: int) -> str:
         return self.vocab.itos[token]
 
@@ -155,9 +172,13 @@ class HFAdapter:
         positions = int(getattr(self.model.config, "max_position_embeddings", None) or limit)
         self.max_length = min(limit, positions, 100_000)
         special = set(self.tokenizer.all_special_ids)
+        size = min(self.embedding_matrix().shape[0], len(self.tokenizer))
+        pieces = self.tokenizer.convert_ids_to_tokens(list(range(size)))
         self.projectable = torch.tensor(
-            [i for i in range(self.embedding_matrix().shape[0]) if i not in special]
+            [i for i in range(size) if i not in special and not _control(pieces[i])]
         )
+        self._word_ids: dict[str, list[int]] = {}
+        self._whole: list[tuple[int, str]] | None = None
 
     def _tokenize(self, texts: Sequence[str], **extra: Any) -> Any:
         return self.tokenizer(
@@ -205,12 +226,45 @@ class HFAdapter:
         logits: Tensor = self.model(inputs_embeds=embeds, attention_mask=mask).logits
         return logits
 
+    def word_ids(self, word: str) -> list[int]:
+        """The tokens of ``word`` as the model reads it inside a text (after a space: BPE
+        and SentencePiece mark word starts), without special tokens."""
+        if word not in self._word_ids:
+            enc = self.tokenizer("a " + word, add_special_tokens=False, return_offsets_mapping=True)
+            self._word_ids[word] = [
+                int(i)
+                for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+                if b > 2 and a < 2 + len(word)
+            ]
+        return self._word_ids[word]
+
     def token_id(self, word: str) -> int | None:
-        ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
-        return int(ids[0]) if len(ids) == 1 else None
+        ids = self.word_ids(word)
+        return ids[0] if len(ids) == 1 else None
 
     def token_text(self, token: int) -> str:
         return str(self.tokenizer.decode([token]))
+
+    def whole_words(self) -> list[tuple[int, str]]:
+        """``(id, word)`` of the vocabulary's tokens that are whole alphabetic words: the
+        word, read in a text, is exactly that one token (word pieces such as ``##ing``,
+        BPE tokens without a word-start mark, sub-word SentencePiece pieces are not)."""
+        if self._whole is None:
+            ids = [int(i) for i in self.projectable]
+            texts = [self.token_text(i).strip() for i in ids]
+            keep = [(i, t) for i, t in zip(ids, texts, strict=True) if _alphabetic(t)]
+            batch = self.tokenizer(["a " + t for _, t in keep], add_special_tokens=False)[
+                "input_ids"
+            ]
+            self._whole = [
+                (i, t) for (i, t), row in zip(keep, batch, strict=True) if row[1:] == [i]
+            ]
+        return self._whole
+
+    def truncation(self, text: str) -> dict[str, int] | None:
+        """``{"tokens": n, "max_length": m}`` when ``text`` is longer than the model reads."""
+        full = len(self.tokenizer(text, truncation=False)["input_ids"])
+        return {"tokens": full, "max_length": self.max_length} if full > self.max_length else None
 
 
 class CallableTextAdapter:
@@ -237,6 +291,16 @@ class CallableTextAdapter:
     def words_seen(self, text: str) -> int:
         n = len(word_spans(text))
         return n if self.max_length is None else min(n, self.max_length)
+
+
+def _control(piece: str | None) -> bool:
+    """A token that is no text: ``<s>``, ``[unused7]`` ... (marks a tokenizer does not list
+    among its special tokens, as SentencePiece's ``<s>`` under ALBERT)."""
+    return not piece or (len(piece) > 2 and (piece[0], piece[-1]) in (("<", ">"), ("[", "]")))
+
+
+def _alphabetic(token: str) -> bool:
+    return bool(token) and token.replace("'", "").replace("-", "").isalpha()
 
 
 TextAdapter = WordModelAdapter | HFAdapter | CallableTextAdapter

@@ -14,7 +14,7 @@ TextAttack constraints) and turns them into edits. Sources:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ class EmbeddingNeighbours:
         vectors: np.ndarray,
         k: int = 15,
         max_distance: float | None = None,
+        embed: Callable[[str], np.ndarray | None] | None = None,
     ) -> None:
         if len(words) != len(vectors):
             raise ValueError(f"got {len(words)} words and {len(vectors)} vectors")
@@ -55,7 +56,7 @@ class EmbeddingNeighbours:
         norms = np.linalg.norm(vec, axis=1, keepdims=True)
         self.unit = vec / np.maximum(norms, 1e-12)
         self.index = {w: i for i, w in enumerate(self.words)}
-        self.k, self.max_distance = k, max_distance
+        self.k, self.max_distance, self.embed = k, max_distance, embed
         self._cache: dict[str, list[str]] = {}
 
     def neighbours(self, word: str) -> list[str]:
@@ -64,9 +65,11 @@ class EmbeddingNeighbours:
         if key not in self._cache:
             row = self.index.get(key)
             found: list[str] = []
-            if row is not None:
-                sims = self.unit @ self.unit[row]
-                sims[row] = -np.inf
+            query = self.unit[row] if row is not None else self._embed(word)
+            if query is not None:
+                sims = self.unit @ query
+                if row is not None:
+                    sims[row] = -np.inf
                 top = np.argpartition(-sims, min(self.k, len(sims) - 1))[: self.k]
                 top = top[np.argsort(-sims[top], kind="stable")]
                 limit = -np.inf if self.max_distance is None else 1.0 - self.max_distance
@@ -74,15 +77,25 @@ class EmbeddingNeighbours:
             self._cache[key] = found
         return self._cache[key]
 
+    def _embed(self, word: str) -> np.ndarray | None:
+        """A unit vector for a word outside the matrix (several word pieces), if possible."""
+        vec = None if self.embed is None else self.embed(word)
+        if vec is None:
+            return None
+        norm = float(np.linalg.norm(vec))
+        return (np.asarray(vec, np.float32) / norm) if norm > 0 else None
+
     def __call__(self, view: TextView, position: int) -> list[str]:
         word = view.words[position]
-        return [match_case(w, word) for w in self.neighbours(word)]
+        return [match_case(w, word) for w in self.neighbours(word) if w != word.lower()]
 
 
 def model_neighbours(
     adapter: Any, k: int = 15, max_distance: float | None = None
 ) -> EmbeddingNeighbours:
-    """Neighbours in the model's own input embeddings (whole-word tokens only)."""
+    """Neighbours in the model's own input embeddings, among the vocabulary tokens that are
+    whole words (``adapter.whole_words()``); a word of several pieces is looked up by the
+    mean of its pieces' embeddings."""
     from mmargin_text.adapters import EmbeddingTextModel
 
     if not isinstance(adapter, EmbeddingTextModel):
@@ -91,9 +104,16 @@ def model_neighbours(
             "candidates = 'matrix' with a local .npz, 'wordnet' or 'textattack'"
         )
     weights = adapter.embedding_matrix().detach().cpu().numpy()
-    ids = [int(i) for i in adapter.projectable]
-    words = [adapter.token_text(i).strip() for i in ids]
-    return EmbeddingNeighbours(words, weights[ids], k=k, max_distance=max_distance)
+    vocab = adapter.whole_words()
+    ids = [i for i, _ in vocab]
+
+    def pieces(word: str) -> np.ndarray | None:
+        found = adapter.word_ids(word)
+        return weights[found].mean(axis=0) if found else None
+
+    return EmbeddingNeighbours(
+        [w for _, w in vocab], weights[ids], k=k, max_distance=max_distance, embed=pieces
+    )
 
 
 def matrix_neighbours(
@@ -116,19 +136,15 @@ class WordNetSynonyms:
     """WordNet lemmas sharing a synset with the word (needs WordNet installed offline)."""
 
     def __init__(self, k: int = 15) -> None:
-        from mmargin_text.offline import use_offline_data
+        from mmargin_text.offline import ensure_wordnet
 
-        use_offline_data()
-        import nltk
-        from nltk.corpus import wordnet
-
-        try:
-            nltk.data.find("corpora/wordnet")
-        except LookupError:
+        if ensure_wordnet() is None:
             raise ValueError(
                 "WordNet is not installed: copy Debian's wordnet-base files into "
                 "$NLTK_DATA/corpora/wordnet (see mmargin_text/offline/README.md)"
-            ) from None
+            )
+        from nltk.corpus import wordnet
+
         self.wordnet, self.k = wordnet, k
 
     def __call__(self, view: TextView, position: int) -> list[str]:
@@ -140,3 +156,30 @@ class WordNetSynonyms:
                 if " " not in name and name.lower() != word.lower() and name not in found:
                     found.append(match_case(name, word))
         return found[: self.k]
+
+
+class WordList:
+    """Candidates from a local word list: one line per word, ``word candidate ...``
+    (whitespace separated, ``#`` starts a comment); looked up lower-cased."""
+
+    def __init__(self, table: dict[str, list[str]], k: int = 15) -> None:
+        self.table, self.k = table, k
+
+    @classmethod
+    def read(cls, path: str, k: int = 15) -> WordList:
+        """Read a word list file."""
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"no such word list: {file}")
+        table: dict[str, list[str]] = {}
+        for line in file.read_text(encoding="utf-8").splitlines():
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 2:
+                table.setdefault(fields[0].lower(), []).extend(fields[1:])
+        if not table:
+            raise ValueError(f"{file.name}: no line 'word candidate ...' found")
+        return cls(table, k=k)
+
+    def __call__(self, view: TextView, position: int) -> list[str]:
+        word = view.words[position]
+        return [match_case(w, word) for w in self.table.get(word.lower(), [])[: self.k]]

@@ -50,6 +50,9 @@ def projection_note(extras: Mapping[str, Any]) -> str:
     changes = [c for c in extras.get("token_edits") or [] if isinstance(c, Mapping)]
     if not changes:
         return f"nearest tokens: the original text ({flips})"
+    shown = extras.get("highlighted")
+    if isinstance(shown, str):  # the projection as text, its changed words marked
+        return f'nearest tokens ({flips}): "{around(shown, shown.find("["))}"'
     listed = ", ".join(f"[{c.get('from')} -> {c.get('to')}]" for c in changes[:4])
     more = f" (+{len(changes) - 4} more)" if len(changes) > 4 else ""
     return f"nearest tokens: {listed}{more} ({flips})"
@@ -63,6 +66,8 @@ def text_line(result: SampleResult) -> str:
     note = ratio_note(result)
     if "projection" in e:
         size = f"{result.distance} {result.margin:.4g}" + (f" ({note})" if note else "")
+        if isinstance(e.get("margin_in_token_norms"), float):
+            size += f" = {e['margin_in_token_norms']:.3g} token norms"
         return f"{head}: {size}; {projection_note(e)}"
     edits = e.get("edits") or []
     if "words_seen" in e and result.distance == "word-edits":

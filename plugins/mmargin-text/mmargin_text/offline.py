@@ -37,6 +37,70 @@ def use_offline_data() -> None:
         nltk.data.path.insert(0, str(NLTK_DIR))
 
 
+_LEXNAMES = (
+    "adj.all 3", "adj.pert 3", "adv.all 4", "noun.Tops 1", "noun.act 1", "noun.animal 1",
+    "noun.artifact 1", "noun.attribute 1", "noun.body 1", "noun.cognition 1",
+    "noun.communication 1", "noun.event 1", "noun.feeling 1", "noun.food 1", "noun.group 1",
+    "noun.location 1", "noun.motive 1", "noun.object 1", "noun.person 1",
+    "noun.phenomenon 1", "noun.plant 1", "noun.possession 1", "noun.process 1",
+    "noun.quantity 1", "noun.relation 1", "noun.shape 1", "noun.state 1",
+    "noun.substance 1", "noun.time 1", "verb.body 2", "verb.change 2", "verb.cognition 2",
+    "verb.communication 2", "verb.competition 2", "verb.consumption 2", "verb.contact 2",
+    "verb.creation 2", "verb.emotion 2", "verb.motion 2", "verb.perception 2",
+    "verb.possession 2", "verb.social 2", "verb.stative 2", "verb.weather 2", "adj.ppl 3",
+)  # fmt: skip
+"""WordNet 3.0's lexicographer files (``lexnames``): NLTK's reader needs the file and
+Debian's ``wordnet-base`` does not ship it."""
+SYSTEM_WORDNET = Path("/usr/share/wordnet")
+"""Where Debian's ``wordnet-base`` puts the WordNet database."""
+
+
+def wordnet_home() -> Path:
+    """The NLTK data folder mmargin-text copies WordNet into (the model cache's
+    ``nltk_data``: ``$MMARGIN_TEXT_CACHE`` or ``~/.cache/mmargin-text``)."""
+    from mmargin_text.minilm import cache_dir
+
+    return cache_dir() / "nltk_data"
+
+
+def ensure_wordnet(source: Path | None = None) -> Path | None:
+    """Make ``nltk.corpus.wordnet`` work offline; the folder it reads, or ``None``.
+
+    Uses WordNet already on NLTK's path, else copies (not links: NLTK's reader rejects
+    some links) Debian's ``wordnet-base`` files from ``source`` (default
+    ``/usr/share/wordnet``) under :func:`wordnet_home` and adds the ``lexnames`` file
+    and an empty ``index.sense``.
+    """
+    use_offline_data()
+    import nltk
+
+    home = wordnet_home()
+    if str(home) not in nltk.data.path:
+        nltk.data.path.append(str(home))
+    try:
+        return Path(str(nltk.data.find("corpora/wordnet")))
+    except LookupError:
+        pass
+    source = source or SYSTEM_WORDNET
+    if not (source / "data.noun").is_file():
+        return None
+    target = home / "corpora" / "wordnet"
+    partial = target.with_name("wordnet.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for file in source.iterdir():
+        if file.is_file() and (file.name.startswith(("data.", "index.")) or file.suffix == ".exc"):
+            shutil.copyfile(file, partial / file.name)
+    lines = [f"{i:02d}\t{n.split()[0]}\t{n.split()[1]}" for i, n in enumerate(_LEXNAMES)]
+    (partial / "lexnames").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # NLTK maps sense keys to WordNet 3.0 through index.sense (not in wordnet-base): an
+    # empty one leaves synsets, lemmas and POS intact, only sense-key lookups find nothing
+    (partial / "index.sense").write_text("", encoding="utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
 def stopwords() -> frozenset[str]:
     """NLTK's English stopword list, from the shipped file."""
     text = (NLTK_DIR / "corpora" / "stopwords" / "english").read_text(encoding="utf-8")

@@ -18,22 +18,38 @@ def word_space(
     k: int = 15,
     max_distance: float | None = None,
     matrix: str | None = None,
+    words: str | None = None,
     transformation: Any = None,
     constraints: list[Any] | None = None,
     stopwords: bool | list[str] = True,
+    similarity: float | None = None,
+    similarity_window: int | None = 15,
+    pos: str | None = None,
+    max_embedding_distance: float | None = None,
     max_edit_rate: float | None = None,
     search: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Word substitutions. ``candidates``: ``embedding`` (neighbours in the model's own input
-    embeddings), ``matrix`` (a local ``.npz`` of ``words`` + ``vectors``), ``wordnet`` or
-    ``textattack`` (any TextAttack ``transformation``); ``k`` per word, ``max_distance``
-    (cosine distance), TextAttack ``constraints``, ``stopwords`` (NLTK's list when true)."""
+    """Whole-word substitutions. ``candidates``: ``embedding`` (neighbours among the whole
+    words of the model's own input embeddings), ``matrix`` (a local ``.npz`` of ``words`` +
+    ``vectors``), ``wordnet``, ``list`` (a local word list ``words``: one line per word,
+    ``word candidate candidate ...``) or ``textattack`` (any TextAttack ``transformation``);
+    ``k`` per word, ``max_distance`` (cosine distance of the neighbour source). Constraints:
+    ``stopwords`` (NLTK's list when true), ``similarity`` (MiniLM sentence-embedding cosine
+    over ``similarity_window`` words), ``pos = "wordnet"`` (shared WordNet part of speech),
+    ``max_embedding_distance`` (cosine distance in the model's input embeddings), any
+    TextAttack ``constraints``."""
     from mmargin_text import candidates as cand
+    from mmargin_text import constraints as sem
     from mmargin_text.offline import stopwords as nltk_stopwords
     from mmargin_text.spaces import WordSpace, space_options
 
     source: Any
+    described = f"candidates: {candidates}, at most {k} per word"
     if candidates == "embedding":
+        described = (
+            f"candidates: the {k} nearest whole words in the model's input embeddings "
+            "(a word of several pieces: the mean of its pieces)"
+        )
 
         def source(adapter: Any) -> Any:
             return cand.model_neighbours(adapter, k=k, max_distance=max_distance)
@@ -44,7 +60,14 @@ def word_space(
         source = lambda adapter: neighbours  # noqa: E731
     elif candidates == "wordnet":
         synonyms = cand.WordNetSynonyms(k=k)
+        described = f"candidates: up to {k} WordNet synonyms (one-word lemmas)"
         source = lambda adapter: synonyms  # noqa: E731
+    elif candidates == "list":
+        if words is None:
+            raise ValueError("candidates = 'list' needs words = 'path/to/word_list.txt'")
+        listed = cand.WordList.read(words, k=k)
+        described = f"candidates: up to {k} per word from the word list {words}"
+        source = lambda adapter: listed  # noqa: E731
     elif candidates == "textattack":
         from mmargin_text.textattack_bridge import TextAttackSource
 
@@ -54,26 +77,61 @@ def word_space(
                 "(e.g. 'textattack.transformations:WordSwapQWERTY')"
             )
         ta_source = TextAttackSource(transformation)
+        described = f"candidates: TextAttack {type(ta_source.transformation).__name__}"
         source = lambda adapter: ta_source  # noqa: E731
     else:
         raise ValueError(
-            f"candidates: expected embedding, matrix, wordnet or textattack, got {candidates!r}"
+            "candidates: expected embedding, matrix, wordnet, list or textattack, "
+            f"got {candidates!r}"
         )
+    if max_distance is not None and candidates in ("embedding", "matrix"):
+        described += f", cosine distance <= {max_distance:g}"
     filters: list[Any] = []
+    applied = [described]
+    if pos is not None:
+        if pos != "wordnet":
+            raise ValueError(f"pos: the offline part-of-speech check is 'wordnet', got {pos!r}")
+        filters.append(sem.WordNetPOS())
+    model_filters: list[Any] = []
+    if max_embedding_distance is not None:
+        model_filters.append(
+            lambda adapter: sem.EmbeddingDistance(adapter, float(max_embedding_distance))
+        )
+        applied.append(sem.EmbeddingDistance(None, float(max_embedding_distance)).describe())
+    if similarity is not None:
+        filters.append(sem.SentenceSimilarity(float(similarity), similarity_window))
     position_filter = None
     if constraints:
         from mmargin_text.textattack_bridge import constraint_filters
 
-        filters, position_filter = constraint_filters(constraints)
-    words = nltk_stopwords() if stopwords is True else frozenset(stopwords or ())
+        ta_filters, position_filter = constraint_filters(constraints)
+        filters += ta_filters
+        applied.append("TextAttack constraints: " + ", ".join(map(_constraint_name, constraints)))
+    applied += [f.describe() for f in filters if hasattr(f, "describe")]
+    words_frozen = nltk_stopwords() if stopwords is True else frozenset(stopwords or ())
+    if words_frozen:
+        applied.insert(1, f"stopwords: {len(words_frozen)} words never edited")
+    if max_edit_rate is not None:
+        applied.append(f"at most {max_edit_rate:.0%} of the words the model sees changed")
     return WordSpace(
         source=source,
-        stopwords=words,
+        stopwords=words_frozen,
         filters=filters,
+        model_filters=model_filters,
         position_filter=position_filter,
         max_edit_rate=max_edit_rate,
         search_config=space_options(search),
+        applied=tuple(applied),
+        similarity=next((f for f in filters if isinstance(f, sem.SentenceSimilarity)), None),
     )
+
+
+def _constraint_name(spec: Any) -> str:
+    if isinstance(spec, str):
+        return spec.rpartition(":")[2]
+    if isinstance(spec, Mapping):
+        return str(spec.get("class", "?")).rpartition(":")[2]
+    return type(spec).__name__
 
 
 def char_space(
@@ -219,8 +277,27 @@ def _hf_classifier(
     return hf_classifier(path, max_length=max_length, local_files_only=local_files_only)
 
 
+def _minilm_mr(path: str | None = None, max_length: int | None = None) -> Any:
+    from mmargin_text.minilm import ensure
+    from mmargin_text.models import hf_classifier
+
+    return hf_classifier(str(ensure(path)), max_length=max_length, local_files_only=True)
+
+
 @hookimpl
 def mmargin_register_models(register: Register) -> None:
     register("mr_cnn", _mr_cnn, help="word CNN trained on MR sentences (committed weights)")
+    register("minilm_mr", _minilm_mr, help="frozen MiniLM + trained head on MR (built on "
+             "first use into ~/.cache/mmargin-text)")  # fmt: skip
     register("hf_classifier", _hf_classifier, help="Hugging Face sequence classifier + "
              "tokenizer from a folder (path = ...) or a hub name")  # fmt: skip
+
+
+@hookimpl
+def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | None:
+    """The sentence with its edits highlighted, for ``mmargin report``'s gallery."""
+    if result.modality != "text":
+        return None
+    from mmargin_text.render import render_text
+
+    return render_text(result)

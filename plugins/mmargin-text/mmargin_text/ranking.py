@@ -3,10 +3,11 @@
 With the gradient ``g_t`` of the goal's loss with respect to the input embedding of token
 ``t``, replacing the word at ``t`` by a candidate ``c`` changes the loss by about
 ``g_t · (E[c] − E[w])`` (HotFlip's estimate). Where the word and the candidate are single
-tokens this is computed for every candidate; elsewhere (a word split into word pieces, a
-misspelling) every candidate of the word gets ``−‖mean g‖ · r`` with ``r`` the median
-embedding norm — TextAttack's gradient word importance. One ranking costs 2 queries
-(a forward and a backward pass).
+tokens this is computed for every candidate; where the word or a candidate is several word
+pieces, the estimate moves the mean piece embedding, seen through the mean gradient of the
+word's tokens (``n · ḡ · (mean E[c] − mean E[w])``); a candidate with no token at all gets
+``−‖ḡ‖ · r`` with ``r`` the median embedding norm (TextAttack's gradient word importance).
+One ranking costs 2 queries (a forward and a backward pass).
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def substitution_ranking(
             t = tokens[0]
             delta = matrix[torch.tensor(ids_c, device=matrix.device)] - matrix[ids[t]]
             est = (delta @ grad[t]).cpu().numpy().astype(np.float64)
+        elif hasattr(adapter, "word_ids"):
+            # several pieces: the mean piece embedding moves from the word's to the
+            # candidate's, seen by the word's tokens through their mean gradient
+            g = grad[tokens].mean(dim=0)
+            own = matrix[ids[tokens]].mean(dim=0)
+            est = np.array(
+                [
+                    float(len(tokens) * ((matrix[adapter.word_ids(c)].mean(dim=0) - own) @ g))
+                    if adapter.word_ids(c)
+                    else -float(g.norm()) * typical
+                    for c in cands
+                ]
+            )
         else:
             g = grad[tokens].mean(dim=0)
             est = np.full(len(cands), -float(g.norm()) * typical)

@@ -51,6 +51,8 @@ class TextProblem(ProblemBase):
     notes: list[str] = field(default_factory=list)
     max_edits: int | None = None
     kind: str = "word"
+    constraints: tuple[str, ...] = ()
+    similarity: Any = None
 
     def positions(self) -> list[int]:
         return sorted(self.edits_at)
@@ -87,6 +89,13 @@ class TextProblem(ProblemBase):
         }
         if self.kind == "char":
             out["levenshtein"] = levenshtein(self.view.text, adversarial)
+        if self.constraints:
+            out["constraints"] = list(self.constraints)
+        if self.similarity is not None:  # the whole texts, not a window
+            out["semantic_similarity"] = round(
+                self.similarity.whole_text(self.view.text, adversarial), 4
+            )
+        out["highlighted"] = highlight(self.view, {e.position: str(e.value) for e in edits})
         return out
 
 
@@ -94,12 +103,20 @@ def _seen_words(adapter: Any, view: TextView) -> tuple[int, list[str]]:
     """Words the model sees (all of them for a model that is not a :class:`TextModel`)."""
     seen = int(adapter.words_seen(view.text)) if isinstance(adapter, TextModel) else len(view.words)
     notes = []
-    if seen < len(view.words):
+    cut = adapter.truncation(view.text) if hasattr(adapter, "truncation") else None
+    if seen < len(view.words) or cut:
+        tokens = f" ({cut['tokens']} tokens, max_length {cut['max_length']})" if cut else ""
         notes.append(
-            f"truncated: the model sees the first {seen} of {len(view.words)} words; "
-            "only those are edited and counted"
+            f"truncated: the model sees the first {seen} of {len(view.words)} words"
+            f"{tokens}; only those are edited and counted"
         )
     return seen, notes
+
+
+def highlight(view: TextView, replacements: Mapping[int, str]) -> str:
+    """The text with each replaced word shown as ``[old -> new]`` (the CLI's view of an
+    adversarial text)."""
+    return view.replace({p: f"[{view.words[p]} -> {w}]" for p, w in replacements.items()})
 
 
 @dataclass
@@ -115,12 +132,16 @@ class WordSpace:
     source: Callable[[Any], CandidateSource]
     stopwords: frozenset[str] = frozenset()
     filters: Sequence[Callable[[TextView, int, list[str]], list[str]]] = ()
+    model_filters: Sequence[Callable[[Any], Callable[[TextView, int, list[str]], list[str]]]] = ()
     position_filter: Callable[[TextView], set[int] | None] | None = None
     max_edit_rate: float | None = None
     search_config: DiscreteConfig | None = None
+    applied: tuple[str, ...] = ()
+    similarity: Any = None
     name: str = "word"
     modality: str = "text"
     _sources: dict[int, CandidateSource] = field(default_factory=dict, repr=False)
+    _model_filters: dict[int, list[Any]] = field(default_factory=dict, repr=False)
 
     def check(self, inputs: Sequence[Any]) -> list[str | None]:
         return check_texts(inputs)
@@ -140,7 +161,9 @@ class WordSpace:
             if w != word and w.strip() and not any(ch.isspace() for ch in w)
         ]
         found = list(dict.fromkeys(found))
-        for keep in self.filters:
+        if id(model) not in self._model_filters:
+            self._model_filters[id(model)] = [make(model) for make in self.model_filters]
+        for keep in [*self._model_filters[id(model)], *self.filters]:
             if not found:
                 break
             found = keep(view, position, found)
@@ -161,7 +184,10 @@ class WordSpace:
         if not edits:
             notes.append("no word has an allowed substitution")
         limit = None if self.max_edit_rate is None else max(1, int(self.max_edit_rate * seen))
-        return TextProblem(view, model, edits, seen, notes, max_edits=limit)
+        if self.applied:
+            notes.append("constraints: " + "; ".join(self.applied))
+        return TextProblem(view, model, edits, seen, notes, max_edits=limit,
+                           constraints=self.applied, similarity=self.similarity)  # fmt: skip
 
 
 _QWERTY = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]

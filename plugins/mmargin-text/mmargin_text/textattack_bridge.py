@@ -125,3 +125,38 @@ def constraint_filters(
         return [t.words[position] for t in texts]
 
     return ([keep] if post else []), (positions if pre else None)
+
+
+def minilm_sentence_encoder(
+    threshold: float = 0.8,
+    window_size: int | None = 15,
+    compare_against_original: bool = True,
+    skip_text_shorter_than_window: bool = False,
+) -> Any:
+    """A TextAttack ``SentenceEncoder`` constraint on the local MiniLM encoder (cosine of
+    mean-pooled all-MiniLM-L6-v2 embeddings): TextFooler's Universal Sentence Encoder
+    check, offline. The encoder is :meth:`~mmargin_text.constraints.SentenceEncoder.shared`,
+    so its embeddings are cached beside the word space's similarity filter."""
+    import_textattack()
+    import torch
+    from textattack.constraints.semantics.sentence_encoders import SentenceEncoder
+
+    from mmargin_text.constraints import SentenceEncoder as MiniLM
+
+    class MiniLMSentenceEncoder(SentenceEncoder):
+        """TextAttack's sentence-encoder constraint, embeddings from local MiniLM."""
+
+        def __init__(self) -> None:
+            super().__init__(
+                threshold=threshold,
+                metric="cosine",
+                compare_against_original=compare_against_original,
+                window_size=window_size,
+                skip_text_shorter_than_window=skip_text_shorter_than_window,
+            )
+            self.model = self  # TextAttack's single-pair path calls self.model.encode
+
+        def encode(self, sentences: list[str]) -> Any:
+            return torch.as_tensor(MiniLM.shared().encode(list(sentences)))
+
+    return MiniLMSentenceEncoder()

@@ -42,7 +42,7 @@ def _cnn() -> Any:
 
 
 @functools.cache
-def _bert() -> Any:
+def _bert_folder() -> Path:
     """A 1-layer BERT (hidden 16) and its WordPiece tokenizer in a temporary folder."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -58,7 +58,24 @@ def _bert() -> Any:
                         max_position_embeddings=32, num_labels=2)  # fmt: skip
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return _make("adapters", "text", _make("models", "hf_classifier", path=str(folder)))
+    return folder
+
+
+@functools.cache
+def _bert() -> Any:
+    return _make("adapters", "text", _make("models", "hf_classifier", path=str(_bert_folder())))
+
+
+@functools.cache
+def _minilm_mr() -> Any:
+    """The ``minilm_mr`` factory's load path, on a copy of the tiny BERT marked as built
+    (building the real one takes minutes: ``python -m mmargin_text.minilm``)."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="mmargin-minilm-")) / "built"
+    shutil.copytree(_bert_folder(), folder)
+    (folder / "mmargin_build.json").write_text('{"test_accuracy": null}', encoding="utf-8")
+    return _make("adapters", "text", _make("models", "minilm_mr", path=str(folder)))
 
 
 def _black_box(texts: Sequence[str]) -> np.ndarray:
@@ -101,6 +118,7 @@ CASES: list[Case] = [
     distance_case("embedding-l2", lambda: _make("distances", "embedding-l2"), (5, 8)),
     adapter_case("text-mr_cnn", _cnn, lambda: SENTENCES),
     adapter_case("text-hf_classifier", _bert, lambda: SENTENCES),
+    adapter_case("text-minilm_mr", _minilm_mr, lambda: SENTENCES),
     adapter_case(
         "text-callable",
         lambda: _make("adapters", "text-callable", _black_box),
