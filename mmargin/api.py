@@ -195,7 +195,7 @@ def evaluate(
     options = dict(adapter_options or {})
     check_normalisation(options, x_np, "adapter_options")
     wrapped = adapter_for(model, ModelSpec(None, adapter=adapter, adapter_options=options),
-                          device, field="adapter")  # fmt: skip
+                          device, field="adapter", space=space)  # fmt: skip
     try:
         goal_obj = make_goal(goal, target, **goal_options)
     except ValueError as exc:

@@ -156,9 +156,25 @@ def check_normalisation(options: Mapping[str, Any], x: np.ndarray, field: str) -
 
 def adapter_for(
     model: Any, spec: ModelSpec | None, device: str, options: Mapping[str, Any] | None = None,
-    field: str = "model.adapter",
+    field: str = "model.adapter", space: Any = None,
 ) -> Any:  # fmt: skip
-    """Wrap the model: the named adapter, else the first plugin that recognises it."""
+    """Wrap the model: the named adapter, else the first plugin that recognises it. An
+    adapter with a ``bind_space(space)`` method is then shown the run's space (the tabular
+    adapter learns the schema of a model trained on raw DataFrame columns from it)."""
+    adapter = _adapter(model, spec, device, options, field)
+    bind = getattr(adapter, "bind_space", None)
+    if space is not None and callable(bind):
+        try:
+            bind(space)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTaskError(field, str(exc)) from None
+    return adapter
+
+
+def _adapter(
+    model: Any, spec: ModelSpec | None, device: str, options: Mapping[str, Any] | None,
+    field: str,
+) -> Any:  # fmt: skip
     opts = dict(spec.adapter_options if spec is not None else options or {})
     name = spec.adapter if spec is not None else None
     if name is not None:
@@ -268,7 +284,7 @@ def resolve(
         dataset = dataset.head(task.samples)
     if task.model is not None:
         check_normalisation(task.model.adapter_options, dataset.x, "model.adapter_options")
-    adapter = adapter_for(model, task.model, task.device)
+    adapter = adapter_for(model, task.model, task.device, space=space)
     if data is None:
         dataset = align_classes(dataset, model, adapter)
     try:

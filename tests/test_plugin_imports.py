@@ -1,7 +1,8 @@
 """Plugins build on the one public surface: ``mmargin.plugin`` (and ``mmargin.testing`` in
 tests, ``mmargin``'s own API for task runs) — never the engine's or the host's modules,
 which may move. The tabular plugin's exact-model description reads the exact core's public
-modules (``mmargin.exact``), and is the one exception."""
+modules (``mmargin.exact``), and is the one exception (``exact.py`` and the model-dump
+readers it uses, ``boosters.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {"mmargin", "mmargin.plugin", "mmargin.testing"}
-EXCEPTIONS = {"plugins/mmargin-tabular/mmargin_tabular/exact.py"}
+EXCEPTIONS = {"plugins/mmargin-tabular/mmargin_tabular/exact.py",
+              "plugins/mmargin-tabular/mmargin_tabular/boosters.py"}  # fmt: skip
 SOURCES = sorted(
     [*ROOT.glob("plugins/*/mmargin_*/**/*.py"), *ROOT.glob("plugins/*/tests/*.py"),
      *ROOT.glob("examples/*/mmargin_*/**/*.py"), *ROOT.glob("examples/*/tests/*.py")]

@@ -62,14 +62,19 @@ def _pool(run: Run) -> Tensor | None:
 STRATEGIES: dict[str, SearchFn] = {"gradient": _gradient, "decision": _decision,
                                    "hybrid": _hybrid}  # fmt: skip
 """Continuous search strategies by name; ``auto`` picks ``gradient`` for differentiable
-models and ``decision`` otherwise."""
+models (``hybrid`` on a space that rounds) and ``decision`` otherwise."""
 
 
-def choose_strategy(differentiable: bool, requested: str) -> str:
-    """The strategy a run uses: the requested one, or the best for the model."""
+def choose_strategy(differentiable: bool, requested: str, rounds: bool = False) -> str:
+    """The strategy a run uses: the requested one, or the best for the model — ``hybrid``
+    for a differentiable model on a space that ``rounds`` its relaxation (integers,
+    categories: a gradient flip may not survive the rounding, the decision-based polish
+    repairs it)."""
     if requested != "auto":
         return requested
-    return "gradient" if differentiable else "decision"
+    if differentiable:
+        return "hybrid" if rounds else "gradient"
+    return "decision"
 
 
 @dataclass
@@ -84,7 +89,7 @@ class ContinuousSearch:
         """The budget split for this run (exact nudges reserved when an exact method may
         answer)."""
         nudges = len(NUDGES) if self.exact is not None and run.spec.exact != "never" else 0
-        return run.spec.plan(reserve=nudges + run.spec.report_passes)
+        return run.spec.plan(reserve=nudges + run.spec.report_passes + 1)
 
     def search(self, run: Run, batch: Batch, rows: list[int]) -> list[Candidate]:
         """Search, line-search and ask the exact hook for the samples ``rows`` of ``batch``."""
@@ -105,20 +110,23 @@ class ContinuousSearch:
         queries = state.queries.clone()
         best, norms = torch.zeros_like(x), torch.full_like(state.best_norm, math.inf)
         found = torch.isfinite(state.best_norm)
+        unverified = torch.zeros_like(found)  # a candidate no pass has seen flip (yet)
         if found.any():
             f = found.nonzero().squeeze(1)
-            delta, passes = line_search(
+            delta, passes, seen = line_search(
                 run.model, run.space, run.goal, x[f], state.best_delta[f], labels[f],
-                targets[f] if targets is not None else None, plan.line_search,
+                targets[f] if targets is not None else None, plan.line_search, check=True,
             )  # fmt: skip
             queries[f] += passes
             best[f] = delta
             norms[f] = run.distance.norm(delta)
+            unverified[f] = ~seen
         out = []
         scale = run.distance.norm(x)
         for j, i in enumerate(rows):
             out.append(self._finish(run, batch.ids[i], x, labels, targets, j, best, norms,
-                                    int(queries[j]), float(scale[j])))  # fmt: skip
+                                    int(queries[j]), float(scale[j]),
+                                    bool(unverified[j])))  # fmt: skip
             out[-1].indicators = state.raised(j)
             if FELL_BACK in out[-1].indicators:
                 out[-1].method = "decision" if out[-1].method == "gradient" else out[-1].method
@@ -127,16 +135,19 @@ class ContinuousSearch:
 
     def _finish(
         self, run: Run, sample: str, x: Tensor, labels: Tensor, targets: Tensor | None,
-        j: int, best: Tensor, norms: Tensor, queries: int, scale: float,
+        j: int, best: Tensor, norms: Tensor, queries: int, scale: float, unverified: bool,
     ) -> Candidate:  # fmt: skip
-        """The exact hook for one sample, then its candidate."""
+        """The exact hook for one sample, then its candidate. A search candidate no pass saw
+        flip bounds nothing: the exact hook is asked as if none was found, and its verified
+        flip wins (``auto`` never drops a verified flip for an unverified one)."""
         method, lower, notes, bound = self.name, None, [], None
         if self.exact is not None and run.spec.exact != "never":
             left = run.spec.budget - 2 - queries - run.spec.report_passes - run.spec.baseline_passes
+            upper = math.inf if unverified else float(norms[j])
             got = apply_exact(
                 self.exact, run.model, run.space, run.distance, run.goal, x[j : j + 1],
                 labels[j : j + 1], None if targets is None else targets[j : j + 1],
-                float(norms[j]), sample, left,
+                upper, sample, left,
             )  # fmt: skip
             queries += got.passes
             lower, notes, bound = got.lower, got.notes, got.bound_method
@@ -188,8 +199,9 @@ def flip_continuous(
         raise ValueError(f"strategy: expected auto, exact or one of {sorted(STRATEGIES)} for "
                          f"the continuous space {space.name!r}, got {spec.strategy!r}")  # fmt: skip
     counted = CountingAdapter(model)
-    name = "exact" if spec.exact == "only" else choose_strategy(counted.differentiable,
-                                                                  spec.strategy)  # fmt: skip
+    rounds = bool(getattr(space, "rounds", False))
+    chosen = choose_strategy(counted.differentiable, spec.strategy, rounds)
+    name = "exact" if spec.exact == "only" else chosen
     problems = space.check(x)
     run = Run(counted, space, distance, goal, spec, report)
     space_pool = [] if space.reference is None else [np.asarray(space.reference, np.float32)]

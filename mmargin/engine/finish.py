@@ -35,12 +35,15 @@ def line_search(
     labels: Tensor,
     targets: Tensor | None,
     steps: int,
-) -> tuple[Tensor, Tensor]:
+    check: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Shrink each adversarial ``delta`` toward ``x`` by bisection on its scale t ∈ [0, 1].
 
-    ``x + delta`` must be adversarial; the returned perturbation ``t·delta`` (finalised by
-    the space) still is, with the smallest t bisection found. Returns it and the forward
-    passes each sample used.
+    ``x + delta`` should be adversarial; the returned perturbation ``t·delta`` (finalised by
+    the space) still is, with the smallest t bisection found. Returns it, the forward
+    passes each sample used and whether a pass saw it flip. With ``check``, a sample whose
+    bisection never met a flip spends one more pass on the finalised ``x + delta`` itself
+    (a search on a relaxation may hold a point that is no flip once finalised).
     """
     batch = x.shape[0]
     lo = torch.zeros(batch, device=x.device, dtype=x.dtype)
@@ -52,7 +55,14 @@ def line_search(
         hi = torch.where(adv, mid, hi)
         lo = torch.where(adv, lo, mid)
     passes = torch.full((batch,), steps, dtype=torch.long, device=x.device)
-    return space.finalize(x, x + delta * per_sample(hi, delta)) - x, passes
+    out = space.finalize(x, x + delta * per_sample(hi, delta))
+    seen = hi < 1
+    unseen = (~seen).nonzero().squeeze(1)
+    if check and unseen.numel():
+        t = targets[unseen] if targets is not None else None
+        seen[unseen] = goal.is_adversarial(model(out[unseen]), labels[unseen], t)
+        passes[unseen] += 1
+    return out - x, passes, seen
 
 
 @dataclass(frozen=True)

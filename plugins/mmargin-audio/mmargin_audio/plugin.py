@@ -171,4 +171,5 @@ def mmargin_render_sample(space: Any, result: Any, dataset_item: Any) -> str | N
         return None
     from mmargin_audio.render import render_clip
 
-    return render_clip(result, dataset_item, int(getattr(space, "sample_rate", 16000)))
+    rate = (result.extras or {}).get("sample_rate") or getattr(space, "sample_rate", 16000)
+    return render_clip(result, dataset_item, int(rate))

@@ -90,6 +90,7 @@ def clip_report(
     for row, i in enumerate(changed.tolist()):
         extras = {**{k: _plain(v[row]) for k, v in figures.items()}, **saved[row]}
         extras["below_pcm16_step"] = bool(figures["peak_delta"][row] < PCM16_STEP)
+        extras["sample_rate"] = int(space.sample_rate)  # the rate the model heard the clip at
         if skipped:
             extras["report_skipped"] = f"the sample's budget ran out before the {skipped[0]}"
         out[i] = extras

@@ -12,6 +12,15 @@ decision function) and ``MLPClassifier``, optionally behind affine scalers in a
 ``Pipeline`` — run as an equivalent float64 torch module, so the gradient strategy and
 the exact solvers apply (:func:`extract_net`). Everything else (tree ensembles, SVMs,
 custom pipelines) is a black box: the engine uses the decision-based strategy.
+
+**Raw DataFrames.** An estimator trained on a pandas DataFrame of a schema's *raw*
+columns (``feature_names_in_`` are the schema's feature names: a ``Pipeline`` with a
+``ColumnTransformer`` that one-hot encodes and scales them, a gradient-boosting model on
+numeric + ``category`` columns) is fed DataFrames decoded from the engine's encoded rows
+(:func:`mmargin_tabular.frames.to_frame`). The adapter learns the schema from its
+``schema`` option or from the ``tabular`` space of the run (:meth:`SklearnAdapter.bind_space`).
+When the preprocessing is affine in the encoding (:func:`~mmargin_tabular.frames.affine_map`),
+a linear model or MLP behind it still gets its torch twin and exact margins.
 """
 
 from __future__ import annotations
@@ -39,15 +48,22 @@ class NetSpec:
     head: str = "logit"
     scale: np.ndarray | None = None
     offset: np.ndarray | None = None
+    pre: tuple[np.ndarray, np.ndarray] | None = None
 
     def folded(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The layers with the input scaling folded into the first one (float64 copies)."""
+        """The layers with the input scaling (and ``pre``, an affine map ``x @ A.T + c``
+        applied before it, e.g. a one-hot encoder on a schema's encoding) folded into the
+        first one (float64 copies)."""
         layers = [(np.array(w, dtype=np.float64), np.array(b, dtype=np.float64))
                   for w, b in self.layers]  # fmt: skip
         if self.scale is not None:
             w, b = layers[0]
             offset = self.offset if self.offset is not None else 0.0
             layers[0] = (w * self.scale[None, :], b + w @ np.broadcast_to(offset, w.shape[1]))
+        if self.pre is not None:
+            w, b = layers[0]
+            a, c = self.pre
+            layers[0] = (w @ a, b + w @ c)
         return layers
 
 
@@ -170,9 +186,11 @@ class SklearnAdapter:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     scores: str = "proba"
     gradients: str = "auto"
+    schema: Any = None
     differentiable: bool = field(default=False, init=False)
     net: NetSpec | None = field(default=None, init=False)
     module: TorchNet | None = field(default=None, init=False, repr=False)
+    raw: Any = field(default=None, init=False, repr=False)
     cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -190,22 +208,82 @@ class SklearnAdapter:
                     "threshold its decision_function)." if hasattr(self.estimator,
                     "decision_function") else "")  # fmt: skip
             raise ValueError(f"{name} has no {method}.{hint}")
-        self.net = extract_net(self.estimator, self.scores)
-        if self.net is not None and self.gradients == "auto":
-            self.module = TorchNet(self.net).to(self.device)
+        self._setup(extract_net(self.estimator, self.scores))
+        if self.schema is not None:
+            from mmargin_tabular.schema import load_schema
+
+            self.schema = load_schema(self.schema)
+            self._bind(self.schema)
+
+    def _setup(self, net: NetSpec | None) -> None:
+        self.net, self.module, self.differentiable = net, None, False
+        self.cache.clear()
+        if net is not None and self.gradients == "auto":
+            self.module = TorchNet(net).to(self.device)
             self.differentiable = True
+
+    def bind_space(self, space: Any) -> None:
+        """Learn the run's schema from its ``tabular`` space (unless given as an option),
+        so an estimator trained on raw DataFrame columns is fed decoded DataFrames."""
+        schema = getattr(space, "schema", None)
+        if self.schema is None and schema is not None and hasattr(schema, "n_columns"):
+            self.schema = schema
+            self._bind(schema)
+
+    def _bind(self, schema: Any) -> None:
+        """Switch to raw-DataFrame mode when the estimator's input names are the schema's
+        feature names (see the module docs)."""
+        from mmargin_tabular.frames import affine_map
+
+        names = getattr(self.estimator, "feature_names_in_", None)
+        raw_names = [f.name for f in schema.features]
+        if names is None or [str(n) for n in names] == schema.columns:
+            return  # trained on the encoding itself (or on plain arrays)
+        names = [str(n) for n in names]
+        unknown = [n for n in names if n not in raw_names]
+        if unknown:
+            raise ValueError(
+                f"{type(self.estimator).__name__} expects {len(names)} features named "
+                f"{names}; schema {schema.name!r} has no column(s) {unknown} (its features "
+                f"are {raw_names})"
+            )
+        self.raw = RawInput(schema, names)
+        from sklearn.pipeline import Pipeline
+
+        if isinstance(self.estimator, Pipeline) and len(self.estimator.steps) > 1:
+            prefix, final = self.estimator[:-1], self.estimator.steps[-1][1]
+            pre = affine_map(prefix.transform, schema, names)
+        else:
+            final, pre = self.estimator, affine_map(_as_array, schema, names)
+        net = extract_net(final, self.scores) if pre is not None else None
+        if net is not None:
+            if net.scale is not None or net.pre is not None:
+                net = None  # a final step that is itself a pipeline: keep it a black box
+            else:
+                net.pre = pre
+        self.raw.pre = pre
+        self.raw.final = final
+        self._setup(net)
 
     @property
     def n_features(self) -> int | None:
-        """How many input columns the estimator expects (when it says)."""
+        """How many input columns the adapter expects (when it knows)."""
+        if self.raw is not None:
+            return int(self.raw.schema.n_columns)
         n = getattr(self.estimator, "n_features_in_", None)
         return int(n) if n is not None else None
 
     def __call__(self, x: Tensor) -> Tensor:
         n = self.n_features
         if n is not None and x.shape[1] != n:
+            names = getattr(self.estimator, "feature_names_in_", None)
+            hint = ""
+            if names is not None and self.raw is None:
+                hint = (f" (a DataFrame with columns {[str(c) for c in names]}); give the "
+                        "adapter the feature schema of those raw columns (adapter option "
+                        "schema, or the run's tabular space) to feed it DataFrames")  # fmt: skip
             raise ValueError(
-                f"{type(self.estimator).__name__} expects {n} features, got {x.shape[1]}"
+                f"{type(self.estimator).__name__} expects {n} features{hint}, got {x.shape[1]}"
             )
         if self.module is not None:
             return self.module(x.to(self.device)).to(x.dtype)
@@ -216,7 +294,11 @@ class SklearnAdapter:
         """The scores of the estimator itself (float64), whatever the adapter runs."""
         arr: Any = np.asarray(x, dtype=np.float64)
         names = getattr(self.estimator, "feature_names_in_", None)
-        if names is not None:
+        if self.raw is not None:
+            from mmargin_tabular.frames import to_frame
+
+            arr = to_frame(self.raw.schema, arr, self.raw.names)
+        elif names is not None:
             import pandas as pd
 
             arr = pd.DataFrame(arr, columns=list(names))
@@ -225,6 +307,22 @@ class SklearnAdapter:
             return np.log(np.clip(proba, _LOG_FLOOR, 1.0))
         d = np.asarray(self.estimator.decision_function(arr), dtype=np.float64)
         return np.stack([-d, d], axis=1) if d.ndim == 1 else d
+
+
+@dataclass
+class RawInput:
+    """How an adapter feeds raw DataFrames: the schema, the estimator's column order, and
+    (when the preprocessing is affine in the encoding) its map ``(A, c)`` and final step."""
+
+    schema: Any
+    names: list[str]
+    pre: tuple[np.ndarray, np.ndarray] | None = None
+    final: Any = None
+
+
+def _as_array(frame: Any) -> np.ndarray:
+    """A DataFrame's values as floats (an estimator fit on raw numeric columns sees them)."""
+    return np.asarray(frame.to_numpy(dtype=np.float64))
 
 
 def is_sklearn_model(model: Any) -> bool:

@@ -8,7 +8,10 @@ describes, through two hooks:
   features, one-hot blocks and their switching costs, and the distance's per-column costs;
 - the **parameters** of the scikit-learn models a fraud team deploys (:func:`sklearn_model`,
   hook ``mmargin_exact_model``): tree ensembles (random forest, extra trees, decision
-  tree, gradient boosting) as a :class:`~mmargin.exact.trees.TreeEnsemble`, linear
+  tree, gradient boosting, histogram gradient boosting, and XGBoost / LightGBM read from
+  their own dumps by :mod:`mmargin_tabular.boosters`) as a
+  :class:`~mmargin.exact.trees.TreeEnsemble`, behind a preprocessing step that reads one
+  encoded column per model input (one-hot encoders and scalers on raw columns); linear
   classifiers and ReLU ``MLPClassifier`` s (behind affine scalers) as affine layers, each
   with the head that says how the adapter's scores derive from the outputs.
 
@@ -68,7 +71,7 @@ def sklearn_model(adapter: Any) -> ExactModel | None:
     if not isinstance(adapter, SklearnAdapter):
         return None
     if "ensemble" not in adapter.cache:
-        adapter.cache["ensemble"] = ensemble_from_sklearn(adapter.estimator)
+        adapter.cache["ensemble"] = _ensemble(adapter)
     ens = adapter.cache["ensemble"]
     if ens is not None:
         if ens.kind == "forest":
@@ -80,6 +83,21 @@ def sklearn_model(adapter: Any) -> ExactModel | None:
     if net is None or (len(net.layers) > 1 and net.activation != "relu"):
         return None
     return ExactModel(net.head, layers=net.folded(), info={"source": "sklearn"})
+
+
+def _ensemble(adapter: Any) -> TreeEnsemble | None:
+    """The tree ensemble of an adapter's estimator over the engine's encoded rows: read
+    directly, or through an affine one-column-per-input preprocessing (a pipeline on raw
+    DataFrame columns); ``None`` when the model is no tree ensemble the core handles."""
+    from mmargin_tabular.boosters import read_booster, through_columns
+
+    raw = adapter.raw
+    if raw is None:
+        return ensemble_from_sklearn(adapter.estimator) or read_booster(adapter.estimator)
+    if raw.pre is None:
+        return None
+    ens = ensemble_from_sklearn(raw.final) or read_booster(raw.final)
+    return None if ens is None else through_columns(ens, *raw.pre)
 
 
 def ensemble_from_sklearn(est: Any) -> TreeEnsemble | None:

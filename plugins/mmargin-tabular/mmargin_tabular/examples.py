@@ -19,7 +19,9 @@ MAX_FEATURES = 4
 
 
 def _value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A reported value: reports round to each feature's precision already, so up to the 7
+    significant digits a float32 row holds (``436.33``, never ``69.29000091552734``)."""
+    return f"{value:.7g}" if isinstance(value, float) else str(value)
 
 
 def feature_diff(changes: Sequence[Mapping[str, Any]], units: Mapping[str, str]) -> str:

@@ -127,10 +127,68 @@ def _torch_state(seed: int, hidden: int, epochs: int) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _train_frame(seed: int = 0) -> tuple[Any, np.ndarray]:
+    """The training split as a raw DataFrame (the fraud schema's columns and dtypes)."""
+    from mmargin_tabular.frames import to_frame
+    from mmargin_tabular.schema import load_schema
+
+    x, y = _train_data(seed)
+    frame = to_frame(load_schema("fraud"), x)
+    for f in load_schema("fraud").features:
+        if f.type == "categorical":  # what a user's CSV gives: plain strings
+            frame[f.name] = frame[f.name].astype(str)
+    return frame, y
+
+
+def _column_transformer() -> Any:
+    """``OneHotEncoder`` on the categorical columns, ``StandardScaler`` on the numeric ones
+    (the fraud team's usual preprocessing, fit on raw columns by name)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from mmargin_tabular.schema import load_schema
+
+    schema = load_schema("fraud")
+    categorical = [f.name for f in schema.features if f.type == "categorical"]
+    numeric = [f.name for f in schema.features if f.type != "categorical"]
+    return ColumnTransformer([
+        ("categories", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ("numbers", StandardScaler(), numeric),
+    ])  # fmt: skip
+
+
+@functools.cache
+def fraud_pipeline_logreg(seed: int = 0) -> Any:
+    """``Pipeline(ColumnTransformer(OneHotEncoder, StandardScaler), LogisticRegression)``
+    trained on the raw DataFrame (string categories), as a fraud team would."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    frame, y = _train_frame(seed)
+    steps = [("prep", _column_transformer()), ("model", LogisticRegression(max_iter=2000))]
+    return Pipeline(steps).fit(frame, y)
+
+
+@functools.cache
+def fraud_pipeline_hgb(seed: int = 0, max_iter: int = 60, max_depth: int = 3) -> Any:
+    """The same preprocessing + ``HistGradientBoostingClassifier`` (60 trees, depth 3)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+
+    frame, y = _train_frame(seed)
+    model = HistGradientBoostingClassifier(max_iter=max_iter, max_depth=max_depth,
+                                           learning_rate=0.1, random_state=seed,
+                                           early_stopping=False)  # fmt: skip
+    return Pipeline([("prep", _column_transformer()), ("model", model)]).fit(frame, y)
+
+
 FACTORIES: dict[str, Callable[..., Any]] = {
     "logreg": fraud_logreg,
     "gbm": fraud_gbm,
     "forest": fraud_forest,
     "mlp": fraud_mlp,
     "torch_mlp": fraud_torch_mlp,
+    "pipeline_logreg": fraud_pipeline_logreg,
+    "pipeline_hgb": fraud_pipeline_hgb,
 }

@@ -46,12 +46,15 @@ def mmargin_register_distances(register: Register) -> None:
 
 
 def sklearn_adapter(model: Any, device: str = "cpu", scores: str = "proba",
-                    gradients: str = "auto") -> Any:  # fmt: skip
-    """A fitted scikit-learn classifier or pipeline: ``scores`` = ``proba`` (log
-    predict_proba) or ``decision``; ``gradients = "never"`` forces the black-box path."""
+                    gradients: str = "auto", schema: Any = None) -> Any:  # fmt: skip
+    """A fitted scikit-learn classifier or pipeline (XGBoost and LightGBM classifiers too):
+    ``scores`` = ``proba`` (log predict_proba) or ``decision``; ``gradients = "never"``
+    forces the black-box path; ``schema`` names the raw columns of a model trained on a
+    DataFrame (default: the run's tabular space's schema)."""
     from mmargin_tabular.adapters import SklearnAdapter
 
-    return SklearnAdapter(model, device=device, scores=scores, gradients=gradients)  # type: ignore[arg-type]
+    return SklearnAdapter(model, device=device, scores=scores, gradients=gradients,  # type: ignore[arg-type]
+                          schema=schema)  # fmt: skip
 
 
 @hookimpl
@@ -147,6 +150,18 @@ def _fraud_torch_mlp(seed: int = 0, hidden: int = 16, epochs: int = 40) -> Any:
     return fraud_torch_mlp(seed, hidden, epochs)
 
 
+def _fraud_pipeline_logreg(seed: int = 0) -> Any:
+    from mmargin_tabular.models import fraud_pipeline_logreg
+
+    return fraud_pipeline_logreg(seed)
+
+
+def _fraud_pipeline_hgb(seed: int = 0, max_iter: int = 60, max_depth: int = 3) -> Any:
+    from mmargin_tabular.models import fraud_pipeline_hgb
+
+    return fraud_pipeline_hgb(seed, max_iter, max_depth)
+
+
 @hookimpl
 def mmargin_register_models(register: Register) -> None:
     register("fraud_logreg", _fraud_logreg, help="scaler + logistic regression on synthetic fraud")
@@ -154,6 +169,14 @@ def mmargin_register_models(register: Register) -> None:
     register("fraud_forest", _fraud_forest, help="random forest on synthetic fraud")
     register("fraud_mlp", _fraud_mlp, help="scaler + scikit-learn ReLU MLP on synthetic fraud")
     register("fraud_torch_mlp", _fraud_torch_mlp, help="torch Linear-ReLU-Linear, fraud")
+    register(
+        "fraud_pipeline_logreg",
+        _fraud_pipeline_logreg,
+        help="Pipeline(ColumnTransformer("
+        "OneHotEncoder, StandardScaler), LogisticRegression) on the raw fraud DataFrame",
+    )
+    register("fraud_pipeline_hgb", _fraud_pipeline_hgb, help="the same preprocessing + "
+             "HistGradientBoostingClassifier, on the raw fraud DataFrame")  # fmt: skip
 
 
 @hookimpl

@@ -5,7 +5,18 @@ A schema lists features in model-input order. Each feature has a type — ``cont
 category) — bounds, whether it may change at all (``mutable = false``: account age, card
 country), an allowed direction (``any``, ``up``, ``down``), a ``cost`` per unit of change
 (a category switch or a binary flip costs ``cost`` once) and a ``scale`` (the size of one
-"standard unit", e.g. the standard deviation, used by the ``std`` units).
+"standard unit", e.g. the standard deviation, used by the ``std`` units). A feature may
+also give the ``unit`` its values are shown in, the ``precision`` (decimal places) they
+are shown with (integers: 0; otherwise the shortest float32 repr, so no ``69.29000091552734``)
+and, for a categorical, the ``allowed`` categories a change may move *into* (the row's own
+category may always be left). ``type = "numeric"`` is ``continuous``, or ``integer`` with
+``integer = true``.
+
+The schema describes the *raw* columns a user's DataFrame holds (names and meanings); the
+model input the engine searches over is its encoding (one-hot blocks for categoricals),
+and :mod:`mmargin_tabular.frames` turns encoded rows back into DataFrames with the raw
+column names and dtypes for models trained on DataFrames (scikit-learn pipelines with a
+``ColumnTransformer``, XGBoost, LightGBM).
 
 Schemas are TOML (read with :mod:`tomllib`)::
 
@@ -67,6 +78,8 @@ class Feature:
     scale: float = 1.0
     categories: tuple[str, ...] = ()
     unit: str = ""
+    precision: int | None = None
+    allowed: tuple[str, ...] = ()
 
     @property
     def width(self) -> int:
@@ -80,8 +93,32 @@ class Feature:
             return [f"{self.name}={c}" for c in self.categories]
         return [self.name]
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The categories a change may move into (all of them unless ``allowed`` says)."""
+        return self.allowed or self.categories
 
-_KEYS = {"type", "lower", "upper", "mutable", "direction", "cost", "scale", "categories", "unit"}
+    def value(self, encoded: float) -> float | int:
+        """One raw value as shown: an ``int`` for integer features, else rounded to the
+        feature's ``precision`` (default: the shortest repr of its float32, so values read
+        from float32 rows carry no float noise)."""
+        if self.type in ("integer", "binary"):
+            return round(float(encoded))
+        if self.precision is not None:
+            return round(float(encoded), self.precision)
+        return float(str(np.float32(encoded)))
+
+    def show(self, value: Any) -> str:
+        """A raw value with its unit, e.g. ``"69.29 $"`` or ``"electronics"``."""
+        if value is None:
+            return "?"
+        text = f"{value:.{self.precision}f}" if isinstance(value, float) and \
+            self.precision is not None else str(value)  # fmt: skip
+        return f"{text} {self.unit}" if self.unit else text
+
+
+_KEYS = {"type", "lower", "upper", "mutable", "direction", "cost", "scale", "categories", "unit",
+         "precision", "allowed", "integer"}  # fmt: skip
 
 
 def _feature(name: str, raw: Mapping[str, Any]) -> Feature:
@@ -93,6 +130,10 @@ def _feature(name: str, raw: Mapping[str, Any]) -> Feature:
     if unknown:
         raise SchemaError(f"{where}: unknown keys {sorted(unknown)}; expected {sorted(_KEYS)}")
     kind = raw.get("type", "continuous")
+    if kind == "numeric":
+        kind = "integer" if raw.get("integer", False) is True else "continuous"
+    elif "integer" in raw:
+        raise SchemaError(f"{where}: integer = true only applies to type = 'numeric'")
     if kind not in TYPES:
         raise SchemaError(f"{where}: type must be one of {', '.join(TYPES)}, got {kind!r}")
     direction = raw.get("direction", "any")
@@ -135,8 +176,26 @@ def _feature(name: str, raw: Mapping[str, Any]) -> Feature:
     unit = raw.get("unit", "")
     if not isinstance(unit, str):
         raise SchemaError(f"{where}: unit must be a string, got {unit!r}")
+    precision = raw.get("precision")
+    if precision is not None and (isinstance(precision, bool) or not isinstance(precision, int)
+                                  or not 0 <= precision <= 12):  # fmt: skip
+        raise SchemaError(f"{where}: precision must be a whole number of decimals in [0, 12], "
+                          f"got {precision!r}")  # fmt: skip
+    allowed: tuple[str, ...] = ()
+    if "allowed" in raw:
+        if kind != "categorical":
+            raise SchemaError(f"{where}: allowed only applies to type = 'categorical'")
+        given = raw["allowed"]
+        if not isinstance(given, Sequence) or isinstance(given, str):
+            raise SchemaError(f"{where}: allowed must be a list of categories, got {given!r}")
+        allowed = tuple(str(c) for c in given)
+        strangers = [c for c in allowed if c not in categories]
+        if strangers:
+            raise SchemaError(f"{where}: allowed categories {strangers} are not among its "
+                              f"categories {list(categories)}")  # fmt: skip
     return Feature(name, kind, float(lower), float(upper), mutable, direction,
-                   numbers["cost"], numbers["scale"], categories, unit)  # fmt: skip
+                   numbers["cost"], numbers["scale"], categories, unit,
+                   0 if kind in ("integer", "binary") else precision, allowed)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -207,8 +266,13 @@ class Schema:
 
     @cached_property
     def direction(self) -> np.ndarray:
-        """+1 (only up), -1 (only down) or 0 (either way) per column."""
-        return self._per_column(lambda f: {"any": 0.0, "up": 1.0, "down": -1.0}[f.direction])
+        """+1 (only up), -1 (only down) or 0 (either way) per column. The one-hot column of a
+        category outside a categorical's ``allowed`` list may only go down (be left)."""
+        out = self._per_column(lambda f: {"any": 0.0, "up": 1.0, "down": -1.0}[f.direction])
+        for f, s in zip(self.features, self.slices, strict=True):
+            if f.allowed:
+                out[s] = [0.0 if c in f.allowed else -1.0 for c in f.categories]
+        return out
 
     @cached_property
     def integer(self) -> np.ndarray:
@@ -244,16 +308,15 @@ class Schema:
 
     # -- values -----------------------------------------------------------------------------
     def describe(self, row: np.ndarray) -> dict[str, Any]:
-        """One encoded row as ``{feature: value}`` (a category name for categoricals)."""
+        """One encoded row as ``{feature: raw value}`` (a category name for categoricals,
+        numbers rounded as :meth:`Feature.value` shows them)."""
         out: dict[str, Any] = {}
         for f, s in zip(self.features, self.slices, strict=True):
             if f.type == "categorical":
                 block = row[s]
                 out[f.name] = f.categories[int(np.argmax(block))] if block.max() > 0.5 else None
-            elif f.type in ("integer", "binary"):
-                out[f.name] = round(float(row[s][0]))
             else:
-                out[f.name] = float(row[s][0])
+                out[f.name] = f.value(row[s][0])
         return out
 
 

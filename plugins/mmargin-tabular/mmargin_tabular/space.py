@@ -70,6 +70,14 @@ class TabularSpace(ContinuousSpace):
             self.reference = ref[np.asarray(ok, dtype=bool)]
 
     @property
+    def rounds(self) -> bool:
+        """Whether :meth:`finalize` rounds the relaxation (a mutable integer, binary or
+        categorical feature): the engine's ``auto`` then polishes gradient flips with the
+        decision-based search (``hybrid``)."""
+        assert self.schema is not None
+        return any(f.mutable and f.type != "continuous" for f in self.schema.features)
+
+    @property
     def coordinate_groups(self) -> list[np.ndarray]:
         """Columns that change together (one per feature): used by coordinate searches."""
         assert self.schema is not None

@@ -35,6 +35,11 @@ def fraud_probability(name: str, model: Any, x: np.ndarray) -> np.ndarray:
 
         with torch.no_grad():
             return torch.softmax(model(torch.as_tensor(x, dtype=torch.float32)), 1)[:, 1].numpy()
+    if name.startswith("pipeline_"):  # trained on the raw DataFrame
+        from mmargin_tabular.frames import to_frame
+        from mmargin_tabular.schema import load_schema
+
+        return np.asarray(model.predict_proba(to_frame(load_schema("fraud"), x))[:, 1])
     return np.asarray(model.predict_proba(x.astype(np.float64))[:, 1])
 
 

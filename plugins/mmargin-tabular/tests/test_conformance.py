@@ -63,8 +63,8 @@ def _csv() -> str:
     return str(path)
 
 
-def _sklearn(model: str) -> Any:
-    return _make("adapters", "sklearn", _make("models", model))
+def _sklearn(model: str, **options: Any) -> Any:
+    return _make("adapters", "sklearn", _make("models", model), **options)
 
 
 CASES: list[Case] = [
@@ -86,6 +86,10 @@ CASES: list[Case] = [
     *[
         adapter_case(f"sklearn-{m}", lambda m=m: _sklearn(m), _rows)
         for m in ("fraud_logreg", "fraud_gbm", "fraud_forest", "fraud_mlp")
+    ],
+    *[
+        adapter_case(f"sklearn-{m}", lambda m=m: _sklearn(m, schema="fraud"), _rows)
+        for m in ("fraud_pipeline_logreg", "fraud_pipeline_hgb")
     ],
     adapter_case(
         "torch-fraud_torch_mlp",

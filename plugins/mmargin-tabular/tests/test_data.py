@@ -116,7 +116,7 @@ def test_models_train_deterministically() -> None:
     assert np.array_equal(a.predict_proba(x), b.predict_proba(x))
 
 
-@pytest.mark.parametrize("name", ["logreg", "gbm"])
+@pytest.mark.parametrize("name", ["logreg", "gbm", "pipeline_logreg"])
 def test_models_match_the_recorded_manifest(name: str) -> None:
     import json
 

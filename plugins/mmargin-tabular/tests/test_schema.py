@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,6 +35,12 @@ def test_fraud_schema_layout(schema: Schema) -> None:
         ({"a": {"direction": "sideways"}}, "direction must be one of"),
         ({"a": {"mutable": "no"}}, "mutable must be true or false"),
         ({"a": {"categories": ["x", "y"]}}, "only apply to type = 'categorical'"),
+        ({"a": {"precision": 1.5}}, "precision must be a whole number"),
+        ({"a": {"precision": -1}}, "precision must be a whole number"),
+        ({"a": {"allowed": ["x"]}}, "allowed only applies"),
+        ({"a": {"type": "categorical", "categories": ["x", "y"], "allowed": ["z"]}},
+         "allowed categories ['z'] are not among"),
+        ({"a": {"type": "continuous", "integer": True}}, "integer = true only applies"),
     ],
 )  # fmt: skip
 def test_bad_schemas_name_feature_and_field(features: dict, message: str) -> None:
@@ -104,3 +111,25 @@ def test_l0_counts_features_not_columns(schema: Schema) -> None:
     assert dist.norm(delta).tolist() == [2.0, 0.0]
     assert make_distance("linf", schema).units == "standard deviations"
     assert math.isinf(make_distance("l1", schema).p) is False
+
+
+def test_numeric_precision_units_and_allowed_categories() -> None:
+    from mmargin_tabular.report import row_report
+
+    sch = parse_schema({"features": {
+        "amount": {"type": "numeric", "lower": 0, "upper": 1000, "unit": "$", "precision": 2},
+        "count": {"type": "numeric", "integer": True, "lower": 0, "upper": 9},
+        "score": {"type": "numeric"},
+        "shop": {"type": "categorical", "categories": ["a", "b", "c"], "allowed": ["b"]},
+    }})  # fmt: skip
+    assert [f.type for f in sch.features] == ["continuous", "integer", "continuous", "categorical"]
+    assert sch.direction[3:].tolist() == [-1.0, 0.0, -1.0]  # only "b" may be moved into
+    row = np.array([69.29, 3, 0.1, 1, 0, 0], dtype=np.float32)
+    adv = np.array([55.5, 4, 0.3, 0, 1, 0], dtype=np.float32)
+    assert float(row[0]) != 69.29  # float32 noise the report must not show
+    assert sch.describe(row) == {"amount": 69.29, "count": 3, "score": 0.1, "shop": "a"}
+    (report,) = row_report(sch, torch.as_tensor(row[None]), torch.as_tensor(adv[None]))
+    texts = [c["text"] for c in report["changes"]]
+    assert texts == ["amount: 69.29 $ → 55.50 $", "count: 3 → 4", "score: 0.1 → 0.3",
+                     "shop: a → b"]  # fmt: skip
+    assert report["changes"][0]["change"] == -13.79 and report["changes"][0]["unit"] == "$"
