@@ -7,7 +7,8 @@ PIP := $(PY) -m pip
 PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plugins/mmargin-tabular
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular bench-audio bench-scale clean
+.PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular \
+	bench-audio bench-scale bench-certified clean
 
 setup: $(VENV)/.installed browser
 
@@ -69,6 +70,9 @@ bench-audio: setup
 # not part of `bench`: one process vs Ray workers, and GPU throughput where CUDA is present
 bench-scale: setup
 	bash bench/run_scale.sh
+
+bench-certified: setup
+	PY=$(PY) bash bench/run_certified.sh
 
 clean:
 	rm -rf $(VENV) bench/.venv-peers bench/.venv-art runs

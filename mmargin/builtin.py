@@ -8,6 +8,7 @@ It is registered through the ``mmargin`` entry point like any third-party plugin
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -171,7 +172,14 @@ def mmargin_exact_margin(
         model = model.model
     form = hook.mmargin_exact_model(model=model)
     if form is not None:
-        form = form.for_input(sample.shape)
+        from mmargin.exact.graph import UnsupportedModel
+
+        try:
+            form = form.for_input(sample.shape)
+        except UnsupportedModel as e:
+            note = f"no exact margin or certified lower bound for this model: it uses {e}"
+            warnings.warn(f"{note}; the search runs without them", RuntimeWarning, stacklevel=2)
+            form = None
     found = exact_margin(form, cons, label, target, upper_bound, goal)
     if found is None or found.adversarial is None:
         return found
@@ -180,19 +188,16 @@ def mmargin_exact_margin(
 
 @hookimpl
 def mmargin_exact_model(model: Any) -> Any:
-    """Torch ``Linear``/``ReLU`` stacks (input normalisation folded into the first layer)."""
+    """Torch modules, traced for the input shape (:mod:`mmargin.exact.graph`) with the
+    adapter's normalisation in front: any ``nn.Module`` of supported operations."""
     from mmargin.adapters import TorchAdapter
 
     if not isinstance(model, TorchAdapter):
         return None
-    from mmargin.exact.milp import extract_relu_layers
     from mmargin.exact.problem import ExactModel
 
-    layers = extract_relu_layers(model.module)
-    if layers is None:
-        return None
-    return ExactModel("logits", layers=layers, mean=model.mean, std=model.std,
-                      info={"source": "torch"})  # fmt: skip
+    return ExactModel("logits", module=model.module, mean=model.mean, std=model.std,
+                      info={"source": "torch", "device": str(model.device)})  # fmt: skip
 
 
 @hookimpl(trylast=True)

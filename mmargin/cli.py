@@ -187,8 +187,12 @@ def format_summary(name: str, summary: Any, examples: Sequence[str] = ()) -> str
         ("queries / sample", _fmt(s.queries_mean)),
         ("seconds", f"{s.seconds_total:.2f}"),
     ]  # fmt: skip
+    certified = getattr(s, "certified_robust_accuracy", {})
     for eps, acc in s.robust_accuracy.items():
-        rows.append((f"robust accuracy @ {eps:g}", _pct(acc)))
+        proven = f" (certified {_pct(certified[eps])})" if eps in certified else ""
+        rows.append((f"robust accuracy @ {eps:g}", _pct(acc) + proven))
+    if getattr(s, "bracket_ratio_median", None) is not None:
+        rows.append(("bracket upper / lower median", _fmt(s.bracket_ratio_median)))
     if units:
         rows.insert(3, ("units", str(units)))
     width = max(len(k) for k, _ in rows)

@@ -65,6 +65,8 @@ class SampleResult:
     relative_margin: float | None = None
     random_margin: float | None = None
     random_ratio: float | None = None
+    bound_method: str | None = None
+    """How ``lower_bound`` was proven: ``milp``, ``crown``, ``interval``, a closed form ..."""
     message: str = ""
     extras: Mapping[str, Any] = field(default_factory=dict)
     indicators: list[str] = field(default_factory=list)

@@ -156,8 +156,8 @@ def _result(row: Mapping[str, Any], adversarial: Any) -> SampleResult:
 
 def _summary(raw: Mapping[str, Any]) -> Summary:
     known = {f.name for f in fields(Summary)}
-    values = {k: _number(v) for k, v in raw.items() if k in known and k != "robust_accuracy"}
-    values["robust_accuracy"] = {
-        float(k): float(_number(v)) for k, v in dict(raw.get("robust_accuracy", {})).items()
-    }
+    curves = ("robust_accuracy", "certified_robust_accuracy")
+    values = {k: _number(v) for k, v in raw.items() if k in known and k not in curves}
+    for key in curves:
+        values[key] = {float(k): float(_number(v)) for k, v in dict(raw.get(key, {})).items()}
     return Summary(**values)

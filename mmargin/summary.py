@@ -64,11 +64,19 @@ class Summary:
     normalised_scale: str | None = None
     units: str | None = None
     indicator_counts: dict[str, int] = field(default_factory=dict)
+    certified_robust_accuracy: dict[float, float] = field(default_factory=dict)
+    """ε → fraction of non-error samples proven correct under every perturbation ≤ ε
+    (lower bound above ε); empty when no sample has a lower bound."""
+    bracket_ratio_median: float | None = None
+    """Median of margin / lower bound over flipped samples with a lower bound (1: exact)."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite numbers as strings, ε keys as strings)."""
         out = asdict(self)
         out["robust_accuracy"] = {f"{k:g}": v for k, v in self.robust_accuracy.items()}
+        out["certified_robust_accuracy"] = {
+            f"{k:g}": v for k, v in self.certified_robust_accuracy.items()
+        }
         return {k: _json_value(v) for k, v in out.items()}
 
 
@@ -115,7 +123,24 @@ def summarize(
         normalised_scale=NORMALISED_SCALE if auc is not None else None,
         units=units,
         indicator_counts=indicator_counts(results),
+        **certified_figures(ok, eps_list),
     )
+
+
+def certified_figures(ok: Sequence[SampleResult], eps_list: Sequence[float]) -> dict[str, Any]:
+    """Certified robust accuracy per ε (lower bounds above ε; misclassified samples count
+    as not robust) and the median bracket ratio margin / lower bound of flipped samples
+    (``inf`` where the lower bound is 0), both empty / ``None`` without lower bounds."""
+    if not any(r.lower_bound is not None and r.status is not Status.MISCLASSIFIED for r in ok):
+        return {"certified_robust_accuracy": {}, "bracket_ratio_median": None}
+    lows = np.array([0.0 if r.lower_bound is None or r.status is Status.MISCLASSIFIED
+                     else r.lower_bound for r in ok], dtype=float)  # fmt: skip
+    ratios = [r.margin / r.lower_bound if r.lower_bound > 0 else math.inf
+              for r in ok if r.status is Status.FLIPPED and r.lower_bound is not None]  # fmt: skip
+    return {
+        "certified_robust_accuracy": {e: float(np.mean(lows > e)) for e in eps_list},
+        "bracket_ratio_median": float(np.median(ratios)) if ratios else None,
+    }
 
 
 def indicator_counts(results: Sequence[SampleResult]) -> dict[str, int]:

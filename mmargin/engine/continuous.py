@@ -140,7 +140,7 @@ class ContinuousSearch:
         """The exact hook for one sample, then its candidate. A search candidate no pass saw
         flip bounds nothing: the exact hook is asked as if none was found, and its verified
         flip wins (``auto`` never drops a verified flip for an unverified one)."""
-        method, lower, notes = self.name, None, []
+        method, lower, notes, bound = self.name, None, [], None
         if self.exact is not None and run.spec.exact != "never":
             left = run.spec.budget - 2 - queries - run.spec.report_passes - run.spec.baseline_passes
             upper = math.inf if unverified else float(norms[j])
@@ -150,7 +150,7 @@ class ContinuousSearch:
                 upper, sample, left,
             )  # fmt: skip
             queries += got.passes
-            lower, notes = got.lower, got.notes
+            lower, notes, bound = got.lower, got.notes, got.bound_method
             if got.delta is not None:
                 best[j], norms[j] = got.delta[0], got.size
             if got.method is not None:
@@ -161,10 +161,12 @@ class ContinuousSearch:
             why = f"no flip found within {run.spec.budget} passes"
             if lower == math.inf:  # an exact method proved that no flip exists
                 why = f"no flip exists in this space (proven by {method})"
-            return Candidate(None, math.inf, lower, method, queries, scale, why, extras)
+            return Candidate(None, math.inf, lower, method, queries, scale, why, extras,
+                             bound_method=bound)  # fmt: skip
         adversarial = run.space.finalize(x[j : j + 1], x[j : j + 1] + best[j : j + 1])[0]
         message = "; ".join(notes)
-        return Candidate(adversarial, margin, lower, method, queries, scale, message, extras)
+        return Candidate(adversarial, margin, lower, method, queries, scale, message, extras,
+                         bound_method=bound)  # fmt: skip
 
 
 POOL_SIZE = 256

@@ -63,6 +63,7 @@ class Candidate:
     error: str | None = None
     seconds: float | None = None
     indicators: list[str] = field(default_factory=list)
+    bound_method: str | None = None
 
 
 @dataclass
@@ -399,13 +400,15 @@ def _record(
             why = "a flip was found but failed re-verification"
         return run.record(
             sample, label, Status.NOT_FLIPPED, pred_label=pred, margin=math.inf,
-            lower_bound=cand.lower, strategy=cand.method, message=why, extras=extras, **common,
+            lower_bound=cand.lower, strategy=cand.method, message=why, extras=extras,
+            bound_method=cand.bound_method if cand.lower is not None else None, **common,
         )  # fmt: skip
     scale = cand.scale
     lower = None if cand.lower is None else min(cand.lower, cand.margin)
     return run.record(
         sample, label, Status.FLIPPED, pred_label=pred, adv_label=checked[1],
         margin=cand.margin, lower_bound=lower, verified=True, strategy=cand.method,
+        bound_method=cand.bound_method if lower is not None else None,
         relative_margin=cand.margin / scale if scale and math.isfinite(scale) else None,
         message=cand.message, extras=extras, adversarial=kind.export(cand.adversarial),
         **common,

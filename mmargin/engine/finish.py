@@ -101,6 +101,7 @@ class ExactOutcome:
     method: str | None = None
     passes: int = 0
     notes: list[str] = field(default_factory=list)
+    bound_method: str | None = None
 
 
 def apply_exact(
@@ -122,6 +123,7 @@ def apply_exact(
         return out
     plugin = found.plugin or "an exact-margin plugin"
     out.lower = float(found.lower)
+    out.bound_method = found.method
     best = upper
     if found.adversarial is not None:
         adv = torch.as_tensor(found.adversarial, dtype=x.dtype, device=x.device).view_as(x)
@@ -139,7 +141,7 @@ def apply_exact(
                 f"above a verified flip of size {best:.6g}; the bound was discarded")  # fmt: skip
         warnings.warn(note, RuntimeWarning, stacklevel=2)
         out.notes.append(note)
-        out.lower = None
+        out.lower = out.bound_method = None
     elif math.isfinite(best):
         out.lower = min(out.lower, best)
     return out

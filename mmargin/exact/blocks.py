@@ -3,8 +3,9 @@
 - :func:`perturbation`: the perturbed row ``x`` inside its box and mask, integer columns
   integral, one-hot groups with exactly one active column, and the weighted L1 or L∞
   norm of the change as the objective (optionally capped by a known ``radius``);
-- :func:`relu_layers`: ReLU units by the big-M formulation with interval bounds (stable
-  units need no binary);
+- :func:`network`: a traced network (:mod:`mmargin.exact.graph`): affine operations and
+  sums as expressions, ReLU units and max-pools by big-M formulations with the bounds of
+  :mod:`mmargin.exact.crown` (stable units and decided windows need no binary);
 - :func:`require_any`: "one of these alternatives holds" for linear rows over a block,
   with one selector binary per alternative and big-M from each row's proven range — the
   flip condition of networks and tree ensembles alike.
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from mmargin.exact.builder import MilpBuilder
-from mmargin.exact.problem import FeatureConstraints, Layers
+from mmargin.exact.builder import MilpBuilder, Terms
+from mmargin.exact.graph import Graph
+from mmargin.exact.problem import FeatureConstraints
 
 
 def interval(
@@ -64,34 +68,110 @@ def perturbation(model: MilpBuilder, cons: FeatureConstraints, lo: np.ndarray, h
     return xv
 
 
-def relu_layers(model: MilpBuilder, layers: Layers, h_idx: np.ndarray, lo: np.ndarray,
-                hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """ReLU layers ``a = max(W h + b, 0)`` on block ``h_idx`` (bounded by ``[lo, hi]``).
+Expression = tuple[list[tuple[Any, np.ndarray]], np.ndarray]
+"""A node's value as MILP terms and a constant: ``sum_k M_k @ v[idx_k] + c``."""
 
-    Interval bounds ``[l, u]`` per unit: active units (``l >= 0``) are equalities, dead
-    ones (``u <= 0``) are fixed at 0, the others get a switch ``s`` with
-    ``a >= W h + b``, ``a <= u s`` and ``a <= W h + b - l (1 - s)``. Blocks
-    ``relu{k}.a`` / ``relu{k}.s``. Returns the last block and its bounds.
+
+def network(model: MilpBuilder, graph: Graph, x_idx: np.ndarray,
+            bounds: Sequence[tuple[np.ndarray, np.ndarray]]) -> Expression:  # fmt: skip
+    """The traced network ``graph`` on block ``x_idx``; returns the output's expression.
+
+    Affine nodes and sums compose expressions (no variables); each ReLU node ``k`` gets
+    block ``relu{k}.a`` and, for its unstable units, switches ``relu{k}.s`` (big-M from
+    ``bounds``, the flat lower / upper bounds of every node); each max-pool node gets
+    ``pool{k}.y`` and one switch per input that can be its window's maximum.
     """
+    exprs: list[Expression] = []
+    for k, node in enumerate(graph.nodes):
+        if node.kind == "input":
+            exprs.append(([(sp.identity(node.size, format="csr"), x_idx)], np.zeros(node.size)))
+        elif node.kind == "affine":
+            assert node.op is not None
+            mat = sp.csr_matrix(node.op.matrix())
+            terms, c = exprs[node.inputs[0]]
+            exprs.append(([(mat @ m, i) for m, i in terms], mat @ c + node.op.offset()))
+        elif node.kind == "add":
+            parts = [(sgn, exprs[i]) for sgn, i in zip(node.signs, node.inputs, strict=True)]
+            const = sum((sgn * c for sgn, (_, c) in parts), np.zeros(node.size))
+            exprs.append(([(sgn * m, i) for sgn, (t, _) in parts for m, i in t], const))
+        elif node.kind == "relu":
+            lo, hi = bounds[node.inputs[0]]
+            exprs.append(_relu(model, f"relu{k}", exprs[node.inputs[0]], lo, hi))
+        else:
+            assert node.windows is not None
+            lo, hi = bounds[node.inputs[0]]
+            exprs.append(_maxpool(model, f"pool{k}", exprs[node.inputs[0]], node.windows, lo, hi))
+    return exprs[-1]
+
+
+def _rows_of(
+    expr: Expression, rows: np.ndarray, scale: float = 1.0
+) -> list[tuple[Any, np.ndarray]]:
+    """The terms of ``expr`` restricted to ``rows`` (times ``scale``)."""
+    return [(scale * sp.csr_matrix(m)[rows], i) for m, i in expr[0]]
+
+
+def _relu(model: MilpBuilder, name: str, z: Expression, zl: np.ndarray,
+          zu: np.ndarray) -> Expression:  # fmt: skip
+    """``a = max(z, 0)``: active units (``zl >= 0``) equal ``z``, dead ones are 0, the
+    others get a switch ``s`` with ``a >= z``, ``a <= zu s``, ``a <= z - zl (1 - s)``."""
     inf = math.inf
-    for k, (w, b) in enumerate(layers, start=1):
-        zl, zu = interval(w, b, lo, hi)
-        act, dead = zl >= 0, zu <= 0
-        a = model.add(f"relu{k}.a", w.shape[0], np.where(act, zl, 0.0), np.where(dead, 0.0, zu))
-        ia, iu = np.flatnonzero(act), np.flatnonzero(~act & ~dead)
-        if ia.size:
-            model.rows(
-                f"relu{k}.active", [(np.ones(ia.size), a[ia]), (-w[ia], h_idx)], b[ia], b[ia]
-            )
-        s = model.add(f"relu{k}.s", iu.size, 0.0, 1.0, integer=True)
-        if iu.size:
-            one = np.ones(iu.size)
-            model.rows(f"relu{k}.above", [(one, a[iu]), (-w[iu], h_idx)], b[iu], inf)
-            model.rows(f"relu{k}.on", [(one, a[iu]), (-zu[iu], s)], -inf, 0.0)
-            model.rows(f"relu{k}.off", [(one, a[iu]), (-w[iu], h_idx), (-zl[iu], s)], -inf,
-                       b[iu] - zl[iu])  # fmt: skip
-        h_idx, lo, hi = a, np.maximum(zl, 0.0), np.maximum(zu, 0.0)
-    return h_idx, lo, hi
+    c = z[1]
+    act, dead = zl >= 0, zu <= 0
+    a = model.add(f"{name}.a", zl.size, np.where(act, zl, 0.0), np.where(dead, 0.0, zu))
+    ia, iu = np.flatnonzero(act), np.flatnonzero(~act & ~dead)
+    if ia.size:
+        model.rows(f"{name}.active", [(np.ones(ia.size), a[ia]), *_rows_of(z, ia, -1.0)],
+                   c[ia], c[ia])  # fmt: skip
+    s = model.add(f"{name}.s", iu.size, 0.0, 1.0, integer=True)
+    if iu.size:
+        one = np.ones(iu.size)
+        model.rows(f"{name}.above", [(one, a[iu]), *_rows_of(z, iu, -1.0)], c[iu], inf)
+        model.rows(f"{name}.on", [(one, a[iu]), (-zu[iu], s)], -inf, 0.0)
+        model.rows(f"{name}.off", [(one, a[iu]), *_rows_of(z, iu, -1.0), (-zl[iu], s)], -inf,
+                   c[iu] - zl[iu])  # fmt: skip
+    return [(sp.identity(zl.size, format="csr"), a)], np.zeros(zl.size)
+
+
+def _maxpool(model: MilpBuilder, name: str, z: Expression, windows: np.ndarray,
+             zl: np.ndarray, zu: np.ndarray) -> Expression:  # fmt: skip
+    """``y_o = max_{i in window o} z_i``: ``y_o >= z_i`` for every input that can be the
+    maximum (upper bound at least the window's largest lower bound), and with one switch
+    per such input (summing to 1 per window) ``y_o <= z_i + (U_o - zl_i)(1 - s)``."""
+    inf = math.inf
+    c = z[1]
+    n_out = windows.shape[0]
+    pairs_o, pairs_i = [], []
+    ylo, yhi = np.empty(n_out), np.empty(n_out)
+    for o, win in enumerate(windows):
+        win = win[win >= 0]
+        floor = zl[win].max()
+        cand = win[zu[win] >= floor]
+        ylo[o], yhi[o] = floor, zu[win].max()
+        pairs_o.extend([o] * cand.size)
+        pairs_i.extend(cand.tolist())
+    po, pi = np.asarray(pairs_o), np.asarray(pairs_i)
+    y = model.add(f"{name}.y", n_out, ylo, yhi)
+    pick = sp.csr_matrix((np.ones(po.size), (np.arange(po.size), po)), shape=(po.size, n_out))
+    model.rows(f"{name}.above", [(pick, y), *_rows_of(z, pi, -1.0)], c[pi], inf)
+    counts = np.bincount(po, minlength=n_out)
+    multi = counts[po] > 1  # a single candidate is the maximum: y = z_i (rows above + below)
+    single = np.flatnonzero(~multi)
+    if single.size:
+        model.rows(f"{name}.only", [(pick[single], y), *_rows_of(z, pi[single], -1.0)],
+                   -inf, c[pi[single]])  # fmt: skip
+    sel = np.flatnonzero(multi)
+    if sel.size:
+        s = model.add(f"{name}.s", sel.size, 0.0, 1.0, integer=True)
+        big = yhi[po[sel]] - zl[pi[sel]]
+        model.rows(f"{name}.below", [(pick[sel], y), *_rows_of(z, pi[sel], -1.0), (big, s)],
+                   -inf, c[pi[sel]] + big)  # fmt: skip
+        outs = np.unique(po[sel])
+        group = sp.csr_matrix((np.ones(sel.size), (np.searchsorted(outs, po[sel]),
+                                                   np.arange(sel.size))),
+                              shape=(outs.size, sel.size))  # fmt: skip
+        model.rows(f"{name}.one", [(group, s)], 1.0, 1.0)
+    return [(sp.identity(n_out, format="csr"), y)], np.zeros(n_out)
 
 
 Condition = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -108,18 +188,31 @@ def require_any(model: MilpBuilder, idx: np.ndarray, conditions: Sequence[Condit
     summing to 1) and its rows are relaxed by ``(rhs - low) (1 - select)``. Returns
     ``False`` when no condition is reachable (no flip exists).
     """
+    return require_any_terms(model, [([(d, idx)], rhs, low, high)
+                                     for d, rhs, low, high in conditions], name)  # fmt: skip
+
+
+TermCondition = tuple[Terms, np.ndarray, np.ndarray, np.ndarray]
+"""``(terms, rhs, low, high)``: rows ``sum_k M_k @ v[idx_k] >= rhs`` with the proven range
+``[low, high]`` of their left-hand side."""
+
+
+def require_any_terms(model: MilpBuilder, conditions: Sequence[TermCondition],
+                      name: str = "flip") -> bool:  # fmt: skip
+    """:func:`require_any` for conditions on several blocks (``terms``, as in
+    :meth:`MilpBuilder.rows`)."""
     usable = [c for c in conditions if np.all(c[3] >= c[1])]
     if not usable:
         return False
     if len(usable) == 1:
-        d, rhs, _, _ = usable[0]
-        model.rows(name, [(d, idx)], rhs, math.inf)
+        terms, rhs, _, _ = usable[0]
+        model.rows(name, terms, rhs, math.inf)
         return True
     sel = model.add(f"{name}.select", len(usable), 0.0, 1.0, integer=True)
     model.rows(f"{name}.one", [(np.ones((1, len(usable))), sel)], 1.0, 1.0)
-    for k, (d, rhs, low, _) in enumerate(usable):
+    for k, (terms, rhs, low, _) in enumerate(usable):
         big = rhs - low
-        pick = np.zeros((d.shape[0], len(usable)))
+        pick = np.zeros((len(rhs), len(usable)))
         pick[:, k] = -big
-        model.rows(f"{name}.{k}", [(d, idx), (pick, sel)], rhs - big, math.inf)
+        model.rows(f"{name}.{k}", [*terms, (pick, sel)], rhs - big, math.inf)
     return True

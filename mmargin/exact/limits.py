@@ -31,6 +31,16 @@ class ExactLimits:
       raw-score units: ``safety · (1 + |level|)``; half of it in probability units, and
       for tree ensembles' arg-max rows) an exact point is asked to be, so that the
       engine's float32 re-check agrees; margins of such decisions are exact up to it;
+    - certified bounds (:mod:`mmargin.exact.crown`) where no exact method applies (a
+      network past ``max_hidden``, the L2 norm on a ReLU network, a solver stopped by its
+      time limit): ``certify`` (``"crown"``, ``"alpha-crown"`` — the
+      last backward pass's slopes optimised, about ``alpha_steps`` times its cost —,
+      ``"interval"`` or ``"none"``),
+      ``crown_budget`` (the largest backward pass, rows times graph entries, spent on one
+      layer's pre-activation bounds; larger ones come from intervals),
+      ``bisection_steps`` (on the radius: the bound is within ``start / 2**steps`` of the
+      largest certified radius), ``certify_entries`` (networks whose nodes hold more
+      values per sample than this are not certified: the cost grows with it);
     - linear models: ``lp_tol`` (HiGHS's LP primal / dual feasibility tolerance),
       ``nudge_rel`` / ``nudge_abs`` (how far the closed-form / LP point is pushed past the
       boundary: relative to the gap, and absolute in units of ``1 + max |score|``) and
@@ -50,6 +60,10 @@ class ExactLimits:
     nudge_rel: float = 1e-7
     nudge_abs: float = 1e-9
     qp_rel_gap: float = 1e-5
+    certify: str = "crown"
+    crown_budget: int = 1_000_000
+    bisection_steps: int = 10
+    certify_entries: int = 2_000_000
 
 
 LIMITS = ExactLimits()

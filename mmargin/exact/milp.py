@@ -1,13 +1,15 @@
 """Exact minimal weighted L1 / L∞ margins of ReLU networks (and of linear models with
 integer or one-hot features) by mixed-integer programming.
 
-The network is a list of affine layers ``[(W1, b1), ..., (WL, bL)]`` with a ReLU after
-every layer but the last (:mod:`mmargin.exact.nets` reads one from a torch
-``nn.Sequential``). :func:`net_margin` builds, with the shared blocks of
-:mod:`mmargin.exact.blocks`, "``x`` is in the constraint set and the goal's rule holds on
-the outputs" — big-M ReLUs from interval bounds over the feasible set (intersected with
-the ball of a known attack distance, which tightens them a lot), integer columns and
-one-hot groups integral — and lets HiGHS minimise the weighted norm of the change.
+The network is a traced :class:`~mmargin.exact.graph.Graph` (any torch module of linear,
+convolution, pooling, batch-norm, residual and ReLU operations) or a list of affine
+layers ``[(W1, b1), ..., (WL, bL)]`` with a ReLU after every layer but the last.
+:func:`net_margin` builds, with the shared blocks of :mod:`mmargin.exact.blocks`, "``x``
+is in the constraint set and the goal's rule holds on the outputs" — big-M ReLUs and
+max-pools from CROWN bounds (:mod:`mmargin.exact.crown`, never looser than intervals)
+over the feasible set (intersected with the ball of a known attack distance, which
+tightens them a lot), integer columns and one-hot groups integral — and lets HiGHS
+minimise the weighted norm of the change.
 Exact, but exponential in the number of unstable ReLUs: meant for small nets and as a
 test oracle. :func:`relu_net_margin` is the arg-max special case on a plain box.
 """
@@ -19,9 +21,11 @@ import time
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from mmargin.exact.blocks import interval, perturbation, relu_layers, require_any
+from mmargin.exact.blocks import network, perturbation, require_any_terms
 from mmargin.exact.builder import MilpBuilder
+from mmargin.exact.graph import Graph, graph_from_layers
 from mmargin.exact.limits import LIMITS, ExactLimits
 from mmargin.exact.linear import broadcast_flat
 from mmargin.exact.nets import extract_relu_layers, fold_affine_input, forward
@@ -33,20 +37,46 @@ __all__ = ["Layers", "extract_relu_layers", "fold_affine_input", "forward", "net
            "relu_net_margin"]  # fmt: skip
 
 
-def _flip_conditions(model: MilpBuilder, layers: Layers, rule: FlipRule, h: np.ndarray,
-                     lo: np.ndarray, hi: np.ndarray, tol: float) -> bool:  # fmt: skip
-    """The rule's alternatives through the last affine layer as rows on block ``h``."""
-    w_last, b_last = layers[-1]
+def _flip_conditions(model: MilpBuilder, graph: Graph, rule: FlipRule, x_idx: np.ndarray,
+                     bounds: list[tuple[np.ndarray, np.ndarray]], tol: float) -> bool:  # fmt: skip
+    """The network on block ``x_idx`` and the rule's alternatives on its outputs."""
+    terms, const = network(model, graph, x_idx, bounds)
+    lo, hi = bounds[-1]
     conditions = []
     for a, b in rule.alternatives:
-        d, db = a @ w_last, a @ b_last
-        low, high = interval(d, np.zeros(d.shape[0]), lo, hi)
-        conditions.append((d, b + tol - db, low, high))
-    return require_any(model, h, conditions)
+        low = np.clip(a, 0, None) @ lo + np.clip(a, None, 0) @ hi - a @ const
+        high = np.clip(a, 0, None) @ hi + np.clip(a, None, 0) @ lo - a @ const
+        conditions.append(
+            ([(sp.csr_matrix(a) @ m, i) for m, i in terms], b + tol - a @ const, low, high)
+        )
+    return require_any_terms(model, conditions)
+
+
+def network_bounds(graph: Graph, cons: FeatureConstraints, lo: np.ndarray, hi: np.ndarray,
+                   radius: float | None) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Flat lower / upper bounds of every node of ``graph`` over the box ``[lo, hi]``
+    (intersected with the ball of ``radius`` in the constraints' norm): CROWN bounds for
+    every layer, never looser than intervals."""
+    import torch
+
+    from mmargin.exact.crown import Region, propagator
+
+    prop = propagator(graph)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64)[None])
+
+    eps = math.inf if radius is None else radius
+    p = cons.p if radius is not None else math.inf
+    region = Region(t(cons.x), t(lo), t(hi), torch.tensor([eps], dtype=torch.float64), p,
+                    torch.as_tensor(cons.weights, dtype=torch.float64))  # fmt: skip
+    with torch.no_grad():
+        found = prop.bounds(region, "crown", crown_budget=1 << 60, output=True)
+    return [(a[0].reshape(-1).numpy().copy(), b[0].reshape(-1).numpy().copy()) for a, b in found]
 
 
 def net_margin(
-    layers: Layers,
+    net: Layers | Graph,
     rule: FlipRule,
     cons: FeatureConstraints,
     *,
@@ -54,21 +84,26 @@ def net_margin(
     method: str = "milp",
     time_limit: float | None = None,
     limits: ExactLimits = LIMITS,
+    lower_hint: float | None = None,
 ) -> ExactMargin:
     """Exact minimal weighted L1 / L∞ flip of a ReLU net (one layer: a linear model).
 
-    ``rule`` says what a flip is on the last layer's outputs; ``cons`` gives the box, the
+    ``net`` is a traced graph or affine layers with ReLUs between them; ``rule`` says
+    what a flip is on the outputs; ``cons`` gives the box, the
     mask, integer columns and one-hot groups (exact: integral in the MILP), the weights
     and ``p`` (1 or inf). ``upper_bound`` (e.g. an attack's distance) restricts the search
     to that ball, which tightens the big-M bounds; if no flip exists inside it the search
     is redone without it (``info["upper_bound_infeasible"] = 1``). A flip must win by
     ``info["flip_tol"]``; ``lower`` is HiGHS's proven bound. On the time limit the best
-    incumbent is returned with ``optimal = False``.
+    incumbent is returned with ``optimal = False``. ``lower_hint`` (a certified radius,
+    e.g. from :mod:`mmargin.exact.crown`) is a proven lower bound on the margin, added as
+    a row: it closes the gap the LP relaxation leaves.
     """
     if cons.p not in (1.0, math.inf):
         raise ValueError(f"the ReLU MILP supports p = 1 or inf, got {cons.p!r}")
+    graph = net if isinstance(net, Graph) else graph_from_layers(net)
     xf, lo_x, hi_x = cons.x, cons.lower, cons.upper
-    z0 = forward(layers, xf)
+    z0 = graph.logits(xf)
     if rule.holds(z0):
         return ExactMargin(0.0, 0.0, xf.copy(), rule.adv_label(z0), method, True)
     if not cons.free.any():
@@ -90,11 +125,14 @@ def net_margin(
             lo_in, hi_in = np.maximum(lo_x, xf - reach), np.minimum(hi_x, xf + reach)
         model = MilpBuilder()
         xv = perturbation(model, cons, lo_in, hi_in, radius)
-        h, hl, hu = relu_layers(model, layers[:-1], xv, lo_in, hi_in)
+        if lower_hint is not None and lower_hint > 0:
+            _at_least(model, cons, lower_hint * (1 - 1e-6))
+        bounds = network_bounds(graph, cons, lo_in, hi_in, radius)
+        reachable = _flip_conditions(model, graph, rule, xv, bounds, tol)
         info["n_binary"] = float(sum(model.block(n).size for n in model.blocks
                                      if n.endswith((".s", ".select"))))  # fmt: skip
         res = None
-        if _flip_conditions(model, layers, rule, h, hl, hu, tol):
+        if reachable:
             res = model.solve(limit - (time.perf_counter() - t_start), limits)
         if res is not None and res.status not in (0, 1, 2):
             raise RuntimeError(f"HiGHS failed on the margin MILP: {res.message}")
@@ -114,19 +152,29 @@ def net_margin(
     cap = math.inf if radius is None else radius
     if res.x is None:
         info["time_limit_hit"] = 1.0
-        lower_b = min(res.bound, cap) if res.bound is not None else 0.0
+        lower_b = min(max(res.bound or 0.0, lower_hint or 0.0), cap)
         return ExactMargin(math.inf, max(lower_b, 0.0), None, None, method, False, info)
-    x_adv, z = _verified_point(layers, rule, cons, res["x"])
+    x_adv, z = _verified_point(graph, rule, cons, res["x"])
     if x_adv is None:
         info["verification_failed"] = 1.0
         return ExactMargin(math.inf, 0.0, None, None, method, False, info)
     margin = cons.size(x_adv - xf)
-    lower_b = res.bound if res.bound is not None else 0.0
+    lower_b = max(res.bound if res.bound is not None else 0.0, lower_hint or 0.0)
     lower_b = max(min(lower_b, cap, margin), 0.0)
     return ExactMargin(margin, lower_b, x_adv, rule.adv_label(z), method, res.status == 0, info)
 
 
-def _verified_point(layers: Layers, rule: FlipRule, cons: FeatureConstraints,
+def _at_least(model: MilpBuilder, cons: FeatureConstraints, size: float) -> None:
+    """Row: the weighted norm of the change (block ``t`` for L∞, ``dp``/``dm`` for L1) is
+    at least ``size``."""
+    if cons.p == math.inf:
+        model.rows("hint", [(np.ones((1, 1)), model.block("t"))], size, math.inf)
+    else:
+        w = cons.weights[cons.free][None]
+        model.rows("hint", [(w, model.block("dp")), (w, model.block("dm"))], size, math.inf)
+
+
+def _verified_point(graph: Graph, rule: FlipRule, cons: FeatureConstraints,
                     solved: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:  # fmt: skip
     """The solver's row re-checked in float64: integer / one-hot columns rounded (one
     try), else the change scaled out by up to ``(1 + 1e-4)^5`` until it flips."""
@@ -135,12 +183,12 @@ def _verified_point(layers: Layers, rule: FlipRule, cons: FeatureConstraints,
     if cons.discrete_free:
         discrete = (cons.integer | cons.in_groups) & cons.free
         adv = np.where(discrete, np.round(xf + delta), xf + delta)
-        z = forward(layers, adv)
+        z = graph.logits(adv)
         return (adv, z) if rule.holds(z) else (None, z)
-    z = forward(layers, xf)
+    z = graph.logits(xf)
     for attempt in range(6):
         adv = np.clip(xf + delta * (1.0 + 1e-4) ** attempt, cons.lower, cons.upper)
-        z = forward(layers, adv)
+        z = graph.logits(adv)
         if rule.holds(z):
             return adv, z
     return None, z

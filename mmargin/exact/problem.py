@@ -25,6 +25,7 @@ import numpy as np
 from mmargin.exact.nets import Layers, fold_affine_input
 
 if TYPE_CHECKING:
+    from mmargin.exact.graph import Graph
     from mmargin.exact.trees import TreeEnsemble
 
 __all__ = ["HEADS", "ExactModel", "FeatureConstraints", "Layers", "feature_constraints"]
@@ -187,11 +188,13 @@ class ExactModel:
     """A model's parameters as the exact solvers read them.
 
     Exactly one of ``layers`` (affine layers, ReLU between them; one layer is a linear
-    model) and ``ensemble`` (a :class:`~mmargin.exact.trees.TreeEnsemble`) is set;
-    ``head`` is one of :data:`HEADS`. ``mean`` / ``std`` (scalars, per-feature or
-    per-channel values) describe an input normalisation ``(x - mean) / std`` the adapter
-    applies before the first layer (:meth:`for_input` folds it in). ``info`` names the
-    source for messages.
+    model), ``graph`` (a traced :class:`~mmargin.exact.graph.Graph`), ``module`` (a torch
+    module, traced by :meth:`for_input` once the input shape is known) and ``ensemble``
+    (a :class:`~mmargin.exact.trees.TreeEnsemble`) is set; ``head`` is one of
+    :data:`HEADS`. ``mean`` / ``std`` (scalars, per-feature or per-channel values)
+    describe an input normalisation ``(x - mean) / std`` the adapter applies before the
+    first layer (:meth:`for_input` folds it in). ``info`` names the source for messages
+    (``info["device"]``: where bounds are propagated).
     """
 
     head: str
@@ -200,28 +203,55 @@ class ExactModel:
     mean: Any = None
     std: Any = None
     info: dict[str, str] = field(default_factory=dict)
+    graph: Graph | None = None
+    module: Any = None
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {sorted(HEADS)}, got {self.head!r}")
-        if (self.layers is None) == (self.ensemble is None):
-            raise ValueError("an ExactModel has either layers or an ensemble")
+        given = [f for f in (self.layers, self.ensemble, self.graph, self.module) if f is not None]
+        if len(given) != 1:
+            raise ValueError("an ExactModel has exactly one of layers, graph, module or ensemble")
 
     @property
     def n_outputs(self) -> int:
         """Width of the model's output vector."""
         if self.ensemble is not None:
             return self.ensemble.n_outputs
-        assert self.layers is not None
+        if self.graph is not None:
+            return self.graph.n_outputs
+        assert self.layers is not None, "trace the module first (for_input)"
         return int(self.layers[-1][0].shape[0])
 
     @property
     def hidden_units(self) -> int:
-        """ReLU units in all (0 for linear models and tree ensembles)."""
+        """ReLU units (and max-pool outputs) in all (0 for linear models and tree ensembles)."""
+        if self.graph is not None:
+            return self.graph.hidden_units
         return sum(int(w.shape[0]) for w, _ in (self.layers or [])[:-1])
 
+    def network(self) -> Graph | None:
+        """The model as a graph (layers converted), ``None`` for tree ensembles."""
+        from mmargin.exact.graph import graph_from_layers
+
+        if self.graph is not None:
+            return self.graph
+        return graph_from_layers(self.layers) if self.layers is not None else None
+
     def for_input(self, shape: tuple[int, ...]) -> ExactModel:
-        """This model on raw inputs of ``shape``: the normalisation folded into layer one."""
+        """This model on raw inputs of ``shape``: a module traced (a plain chain of affine
+        operations and ReLUs becomes ``layers``), the normalisation folded into layer one.
+        Raises :class:`~mmargin.exact.graph.UnsupportedModel` naming what cannot be traced."""
+        if self.module is not None:
+            from mmargin.exact.graph import chain_layers, trace
+
+            mean = None if self.mean is None else _channels(self.mean, shape, 0.0)
+            std = None if self.std is None else _channels(self.std, shape, 1.0)
+            graph = trace(self.module, shape, mean, std)
+            layers = chain_layers(graph)
+            if layers is not None:
+                return ExactModel(self.head, layers=layers, info=self.info)
+            return ExactModel(self.head, graph=graph, info=self.info)
         if self.layers is None or (self.mean is None and self.std is None):
             return self
         layers = fold_affine_input(self.layers, _channels(self.mean, shape, 0.0),

@@ -11,8 +11,12 @@ plugin's models and spaces take part) and picks:
   QP of :func:`~mmargin.exact.linear.linear_margin`, whose point — for L2 with discrete
   features — is then only a relaxation (``method`` ends in ``-relaxed``, ``optimal`` false
   unless the point already is a valid row);
-- **ReLU layers** (at most ``max_hidden`` units) → the ReLU MILP
-  (:func:`~mmargin.exact.milp.net_margin`), integral where the space says so (L1, L∞).
+- **ReLU networks** (layers or a traced graph, at most ``max_hidden`` units) → the ReLU
+  MILP (:func:`~mmargin.exact.milp.net_margin`), integral where the space says so (L1,
+  L∞); past the size limit, under L2, or when the solver stops at its time limit, a
+  **certified lower bound** by bound propagation (:mod:`mmargin.exact.crown`, CROWN by
+  default: ``limits.certify``), bisected on the radius (``method`` ``"crown"`` or
+  ``"interval"``, no adversarial, ``margin = inf``).
 
 The goal becomes linear conditions on the model's outputs through
 :func:`~mmargin.exact.rules.flip_rule`; goals that are not linear there get ``None``.
@@ -21,6 +25,8 @@ The goal becomes linear conditions on the model's outputs through
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -60,21 +66,68 @@ def exact_margin(form: ExactModel | None, cons: FeatureConstraints, label: int,
             free=cons.free, weights=cons.weights, integer=cons.integer, groups=cons.groups,
             group_costs=cons.group_costs, limits=limits,
         )  # fmt: skip
-    assert form.layers is not None
     if cons.p == 0:
         return None
     rule = flip_rule(form.head, form.n_outputs, goal, label, target, limits=limits)
     if rule is None:
         return None
-    if len(form.layers) == 1:
+    if form.layers is not None and len(form.layers) == 1:
         return _linear(form.layers[0], rule, cons, limits)
-    if form.hidden_units > limits.max_hidden or cons.p not in (1.0, math.inf):
+    net = form.layers if form.layers is not None else form.graph
+    assert net is not None
+    solvable = form.hidden_units <= limits.max_hidden and cons.p in (1.0, math.inf)
+    if solvable and (cons.bounded or upper_bound is not None):
+        method = "milp-integral" if cons.discrete_free else "milp"
+        hint = None
+        if upper_bound is not None and math.isfinite(upper_bound):
+            hint = _certified(form, cons, label, target, goal, upper_bound, limits)
+            if hint is not None and hint.lower >= upper_bound:  # the attack's flip is minimal
+                return hint
+        found = net_margin(net, rule, cons, upper_bound=upper_bound, method=method, limits=limits,
+                           lower_hint=None if hint is None else hint.lower)  # fmt: skip
+        if found.optimal:
+            return found
+        bound = _certified(form, cons, label, target, goal, found.margin, limits)
+        if bound is not None and bound.lower > found.lower:
+            return replace(found, lower=min(bound.lower, found.margin),
+                           info={**found.info, "lower_from": 1.0})  # fmt: skip
+        return found
+    return _certified(form, cons, label, target, goal, upper_bound, limits)
+
+
+def _certified(
+    form: ExactModel, cons: FeatureConstraints, label: int, target: int | None, goal: Any,
+    upper_bound: float | None, limits: ExactLimits,
+) -> ExactMargin | None:  # fmt: skip
+    """A certified lower bound by bound propagation (``limits.certify``), bisected up to
+    ``upper_bound`` (else the largest distance in the box): an :class:`ExactMargin` with
+    no adversarial, ``margin = inf`` and ``optimal = False``; ``None`` when there is nothing
+    to bisect (an unbounded box and no attack margin) or certification is off."""
+    from mmargin.exact.crown import BoundConfig, certified_radius
+
+    graph = form.network()
+    if limits.certify == "none" or graph is None:
         return None
-    if not cons.bounded and upper_bound is None:
+    if sum(n.size for n in graph.nodes) > limits.certify_entries:
         return None
-    method = "milp-integral" if cons.discrete_free else "milp"
-    return net_margin(form.layers, rule, cons, upper_bound=upper_bound, method=method,
-                      limits=limits)  # fmt: skip
+    exact_rule = flip_rule(form.head, form.n_outputs, goal, label, target,
+                           limits=replace(limits, safety=0.0))  # fmt: skip
+    if exact_rule is None:
+        return None
+    if upper_bound is not None and math.isfinite(upper_bound):
+        start = float(upper_bound)
+    elif cons.bounded:
+        start = cons.size(np.maximum(cons.upper - cons.x, cons.x - cons.lower))
+    else:
+        return None
+    config = BoundConfig(method=limits.certify, crown_budget=limits.crown_budget,
+                         steps=limits.bisection_steps, chunk=1)  # fmt: skip
+    t0 = time.perf_counter()
+    radius = certified_radius(graph, cons.x[None], [exact_rule], cons.p, lower=cons.lower,
+                              upper=cons.upper, weights=cons.weights, start=np.array([start]),
+                              config=config, device=form.info.get("device", "cpu"))  # fmt: skip
+    info = {"certify_seconds": time.perf_counter() - t0, "bisection_start": start}
+    return ExactMargin(math.inf, float(radius[0]), None, None, limits.certify, False, info)
 
 
 def _linear(layer: tuple[np.ndarray, np.ndarray], rule: FlipRule, cons: FeatureConstraints,

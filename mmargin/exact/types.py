@@ -15,7 +15,9 @@ class ExactMargin:
     flip exists inside the constraint set); ``lower`` is a proven lower bound (equal to
     ``margin`` when ``optimal``); ``adversarial`` is the minimiser as a flat or shaped
     array like ``x`` (``None`` when no flip exists); ``adv_label`` the class it lands in;
-    ``method`` names how it was obtained (``"linear-closed-form"``, ``"milp"``...);
+    ``method`` names how it was obtained (``"linear-closed-form"``, ``"milp"``, or
+    ``"crown"`` / ``"interval"`` for a certified bound alone: then ``adversarial`` is
+    ``None``, ``margin`` is ``inf`` and ``optimal`` false — ``lower`` is what is proven);
     ``plugin`` the plugin that answered (the host fills it in).
     """
 
