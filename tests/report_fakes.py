@@ -84,7 +84,8 @@ def write_fake_run(
 
 
 LEGACY_SUMMARY = ("indicator_counts", "random_ratio_median", "normalised_auc",
-                  "normalised_scale", "units")  # fmt: skip
+                  "normalised_scale", "units", "certified_robust_accuracy",
+                  "bracket_ratio_median")  # fmt: skip
 LEGACY_ROW = ("indicators", "flip_rate", "random_margin", "random_ratio")
 
 
