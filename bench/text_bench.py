@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from outputs import write_outputs
 
 from mmargin.engine import minimal_flip
 from mmargin.engine.spec import DiscreteConfig, SearchSpec
@@ -196,12 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "per_sample_edits": per_sample,
         "ids": ids,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(report, indent=2, default=str).replace("Infinity", '"inf"') + "\n"
-    )
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_outputs(args.out, report, markdown(report))
     return 0
 
 
