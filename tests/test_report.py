@@ -191,3 +191,15 @@ def test_a_plugin_view_that_raises_does_not_sink_the_report(text_run: Path) -> N
     assert page.count("the text view failed: RuntimeError: &lt;view&gt; exploded") == 3
     assert "<view>" not in page
     assert page.count('class="sample"') == 3  # every sample still shown, with its extras
+
+
+def test_component_tables_read_in_both_task_copy_formats() -> None:
+    from mmargin.report.run import component
+
+    # runs written today: the task copy is a re-runnable task file (loader/name + options)
+    assert component({"loader": "mnist", "split": "test"}) == ("mnist", {"split": "test"})
+    assert component({"name": "waveform", "sample_rate": 8000}) == (
+        "waveform", {"sample_rate": 8000})  # fmt: skip
+    # older runs: name plus an options table; in-memory data has no name
+    assert component({"name": "mr", "options": {"split": "test"}}) == ("mr", {"split": "test"})
+    assert component({"in_memory": "12 samples"}) == (None, {})

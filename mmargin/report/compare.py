@@ -19,7 +19,7 @@ from typing import Any
 
 from mmargin.report import figures
 from mmargin.report.html import Raw, esc, number, page, percent, table
-from mmargin.report.run import ReportRun, read_run
+from mmargin.report.run import ReportRun, component, read_run
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,14 @@ def describe(run: ReportRun, what: str) -> str:
     """A short human label of a run's data / space / distance."""
     if what == "data":
         t = run.table("data")
-        options = ", ".join(f"{k}={v}" for k, v in dict(t.get("options") or {}).items())
+        name, options = component(t)
+        listed = ", ".join(f"{k}={v}" for k, v in options.items())
         samples = run.table("task").get("samples")
         count = f", first {samples} samples" if samples else ""
-        return f"{t.get('name', 'in-memory')}({options}){count}"
-    return str(run.table(what).get("name") or run.first(what))
+        if name is None and "in_memory" in t:
+            return f"in-memory data ({t['in_memory']}){count}"
+        return f"{name or 'in-memory'}({listed}){count}"
+    return str(component(run.table(what))[0] or run.first(what))
 
 
 def value(run: ReportRun, key: str) -> float | None:

@@ -108,14 +108,26 @@ def decode(value: Any) -> Any:
     return value
 
 
+def component(table: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The name and options of a component table of a task copy (data, space, distance):
+    written as a task file (``loader`` / ``name`` beside its options, since task copies
+    became re-runnable task files) or, in older runs, as ``name`` plus an ``options``
+    table."""
+    name = table.get("name", table.get("loader"))
+    options = table.get("options")
+    if not isinstance(options, Mapping):
+        options = {k: v for k, v in table.items() if k not in ("name", "loader", "in_memory")}
+    return (str(name) if name else None), dict(options)
+
+
 def _build_space(table: Mapping[str, Any]) -> Any:
     from mmargin import plugins
 
-    name = table.get("name")
+    name, options = component(table)
     if not name:
         return None
     try:
-        entry = plugins.lookup("spaces", str(name))
-        return entry.factory(**dict(table.get("options") or {}))
+        entry = plugins.lookup("spaces", name)
+        return entry.factory(**options)
     except Exception:  # noqa: BLE001 - a space that no longer builds only costs its views
         return None
