@@ -67,7 +67,8 @@ def train_mlp(x: np.ndarray, y: np.ndarray, epochs: int = 2, seed: int = 0) -> M
 def certify(graph: Any, x: np.ndarray, labels: np.ndarray, margins: np.ndarray, p: float,
             method: str) -> tuple[np.ndarray, float]:  # fmt: skip
     """Certified radii (bisected up to each margin) and the seconds per sample."""
-    from mmargin.exact.crown import BoundConfig, certified_radius
+    from mmargin.exact.certify import certified_radius
+    from mmargin.exact.crown import BoundConfig
     from mmargin.exact.limits import LIMITS
     from mmargin.exact.rules import argmax_rule
 
@@ -93,7 +94,7 @@ def summary(margins: np.ndarray, radii: np.ndarray) -> dict[str, float]:
 def run(samples: int, budget: int, norms: list[str]) -> dict[str, Any]:
     """Every model and norm; returns the JSON-ready record."""
     import mmargin
-    from mmargin.exact.graph import trace
+    from mmargin.exact.tracing import trace
     from mmargin_image.data import load_mnist
     from mmargin_image.models import mnist_cnn
 

@@ -19,11 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import mmargin
-from mmargin.exact.crown import BoundConfig, Region, certified_radius, propagator
-from mmargin.exact.graph import UnsupportedModel, trace
+from mmargin.exact.certify import certified_radius
+from mmargin.exact.crown import BoundConfig, Region, propagator
+from mmargin.exact.graph import UnsupportedModel
 from mmargin.exact.milp import net_margin
 from mmargin.exact.problem import ExactModel, feature_constraints
 from mmargin.exact.rules import argmax_rule
+from mmargin.exact.tracing import trace
 
 torch.set_num_threads(1)
 INF = math.inf

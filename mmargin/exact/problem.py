@@ -243,7 +243,8 @@ class ExactModel:
         operations and ReLUs becomes ``layers``), the normalisation folded into layer one.
         Raises :class:`~mmargin.exact.graph.UnsupportedModel` naming what cannot be traced."""
         if self.module is not None:
-            from mmargin.exact.graph import chain_layers, trace
+            from mmargin.exact.graph import chain_layers
+            from mmargin.exact.tracing import trace
 
             mean = None if self.mean is None else _channels(self.mean, shape, 0.0)
             std = None if self.std is None else _channels(self.std, shape, 1.0)

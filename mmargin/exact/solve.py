@@ -103,7 +103,8 @@ def _certified(
     ``upper_bound`` (else the largest distance in the box): an :class:`ExactMargin` with
     no adversarial, ``margin = inf`` and ``optimal = False``; ``None`` when there is nothing
     to bisect (an unbounded box and no attack margin) or certification is off."""
-    from mmargin.exact.crown import BoundConfig, certified_radius
+    from mmargin.exact.certify import certified_radius
+    from mmargin.exact.crown import BoundConfig
 
     graph = form.network()
     if limits.certify == "none" or graph is None:
