@@ -49,6 +49,9 @@ _P = {"l2": 2.0, "linf": math.inf, "l1": 1.0}
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", default="mnist_cnn", help="an MNIST model of the zoo (bench/zoo.py)"
+    )
     parser.add_argument("--samples", type=int, default=500, help="first N MNIST test images")
     parser.add_argument("--budget", type=int, default=1000, help="passes per sample")
     parser.add_argument("--norms", nargs="+", default=list(NORMS), choices=NORMS)
@@ -271,14 +274,13 @@ def main(argv: list[str] | None = None) -> int:
                     r["median_distance"] = math.inf
         args.out.with_suffix(".md").write_text(markdown(report))
         return 0
+    from zoo import load
+
     from mmargin_image.data import load_mnist
-    from mmargin_image.models import mnist_cnn
 
     torch.set_num_threads(args.threads)
     wall = time.perf_counter()
-    model = mnist_cnn().eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
+    model = load(args.model)
     counter = CountingModule(model).eval()
     data = load_mnist("test")
     x = torch.from_numpy(np.ascontiguousarray(data.x[: args.samples]))
@@ -308,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     report: dict[str, Any] = {
         "meta": {
-            "benchmark": "minimal-norm adversarial search, MNIST CNN (mmargin_image.mnist_cnn)",
+            "benchmark": f"minimal-norm adversarial search, MNIST model {args.model}",
+            "model": args.model,
             "command": "python "
             + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
             "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

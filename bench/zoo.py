@@ -1,0 +1,187 @@
+"""The benchmark's model zoo: MNIST and digits models the search is measured on.
+
+Two sets, kept apart on purpose (see ``bench/zoo/README.md``):
+
+- **tuning**: the models the engine's defaults may be developed against — the shipped
+  MNIST CNN and digits MLP (``mmargin_image.models``) and one adversarially trained CNN
+  of the same LeNet shape (``tune_cnn_fgsm``);
+- **evaluation**: models no default was ever tuned on, with other architectures, seeds and
+  training — a CNN with batch norm, a plain MLP, an FGSM-with-random-start L∞ trained CNN,
+  a PGD L2 trained CNN, and a digits MLP for the exact (MILP) ratios.
+
+Every zoo model is trained by :mod:`zoo_train` (deterministic, CPU) and its state_dict is
+committed under ``bench/zoo/``; :func:`load` reads it with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ZOO_DIR = Path(__file__).resolve().parent / "zoo"
+
+
+class BnCNN(nn.Module):
+    """conv 1→32 (3×3) BN ReLU pool, conv 32→64 (3×3) BN ReLU pool, 1600→128 ReLU, 128→10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 10)`` of a ``(N, 1, 28, 28)`` batch."""
+        out: torch.Tensor = self.head(self.features(x))
+        return out
+
+
+class StridedCNN(nn.Module):
+    """All-convolutional: 1→16 (3×3), 16→32 (3×3, stride 2), 32→32 (3×3, stride 2), each
+    ReLU, then 1568→100 ReLU, 100→10 (no pooling)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 100),
+            nn.ReLU(),
+            nn.Linear(100, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 10)`` of a ``(N, 1, 28, 28)`` batch."""
+        out: torch.Tensor = self.body(x)
+        return out
+
+
+def _mlp(*widths: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in itertools.pairwise(widths):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])  # no ReLU after the logits
+
+
+def _lenet() -> nn.Module:
+    from mmargin_image.models import MnistCNN
+
+    return MnistCNN()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One zoo model: how it is built and trained and which set it belongs to.
+
+    ``training`` is ``standard``, ``fgsm-rs`` (FGSM with a random start, Wong, Rice and
+    Kolter 2020, L∞) or ``pgd-l2`` (Madry et al. 2018 PGD under L2); ``eps`` its radius.
+    """
+
+    name: str
+    role: str  # "tuning" or "evaluation"
+    data: str  # "mnist" or "digits"
+    build: Callable[[], nn.Module]
+    architecture: str
+    training: str = "standard"
+    eps: float = 0.0
+    epochs: int = 5
+    seed: int = 0
+    lr: float = 1e-3
+
+
+MEMBERS: dict[str, Member] = {
+    m.name: m
+    for m in (
+        Member(
+            "tune_cnn_fgsm", "tuning", "mnist", _lenet, "LeNet (shipped MnistCNN shape)",
+            training="fgsm-rs", eps=0.3, epochs=8, seed=10,
+        ),
+        Member(
+            "eval_cnn_bn", "evaluation", "mnist", BnCNN, "CNN with batch norm", epochs=4,
+            seed=1,
+        ),
+        Member(
+            "eval_mlp", "evaluation", "mnist", lambda: _mlp(784, 256, 256, 10),
+            "MLP 784-256-256-10", epochs=6, seed=2,
+        ),
+        Member(
+            "eval_cnn_fgsm", "evaluation", "mnist", StridedCNN, "strided all-conv CNN",
+            training="fgsm-rs", eps=0.3, epochs=8, seed=3,
+        ),
+        Member(
+            "eval_cnn_l2pgd", "evaluation", "mnist", BnCNN, "CNN with batch norm",
+            training="pgd-l2", eps=2.0, epochs=4, seed=4,
+        ),
+        Member(
+            "eval_digits_mlp", "evaluation", "digits", lambda: _mlp(64, 40, 40, 10),
+            "MLP 64-40-40-10", epochs=80, seed=5,
+        ),
+    )
+}  # fmt: skip
+"""The trained zoo; the shipped ``mnist_cnn`` and ``digits_mlp`` complete the tuning set."""
+
+SHIPPED_TUNING = ("mnist_cnn", "digits_mlp")
+"""Shipped models (``mmargin_image.models``) that belong to the tuning set."""
+
+
+def names(role: str | None = None) -> list[str]:
+    """Model names usable by the benchmarks, of one ``role`` (tuning / evaluation) or all."""
+    every = [*SHIPPED_TUNING, *MEMBERS]
+    if role is None:
+        return every
+    if role not in ("tuning", "evaluation"):
+        raise ValueError(f"role must be tuning or evaluation, got {role!r}")
+    return [n for n in every if (MEMBERS[n].role if n in MEMBERS else "tuning") == role]
+
+
+def weights_path(name: str) -> Path:
+    """Where zoo model ``name``'s committed state_dict lives."""
+    return ZOO_DIR / f"{name}.pt"
+
+
+def manifest() -> dict[str, dict[str, object]]:
+    """``bench/zoo/manifest.json``: what :mod:`zoo_train` recorded for every member."""
+    path = ZOO_DIR / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load(name: str) -> nn.Module:
+    """The trained model ``name`` in eval mode with frozen parameters: a zoo member (from
+    ``bench/zoo/<name>.pt``, read with ``weights_only=True``) or a shipped tuning model."""
+    if name in SHIPPED_TUNING:
+        from mmargin_image.models import load_weights
+
+        model = load_weights(name)
+    elif name in MEMBERS:
+        path = weights_path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `python bench/zoo_train.py`")
+        model = MEMBERS[name].build()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        raise ValueError(f"unknown zoo model {name!r}; one of {', '.join(names())}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
