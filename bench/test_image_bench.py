@@ -15,9 +15,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import image_bench  # noqa: E402
-import image_report  # noqa: E402
-import metrics  # noqa: E402
+import image_bench
+import image_report
+import metrics
 
 INF = math.inf
 
