@@ -389,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:  # every model loads before any run starts (a missing weights file: one line)
+        loaded = {name: zoo.load(name) for name in models}
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"image_bench: {exc}", file=sys.stderr)
+        return 2
 
     torch.set_num_threads(args.threads)
     wall = time.perf_counter()
@@ -445,8 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": {},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for name in models:
-        model = zoo.load(name)
+    for name, model in loaded.items():
         counter = CountingModule(model).eval()
         with torch.no_grad():
             correct_t = model(x).argmax(dim=1) == y

@@ -237,3 +237,16 @@ def test_unknown_model_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> 
     assert image_bench.main(["--model", "eval_digits_mlp", "--out", "/nonexistent/x.json"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not an MNIST model" in err
+
+
+def test_missing_weights_stop_before_any_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zoo
+
+    def missing(name: str) -> torch.nn.Module:
+        raise FileNotFoundError(f"bench/zoo/{name}.pt is missing")
+
+    monkeypatch.setattr(zoo, "load", missing)
+    assert image_bench.main(["--model", "mnist_cnn", "--out", "/nonexistent/x.json"]) == 2
+    assert capsys.readouterr().err == "image_bench: bench/zoo/mnist_cnn.pt is missing\n"
