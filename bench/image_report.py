@@ -259,7 +259,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"adv-lib {meta['versions'].get('adv-lib')}, torchattacks "
         f"{meta['versions'].get('torchattacks')}; {meta['started']}",
         f"- command: `{meta['command']}`; "
-        f"total run time {_fmt(meta.get('total_seconds'), '.0f')} s",
+        f"total run time {_fmt(meta.get('total_seconds'), '.0f')} s "
+        f"(process CPU time {_fmt(meta.get('total_cpu_seconds'), '.0f')} s)",
         "",
         "success: valid adversarial on the correctly classified samples; median over them "
         "(failures count as ∞); optimality: AttackBench's score against the per-sample best "
