@@ -44,7 +44,9 @@ def _fmt(value: Any, spec: str) -> str:
         return "–"
     if isinstance(value, float) and math.isinf(value):
         return "∞"
-    return format(value, spec)
+    text = format(value, spec)
+    # a score that rounds to zero from below (float noise, -1e-17) prints as 0, not -0
+    return text[1:] if text.startswith("-") and not text.strip("-0.%") else text
 
 
 _CHECK_TEXT = {

@@ -250,3 +250,10 @@ def test_missing_weights_stop_before_any_run(
     monkeypatch.setattr(zoo, "load", missing)
     assert image_bench.main(["--model", "mnist_cnn", "--out", "/nonexistent/x.json"]) == 2
     assert capsys.readouterr().err == "image_bench: bench/zoo/mnist_cnn.pt is missing\n"
+
+
+def test_scores_that_round_to_zero_print_without_a_sign() -> None:
+    assert image_report._fmt(-1e-17, ".3f") == "0.000"
+    assert image_report._fmt(-0.0004, ".3f") == "0.000"
+    assert image_report._fmt(-0.01, ".3f") == "-0.010"  # a real negative score stays
+    assert image_report._fmt(math.inf, ".3f") == "∞" and image_report._fmt(None, ".3f") == "–"
