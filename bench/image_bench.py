@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from image_report import json_dist, markdown, restore_report, write
+from image_report import combine, json_dist, markdown, restore_report, write
 from metrics import TIMING_THRESHOLD, fastest_qualifying, score_runs
 from peers import ALL_NORMS, METHODS, NORMS, Method
 
@@ -108,6 +108,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/results/image.json"))
     parser.add_argument(
         "--markdown-only", action="store_true", help="rewrite the .md from the --out JSON"
+    )
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="write one report (--out, JSON and .md) of these runs' models; runs nothing",
     )
     args = parser.parse_args(argv)
     args.budgets = sorted(
@@ -368,6 +376,15 @@ def _model_block(name: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.combine:
+        try:
+            report = combine([json.loads(p.read_text()) for p in args.combine])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"image_bench: cannot combine: {exc}", file=sys.stderr)
+            return 2
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write(report, args.out)
+        return 0
     if args.markdown_only:
         try:
             report = restore_report(json.loads(args.out.read_text()))

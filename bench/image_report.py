@@ -109,6 +109,39 @@ def restore_report(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of several runs' models (e.g. one run per model, side by side): the models
+    in order, the first run's facts, every run's command, started time and run time. The runs
+    must share samples, budgets and timing settings, else their figures do not compare."""
+    if not reports:
+        raise ValueError("combine: no reports")
+    reports = [restore_report(r) for r in reports]
+    first = reports[0]["meta"]
+    keys = ("samples", "budgets", "budget", "timing_samples", "timing_repeats", "device")
+    for r in reports[1:]:
+        differ = [k for k in keys if r["meta"].get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"combine: runs differ in {', '.join(differ)}")
+    models: dict[str, Any] = {}
+    for r in reports:
+        for name, block in r["models"].items():
+            if name in models:
+                raise ValueError(f"combine: model {name} is in two runs")
+            models[name] = block
+    meta = {
+        **first,
+        "models": list(models),
+        "command": " ; ".join(r["meta"]["command"] for r in reports),
+        "combined_from": [
+            {k: r["meta"].get(k) for k in ("command", "started", "total_seconds", "models")}
+            for r in reports
+        ],
+        "total_seconds": sum(r["meta"].get("total_seconds") or 0.0 for r in reports),
+        "total_cpu_seconds": sum(r["meta"].get("total_cpu_seconds") or 0.0 for r in reports),
+    }
+    return {"meta": meta, "models": models}
+
+
 def _name(r: dict[str, Any]) -> str:
     return r["method"] if r["method"] == "mmargin" else f"{r['library']} {r['attack']}"
 

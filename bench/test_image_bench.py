@@ -4,6 +4,7 @@ Foolbox, adv_lib and torchattacks are imported only when their methods run)."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -257,3 +258,26 @@ def test_scores_that_round_to_zero_print_without_a_sign() -> None:
     assert image_report._fmt(-0.0004, ".3f") == "0.000"
     assert image_report._fmt(-0.01, ".3f") == "-0.010"  # a real negative score stays
     assert image_report._fmt(math.inf, ".3f") == "∞" and image_report._fmt(None, ".3f") == "–"
+
+
+def test_combine_runs_of_single_models(tmp_path: Path) -> None:
+    a, b = _synthetic_report(), _synthetic_report()
+    b["models"] = {"m2": b["models"].pop("m1")}
+    a["meta"].update(command="run a", total_seconds=10.0)
+    b["meta"].update(command="run b", total_seconds=5.0)
+    for name, report in (("a", a), ("b", b)):
+        image_report.write(report, tmp_path / f"{name}.json")
+    out = tmp_path / "all.json"
+    argv = ["--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)]
+    assert image_bench.main(argv) == 0
+    combined = image_report.restore_report(json.loads(out.read_text()))
+    assert list(combined["models"]) == ["m1", "m2"]
+    assert combined["meta"]["total_seconds"] == pytest.approx(15.0)
+    assert [h["model"] for h in image_report.headline_rows(combined)] == ["m1", "m2"]
+    assert "| m2 | L0 (pixels) | 0.995 |" in out.with_suffix(".md").read_text()
+    # runs that do not compare, or the same model twice, are refused
+    b["meta"]["budgets"] = [100, 1000]
+    with pytest.raises(ValueError, match="budgets"):
+        image_report.combine([a, b])
+    with pytest.raises(ValueError, match="m1 is in two runs"):
+        image_report.combine([_synthetic_report(), _synthetic_report()])
