@@ -262,6 +262,7 @@ def timing_targets(rows: list[dict[str, Any]], every_peer: bool) -> list[str]:
 def _paired_timing(
     rows: list[dict[str, Any]], targets: list[str], norm: str, budget: int,
     args: argparse.Namespace, counter: CountingModule, x: torch.Tensor, y: torch.Tensor,
+    tag: str = "",
 ) -> None:  # fmt: skip
     """Time mmargin and each target method back to back on the first ``--timing-samples``
     images, alternating which goes first, ``--timing-repeats`` times: each pair runs under
@@ -289,7 +290,8 @@ def _paired_timing(
             "seconds_pairs_mmargin_method": pairs,
             "median_ratio": float(np.median([a / b for a, b in pairs])),
         }
-        _log(f"[{norm}] paired timing {r['method']}: {r['paired_timing']['median_ratio']:.2f}")
+        ratio = r["paired_timing"]["median_ratio"]
+        _log(f"[{tag} {norm}] paired timing mmargin / {r['method']}: {ratio:.2f}")
 
 
 def _mmargin_checks(
@@ -338,7 +340,7 @@ def _run_norm(
     pooled, per_budget = score_runs(runs, correct_t.numpy())
     main_rows = runs[args.main_budget]
     targets = timing_targets(main_rows, args.timing_all)
-    _paired_timing(main_rows, targets, norm, args.main_budget, args, counter, x, y)
+    _paired_timing(main_rows, targets, norm, args.main_budget, args, counter, x, y, tag)
     for rows in runs.values():
         for r in rows:
             if "_dist" in r:

@@ -179,6 +179,7 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "best_peer_optimality": best["optimality"] if best else None,
                 "mmargin_low": low.get("optimality") if low else None,
                 "timed_against": _name(pair) if pair else None,
+                "timed_peers": bool(nb.get("timing", {}).get("against")) or bool(timed),
                 "paired_ratio": pair["paired_timing"]["median_ratio"] if pair else None,
             })  # fmt: skip
     return out
@@ -201,11 +202,12 @@ def _headline(report: dict[str, Any]) -> list[str]:
         peer = (
             f"{h['best_peer']} {_fmt(h['best_peer_optimality'], '.3f')}" if h["best_peer"] else "–"
         )
-        ratio = (
-            f"{_fmt(h['paired_ratio'], '.2f')} ({h['timed_against']})"
-            if h["timed_against"]
-            else "–"
-        )
+        if h["timed_against"]:
+            ratio = f"{_fmt(h['paired_ratio'], '.2f')} ({h['timed_against']})"
+        elif h["timed_peers"]:
+            ratio = "– (not timed)"
+        else:
+            ratio = f"– (no peer ≥ {TIMING_THRESHOLD})"
         lines.append(
             f"| {h['model']} | {_NORM_TITLE[h['norm']]} | {_fmt(h['mmargin_main'], '.3f')} "
             f"| {peer} | {_fmt(h['mmargin_low'], '.3f')} | {ratio} |"

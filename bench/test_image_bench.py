@@ -281,3 +281,13 @@ def test_combine_runs_of_single_models(tmp_path: Path) -> None:
         image_report.combine([a, b])
     with pytest.raises(ValueError, match="m1 is in two runs"):
         image_report.combine([_synthetic_report(), _synthetic_report()])
+
+
+def test_headline_says_why_a_norm_has_no_time_ratio() -> None:
+    report = _synthetic_report()
+    timing = report["models"]["m1"]["norms"]["l0"]["timing"]
+    rows = report["models"]["m1"]["norms"]["l0"]["runs"]["1000"]
+    del rows[2]["paired_timing"]  # chosen, but --timing-repeats 0
+    assert "| 0.970 | – (not timed) |" in image_report.markdown(report)
+    timing["against"] = []  # no peer reached 0.9
+    assert "| 0.970 | – (no peer ≥ 0.9) |" in image_report.markdown(report)
