@@ -374,22 +374,22 @@ def _al_sigma_zero_config(norm: str, budget: int) -> dict[str, Any]:
     }
 
 
-def _al_sigma_zero_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import sigma_zero
+def _al_keywords(attack: str) -> RunFn:
+    """A run function calling ``adv_lib.attacks.<attack>(model, x, y, **cfg)`` with every
+    setting of the configuration except its ``cost`` note (``norm`` as adv_lib's number)."""
 
-    adv = sigma_zero(
-        model,
-        x,
-        y,
-        num_steps=cfg["num_steps"],
-        η_0=cfg["η_0"],
-        σ=cfg["σ"],
-        τ_0=cfg["τ_0"],
-        τ_factor=cfg["τ_factor"],
-    )
-    return adv.detach(), {}
+    def run(
+        model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    ) -> tuple[Tensor, dict[str, Any]]:
+        import adv_lib.attacks
+
+        kwargs = {k: v for k, v in cfg.items() if k != "cost"}
+        if "norm" in kwargs:
+            kwargs["norm"] = _P[kwargs["norm"]]
+        adv = getattr(adv_lib.attacks, attack)(model, x, y, **kwargs)
+        return adv.detach(), {}
+
+    return run
 
 
 def _al_pdpgd_config(norm: str, budget: int) -> dict[str, Any]:
@@ -401,23 +401,6 @@ def _al_pdpgd_config(norm: str, budget: int) -> dict[str, Any]:
         "primal_lr": 0.1,
         "cost": "2 per step",
     }
-
-
-def _al_pdpgd_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import pdpgd
-
-    adv = pdpgd(
-        model,
-        x,
-        y,
-        norm=_P[norm],
-        num_steps=cfg["num_steps"],
-        proximal_operator=cfg["proximal_operator"],
-        primal_lr=cfg["primal_lr"],
-    )
-    return adv.detach(), {}
 
 
 # -- torchattacks 3.5.1 ---------------------------------------------------------------------
@@ -539,7 +522,7 @@ METHODS: dict[str, Method] = {
             "σ-zero",
             ("l0",),
             _al_sigma_zero_config,
-            _al_sigma_zero_run,
+            _al_keywords("sigma_zero"),
         ),
         Method(
             "adv_lib.pdpgd",
@@ -547,7 +530,7 @@ METHODS: dict[str, Method] = {
             "PDPGD (L2/3 proximal)",
             ("l0",),
             _al_pdpgd_config,
-            _al_pdpgd_run,
+            _al_keywords("pdpgd"),
         ),
         Method("torchattacks.fab", "torchattacks 3.5.1", "FAB", NORMS, _ta_fab_config, _ta_fab_run),
     )
