@@ -277,14 +277,19 @@ def _paired_timing(
             continue
         method = METHODS[r["method"]]
         pairs = []
-        for rep in range(args.timing_repeats):
-            if rep % 2 == 0:
-                t_ours = _timed(ours, norm, budget, args, counter, xs, ys)
-                t_them = _timed(method, norm, budget, args, counter, xs, ys)
-            else:
-                t_them = _timed(method, norm, budget, args, counter, xs, ys)
-                t_ours = _timed(ours, norm, budget, args, counter, xs, ys)
-            pairs.append((t_ours, t_them))
+        try:
+            for rep in range(args.timing_repeats):
+                if rep % 2 == 0:
+                    t_ours = _timed(ours, norm, budget, args, counter, xs, ys)
+                    t_them = _timed(method, norm, budget, args, counter, xs, ys)
+                else:
+                    t_them = _timed(method, norm, budget, args, counter, xs, ys)
+                    t_ours = _timed(ours, norm, budget, args, counter, xs, ys)
+                pairs.append((t_ours, t_them))
+        except Exception as exc:  # noqa: BLE001 - a crash in timing must not sink the run
+            r["paired_timing_error"] = f"{type(exc).__name__}: {exc}"
+            _log(f"[{tag} {norm}] paired timing {r['method']}: ERROR {exc}")
+            continue
         r["paired_timing"] = {
             "samples": int(xs.shape[0]),
             "seconds_pairs_mmargin_method": pairs,
