@@ -75,7 +75,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="MNIST models of the zoo (bench/zoo.py); default: the evaluation set's",
     )
     which.add_argument("--model", default=None, help="one model (same as --models NAME)")
-    parser.add_argument("--samples", type=int, default=500, help="first N MNIST test images")
+    parser.add_argument("--samples", type=int, default=100, help="first N MNIST test images")
     budgets = parser.add_mutually_exclusive_group()
     budgets.add_argument(
         "--budgets",
