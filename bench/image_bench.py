@@ -381,25 +381,29 @@ def _model_block(name: str) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    if args.combine:
-        try:
+def _from_json(args: argparse.Namespace) -> int:
+    """``--combine`` (one report of several runs) or ``--markdown-only`` (re-render the .md):
+    finished reports in, files out, no run."""
+    try:
+        if args.combine:
             report = combine([json.loads(p.read_text()) for p in args.combine])
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"image_bench: cannot combine: {exc}", file=sys.stderr)
-            return 2
+        else:
+            report = restore_report(json.loads(args.out.read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"image_bench: cannot read the report(s): {exc}", file=sys.stderr)
+        return 2
+    if args.combine:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write(report, args.out)
-        return 0
-    if args.markdown_only:
-        try:
-            report = restore_report(json.loads(args.out.read_text()))
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"image_bench: cannot read {args.out}: {exc}", file=sys.stderr)
-            return 2
+    else:
         args.out.with_suffix(".md").write_text(markdown(report))
-        return 0
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.combine or args.markdown_only:
+        return _from_json(args)
     import zoo
 
     from mmargin_image.data import load_mnist

@@ -291,3 +291,16 @@ def test_headline_says_why_a_norm_has_no_time_ratio() -> None:
     assert "| 0.970 | – (not timed) |" in image_report.markdown(report)
     timing["against"] = []  # no peer reached 0.9
     assert "| 0.970 | – (no peer ≥ 0.9) |" in image_report.markdown(report)
+
+
+def test_markdown_only_rerenders_and_refuses_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    image_report.write(_synthetic_report(), out)
+    out.with_suffix(".md").unlink()
+    assert image_bench.main(["--markdown-only", "--out", str(out)]) == 0
+    assert "| m1 | L0 (pixels) | 0.995 |" in out.with_suffix(".md").read_text()
+    assert image_bench.main(["--markdown-only", "--out", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read" in err
