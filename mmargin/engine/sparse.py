@@ -13,7 +13,9 @@ only part of the way. This stage starts from that verified flip and, one sample 
    *all* that still flip — fewer than the flip has: a smaller support, possibly a
    different one (a swap) — then, failing that, the fewest of the flip's own positions;
 4. failing both, restore each changed position alone, least share first (one pass each);
-   none flips → the flip is a local minimum and the stage ends.
+   none flips → a local minimum: a few gradient steps on one position fewer (top
+   positions of a running gradient sum, pushed to the bound) look for a flip there; none
+   → the stage ends.
 
 Every candidate goes through the space's ``project`` (mask, box) and ``finalize`` and is kept
 only when a forward pass on it saw the flip; the driver re-verifies the result.
@@ -27,8 +29,12 @@ from torch import Tensor
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-SPARSE_SHARE = 0.15
+SPARSE_SHARE = 0.25
 """The share of a sample's budget set aside for this stage when the distance is L0."""
+PATIENCE = 12
+"""Steps a local minimum is searched for a flip on one position fewer before the stage ends."""
+MOMENTUM = 0.75
+"""Weight of the previous gradients in that search's running sum."""
 FAR = 1e6
 """A step long enough to reach the box's bound on any coordinate the space lets move."""
 
@@ -159,9 +165,34 @@ def _shrink(
                     found = candidate
                     break
         if found is None:
+            found = _descend(probe, distance, best, count - 1)
+        if found is None:
             break
         best = found
     return best, left - probe.left
+
+
+def _descend(probe: _Probe, distance: Distance, start: Tensor, k: int) -> Tensor | None:
+    """Search for a flip on ``k`` positions: from the top ``k`` positions of ``start``,
+    each step takes the gradient at the point (its forward pass says whether it flips),
+    adds it to a running sum (momentum :data:`MOMENTUM`) and moves to the top ``k``
+    positions by that sum, pushed to the bound against it. At most :data:`PATIENCE` steps;
+    the first flip with fewer positions than ``start`` is returned, else ``None``."""
+    space, x = probe.space, probe.x
+    total = torch.zeros_like(start)
+    point = start
+    for _ in range(PATIENCE):
+        if probe.left < 2:
+            break
+        grad, flips = probe.gradient(point)
+        if flips and _count(distance, point) <= k:
+            return point
+        scale = grad.abs().amax().clamp(min=1e-30)
+        total = MOMENTUM * total + grad / scale
+        pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
+        order = _shares(distance, total, pushed).flatten().argsort(descending=True, stable=True)
+        point = space.finalize(x, x + space.project(x, _keep(distance, pushed, order, k))) - x
+    return None
 
 
 def _count(distance: Distance, delta: Tensor) -> int:
