@@ -31,7 +31,7 @@ from mmargin.protocols import Distance, ModelAdapter, Space
 
 SPARSE_SHARE = 0.25
 """The share of a sample's budget set aside for this stage when the distance is L0."""
-PATIENCE = 12
+PATIENCE = 25
 """Steps a local minimum is searched for a flip on one position fewer before the stage ends."""
 MOMENTUM = 0.75
 """Weight of the previous gradients in that search's running sum."""
