@@ -29,9 +29,9 @@ from torch import Tensor
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-SPARSE_SHARE = 0.25
+SPARSE_SHARE = 0.4
 """The share of a sample's budget set aside for this stage when the distance is L0."""
-PATIENCE = 25
+PATIENCE = 40
 """Steps a local minimum is searched for a flip on one position fewer before the stage ends."""
 MOMENTUM = 0.75
 """Weight of the previous gradients in that search's running sum."""
