@@ -50,6 +50,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def load_points(model: Any, count: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The first ``count`` digits test images ``model`` classifies correctly."""
     import torch
+
     from mmargin_image.data import load_digits
 
     data = load_digits("test")
@@ -170,9 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         "budget": args.budget,
         "points": args.points,
         "seed": args.seed,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python bench/exact_ratio.py " + " ".join(sys.argv[1:] if argv is None
-                                                             else argv),  # fmt: skip
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": "python bench/exact_ratio.py " + " ".join(argv or sys.argv[1:]),
         "norms": [],
     }
     for norm in args.norms:

@@ -23,6 +23,7 @@ BOUND = 1.02
 def digits() -> tuple[object, np.ndarray, np.ndarray]:
     """The shipped digits MLP and its first correctly classified test points."""
     import torch
+
     from mmargin_image.data import load_digits
     from mmargin_image.models import digits_mlp
 

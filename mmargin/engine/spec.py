@@ -99,6 +99,9 @@ class GradientConfig:
     rtol: float = 1e-4
     restarts: int = 1
     candidates: int = 9
+    probes: int = 3
+    first_share: float = 0.4
+    probe_share: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -108,6 +111,11 @@ class GradientConfig:
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
         check_int("gradient", "restarts", self.restarts, 0, 1000)
         check_int("gradient", "candidates", self.candidates, 1, 1000)
+        check_int("gradient", "probes", self.probes, 0, 1000)
+        check_float("gradient", "first_share", self.first_share, 0.0, 1.0)
+        check_float("gradient", "probe_share", self.probe_share, 0.0, 1.0)
+        if self.first_share + self.probes * self.probe_share > 1.0:
+            raise ValueError("gradient: first_share + probes * probe_share must be <= 1")
 
 
 @dataclass(frozen=True)
