@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from mmargin.engine.lagrangian import lagrangian_run
 from mmargin.engine.passes import legs, probe_classes, refine_classes
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
@@ -128,8 +129,13 @@ def _class_aware(
     model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
     labels: Tensor, steps: int, config: GradientConfig, state: SearchState, ranked: Tensor,
 ) -> None:  # fmt: skip
-    """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first run, the
-    class probes, then refinements warm-started from the best flip toward its class."""
+    """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
+    on L2 a Lagrangian run (from the clean input: after the first run only so that
+    samples without usable gradients are known and skipped), the class probes, and
+    refinements warm-started from the best flip toward its class."""
+    lagrange = int(steps * config.lagrangian) if distance.p == 2.0 else 0
+    lagrange = lagrange if lagrange >= 8 else 0
+    steps -= lagrange
     plan = legs(steps, config.restarts, config.probes, config.first_share, config.probe_share)
     candidates = None
     for n, leg in enumerate(plan):
@@ -152,6 +158,8 @@ def _class_aware(
         )  # fmt: skip
         if late is not None:
             late.judge(state)
+        if n == 0 and lagrange:  # after the first run: it flags samples without gradients
+            lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state)
 
 
 class _Late:
