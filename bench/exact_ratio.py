@@ -161,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(BENCH))
     import zoo
 
+    member = zoo.MEMBERS.get(args.model)
+    if (member is not None and member.data != "digits") or (
+        member is None and args.model != "digits_mlp"
+    ):
+        print(f"exact_ratio: {args.model} is not a digits model of the zoo", file=sys.stderr)
+        return 2
     try:
         model = zoo.load(args.model)
     except (ValueError, FileNotFoundError) as err:
