@@ -40,7 +40,16 @@ def test_wav_round_trip_within_one_pcm_step() -> None:
     with wave.open(io.BytesIO(_payload(wav_data_uri(clip, 8000), "audio/wav"))) as fh:
         assert (fh.getnchannels(), fh.getsampwidth(), fh.getframerate()) == (1, 2, 8000)
         pcm = np.frombuffer(fh.readframes(fh.getnframes()), dtype="<i2")
-    np.testing.assert_allclose(pcm / 32767, clip, atol=1 / 32767)
+    np.testing.assert_allclose(pcm / 32768, clip, atol=0.5 / 32768)
+
+
+def test_wav_codes_are_the_exported_codes() -> None:
+    """Samples already on the 16-bit grid (what a repaired, saved adversarial holds) come
+    back as the very codes the audio plugin writes, full scale included."""
+    codes = np.array([-32768, -32767, -1, 0, 1, 12345, 32767], dtype=np.int64)
+    with wave.open(io.BytesIO(_payload(wav_data_uri(codes / 32768, 8000), "audio/wav"))) as fh:
+        pcm = np.frombuffer(fh.readframes(fh.getnframes()), dtype="<i2")
+    np.testing.assert_array_equal(pcm, codes)
 
 
 def test_spectrogram_puts_a_tone_at_its_frequency() -> None:

@@ -15,6 +15,8 @@ import wave
 
 import numpy as np
 
+from mmargin.saved import PCM16
+
 
 def png_data_uri(
     array: np.ndarray,
@@ -51,9 +53,11 @@ def png_data_uri(
 
 def wav_data_uri(wave_data: np.ndarray, sample_rate: int) -> str:
     """A ``data:audio/wav;base64,...`` URI: a mono 16-bit PCM WAV of ``wave_data`` (floats
-    in [-1, 1], clipped)."""
-    samples = np.clip(np.asarray(wave_data, dtype=np.float64).ravel(), -1.0, 1.0)
-    pcm = np.round(samples * 32767).astype("<i2")
+    in [-1, 1]), coded as the exported WAVs are (nearest code of ``x · 32768``, clipped at
+    full scale: :data:`mmargin.saved.PCM16`), so a player plays the very samples whose flip
+    was checked as saved."""
+    samples = np.asarray(wave_data, dtype=np.float64).ravel()
+    pcm = np.clip(np.rint(samples * PCM16.scale), PCM16.low, PCM16.high).astype("<i2")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as fh:
         fh.setnchannels(1)
