@@ -165,6 +165,8 @@ def paired(first: Callable[[], None], second: Callable[[], None], repeats: int) 
         "ratio": statistics.median(ratios),
         "ratios": ratios,
         "cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else math.nan,
+        "first_cpu_s": statistics.median(a_cpu),
+        "second_cpu_s": statistics.median(b_cpu),
     }
 
 
@@ -175,6 +177,16 @@ def step_overhead(
     engine = Engine(model, norm, args.steps)
     deltas = engine.iterates(x, y)
     timing = paired(lambda: engine.run(x, y), lambda: bare_steps(model, x, y, deltas), args.repeats)
+    # the engine's own work, apart: the same steps on a linear model, whose forward and
+    # backward cost next to nothing, timed in CPU time (short runs, many repeats)
+    linear = linear_model(x, int(engine.model(x[:1]).shape[1]))
+    alone = Engine(linear, norm, args.steps)
+    points = alone.iterates(x, y)
+    own = paired(
+        lambda: alone.run(x, y), lambda: bare_steps(linear, x, y, points), 3 * args.repeats
+    )
+    own_ms = 1e3 * (own["first_cpu_s"] - own["second_cpu_s"]) / args.steps
+    bare_cpu_ms = 1e3 * timing["second_cpu_s"] / args.steps
     return {
         "batch": int(x.shape[0]),
         "norm": norm,
@@ -183,7 +195,22 @@ def step_overhead(
         "overhead_pct": 100 * (timing["ratio"] - 1),
         "cpu_overhead_pct": 100 * (timing["cpu_ratio"] - 1),
         "paired_ratios": timing["ratios"],
+        "engine_own_ms_per_step": own_ms,
+        "own_share_pct": 100 * own_ms / bare_cpu_ms,
     }
+
+
+def linear_model(x: Tensor, classes: int) -> nn.Module:
+    """A fixed linear classifier on ``x``'s shape: a model that costs almost nothing, so
+    the engine's own work per step shows apart from the model's."""
+    gen = torch.Generator().manual_seed(0)
+    layer = nn.Linear(x[0].numel(), classes)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.05)
+    model = nn.Sequential(nn.Flatten(), layer).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def call_split(
@@ -255,15 +282,21 @@ def markdown(record: dict[str, Any]) -> str:
         f"{record['steps']} steps per run, median of {record['repeats']} paired runs "
         f"(alternating order), {record['threads']} thread(s), torch {record['torch']}.",
         "",
+        "Overhead: median of the paired engine/bare ratios − 1 (wall clock and process CPU "
+        "time). Engine's own work: the same steps on a linear model (almost free forward and "
+        "backward), engine minus bare CPU ms per step, and that as a share of the bare step "
+        "of the model.",
+        "",
         "| model | batch | norm | engine ms/step | bare ms/step | overhead (wall) "
-        "| overhead (CPU time) |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| overhead (CPU time) | engine's own ms/step | own / bare |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in record["steps_table"]:
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['norm']} | {r['engine_ms_per_step']:.2f} | "
             f"{r['bare_ms_per_step']:.2f} | {r['overhead_pct']:+.1f}% | "
-            f"{r['cpu_overhead_pct']:+.1f}% |"
+            f"{r['cpu_overhead_pct']:+.1f}% | {r['engine_own_ms_per_step']:.2f} | "
+            f"{r['own_share_pct']:.1f}% |"
         )
     if record["call_table"]:
         lines += [
@@ -325,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                 record["steps_table"].append(row)
                 _log(f"{name} b{batch} {norm}: {row['engine_ms_per_step']:.2f} vs "
                      f"{row['bare_ms_per_step']:.2f} ms/step, {row['overhead_pct']:+.1f}% "
-                     f"(CPU time {row['cpu_overhead_pct']:+.1f}%)")  # fmt: skip
+                     f"(CPU time {row['cpu_overhead_pct']:+.1f}%); own "
+                     f"{row['engine_own_ms_per_step']:.2f} ms = "
+                     f"{row['own_share_pct']:.1f}%")  # fmt: skip
                 if args.profile:
                     key = f"{name} batch {batch} {norm}"
                     record["profiles"][key] = profile_steps(model, x, y, norm, args.steps)
@@ -340,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     if not record["steps_table"]:
         print("overhead: no model could be loaded", file=sys.stderr)
         return 1
+    record["median_own_share_pct"] = {
+        norm: statistics.median(
+            r["own_share_pct"] for r in record["steps_table"] if r["norm"] == norm
+        )
+        for norm in args.norms
+        if any(r["norm"] == norm for r in record["steps_table"])
+    }
     record["median_overhead_pct"] = {
         norm: statistics.median(
             r["overhead_pct"] for r in record["steps_table"] if r["norm"] == norm

@@ -62,16 +62,17 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     theta = ((total - eps) / flat.shape[1]).clamp(min=0)
     count = torch.full_like(total, float(flat.shape[1]))
     for _ in range(flat.shape[1] + 1):  # finite: the active set shrinks at every pass
-        active = (size - theta.unsqueeze(1)).clamp_(min=0).sign_()  # 1 where |v| > θ
-        kept = active.sum(dim=1)
+        excess = (size - theta.unsqueeze(1)).clamp_(min=0)  # max(|v| − θ, 0)
+        over = excess.sum(dim=1) - eps  # Σ max(|v| − θ, 0) − eps ≥ 0 below the answer
+        kept = excess.sign_().sum(dim=1)  # #{|v| > θ}
         # θ at the row's largest |v| (eps = 0, or rounding) leaves nothing above it: done
         empty = kept == 0
         kept = torch.where(empty, count, kept)
         if torch.equal(kept, count):
             break
         count = kept
-        moved = ((size * active).sum(dim=1) - eps).div_(kept).clamp_(min=0)
-        theta = torch.where(empty, theta, moved)
+        # the Newton step θ + over / #{|v| > θ}, the same as Michelot's mean update
+        theta = torch.where(empty, theta, (theta + over / kept).clamp_(min=0))
     theta = theta.unsqueeze(1)
     return flat - flat.clamp(min=-theta, max=theta)
 
@@ -103,7 +104,7 @@ def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:
 def _project_l0_grouped(u: Tensor, eps: Tensor, axis: int) -> Tensor:
     """Keep the ``floor(eps)`` positions (all coordinates along ``axis`` together: a pixel's
     channels) with the largest L2 size over ``axis``, zero the others."""
-    size = u.norm(dim=axis, keepdim=True)
+    size = torch.linalg.vector_norm(u, dim=axis, keepdim=True)
     return u * _top_mask(size.flatten(1), eps).view_as(size)
 
 
