@@ -1,18 +1,23 @@
-"""Minimal-norm adversarial search on an MNIST CNN: mmargin against peer libraries.
+"""Minimal-norm adversarial search on MNIST models: mmargin against peer libraries.
 
-Every method runs in this one process on the same model object (eval mode, frozen
-parameters, wrapped in one shared pass counter), the same first ``--samples`` images of the
-MNIST test split, the same CPU threads and the same per-sample budget of forward + backward
-passes. Every returned adversarial is re-checked here: it counts only if the model's
-prediction differs from the label and every pixel is in ``[0, 1]``; its distance is
-computed here from ``adv - x`` in float32. Samples the model already misclassifies count
-as distance 0 for every method.
+For every model (``--models``, MNIST models of the zoo, ``bench/zoo.py``), every norm and
+every budget (``--budgets``), every method runs in this one process on the same model
+object (eval mode, frozen parameters, wrapped in one shared pass counter), the same first
+``--samples`` images of the MNIST test split, the same CPU threads, configured for that
+per-sample budget of forward + backward passes. Every returned adversarial is re-checked
+here: it counts only if the model's prediction differs from the label and every pixel is in
+``[0, 1]``; its distance is computed here from ``adv - x`` in float32 (L0: the number of
+pixels that changed). Samples the model already misclassifies count as distance 0 for every
+method. Optimality is pooled per model and norm: against the per-sample best over every row
+of every budget. mmargin is then timed back to back against the fastest peer reaching
+optimality ≥ 0.9 at the largest budget (``--timing-all``: against every peer).
 
-    python bench/image_bench.py --samples 500 --budget 1000 --norms l2 linf l1 \
-        --out bench/results/image.json
+    python bench/image_bench.py --samples 100 --budgets 100 250 500 1000 \
+        --norms l2 linf l1 --out bench/results/image.json
 
-writes the JSON (all figures, configurations and per-sample distances) and a markdown
-table per norm next to it (same name, ``.md``). See ``bench/README.md``.
+writes the JSON (all figures, configurations and per-sample distances) and a markdown file
+next to it (same name, ``.md``): a headline table per model and norm, budget curves and the
+detailed rows at the largest budget. See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -32,29 +37,58 @@ from typing import Any
 
 import numpy as np
 import torch
-from image_report import json_dist, markdown, write
-from metrics import (
-    attackbench_optimality,
-    attackbench_optimality_trapz,
-    median_distance,
-    per_sample_best,
-    success_rate,
-)
-from peers import METHODS, NORMS, Method
+from image_report import combine, json_dist, markdown, restore_report, write
+from metrics import TIMING_THRESHOLD, fastest_qualifying, score_runs
+from peers import ALL_NORMS, METHODS, NORMS, Method
 
 from mmargin.engine.counting import CountingModule
 
 _P = {"l2": 2.0, "linf": math.inf, "l1": 1.0}
+DEFAULT_BUDGETS = (100, 250, 500, 1000)
+
+
+def default_models() -> list[str]:
+    """The MNIST models of the zoo's evaluation set (the lead's evaluation run)."""
+    import zoo
+
+    return [n for n in zoo.names("evaluation") if zoo.MEMBERS[n].data == "mnist"]
+
+
+def mnist_models() -> list[str]:
+    """Every MNIST model of the zoo (the shipped digits MLP and digits members excluded)."""
+    import zoo
+
+    def data(name: str) -> str:
+        member = zoo.MEMBERS.get(name)
+        return member.data if member is not None else name.split("_")[0]
+
+    return [n for n in zoo.names() if data(n) == "mnist"]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", default="mnist_cnn", help="an MNIST model of the zoo (bench/zoo.py)"
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="MNIST models of the zoo (bench/zoo.py); default: the evaluation set's",
     )
-    parser.add_argument("--samples", type=int, default=500, help="first N MNIST test images")
-    parser.add_argument("--budget", type=int, default=1000, help="passes per sample")
-    parser.add_argument("--norms", nargs="+", default=list(NORMS), choices=NORMS)
+    which.add_argument("--model", default=None, help="one model (same as --models NAME)")
+    parser.add_argument("--samples", type=int, default=100, help="first N MNIST test images")
+    budgets = parser.add_mutually_exclusive_group()
+    budgets.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        default=None,
+        help="passes per sample; every method runs once per budget, configured for it; the "
+        f"largest is the main budget (default {' '.join(map(str, DEFAULT_BUDGETS))})",
+    )
+    budgets.add_argument("--budget", type=int, default=None, help="one budget (= --budgets N)")
+    parser.add_argument(
+        "--norms", nargs="+", default=list(NORMS), choices=ALL_NORMS, help="default l2 linf l1"
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--batch-size", type=int, default=500, help="same batches for all")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
@@ -65,11 +99,35 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timing-repeats", type=int, default=3, help="paired mmargin/method runs (0: none)"
     )
+    parser.add_argument(
+        "--timing-all",
+        action="store_true",
+        help="time mmargin against every peer, not only the fastest one with optimality "
+        f">= {TIMING_THRESHOLD} at the main budget",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/image.json"))
     parser.add_argument(
         "--markdown-only", action="store_true", help="rewrite the .md from the --out JSON"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="write one report (--out, JSON and .md) of these runs' models; runs nothing",
+    )
+    args = parser.parse_args(argv)
+    args.budgets = sorted(
+        set([args.budget] if args.budget is not None else (args.budgets or DEFAULT_BUDGETS))
+    )
+    if args.budgets[0] < 1:
+        parser.error("budgets must be >= 1 pass per sample")
+    args.main_budget = args.budgets[-1]
+    if args.samples < 1 or args.batch_size < 1:
+        parser.error("--samples and --batch-size must be >= 1")
+    args.models = [args.model] if args.model is not None else args.models
+    return args
 
 
 def _log(message: str) -> None:
@@ -83,9 +141,17 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _distances(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    flat = delta.flatten(1).to(torch.float32)
-    return torch.linalg.vector_norm(flat, ord=_P[norm], dim=1)
+def perturbation_sizes(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample size of ``delta`` (``(N, C, H, W)`` or ``(N, D)``) in float32: the Lp norm
+    over all coordinates, or for ``l0`` the number of pixels with any channel changed
+    (exactly nonzero; with one channel, as on MNIST, the number of changed coordinates)."""
+    delta = delta.to(torch.float32)
+    if norm == "l0":
+        changed = delta != 0
+        if changed.ndim == 4:  # NCHW: a pixel changes when any of its channels does
+            changed = changed.any(dim=1)
+        return changed.flatten(1).sum(dim=1).to(torch.float32)
+    return torch.linalg.vector_norm(delta.flatten(1), ord=_P[norm], dim=1)
 
 
 def _verify(
@@ -104,7 +170,7 @@ def _verify(
         pred = model(torch.nan_to_num(adv)).argmax(dim=1)
     flipped = pred != y
     valid = finite & in_box & flipped
-    dist = torch.where(valid, _distances(adv - x, norm), torch.full(y.shape, math.inf))
+    dist = torch.where(valid, perturbation_sizes(adv - x, norm), torch.full(y.shape, math.inf))
     dist[~correct] = 0.0
     checks = {
         "not_finite": int((correct & ~finite).sum()),
@@ -118,6 +184,7 @@ def _verify(
 def _run_method(
     method: Method,
     norm: str,
+    budget: int,
     args: argparse.Namespace,
     model: torch.nn.Module,
     counter: CountingModule,
@@ -125,7 +192,7 @@ def _run_method(
     y: torch.Tensor,
     correct: torch.Tensor,
 ) -> dict[str, Any]:
-    cfg = method.config(norm, args.budget)
+    cfg = method.config(norm, budget)
     n = x.shape[0]
     load_before = os.getloadavg()[0]
     counter.reset()
@@ -149,6 +216,7 @@ def _run_method(
     cpu_seconds = time.process_time() - cpu_started
     row: dict[str, Any] = {
         "method": method.key,
+        "budget": budget,
         "library": method.library,
         "attack": method.attack,
         "config": cfg,
@@ -159,7 +227,7 @@ def _run_method(
         "backward_per_sample": counter.counter.backward / n,
         "passes_per_sample": counter.passes / n,
     }
-    row["within_budget"] = row["passes_per_sample"] <= args.budget
+    row["within_budget"] = row["passes_per_sample"] <= budget
     row["load_average_1min"] = [load_before, os.getloadavg()[0]]
     if error is not None:
         row.update(status="error", error=error)
@@ -172,47 +240,63 @@ def _run_method(
 
 
 def _timed(
-    method: Method, norm: str, args: argparse.Namespace, counter: CountingModule,
+    method: Method, norm: str, budget: int, args: argparse.Namespace, counter: CountingModule,
     x: torch.Tensor, y: torch.Tensor,
 ) -> float:  # fmt: skip
-    cfg = method.config(norm, args.budget)
+    cfg = method.config(norm, budget)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     method.run(counter, x.clone(), y.clone(), norm, cfg)
     return time.perf_counter() - started
 
 
+def timing_targets(rows: list[dict[str, Any]], every_peer: bool) -> list[str]:
+    """The peers mmargin is timed against at the main budget: every peer that ran
+    (``every_peer``), else the fastest one reaching optimality >= 0.9 (none if none does)."""
+    if every_peer:
+        return [r["method"] for r in rows if r["status"] == "ok" and r["method"] != "mmargin"]
+    chosen = fastest_qualifying(rows, TIMING_THRESHOLD)
+    return [] if chosen is None else [chosen]
+
+
 def _paired_timing(
-    rows: list[dict[str, Any]], norm: str, args: argparse.Namespace, counter: CountingModule,
-    x: torch.Tensor, y: torch.Tensor,
+    rows: list[dict[str, Any]], targets: list[str], norm: str, budget: int,
+    args: argparse.Namespace, counter: CountingModule, x: torch.Tensor, y: torch.Tensor,
+    tag: str = "",
 ) -> None:  # fmt: skip
-    """Time mmargin and each method back to back on the first ``--timing-samples`` images,
-    alternating which goes first, ``--timing-repeats`` times: each pair runs under nearly
-    the same machine load, so the median of the paired ratios is robust to a shared
+    """Time mmargin and each target method back to back on the first ``--timing-samples``
+    images, alternating which goes first, ``--timing-repeats`` times: each pair runs under
+    nearly the same machine load, so the median of the paired ratios is robust to a shared
     machine's load changing during the (long) main run."""
     if args.timing_repeats <= 0 or "mmargin" not in args.methods:
         return
     xs, ys = x[: args.timing_samples], y[: args.timing_samples]
     ours = METHODS["mmargin"]
     for r in rows:
-        if r["status"] != "ok" or r["method"] == "mmargin":
+        if r["method"] not in targets:
             continue
         method = METHODS[r["method"]]
         pairs = []
-        for rep in range(args.timing_repeats):
-            if rep % 2 == 0:
-                t_ours = _timed(ours, norm, args, counter, xs, ys)
-                t_them = _timed(method, norm, args, counter, xs, ys)
-            else:
-                t_them = _timed(method, norm, args, counter, xs, ys)
-                t_ours = _timed(ours, norm, args, counter, xs, ys)
-            pairs.append((t_ours, t_them))
+        try:
+            for rep in range(args.timing_repeats):
+                if rep % 2 == 0:
+                    t_ours = _timed(ours, norm, budget, args, counter, xs, ys)
+                    t_them = _timed(method, norm, budget, args, counter, xs, ys)
+                else:
+                    t_them = _timed(method, norm, budget, args, counter, xs, ys)
+                    t_ours = _timed(ours, norm, budget, args, counter, xs, ys)
+                pairs.append((t_ours, t_them))
+        except Exception as exc:  # noqa: BLE001 - a crash in timing must not sink the run
+            r["paired_timing_error"] = f"{type(exc).__name__}: {exc}"
+            _log(f"[{tag} {norm}] paired timing {r['method']}: ERROR {exc}")
+            continue
         r["paired_timing"] = {
             "samples": int(xs.shape[0]),
             "seconds_pairs_mmargin_method": pairs,
             "median_ratio": float(np.median([a / b for a, b in pairs])),
         }
-        _log(f"[{norm}] paired timing {r['method']}: {r['paired_timing']['median_ratio']:.2f}")
+        ratio = r["paired_timing"]["median_ratio"]
+        _log(f"[{tag} {norm}] paired timing mmargin / {r['method']}: {ratio:.2f}")
 
 
 def _mmargin_checks(
@@ -236,65 +320,117 @@ def _mmargin_checks(
     }
 
 
-def _finish_norm(rows: list[dict[str, Any]], correct: np.ndarray) -> np.ndarray | None:
-    """Add success, median, optimality and the time ratio to every row; the best distances."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    if not ok:
-        return None
-    best = per_sample_best([r["_dist"] for r in ok])
-    ours = next((r for r in ok if r["method"] == "mmargin"), None)
-    for r in rows:
-        r["mmargin_time_ratio"] = (
-            ours["seconds"] / r["seconds"] if ours is not None and r["seconds"] > 0 else None
-        )
-        r["mmargin_cpu_time_ratio"] = (
-            ours["cpu_seconds"] / r["cpu_seconds"]
-            if ours is not None and r["cpu_seconds"] > 0
-            else None
-        )
-        if r["status"] != "ok":
-            continue
-        d = r["_dist"]
-        r["success_rate"] = success_rate(d, correct)
-        r["median_distance"] = median_distance(d, correct)
-        r["optimality"] = attackbench_optimality(d, best)
-        r["optimality_attackbench_code"] = attackbench_optimality_trapz(d, best)
-        at_best = correct & np.isfinite(best) & (d <= best * (1 + 1e-4))
-        r["best_on_fraction"] = float(at_best.sum() / max(int(correct.sum()), 1))
-    return best
+def _run_norm(
+    norm: str, args: argparse.Namespace, model: torch.nn.Module, counter: CountingModule,
+    x: torch.Tensor, y: torch.Tensor, correct_t: torch.Tensor, tag: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Every method at every budget on one model and norm, scored against the pooled best,
+    then the paired timing at the main budget: the report's block for this norm."""
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for budget in args.budgets:
+        rows = []
+        for key in args.methods:
+            method = METHODS[key]
+            if norm not in method.norms:
+                continue
+            _log(f"[{tag} {norm} @{budget}] {key} ...")
+            row = _run_method(method, norm, budget, args, model, counter, x, y, correct_t)
+            rows.append(row)
+            status = row["status"] if row["status"] == "ok" else f"ERROR {row['error']}"
+            _log(
+                f"[{tag} {norm} @{budget}] {key}: {status}, "
+                f"{row['passes_per_sample']:.1f} passes/sample, {row['seconds']:.1f} s"
+            )
+        runs[budget] = rows
+    pooled, per_budget = score_runs(runs, correct_t.numpy())
+    main_rows = runs[args.main_budget]
+    targets = timing_targets(main_rows, args.timing_all)
+    _paired_timing(main_rows, targets, norm, args.main_budget, args, counter, x, y, tag)
+    for rows in runs.values():
+        for r in rows:
+            if "_dist" in r:
+                r["distances"] = json_dist(r.pop("_dist"))
+    return {
+        "main_budget": args.main_budget,
+        "runs": {str(b): rows for b, rows in runs.items()},
+        "best_distances": json_dist(pooled) if pooled is not None else None,
+        "best_distances_per_budget": {str(b): json_dist(d) for b, d in per_budget.items()},
+        "timing": {
+            "rule": "every peer"
+            if args.timing_all
+            else f"fastest peer (main-run wall time) with optimality >= {TIMING_THRESHOLD}",
+            "against": targets,
+            "budget": args.main_budget,
+        },
+    }
+
+
+def _model_block(name: str) -> dict[str, Any]:
+    """What the zoo says about model ``name`` (recipe and set), for the report."""
+    import zoo
+
+    member = zoo.MEMBERS.get(name)
+    if member is None:
+        return {"name": name, "role": "tuning", "architecture": "shipped", "training": "standard"}
+    return {
+        "name": name,
+        "role": member.role,
+        "architecture": member.architecture,
+        "training": member.training,
+        "eps": member.eps,
+    }
+
+
+def _from_json(args: argparse.Namespace) -> int:
+    """``--combine`` (one report of several runs) or ``--markdown-only`` (re-render the .md):
+    finished reports in, files out, no run."""
+    try:
+        if args.combine:
+            report = combine([json.loads(p.read_text()) for p in args.combine])
+        else:
+            report = restore_report(json.loads(args.out.read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"image_bench: cannot read the report(s): {exc}", file=sys.stderr)
+        return 2
+    if args.combine:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write(report, args.out)
+    else:
+        args.out.with_suffix(".md").write_text(markdown(report))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    if args.markdown_only:
-        report = json.loads(args.out.read_text())
-        for block in report["norms"].values():
-            for r in block["methods"]:  # JSON null stands for an infinite median
-                if r["status"] == "ok" and r.get("median_distance") is None:
-                    r["median_distance"] = math.inf
-        args.out.with_suffix(".md").write_text(markdown(report))
-        return 0
-    from zoo import load
+    if args.combine or args.markdown_only:
+        return _from_json(args)
+    import zoo
 
     from mmargin_image.data import load_mnist
 
+    models = args.models if args.models is not None else default_models()
+    unknown = [n for n in models if n not in mnist_models()]
+    if unknown:
+        print(
+            f"image_bench: not an MNIST model of the zoo: {', '.join(unknown)}; "
+            f"one of {', '.join(mnist_models())}",
+            file=sys.stderr,
+        )
+        return 2
+    try:  # every model loads before any run starts (a missing weights file: one line)
+        loaded = {name: zoo.load(name) for name in models}
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"image_bench: {exc}", file=sys.stderr)
+        return 2
+
     torch.set_num_threads(args.threads)
-    wall = time.perf_counter()
-    model = load(args.model)
-    counter = CountingModule(model).eval()
+    wall, cpu = time.perf_counter(), time.process_time()
     data = load_mnist("test")
     x = torch.from_numpy(np.ascontiguousarray(data.x[: args.samples]))
     y = torch.from_numpy(np.ascontiguousarray(data.y[: args.samples]))
-    with torch.no_grad():
-        correct_t = model(x).argmax(dim=1) == y
-    correct = correct_t.numpy()
-    # warm-up, outside every timing: import what the methods import, run one forward and
-    # backward on the batch size used
+    # import what the methods import, outside every timing
     _import_libraries(args.methods)
-    xw = x[: args.batch_size].clone().requires_grad_(True)
-    model(xw).sum().backward()
     provenance = _provenance()
-
     versions = {
         n: _version(n)
         for n in (
@@ -310,18 +446,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     report: dict[str, Any] = {
         "meta": {
-            "benchmark": f"minimal-norm adversarial search, MNIST model {args.model}",
-            "model": args.model,
+            "benchmark": "minimal-norm adversarial search on MNIST models",
+            "models": models,
             "command": "python "
             + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
             "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "samples": int(x.shape[0]),
             "ids": list(data.ids[: args.samples]),
-            "misclassified": int((~correct).sum()),
-            "budget": args.budget,
+            "budgets": args.budgets,
+            "budget": args.main_budget,
+            "norms": args.norms,
             "batch_size": args.batch_size,
             "timing_samples": min(args.timing_samples, int(x.shape[0])),
             "timing_repeats": args.timing_repeats,
+            "timing_all": args.timing_all,
             "threads": torch.get_num_threads(),
             "device": "cpu",
             "seed": args.seed,
@@ -337,37 +475,32 @@ def main(argv: list[str] | None = None) -> int:
             "model call; backward = batch size per backward traversal reaching the model "
             "input; per sample = total / N",
         },
-        "norms": {},
+        "models": {},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for norm in args.norms:
-        rows = []
-        for key in args.methods:
-            method = METHODS[key]
-            if norm not in method.norms:
-                continue
-            _log(f"[{norm}] {key} ...")
-            row = _run_method(method, norm, args, model, counter, x, y, correct_t)
-            rows.append(row)
-            status = row["status"] if row["status"] == "ok" else f"ERROR {row['error']}"
-            _log(
-                f"[{norm}] {key}: {status}, {row['passes_per_sample']:.1f} passes/sample, "
-                f"{row['seconds']:.1f} s"
-            )
-        best = _finish_norm(rows, correct)
-        _paired_timing(rows, norm, args, counter, x, y)
-        for r in rows:
-            if "_dist" in r:
-                r["distances"] = json_dist(r.pop("_dist"))
-        report["norms"][norm] = {
-            "methods": rows,
-            "best_distances": json_dist(best) if best is not None else None,
+    for name, model in loaded.items():
+        counter = CountingModule(model).eval()
+        with torch.no_grad():
+            correct_t = model(x).argmax(dim=1) == y
+        # warm-up, outside every timing: one forward and backward on the batch size used
+        xw = x[: args.batch_size].clone().requires_grad_(True)
+        model(xw).sum().backward()
+        block = {
+            **_model_block(name),
+            "misclassified": int((~correct_t).sum()),
+            "clean_accuracy": float(correct_t.float().mean()),
+            "norms": {},
         }
-        report["meta"]["total_seconds"] = time.perf_counter() - wall
-        write(report, args.out)
+        report["models"][name] = block
+        for norm in args.norms:
+            block["norms"][norm] = _run_norm(norm, args, model, counter, x, y, correct_t, name)
+            report["meta"]["total_seconds"] = time.perf_counter() - wall
+            report["meta"]["total_cpu_seconds"] = time.process_time() - cpu
+            write(report, args.out)
     _log(
         f"wrote {args.out} and {args.out.with_suffix('.md')} "
-        f"({report['meta']['total_seconds']:.0f} s)"
+        f"({report['meta']['total_seconds']:.0f} s, "
+        f"CPU {report['meta']['total_cpu_seconds']:.0f} s)"
     )
     return 0
 

@@ -1,8 +1,10 @@
-"""The image benchmark's report: strict JSON and the markdown tables (one per norm).
+"""The image benchmark's report: strict JSON and the markdown tables.
 
 ``image_bench.py`` builds the report (every figure, configuration and per-sample distance);
 this module only writes it, so ``image_bench.py --markdown-only`` can re-render a finished
-run's tables from its JSON.
+run's tables from its JSON. The report holds ``models → norms → runs`` (one list of method
+rows per budget); :func:`restore_report` also reads the older one-model, one-budget layout
+(``norms → methods``) so earlier results files still render.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from metrics import TIMING_THRESHOLD, fastest_qualifying, is_peer
 
-_NORM_TITLE = {"l2": "L2", "linf": "L∞", "l1": "L1"}
+_NORM_TITLE = {"l2": "L2", "linf": "L∞", "l1": "L1", "l0": "L0 (pixels)"}
+HEADLINE_LOW_BUDGET = 250
+"""The smaller budget the headline table shows mmargin at (issue 14: at 250 passes at least
+the best peer's optimality at 1000)."""
 
 
 def json_dist(values: np.ndarray) -> list[float | None]:
@@ -38,7 +44,9 @@ def _fmt(value: Any, spec: str) -> str:
         return "–"
     if isinstance(value, float) and math.isinf(value):
         return "∞"
-    return format(value, spec)
+    text = format(value, spec)
+    # a score that rounds to zero from below (float noise, -1e-17) prints as 0, not -0
+    return text[1:] if text.startswith("-") and not text.strip("-0.%") else text
 
 
 _CHECK_TEXT = {
@@ -61,76 +69,261 @@ def _times(r: dict[str, Any]) -> str:
     return f"{wall} | {ratio} | {_fmt(pair, '.2f')}"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The tables of a finished report, one per norm, with the run's facts above them."""
-    meta = report["meta"]
+def restore_report(report: dict[str, Any]) -> dict[str, Any]:
+    """A report read back from JSON in the current layout: an older one-model, one-budget
+    report (``norms → methods``) is moved under ``models → <its model> → norms → runs``,
+    and JSON ``null`` medians of ok rows become ``inf`` again (a median over failures)."""
+    if "models" not in report:
+        meta = report["meta"]
+        budget = int(meta["budget"])
+        name = meta.get("model", "mnist_cnn")
+        meta.setdefault("budgets", [budget])
+        meta.setdefault("models", [name])
+        report["models"] = {
+            name: {
+                "name": name,
+                "misclassified": meta.get("misclassified"),
+                "norms": {
+                    norm: {
+                        "main_budget": budget,
+                        "runs": {str(budget): block["methods"]},
+                        "best_distances": block.get("best_distances"),
+                        "timing": {
+                            "rule": "every peer",
+                            "against": [
+                                r["method"] for r in block["methods"] if r.get("paired_timing")
+                            ],
+                            "budget": budget,
+                        },
+                    }
+                    for norm, block in report.pop("norms").items()
+                },
+            }
+        }
+    for block in report["models"].values():
+        for norm_block in block["norms"].values():
+            for rows in norm_block["runs"].values():
+                for r in rows:
+                    if r["status"] == "ok" and r.get("median_distance") is None:
+                        r["median_distance"] = math.inf
+    return report
+
+
+def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report of several runs' models (e.g. one run per model, side by side): the models
+    in order, the first run's facts, every run's command, started time and run time. The runs
+    must share samples, budgets and timing settings, else their figures do not compare."""
+    if not reports:
+        raise ValueError("combine: no reports")
+    reports = [restore_report(r) for r in reports]
+    first = reports[0]["meta"]
+    keys = ("samples", "budgets", "budget", "timing_samples", "timing_repeats", "device")
+    for r in reports[1:]:
+        differ = [k for k in keys if r["meta"].get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"combine: runs differ in {', '.join(differ)}")
+    models: dict[str, Any] = {}
+    for r in reports:
+        for name, block in r["models"].items():
+            if name in models:
+                raise ValueError(f"combine: model {name} is in two runs")
+            models[name] = block
+    meta = {
+        **first,
+        "models": list(models),
+        "command": " ; ".join(r["meta"]["command"] for r in reports),
+        "combined_from": [
+            {k: r["meta"].get(k) for k in ("command", "started", "total_seconds", "models")}
+            for r in reports
+        ],
+        "total_seconds": sum(r["meta"].get("total_seconds") or 0.0 for r in reports),
+        "total_cpu_seconds": sum(r["meta"].get("total_cpu_seconds") or 0.0 for r in reports),
+    }
+    return {"meta": meta, "models": models}
+
+
+def _name(r: dict[str, Any]) -> str:
+    return r["method"] if r["method"] == "mmargin" else f"{r['library']} {r['attack']}"
+
+
+def _row(rows: list[dict[str, Any]], method: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["method"] == method and r["status"] == "ok"), None)
+
+
+def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per model and norm: mmargin's optimality at the main budget and at
+    :data:`HEADLINE_LOW_BUDGET`, the best peer at the main budget, and the paired wall-time
+    ratio against the peer mmargin was timed against (the fastest one reaching 0.9)."""
+    out = []
+    for model, block in report["models"].items():
+        for norm, nb in block["norms"].items():
+            main = nb["runs"][str(nb["main_budget"])]
+            ours = _row(main, "mmargin")
+            low = _row(nb["runs"].get(str(HEADLINE_LOW_BUDGET), []), "mmargin")
+            peers = [
+                r for r in main
+                if r["status"] == "ok" and is_peer(r["method"]) and r.get("optimality") is not None
+            ]  # fmt: skip
+            best = max(peers, key=lambda r: r["optimality"], default=None)
+            timed = [
+                r for r in main if r["method"] in nb.get("timing", {}).get("against", [])
+                and r.get("paired_timing")
+            ]  # fmt: skip
+            chosen = fastest_qualifying(timed, TIMING_THRESHOLD)
+            pair = next((r for r in timed if r["method"] == chosen), None)
+            out.append({
+                "model": model,
+                "norm": norm,
+                "mmargin_main": ours.get("optimality") if ours else None,
+                "best_peer": _name(best) if best else None,
+                "best_peer_optimality": best["optimality"] if best else None,
+                "mmargin_low": low.get("optimality") if low else None,
+                "timed_against": _name(pair) if pair else None,
+                "timed_peers": bool(nb.get("timing", {}).get("against")) or bool(timed),
+                "paired_ratio": pair["paired_timing"]["median_ratio"] if pair else None,
+            })  # fmt: skip
+    return out
+
+
+def _headline(report: dict[str, Any]) -> list[str]:
+    main = report["meta"]["budget"]
     lines = [
-        "# Minimal-norm adversarial search on the MNIST CNN: mmargin vs peers",
+        "## Headline",
         "",
-        f"- samples: first {meta['samples']} MNIST test images "
-        f"({meta['misclassified']} misclassified by the model, distance 0 for every method)",
-        f"- budget: {meta['budget']} forward+backward passes per sample (measured by one "
-        f"shared counter); device {meta['device']}, torch threads {meta['threads']}",
+        f"Pooled optimality (per model and norm, against the per-sample best of every row at "
+        f"every budget); paired ratio: mmargin / peer wall time, median of back-to-back runs "
+        f"against the fastest peer reaching optimality ≥ 0.9 at {main} (< 1: mmargin faster).",
+        "",
+        f"| model | norm | mmargin @{main} | best peer @{main} | mmargin @{HEADLINE_LOW_BUDGET} "
+        "| paired time ratio (peer) |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for h in headline_rows(report):
+        peer = (
+            f"{h['best_peer']} {_fmt(h['best_peer_optimality'], '.3f')}" if h["best_peer"] else "–"
+        )
+        if h["timed_against"]:
+            ratio = f"{_fmt(h['paired_ratio'], '.2f')} ({h['timed_against']})"
+        elif h["timed_peers"]:
+            ratio = "– (not timed)"
+        else:
+            ratio = f"– (no peer ≥ {TIMING_THRESHOLD})"
+        lines.append(
+            f"| {h['model']} | {_NORM_TITLE[h['norm']]} | {_fmt(h['mmargin_main'], '.3f')} "
+            f"| {peer} | {_fmt(h['mmargin_low'], '.3f')} | {ratio} |"
+        )
+    return lines
+
+
+def _curves(nb: dict[str, Any]) -> list[str]:
+    budgets = sorted(int(b) for b in nb["runs"])
+    if len(budgets) < 2:
+        return []
+    keys: dict[str, str] = {}
+    for b in budgets:
+        for r in nb["runs"][str(b)]:
+            keys.setdefault(r["method"], _name(r))
+    lines = [
+        "Optimality by budget (pooled; each method run once per budget, configured for it):",
+        "",
+        "| method | " + " | ".join(str(b) for b in budgets) + " |",
+        "|---|" + "---:|" * len(budgets),
+    ]
+    for key, name in keys.items():
+        cells = []
+        for b in budgets:
+            r = _row(nb["runs"][str(b)], key)
+            cells.append(_fmt(r.get("optimality") if r else None, ".3f"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _details(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| method | success | median | optimality | opt. (AB code) | passes/sample "
+        "| seconds (CPU s) | mmargin/method time (CPU) | paired ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ordered = sorted(rows, key=lambda r: (r["status"] != "ok", -(r.get("optimality") or -1e9)))
+    for r in ordered:
+        passes = f"{r['passes_per_sample']:.0f}"
+        if not r["within_budget"]:
+            passes += " (over budget)"
+        if r["status"] != "ok":
+            lines.append(f"| {_name(r)} | error | – | – | – | {passes} | {_times(r)} |")
+            continue
+        lines.append(
+            f"| {_name(r)} | {r['success_rate']:.1%} | {_fmt(r['median_distance'], '.4f')} "
+            f"| {_fmt(r['optimality'], '.3f')} "
+            f"| {_fmt(r['optimality_attackbench_code'], '.3f')} "
+            f"| {passes} | {_times(r)} |"
+        )
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"\n- {r['library']} {r['attack']}: **error** `{r['error']}`")
+    for r in rows:
+        checks = r.get("checks") or {}
+        found = {k: v for k, v in checks.items() if v}
+        if found:
+            text = ", ".join(f"{_CHECK_TEXT[k]}: {v}" for k, v in found.items())
+            lines.append(
+                f"\n- {r['library']} {r['attack']}, outputs rejected or flagged "
+                f"here (of the correctly classified samples): {text}"
+            )
+    by_note: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("notes"):
+            by_note.setdefault(r["notes"], []).append(f"{r['library']} {r['attack']}")
+    for note, names in by_note.items():
+        lines.append(f"\n- {'; '.join(names)}: {note}")
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The headline table, then per model and norm the budget curves and the detailed rows
+    at the main budget, with the run's facts above them."""
+    meta = report["meta"]
+    budgets = meta.get("budgets", [meta["budget"]])
+    lines = [
+        "# Minimal-norm adversarial search on MNIST models: mmargin vs peers",
+        "",
+        f"- models: {', '.join(report['models'])}; samples: first {meta['samples']} MNIST "
+        "test images (those a model misclassifies count as distance 0 for every method)",
+        f"- budgets: {', '.join(map(str, budgets))} forward+backward passes per sample "
+        f"(measured by one shared counter; main budget {meta['budget']}); device "
+        f"{meta['device']}, torch threads {meta['threads']}",
         f"- torch {meta['versions'].get('torch')}, foolbox {meta['versions'].get('foolbox')}, "
         f"adv-lib {meta['versions'].get('adv-lib')}, torchattacks "
         f"{meta['versions'].get('torchattacks')}; {meta['started']}",
         f"- command: `{meta['command']}`; "
-        f"total run time {_fmt(meta.get('total_seconds'), '.0f')} s",
+        f"total run time {_fmt(meta.get('total_seconds'), '.0f')} s "
+        f"(process CPU time {_fmt(meta.get('total_cpu_seconds'), '.0f')} s)",
         "",
         "success: valid adversarial on the correctly classified samples; median over them "
         "(failures count as ∞); optimality: AttackBench's score against the per-sample best "
-        "of all methods in the table (exact area; *AB code*: the reference code's trapezoid "
-        "rule); passes: measured per sample; seconds: wall time (process CPU time); ratio: "
-        "mmargin seconds / method seconds, wall (CPU), in the main run; paired ratio: median "
-        "of mmargin/method wall-time ratios from back-to-back runs on the first "
-        f"{meta.get('timing_samples', '?')} images (robust to the shared machine's load) "
-        "(< 1: mmargin faster).",
+        "of all rows of the model and norm, every budget pooled (exact area; *AB code*: the "
+        "reference code's trapezoid rule); passes: measured per sample; seconds: wall time "
+        "(process CPU time); ratio: mmargin seconds / method seconds, wall (CPU), in the main "
+        "run; paired ratio: median of mmargin/method wall-time ratios from back-to-back runs "
+        f"on the first {meta.get('timing_samples', '?')} images (robust to the shared "
+        "machine's load) (< 1: mmargin faster).",
+        "",
+        *_headline(report),
     ]
-    for norm, block in report["norms"].items():
-        lines += [
-            "",
-            f"## {_NORM_TITLE[norm]}",
-            "",
-            "| method | success | median | optimality | opt. (AB code) | passes/sample "
-            "| seconds (CPU s) | mmargin/method time (CPU) | paired ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    for model, block in report["models"].items():
+        lines += ["", f"## {model}"]
+        facts = [
+            f"{k} {block[k]}"
+            for k in ("role", "architecture", "training", "misclassified")
+            if block.get(k) is not None
         ]
-        rows = sorted(
-            block["methods"],
-            key=lambda r: (r["status"] != "ok", -(r.get("optimality") or -1e9)),
-        )
-        for r in rows:
-            name = r["method"] if r["method"] == "mmargin" else f"{r['library']} {r['attack']}"
-            passes = f"{r['passes_per_sample']:.0f}"
-            if not r["within_budget"]:
-                passes += " (over budget)"
-            if r["status"] != "ok":
-                lines.append(f"| {name} | error | – | – | – | {passes} | {_times(r)} |")
-                continue
-            lines.append(
-                f"| {name} | {r['success_rate']:.1%} | {_fmt(r['median_distance'], '.4f')} "
-                f"| {_fmt(r['optimality'], '.3f')} "
-                f"| {_fmt(r['optimality_attackbench_code'], '.3f')} "
-                f"| {passes} | {_times(r)} |"
-            )
-        for r in block["methods"]:
-            if r["status"] != "ok":
-                lines.append(f"\n- {r['library']} {r['attack']}: **error** `{r['error']}`")
-        for r in block["methods"]:
-            checks = r.get("checks") or {}
-            found = {k: v for k, v in checks.items() if v}
-            if found:
-                text = ", ".join(f"{_CHECK_TEXT[k]}: {v}" for k, v in found.items())
-                lines.append(
-                    f"\n- {r['library']} {r['attack']}, outputs rejected or flagged "
-                    f"here (of the correctly classified samples): {text}"
-                )
-        by_note: dict[str, list[str]] = {}
-        for r in block["methods"]:
-            if r.get("notes"):
-                by_note.setdefault(r["notes"], []).append(f"{r['library']} {r['attack']}")
-        for note, names in by_note.items():
-            lines.append(f"\n- {'; '.join(names)}: {note}")
+        if facts:
+            lines += ["", "; ".join(facts)]
+        for norm, nb in block["norms"].items():
+            lines += ["", f"### {model} · {_NORM_TITLE[norm]}", ""]
+            lines += _curves(nb)
+            lines.append(f"At {nb['main_budget']} passes:")
+            lines += ["", *_details(nb["runs"][str(nb["main_budget"])])]
     return "\n".join(lines) + "\n"
 
 

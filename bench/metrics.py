@@ -8,7 +8,9 @@ computes the per-sample best over all methods and AttackBench's optimality score
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -139,3 +141,80 @@ def median_distance(distances: np.ndarray, correct: np.ndarray) -> float:
     if not mask.any():
         return float("nan")
     return float(np.median(dist[mask]))
+
+
+TIMING_THRESHOLD = 0.9
+"""Optimality a peer must reach at the main budget to be the one mmargin is timed against
+(issue 14: the paired wall-time ratio against the fastest peer reaching 0.9)."""
+
+
+def is_peer(method: str) -> bool:
+    """Whether a method key names a peer library's method (not one of mmargin's rows)."""
+    return method.split(".")[0] != "mmargin"
+
+
+def score_runs(
+    runs: dict[int, list[dict[str, Any]]], correct: np.ndarray
+) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
+    """Score every row of one model and norm, run at several budgets.
+
+    ``runs`` maps a budget to its rows (dicts with ``method``, ``status``, ``seconds``,
+    ``cpu_seconds`` and, for ``status == "ok"``, the per-sample distances ``_dist``). The
+    *pooled* best is the per-sample best over every ok row of every budget; each ok row gets
+    ``optimality`` (and the reference code's ``optimality_attackbench_code``) against it,
+    ``optimality_at_budget`` against the best of the rows of its own budget, ``success_rate``,
+    ``median_distance`` and ``best_on_fraction`` (samples where it reaches the pooled best);
+    every row gets mmargin's main-run wall (and CPU) time ratio against it at the same
+    budget. Returns the pooled best (``None`` when no row is ok) and the best per budget.
+    """
+    correct = np.asarray(correct, dtype=bool)
+    ok = [r for rows in runs.values() for r in rows if r["status"] == "ok"]
+    if not ok:
+        return None, {}
+    pooled = per_sample_best([r["_dist"] for r in ok])
+    per_budget: dict[int, np.ndarray] = {}
+    for budget, rows in runs.items():
+        ok_here = [r for r in rows if r["status"] == "ok"]
+        if ok_here:
+            per_budget[budget] = per_sample_best([r["_dist"] for r in ok_here])
+        ours = next((r for r in rows if r["method"] == "mmargin"), None)
+        for r in rows:
+            r["mmargin_time_ratio"] = (
+                ours["seconds"] / r["seconds"] if ours is not None and r["seconds"] > 0 else None
+            )
+            r["mmargin_cpu_time_ratio"] = (
+                ours["cpu_seconds"] / r["cpu_seconds"]
+                if ours is not None and r["cpu_seconds"] > 0
+                else None
+            )
+            if r["status"] != "ok":
+                continue
+            d = r["_dist"]
+            r["success_rate"] = success_rate(d, correct)
+            r["median_distance"] = median_distance(d, correct)
+            r["optimality"] = attackbench_optimality(d, pooled)
+            r["optimality_attackbench_code"] = attackbench_optimality_trapz(d, pooled)
+            r["optimality_at_budget"] = attackbench_optimality(d, per_budget[budget])
+            at_best = correct & np.isfinite(pooled) & (d <= pooled * (1 + 1e-4))
+            r["best_on_fraction"] = float(at_best.sum() / max(int(correct.sum()), 1))
+    return pooled, per_budget
+
+
+def fastest_qualifying(
+    rows: Sequence[dict[str, Any]], threshold: float = TIMING_THRESHOLD
+) -> str | None:
+    """The peer to time mmargin against: among the peer rows that ran (``status == "ok"``)
+    with ``optimality >= threshold``, the one with the smallest main-run wall time
+    (``seconds``; ties go to the smaller method key). ``None`` when no peer qualifies."""
+    qualifying = [
+        r
+        for r in rows
+        if is_peer(r["method"])
+        and r["status"] == "ok"
+        and r.get("optimality") is not None
+        and math.isfinite(r["optimality"])
+        and r["optimality"] >= threshold
+    ]
+    if not qualifying:
+        return None
+    return str(min(qualifying, key=lambda r: (r["seconds"], r["method"]))["method"])

@@ -26,7 +26,10 @@ from torch import Tensor
 from mmargin.engine.counting import CountingModule
 
 NORMS = ("l2", "linf", "l1")
-_P = {"l2": 2.0, "linf": math.inf, "l1": 1.0}
+"""The norms a run measures by default."""
+ALL_NORMS = (*NORMS, "l0")
+"""Every norm the harness can measure; L0 counts changed pixels (on demand: ``--norms``)."""
+_P = {"l2": 2.0, "linf": math.inf, "l1": 1.0, "l0": 0.0}
 
 
 # ----------------------------------------------------------------------------- methods
@@ -79,7 +82,7 @@ def _mmargin_run(
     model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Any]]:
     from mmargin.adapters import TorchAdapter
-    from mmargin.distances import lp
+    from mmargin.distances import fit_distance, lp
     from mmargin.engine import minimal_flip
     from mmargin.engine.spec import GradientConfig, SearchSpec
     from mmargin_image.plugin import image_space
@@ -89,7 +92,9 @@ def _mmargin_run(
         budget=cfg["budget"], batch_size=len(x), exact=cfg["exact"], gradient=gradient
     )
     x_np = x.numpy()
-    results = minimal_flip(TorchAdapter(model), image_space(), lp(norm), x_np, y.numpy(), spec=spec)
+    space = image_space()
+    distance = fit_distance(space, lp(norm))  # as mmargin.api does: image L0 counts pixels
+    results = minimal_flip(TorchAdapter(model), space, distance, x_np, y.numpy(), spec=spec)
     adv = x_np.copy()
     for i, r in enumerate(results):
         if r.adversarial is not None:
@@ -136,6 +141,7 @@ def _fb_fmn_run(
         "l2": fb.attacks.L2FMNAttack,
         "linf": fb.attacks.LInfFMNAttack,
         "l1": fb.attacks.L1FMNAttack,
+        "l0": fb.attacks.L0FMNAttack,
     }[norm]
     attack = cls(steps=cfg["steps"], max_stepsize=cfg["max_stepsize"], gamma=cfg["gamma"])
     return _fb_call(attack, model, x, y), {}
@@ -357,6 +363,46 @@ def _al_alma_run(
     return adv.detach(), {}
 
 
+def _al_sigma_zero_config(norm: str, budget: int) -> dict[str, Any]:
+    return {
+        "num_steps": _steps(budget, 2, 0),
+        "η_0": 1.0,
+        "σ": 0.001,
+        "τ_0": 0.3,
+        "τ_factor": 0.01,
+        "cost": "2 per step",
+    }
+
+
+def _al_keywords(attack: str) -> RunFn:
+    """A run function calling ``adv_lib.attacks.<attack>(model, x, y, **cfg)`` with every
+    setting of the configuration except its ``cost`` note (``norm`` as adv_lib's number)."""
+
+    def run(
+        model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
+    ) -> tuple[Tensor, dict[str, Any]]:
+        import adv_lib.attacks
+
+        kwargs = {k: v for k, v in cfg.items() if k != "cost"}
+        if "norm" in kwargs:
+            kwargs["norm"] = _P[kwargs["norm"]]
+        adv = getattr(adv_lib.attacks, attack)(model, x, y, **kwargs)
+        return adv.detach(), {}
+
+    return run
+
+
+def _al_pdpgd_config(norm: str, budget: int) -> dict[str, Any]:
+    # adv_lib's docstring prefers the L2/3 proximal operator for minimising L0
+    return {
+        "norm": norm,
+        "num_steps": _steps(budget, 2, 0),
+        "proximal_operator": 23,
+        "primal_lr": 0.1,
+        "cost": "2 per step",
+    }
+
+
 # -- torchattacks 3.5.1 ---------------------------------------------------------------------
 def _ta_fab_config(norm: str, budget: int) -> dict[str, Any]:
     # per step: one forward + K = 10 backward (every class, the true one too) + one forward
@@ -404,12 +450,12 @@ _CW_NOTE = (
 METHODS: dict[str, Method] = {
     m.key: m
     for m in (
-        Method("mmargin", "mmargin", "minimal_flip", NORMS, _mmargin_config, _mmargin_run),
+        Method("mmargin", "mmargin", "minimal_flip", ALL_NORMS, _mmargin_config, _mmargin_run),
         Method(
             "mmargin.early",
             "mmargin",
             "minimal_flip, early stop",
-            NORMS,
+            ALL_NORMS,
             _mmargin_early_config,
             _mmargin_run,
         ),
@@ -417,7 +463,7 @@ METHODS: dict[str, Method] = {
             "foolbox.fmn",
             "foolbox 3.3.4",
             "FMN",
-            NORMS,
+            ALL_NORMS,
             _fb_fmn_config,
             _fb_fmn_run,
             {
@@ -456,7 +502,7 @@ METHODS: dict[str, Method] = {
             "adv_lib.fmn",
             "adv_lib 0.2.8",
             "FMN",
-            NORMS,
+            ALL_NORMS,
             _al_fmn_config,
             _al_fmn_run,
             {
@@ -469,6 +515,22 @@ METHODS: dict[str, Method] = {
         Method("adv_lib.fab", "adv_lib 0.2.8", "FAB", NORMS, _al_fab_config, _al_fab_run),
         Method(
             "adv_lib.alma", "adv_lib 0.2.8", "ALMA", ("l2", "l1"), _al_alma_config, _al_alma_run
+        ),
+        Method(
+            "adv_lib.sigma_zero",
+            "adv_lib 0.2.8",
+            "σ-zero",
+            ("l0",),
+            _al_sigma_zero_config,
+            _al_keywords("sigma_zero"),
+        ),
+        Method(
+            "adv_lib.pdpgd",
+            "adv_lib 0.2.8",
+            "PDPGD (L2/3 proximal)",
+            ("l0",),
+            _al_pdpgd_config,
+            _al_keywords("pdpgd"),
         ),
         Method("torchattacks.fab", "torchattacks 3.5.1", "FAB", NORMS, _ta_fab_config, _ta_fab_run),
     )

@@ -2,8 +2,12 @@
 # `make bench` / `make bench-image`: the MNIST minimal-norm benchmark, mmargin vs peers.
 #
 # Creates the peers' own virtual environment bench/.venv-peers on first use (reused after)
-# and runs bench/image_bench.py in it. Arguments replace the defaults, e.g.
-#   bash bench/run_image.sh --samples 50 --norms l2 --out /tmp/bench/image.json
+# and runs bench/image_bench.py in it. Without arguments: the evaluation run (every MNIST
+# model of the zoo's evaluation set, 100 images, budgets 100/250/500/1000, L2/L-inf/L1,
+# paired timing against the fastest peer reaching optimality 0.9). Arguments replace the
+# defaults, e.g.
+#   bash bench/run_image.sh --models mnist_cnn tune_cnn_fgsm --samples 20 --budgets 100 250 \
+#       --norms l2 --timing-samples 20 --timing-repeats 1 --out /tmp/bench/image.json
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,7 +38,8 @@ if [[ ! -f $STAMP || "$(cat "$STAMP")" != "$RECIPE" ]]; then
 fi
 
 if [[ $# -eq 0 ]]; then
-    set -- --samples 500 --budget 1000 --norms l2 linf l1 --out bench/results/image.json
+    set -- --samples 100 --budgets 100 250 500 1000 --norms l2 linf l1 \
+        --out bench/results/image.json
 fi
 export OMP_NUM_THREADS=2
 # idle OpenMP threads sleep instead of spinning: on a shared 2-core machine the default
