@@ -8,7 +8,7 @@ PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plug
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular \
-	bench-audio bench-scale bench-certified bench-exact clean
+	bench-audio bench-scale bench-certified bench-exact bench-overhead clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -56,6 +56,10 @@ bench: bench-image bench-text bench-text-transformer bench-tabular bench-audio
 
 bench-image: setup
 	bash bench/run_image.sh
+
+# The gradient step's overhead over a bare forward + backward (tuning-set models, CPU).
+bench-overhead: setup
+	$(PY) bench/overhead.py --out bench/results/overhead.json
 
 bench-text: setup
 	bash bench/run_text.sh
