@@ -25,38 +25,87 @@ __all__ = ["Distance", "LpDistance", "fit_distance", "lp", "pixel_l0"]
 _TINY = 1e-12
 
 
+def _count_nonzero(flat: Tensor) -> Tensor:
+    """Non-zero entries per row, in ``flat``'s dtype (float arithmetic: ``sign(|v|)``
+    counts a NaN as non-zero too, like ``v != 0``, without a boolean pass)."""
+    return flat.abs().sign_().nan_to_num_(nan=1.0).sum(dim=1)
+
+
+def _lp_norm(flat: Tensor, p: float) -> Tensor:
+    """The Lp norm of each row for p in {0, 1, 2, ∞}: the L∞ norm as ``amax(|v|)`` and the
+    L1 norm as ``Σ|v|``, a few times cheaper on CPU than ``linalg.vector_norm``'s general
+    path (L∞ is exact either way; L1 may differ from it in the last bit)."""
+    if p == math.inf:
+        return flat.abs().amax(dim=1)
+    if p == 1.0:
+        return flat.abs().sum(dim=1)
+    if p == 0.0:
+        return _count_nonzero(flat)
+    return torch.linalg.vector_norm(flat, p, dim=1)
+
+
 def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
-    """Euclidean projection of each row onto the L1 ball of radius ``eps`` (Duchi et al. 2008)."""
-    abs_flat = flat.abs()
-    inside = abs_flat.sum(dim=1) <= eps
-    if bool(inside.all()):
+    """Euclidean projection of each row onto the L1 ball of radius ``eps``: soft
+    thresholding ``v − clamp(v, −θ, θ)`` at the θ ≥ 0 where ``Σ max(|v| − θ, 0) = eps``.
+
+    θ is found without sorting by Michelot's method (Newton's method on that piecewise
+    linear function, from below): ``θ ← (Σ_{|v|>θ} |v| − eps) / #{|v| > θ}``, which never
+    overshoots and stops, exactly, once the set ``|v| > θ`` no longer changes — a handful
+    of passes over the rows instead of a sort (Duchi et al. 2008 sort, O(D log D)).
+    Rows already inside the ball keep θ = 0 (unchanged). Only float arithmetic: on CPU,
+    boolean masks of a whole batch cost several times a float pass.
+    """
+    size = flat.abs()
+    total = size.sum(dim=1)
+    if bool((total <= eps).all()):
         return flat
-    sorted_abs, _ = abs_flat.sort(dim=1, descending=True)
-    cumsum = sorted_abs.cumsum(dim=1)
-    ks = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
-    cond = sorted_abs - (cumsum - eps.unsqueeze(1)) / ks > 0
-    # rho = last index where the condition holds (cond is monotone: True then False)
-    rho = cond.to(flat.dtype).cumsum(dim=1).argmax(dim=1)
-    theta = (cumsum.gather(1, rho.unsqueeze(1)).squeeze(1) - eps) / (rho + 1).to(flat.dtype)
-    projected = flat.sign() * (abs_flat - theta.clamp(min=0).unsqueeze(1)).clamp(min=0)
-    return torch.where(inside.unsqueeze(1), flat, projected)
+    theta = ((total - eps) / flat.shape[1]).clamp(min=0)
+    count = torch.full_like(total, float(flat.shape[1]))
+    for _ in range(flat.shape[1] + 1):  # finite: the active set shrinks at every pass
+        excess = (size - theta.unsqueeze(1)).clamp_(min=0)  # max(|v| − θ, 0)
+        over = excess.sum(dim=1) - eps  # Σ max(|v| − θ, 0) − eps ≥ 0 below the answer
+        kept = excess.sign_().sum(dim=1)  # #{|v| > θ}
+        # θ at the row's largest |v| (eps = 0, or rounding) leaves nothing above it: done
+        empty = kept == 0
+        kept = torch.where(empty, count, kept)
+        if torch.equal(kept, count):
+            break
+        count = kept
+        # the Newton step θ + over / #{|v| > θ}, the same as Michelot's mean update
+        theta = torch.where(empty, theta, (theta + over / kept).clamp_(min=0))
+    theta = theta.unsqueeze(1)
+    return flat - flat.clamp(min=-theta, max=theta)
+
+
+def _top_mask(size: Tensor, eps: Tensor) -> Tensor:
+    """1.0 at the ``floor(eps)`` largest entries of each row of ``size`` (≥ 0), 0.0 elsewhere.
+
+    A partial selection (``topk`` of the largest count any row keeps) instead of a full
+    sort; rows that keep more than half the row take the full ranking."""
+    width = size.shape[1]
+    k = eps.floor().clamp(min=0, max=width).long()
+    most = int(k.max()) if k.numel() else 0
+    if most == 0:
+        return torch.zeros_like(size)
+    if 2 * most > width:
+        order = size.argsort(dim=1, descending=True)
+    else:
+        order = size.topk(most, dim=1).indices
+    ranks = torch.arange(order.shape[1], device=size.device).expand_as(order)
+    keep = (ranks < k.unsqueeze(1)).to(size.dtype)
+    return torch.zeros_like(size).scatter_(1, order, keep)
 
 
 def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:
     """Keep the ``floor(eps)`` largest-magnitude coordinates of each row, zero the rest."""
-    k = eps.floor().clamp(min=0, max=flat.shape[1]).long()
-    order = flat.abs().argsort(dim=1, descending=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
-    return torch.where(ranks < k.unsqueeze(1), flat, torch.zeros_like(flat))
+    return flat * _top_mask(flat.abs(), eps)
 
 
 def _project_l0_grouped(u: Tensor, eps: Tensor, axis: int) -> Tensor:
     """Keep the ``floor(eps)`` positions (all coordinates along ``axis`` together: a pixel's
     channels) with the largest L2 size over ``axis``, zero the others."""
-    size = u.norm(dim=axis, keepdim=True)
-    kept = _project_l0(size.flatten(1), eps).view_as(size) != 0
-    return torch.where(kept, u, torch.zeros_like(u))
+    size = torch.linalg.vector_norm(u, dim=axis, keepdim=True)
+    return u * _top_mask(size.flatten(1), eps).view_as(size)
 
 
 @dataclass(frozen=True)
@@ -96,17 +145,16 @@ class LpDistance:
         return u if self.weights is None else u / self.weights.to(u)
 
     def norm(self, delta: Tensor) -> Tensor:
-        flat = self._scale(delta).flatten(1)
+        u = self._scale(delta)
         if self.p == 0.0 and self.group_axis is not None:
-            moved = (self._scale(delta) != 0).any(dim=self.group_axis)
-            return moved.flatten(1).sum(dim=1).to(delta.dtype)
-        if self.p == 0.0:
-            return (flat != 0).sum(dim=1).to(delta.dtype)
-        return flat.norm(p=self.p, dim=1)
+            return _count_nonzero(u.abs().amax(dim=self.group_axis).flatten(1))
+        return _lp_norm(u.flatten(1), self.p)
 
     def dual_norm(self, grad: Tensor) -> Tensor:
         flat = self._unscale(grad).flatten(1)
-        return flat.norm(p=self.dual_p, dim=1)
+        if self.dual_p == 1.0:  # L∞ and L0: ``linalg.vector_norm``'s own sum, kept as is
+            return torch.linalg.vector_norm(flat, 1.0, dim=1)
+        return _lp_norm(flat, self.dual_p)
 
     def project(self, delta: Tensor, eps: Tensor) -> Tensor:
         u = self._scale(delta)
@@ -115,9 +163,10 @@ class LpDistance:
         if self.group_axis is not None:
             return self._unscale(_project_l0_grouped(u, eps, self.group_axis))
         if self.p == math.inf:
-            flat = torch.maximum(torch.minimum(flat, eps.unsqueeze(1)), -eps.unsqueeze(1))
+            limit = eps.unsqueeze(1)
+            flat = flat.clamp(min=-limit, max=limit)
         elif self.p == 2.0:
-            norms = flat.norm(dim=1).clamp(min=_TINY)
+            norms = torch.linalg.vector_norm(flat, dim=1).clamp(min=_TINY)
             flat = flat * (eps / norms).clamp(max=1.0).unsqueeze(1)
         elif self.p == 1.0:
             flat = _project_l1(flat, eps)

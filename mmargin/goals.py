@@ -91,7 +91,12 @@ class Untargeted(GoalBase):
     def is_adversarial(
         self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
     ) -> Tensor:
-        return self.loss(scores, labels, targets) < -flip_tolerance(scores)
+        return self.flipped(scores, self.loss(scores, labels, targets))
+
+    def flipped(self, scores: Tensor, loss: Tensor) -> Tensor:
+        """:meth:`is_adversarial` from this goal's ``loss`` of ``scores``, already
+        computed (the gradient search has it from its forward pass)."""
+        return loss < -flip_tolerance(scores)
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,12 @@ class Targeted(GoalBase):
     def is_adversarial(
         self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
     ) -> Tensor:
-        return self.loss(scores, labels, targets) < -flip_tolerance(scores)
+        return self.flipped(scores, self.loss(scores, labels, targets))
+
+    def flipped(self, scores: Tensor, loss: Tensor) -> Tensor:
+        """:meth:`is_adversarial` from this goal's ``loss`` of ``scores``, already
+        computed (the gradient search has it from its forward pass)."""
+        return loss < -flip_tolerance(scores)
 
 
 @dataclass(frozen=True)

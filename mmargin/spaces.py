@@ -45,7 +45,7 @@ class ContinuousSpace:
     sample_shape: tuple[int, ...] | None = None
     ndim: int | None = None
     reference: np.ndarray | None = field(default=None, repr=False)
-    _cache: dict[tuple[str, str], tuple[Tensor, Tensor, Tensor | None]] = field(
+    _cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor | None]] = field(
         default_factory=dict, repr=False, compare=False
     )
 
@@ -101,7 +101,7 @@ class ContinuousSpace:
 
     # -- what the engine calls ------------------------------------------------------------
     def _tensors(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        key = (str(like.device), str(like.dtype))
+        key = (like.device, like.dtype)
         if key not in self._cache:
             shape = like.shape[1:]
             lo = torch.as_tensor(np.broadcast_to(self.lower, shape).copy(), dtype=like.dtype)
@@ -124,15 +124,23 @@ class ContinuousSpace:
         lo, hi, mask = self._tensors(x)
         if mask is not None:
             delta = delta * mask
-        return torch.maximum(torch.minimum(x + delta, hi), lo) - x
+        point = x + delta  # a fresh buffer: clamped and shifted back in place
+        return torch.clamp(point, lo, hi, out=point).sub_(x)
 
     def free_gradient(self, x: Tensor, delta: Tensor, grad: Tensor) -> Tensor:
         """The loss gradient with blocked components zeroed: frozen coordinates and those
-        at a bound that a descent step (along ``-grad``) would push further out."""
+        at a bound that a descent step (along ``-grad``) would push further out.
+
+        One clamp of ``grad`` between per-coordinate limits: at the upper bound ``grad``
+        may not go below 0 (a descent step would go up), at the lower bound not above 0,
+        anywhere else it is free. Only float passes (boolean masks over a batch cost
+        several float passes on CPU)."""
         lo, hi, mask = self._tensors(x)
+        big = torch.finfo(grad.dtype).max
         point = x + delta
-        blocked = ((point >= hi) & (grad < 0)) | ((point <= lo) & (grad > 0))
-        grad = grad.masked_fill(blocked, 0.0)
+        floor = (hi - point).clamp_(min=0).sign_().mul_(-big)  # 0 at the upper bound
+        ceiling = point.sub_(lo).clamp_(min=0).sign_().mul_(big)  # 0 at the lower bound
+        grad = torch.clamp(grad, floor, ceiling)
         return grad if mask is None else grad * mask
 
     def finalize(self, x: Tensor, x_adv: Tensor) -> Tensor:

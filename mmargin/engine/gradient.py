@@ -14,10 +14,13 @@ forward or backward pass is counted per sample.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.passes import legs, probe_classes, refine_classes
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
@@ -89,7 +92,7 @@ def gradient_search(
     runs = config.restarts + 1
     ranked = None
     if runs > 1 and isinstance(goal, Untargeted):
-        count = min(max(config.candidates, runs - 1), classes - 1)
+        count = min(max(config.candidates, config.probes + 1, runs - 1), classes - 1)
         cost = 1 + count  # one forward pass, one backward pass per candidate class
         if count >= 1 and (passes - cost) // 2 >= runs:
             ranked = rank_classes(model, space, distance, x, labels, count)
@@ -97,17 +100,16 @@ def gradient_search(
             steps -= (cost + 1) // 2
         else:
             runs = 1  # too few passes to rank classes and restart: one plain run
+    if ranked is not None:
+        _class_aware(model, space, distance, goal, x, labels, steps, config, state, ranked)
+        return state
     per_run = steps // runs
     if per_run < 1:
         return state
-    late = _Late(mark=per_run - max(int(per_run * LATE_SHARE), 1), last=torch.zeros_like(
-        state.best_norm))  # fmt: skip
+    late = _Late.over(per_run, state)
     for run in range(runs):
         start = torch.zeros_like(x)
-        against = None
-        if run > 0 and ranked is not None:
-            against = ranked[:, min(run - 1, ranked.shape[1] - 1)]
-        elif run > 0:  # restart from a random point on the sphere of the best norm so far
+        if run > 0:  # restart from a random point on the sphere of the best norm so far
             found = torch.isfinite(state.best_norm)
             radius = torch.where(found, state.best_norm, torch.zeros_like(state.best_norm))
             direction = streams.draw(
@@ -118,10 +120,47 @@ def gradient_search(
             start = space.project(x, start)
         _run_once(
             model, space, distance, goal, x, labels, targets, per_run, config, start, state,
-            against, late if run == runs - 1 else None, check=run == 0,
+            None, late if run == runs - 1 else None, check=run == 0,
         )  # fmt: skip
     late.judge(state)
     return state
+
+
+def _class_aware(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    labels: Tensor, steps: int, config: GradientConfig, state: SearchState, ranked: Tensor,
+) -> None:  # fmt: skip
+    """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
+    on L2 a Lagrangian run (from the clean input: after the first run only so that
+    samples without usable gradients are known and skipped), the class probes, and
+    refinements warm-started from the best flip toward its class."""
+    lagrange = int(steps * config.lagrangian) if distance.p == 2.0 else 0
+    lagrange = lagrange if lagrange >= 8 else 0
+    steps -= lagrange
+    plan = legs(steps, config.restarts, config.probes, config.first_share, config.probe_share)
+    candidates = None
+    for n, leg in enumerate(plan):
+        if leg.steps < 1:
+            continue
+        start = torch.zeros_like(x)
+        against = None
+        if leg.kind == "probe":
+            if candidates is None:
+                candidates = probe_classes(ranked, state.best_class, config.probes)
+            against = candidates[:, leg.index]
+        elif leg.kind == "refine":
+            against = refine_classes(state.best_class, ranked, labels)
+            start = state.best_delta.clone()
+        last = n == len(plan) - 1
+        late = _Late.over(leg.steps, state) if last else None
+        _run_once(
+            model, space, distance, goal, x, labels, None, leg.steps, config, start, state,
+            against, late, check=n == 0,
+        )  # fmt: skip
+        if late is not None:
+            late.judge(state)
+        if n == 0 and lagrange:  # after the first run: it flags samples without gradients
+            lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state)
 
 
 class _Late:
@@ -133,6 +172,11 @@ class _Late:
         self.last = last
         self.norm: Tensor | None = None
         self.loss: Tensor | None = None
+
+    @classmethod
+    def over(cls, steps: int, state: SearchState) -> _Late:
+        """Watch the last :data:`LATE_SHARE` of a run of ``steps`` steps."""
+        return cls(steps - max(int(steps * LATE_SHARE), 1), torch.zeros_like(state.best_norm))
 
     def seen(self, k: int, where: Tensor | slice, loss: Tensor, state: SearchState) -> None:
         """Step ``k`` of the final run computed ``loss`` for the samples ``where``."""
@@ -153,11 +197,26 @@ class _Late:
 
 
 def _l0_needed(
-    space: Space, distance: Distance, x: Tensor, delta: Tensor, grad: Tensor, loss: Tensor
+    space: Space,
+    distance: Distance,
+    x: Tensor,
+    delta: Tensor,
+    grad: Tensor,
+    loss: Tensor,
+    rows: Tensor | None = None,
 ) -> Tensor:
     """First-order L0 distance to the boundary: how many more positions (the distance's
     units: coordinates, or pixels) must move, each as far as the space lets it go against
-    the gradient, for the linearised loss to reach 0 (the largest gains first)."""
+    the gradient, for the linearised loss to reach 0 (the largest gains first).
+
+    With ``rows`` (a boolean mask; reads it on the host) only those rows are computed, the
+    others are 0: the per-row sort is the costly part of an L0 step."""
+    if rows is not None:
+        out = torch.zeros_like(loss)
+        pick = rows.nonzero().squeeze(1)
+        if pick.numel():
+            out[pick] = _l0_needed(space, distance, x[pick], delta[pick], grad[pick], loss[pick])
+        return out
     far = space.project(x, delta - grad.sign() * 1e6) - delta  # the room left, per coordinate
     gain = (grad * far).neg().clamp(min=0)
     group = getattr(distance, "group_axis", None)
@@ -214,6 +273,18 @@ def _run_once(
     late: _Late | None = None,
     check: bool = True,
 ) -> None:
+    """``steps`` adaptive-ε steps from ``x + start``, recording every improvement in
+    ``state`` (see the module docstring); ``against`` (per sample) drives the pairwise loss
+    toward that class, ``late`` watches the final run, ``check`` flags unusable gradients
+    at the first step.
+
+    The step is kept close to a bare forward + backward (``bench/overhead.py``): while every
+    sample searches, batch rows are views and ``delta`` is rebound, not copied; updates of
+    the best point are exact 0/1 blends instead of boolean gathers; the gradient is scaled
+    and subtracted in place; the usability checks run at the first step only; and on CPU,
+    where a device sync is free, the first-order boundary estimate is computed only for
+    the rows that use it (no flip yet).
+    """
     batch = x.shape[0]
     delta = start.clone()
     eps = distance.norm(delta)
@@ -227,87 +298,149 @@ def _run_once(
     # no patience and every sample searching: nothing stops early unless a sample's first
     # step finds no usable gradient, so the step loop need not wait on the device to know
     whole = config.patience <= 0 and dead is None
-    for k in range(steps):
-        # all samples active (no early stop yet): views instead of gathered copies
-        every = whole or bool(active.all())
-        idx: Tensor | slice = slice(None) if every else active.nonzero().squeeze(1)
-        if isinstance(idx, Tensor) and idx.numel() == 0:
-            break
-        xi, di = x[idx], delta[idx].clone().requires_grad_(True)
-        ti = targets[idx] if targets is not None else None
-        scores = model(xi + di)
-        if against is None:
-            loss = goal.loss(scores, labels[idx], ti)
-        else:  # pairwise loss toward one chosen class; the flip criterion stays the goal's
-            pair = torch.stack([labels[idx], against[idx]], dim=1)
-            z = scores.gather(1, pair)
-            loss = z[:, 0] - z[:, 1]
-        grad, usable = input_gradient(loss, di)
-        state.queries[idx] += 2
-        di = di.detach()
-        grad = space.free_gradient(xi, di, grad)
-        usable &= grad.flatten(1).abs().amax(dim=1) > 0
-        loss = loss.detach()
-        scores = scores.detach()
-        if late is not None:
-            late.seen(k, idx, loss, state)
-        if k == 0 and check:
-            reach = loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-30)
-            usable &= reach <= VANISHING * (1 + distance.norm(xi))
-        if k == 0 and check and not bool(usable.all()):
-            where = torch.arange(batch, device=x.device)[idx][~usable]
+    host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
+    # a goal may read its flip test off the loss the step has already computed
+    flipped: Callable[[Tensor, Tensor], Tensor] | None = getattr(goal, "flipped", None)
+    pending = 0  # steps every sample took and ``state.queries`` has not counted yet
+    try:
+        for k in range(steps):
+            # all samples active (no early stop yet): whole tensors instead of gathered rows
+            every = whole or bool(active.all())
+            if not every and pending:
+                state.queries.add_(2 * pending)
+                pending = 0
+            idx: Tensor | slice = slice(None) if every else active.nonzero().squeeze(1)
+            if isinstance(idx, Tensor) and idx.numel() == 0:
+                break
+            delta, eps, found = _step(
+                model, space, distance, goal, x, labels, targets, steps, config, state,
+                against, late, check, k, idx, delta, eps, found, stall, active, free, host,
+                flipped,
+            )  # fmt: skip
+            if every:
+                pending += 1
+            else:
+                state.queries[idx] += 2
+            if k == 0 and check and "zero_gradients" in state.flags:
+                whole = False
+    finally:
+        state.queries.add_(2 * pending)
+
+
+def _step(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    labels: Tensor, targets: Tensor | None, steps: int, config: GradientConfig,
+    state: SearchState, against: Tensor | None, late: _Late | None, check: bool, k: int,
+    idx: Tensor | slice, delta: Tensor, eps: Tensor, found: Tensor, stall: Tensor,
+    active: Tensor, free: Tensor, host: bool,
+    flipped: Callable[[Tensor, Tensor], Tensor] | None,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Step ``k`` of :func:`_run_once` for the rows ``idx`` (``slice(None)``: all, and the
+    whole tensors are used and rebound, never gathered or copied back). Returns the new
+    ``delta``, ``eps`` and ``found``; the passes are counted by the caller."""
+    every = isinstance(idx, slice)
+    xi, li = (x, labels) if every else (x[idx], labels[idx])
+    ti = targets[idx] if targets is not None else None
+    # ``delta`` is the loop's own tensor, rebound after every step: no copy needed
+    di = (delta if every else delta[idx]).requires_grad_(True)
+    scores = model(xi + di)
+    if against is None:
+        loss = goal.loss(scores, li, ti)
+    else:  # pairwise loss toward one chosen class; the flip criterion stays the goal's
+        pair = torch.stack([li, against[idx]], dim=1)
+        z = scores.gather(1, pair)
+        loss = z[:, 0] - z[:, 1]
+    grad = _raw_gradient(loss, di)
+    first = k == 0 and check
+    finite = torch.isfinite(grad.flatten(1).abs().amax(dim=1)) if first else None
+    # non-finite entries become 0 (one sample's NaN never spreads into a step); on CPU a
+    # single sum tells whether there is any, which is cheaper than the cleaning pass
+    if first or not host or not bool(torch.isfinite(grad.sum())):
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    di = di.detach()
+    grad = space.free_gradient(xi, di, grad)
+    loss = loss.detach()
+    scores = scores.detach()
+    if late is not None:
+        late.seen(k, idx, loss, state)
+    if finite is not None:  # the first step: is the gradient usable at all?
+        usable = finite & (grad.flatten(1).abs().amax(dim=1) > 0)
+        reach = loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-30)
+        usable &= reach <= VANISHING * (1 + distance.norm(xi))
+        if not bool(usable.all()):
+            where = torch.arange(x.shape[0], device=x.device)[idx][~usable]
             state.flag("zero_gradients", where)
             active[where] = False
-            whole = False
 
-        is_adv = goal.is_adversarial(scores, labels[idx], ti)
-        norms = distance.norm(di)
-        best = state.best_norm[idx]
-        # a zero perturbation of a correctly classified input is never a flip (only a
-        # non-deterministic model calls it one)
-        moved = di.flatten(1).abs().amax(dim=1) > 0
-        improved = is_adv & (norms < best) & moved
-        significant = is_adv & (norms < best * (1 - config.rtol))
-        if isinstance(idx, slice):  # masked writes: no device-to-host sync per step
-            state.best_norm.copy_(torch.where(improved, norms, best))
-            state.best_delta.copy_(torch.where(per_sample(improved, di), di, state.best_delta))
-            state.best_class.copy_(torch.where(improved, scores.argmax(dim=1), state.best_class))
-        else:
-            rows = improved.nonzero().squeeze(1)
-            if rows.numel():  # copy only the rows that improved
-                where = idx[rows]
-                state.best_norm[where] = norms[rows]
-                state.best_delta[where] = di[rows]
-                state.best_class[where] = scores[rows].argmax(dim=1)
+    if flipped is not None and against is None:  # the goal's test on its own loss
+        is_adv = flipped(scores, loss)
+    else:
+        is_adv = goal.is_adversarial(scores, li, ti)
+    norms = distance.norm(di)
+    best = state.best_norm if every else state.best_norm[idx]
+    # a zero perturbation of a correctly classified input is never a flip (only a
+    # non-deterministic model calls it one)
+    moved = di.flatten(1).abs().amax(dim=1) > 0
+    improved = is_adv & (norms < best) & moved
+    # (``best`` is the state's own tensor while every sample searches: read it first)
+    significant = is_adv & (norms < best * (1 - config.rtol)) if config.patience > 0 else None
+    if every:  # masked writes: no device-to-host sync per step
+        torch.where(improved, norms, best, out=state.best_norm)
+        # weight 0 or 1: lerp gives back exactly the old or the new row
+        state.best_delta.lerp_(di, per_sample(improved.to(di.dtype), di))
+        torch.where(improved, scores.argmax(dim=1), state.best_class, out=state.best_class)
+    elif isinstance(idx, Tensor):
+        rows = improved.nonzero().squeeze(1)
+        if rows.numel():  # copy only the rows that improved
+            where = idx[rows]
+            state.best_norm[where] = norms[rows]
+            state.best_delta[where] = di[rows]
+            state.best_class[where] = scores[rows].argmax(dim=1)
+    if significant is not None:  # the stall count only feeds the early stop
         stall[idx] = torch.where(significant, torch.zeros_like(stall[idx]), stall[idx] + 1)
-        was_found = found[idx]
-        found[idx] = was_found | is_adv
+    was_found = found if every else found[idx]
+    now_found = was_found | is_adv
 
-        gamma = _cosine(k, steps, config.gamma_init, config.gamma_final)
-        dual = distance.dual_norm(grad).clamp(min=1e-12)
-        e = eps[idx]
-        # first-order distance to the boundary, overshot a little so the step lands past it
-        if distance.p == 0.0:  # L0: coordinates needed, not loss / ‖∇‖₁ (which is < 1)
-            reach = norms + _l0_needed(space, distance, xi, di, grad, loss)
+    gamma = _cosine(k, steps, config.gamma_init, config.gamma_final)
+    e = eps if every else eps[idx]
+    grow = e * (1 + gamma)
+    # the first-order distance to the boundary (overshot a little so the step lands past
+    # it) sets ε only for the rows with no flip in this run yet
+    searching = ~now_found
+    if not host or bool(searching.any()):
+        if distance.p == 0.0:  # coordinates needed, not loss / ‖∇‖₁ (which is < 1)
+            reach = norms + _l0_needed(space, distance, xi, di, grad, loss,
+                                       searching if host else None)  # fmt: skip
         else:
-            reach = norms + loss.clamp(min=0) / dual
-        boundary = reach * (1 + gamma) + 1e-12
-        e = torch.where(
-            is_adv,
-            torch.minimum(e * (1 - gamma), state.best_norm[idx]),
-            torch.where(was_found, e * (1 + gamma), torch.maximum(boundary, e * (1 + gamma))),
-        )
-        if distance.p == 0.0:
-            e = e.clamp(min=1.0)
-        eps[idx] = e
+            reach = norms + loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-12)
+        grow = torch.where(was_found, grow, torch.maximum(reach * (1 + gamma) + 1e-12, grow))
+    best = state.best_norm if every else state.best_norm[idx]
+    e = torch.where(is_adv, torch.minimum(e * (1 - gamma), best), grow)
+    if distance.p == 0.0:
+        e = e.clamp(min=1.0)
 
-        alpha = _cosine(k, steps, config.alpha_init, config.alpha_final)
-        length = alpha * l2_scale(distance.p, e, free[idx])
-        gnorm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
-        di = di - grad * per_sample(length / gnorm, grad)
-        di = distance.project(di, e)
-        delta[idx] = space.project(xi, di)
+    alpha = _cosine(k, steps, config.alpha_init, config.alpha_final)
+    length = alpha * l2_scale(distance.p, e, free if every else free[idx])
+    gnorm = torch.linalg.vector_norm(grad.flatten(1), dim=1).clamp(min=1e-12)
+    # the step, in place: ``di`` is this loop's own tensor (``grad`` may be the space's)
+    di = di.sub_(grad * per_sample(length / gnorm, grad))
+    di = space.project(xi, distance.project(di, e))
+    if every:
+        delta, eps, found = di, e, now_found
+    else:
+        delta[idx], eps[idx], found[idx] = di, e, now_found
 
-        if config.patience > 0:
-            done = found[idx] & (stall[idx] >= config.patience)
-            active[idx] = ~done
+    if config.patience > 0:
+        done = found[idx] & (stall[idx] >= config.patience)
+        active[idx] = ~done
+    return delta, eps, found
+
+
+def _raw_gradient(loss: Tensor, inputs: Tensor) -> Tensor:
+    """``∇ loss.sum()`` with respect to ``inputs``, zero where the model gives none; the
+    caller cleans non-finite entries (see :func:`input_gradient`)."""
+    if loss.requires_grad:
+        (grad,) = torch.autograd.grad(loss.sum(), inputs, allow_unused=True)
+        if grad is not None:
+            return grad
+    return torch.zeros_like(inputs)
