@@ -4,7 +4,9 @@
 line search, asks the exact hook (checking its claims) and hands the driver one
 :class:`~mmargin.engine.driver.Candidate` per sample. The budget is split once by
 :meth:`~mmargin.engine.spec.SearchSpec.plan`, with the exact hook's verification nudges
-reserved when an exact method may answer.
+reserved when an exact method may answer. Under L0 (``p == 0``) the line search (it cannot
+lower a count) only checks the flip, and a share of the budget goes to the support-shrinking
+stage of :mod:`mmargin.engine.sparse` instead.
 """
 
 from __future__ import annotations
