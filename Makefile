@@ -8,7 +8,7 @@ PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plug
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular \
-	bench-audio bench-scale bench-certified bench-overhead clean
+	bench-audio bench-scale bench-certified bench-exact bench-overhead clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -79,6 +79,12 @@ bench-scale: setup
 
 bench-certified: setup
 	PY=$(PY) bash bench/run_certified.sh
+
+# found / MILP-exact margins of the gradient search on a digits ReLU MLP (L-inf, L1);
+# MODEL=eval_digits_mlp for the evaluation set
+bench-exact: setup
+	$(PY) bench/exact_ratio.py --model $(or $(MODEL),digits_mlp) --points 50 \
+		--out bench/results/exact_ratio.json
 
 clean:
 	rm -rf $(VENV) bench/.venv-peers bench/.venv-art runs

@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.passes import legs, probe_classes, refine_classes
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
@@ -90,7 +92,7 @@ def gradient_search(
     runs = config.restarts + 1
     ranked = None
     if runs > 1 and isinstance(goal, Untargeted):
-        count = min(max(config.candidates, runs - 1), classes - 1)
+        count = min(max(config.candidates, config.probes + 1, runs - 1), classes - 1)
         cost = 1 + count  # one forward pass, one backward pass per candidate class
         if count >= 1 and (passes - cost) // 2 >= runs:
             ranked = rank_classes(model, space, distance, x, labels, count)
@@ -98,17 +100,16 @@ def gradient_search(
             steps -= (cost + 1) // 2
         else:
             runs = 1  # too few passes to rank classes and restart: one plain run
+    if ranked is not None:
+        _class_aware(model, space, distance, goal, x, labels, steps, config, state, ranked)
+        return state
     per_run = steps // runs
     if per_run < 1:
         return state
-    late = _Late(mark=per_run - max(int(per_run * LATE_SHARE), 1), last=torch.zeros_like(
-        state.best_norm))  # fmt: skip
+    late = _Late.over(per_run, state)
     for run in range(runs):
         start = torch.zeros_like(x)
-        against = None
-        if run > 0 and ranked is not None:
-            against = ranked[:, min(run - 1, ranked.shape[1] - 1)]
-        elif run > 0:  # restart from a random point on the sphere of the best norm so far
+        if run > 0:  # restart from a random point on the sphere of the best norm so far
             found = torch.isfinite(state.best_norm)
             radius = torch.where(found, state.best_norm, torch.zeros_like(state.best_norm))
             direction = streams.draw(
@@ -119,10 +120,47 @@ def gradient_search(
             start = space.project(x, start)
         _run_once(
             model, space, distance, goal, x, labels, targets, per_run, config, start, state,
-            against, late if run == runs - 1 else None, check=run == 0,
+            None, late if run == runs - 1 else None, check=run == 0,
         )  # fmt: skip
     late.judge(state)
     return state
+
+
+def _class_aware(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    labels: Tensor, steps: int, config: GradientConfig, state: SearchState, ranked: Tensor,
+) -> None:  # fmt: skip
+    """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
+    on L2 a Lagrangian run (from the clean input: after the first run only so that
+    samples without usable gradients are known and skipped), the class probes, and
+    refinements warm-started from the best flip toward its class."""
+    lagrange = int(steps * config.lagrangian) if distance.p == 2.0 else 0
+    lagrange = lagrange if lagrange >= 8 else 0
+    steps -= lagrange
+    plan = legs(steps, config.restarts, config.probes, config.first_share, config.probe_share)
+    candidates = None
+    for n, leg in enumerate(plan):
+        if leg.steps < 1:
+            continue
+        start = torch.zeros_like(x)
+        against = None
+        if leg.kind == "probe":
+            if candidates is None:
+                candidates = probe_classes(ranked, state.best_class, config.probes)
+            against = candidates[:, leg.index]
+        elif leg.kind == "refine":
+            against = refine_classes(state.best_class, ranked, labels)
+            start = state.best_delta.clone()
+        last = n == len(plan) - 1
+        late = _Late.over(leg.steps, state) if last else None
+        _run_once(
+            model, space, distance, goal, x, labels, None, leg.steps, config, start, state,
+            against, late, check=n == 0,
+        )  # fmt: skip
+        if late is not None:
+            late.judge(state)
+        if n == 0 and lagrange:  # after the first run: it flags samples without gradients
+            lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state)
 
 
 class _Late:
@@ -134,6 +172,11 @@ class _Late:
         self.last = last
         self.norm: Tensor | None = None
         self.loss: Tensor | None = None
+
+    @classmethod
+    def over(cls, steps: int, state: SearchState) -> _Late:
+        """Watch the last :data:`LATE_SHARE` of a run of ``steps`` steps."""
+        return cls(steps - max(int(steps * LATE_SHARE), 1), torch.zeros_like(state.best_norm))
 
     def seen(self, k: int, where: Tensor | slice, loss: Tensor, state: SearchState) -> None:
         """Step ``k`` of the final run computed ``loss`` for the samples ``where``."""

@@ -89,6 +89,13 @@ class GradientConfig:
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
     ranked for class-aware restarts.
+
+    An untargeted search with restarts spends its steps as :mod:`mmargin.engine.passes`
+    says: on L2 distances ``lagrangian`` of them go to a Lagrangian run
+    (:mod:`mmargin.engine.lagrangian`: it holds up on adversarially trained models, where
+    the ε-ball search loses ground; on L∞ / L1 the ε-ball search stays ahead), then the
+    first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
+    ``probe_share``, and ``restarts`` refinements of the best flip share what is left.
     """
 
     alpha_init: float = 1.0
@@ -99,6 +106,10 @@ class GradientConfig:
     rtol: float = 1e-4
     restarts: int = 1
     candidates: int = 9
+    probes: int = 3
+    first_share: float = 0.4
+    probe_share: float = 0.1
+    lagrangian: float = 0.3
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -108,6 +119,12 @@ class GradientConfig:
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
         check_int("gradient", "restarts", self.restarts, 0, 1000)
         check_int("gradient", "candidates", self.candidates, 1, 1000)
+        check_int("gradient", "probes", self.probes, 0, 1000)
+        check_float("gradient", "first_share", self.first_share, 0.0, 1.0)
+        check_float("gradient", "probe_share", self.probe_share, 0.0, 1.0)
+        check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
+        if self.first_share + self.probes * self.probe_share > 1.0:
+            raise ValueError("gradient: first_share + probes * probe_share must be <= 1")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,199 @@
+"""How far above the exact minimal margin the gradient search lands: found / exact.
+
+On the first ``--points`` correctly classified test images of a digits ReLU MLP of the
+zoo (``--model``: ``digits_mlp`` for tuning, ``eval_digits_mlp`` for the evaluation), for
+L∞ and L1: the search's margin (:func:`mmargin.evaluate` with ``exact="never"`` and the
+default knobs at ``--budget`` passes per sample) is divided by the exact minimal margin
+that the project's MILP (:func:`mmargin.exact.milp.relu_net_margin`, HiGHS) proves for the
+same point, box ``[0, 1]``. The MILP gets the search's distance as an upper bound (a valid
+one: the search's flip is re-checked), which only tightens its big-M bounds.
+
+The oracle relation is checked on every point: found ≥ exact − tol (against the MILP's
+proven lower bound where its time limit stopped it). Points whose MILP stops on its time
+limit (not proven optimal) are counted and left out of the ratios.
+
+    python bench/exact_ratio.py --model digits_mlp --points 50 --norms linf l1 \
+        --out bench/results/exact_ratio.json
+
+writes the JSON (per-point figures) and a Markdown table next to it (same name, ``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+NORMS = {"linf": math.inf, "l1": 1.0}
+TOL = 1e-5
+"""Relative slack in ``found ≥ exact · (1 − TOL)``: the search's distance is float32."""
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="digits_mlp", help="a digits MLP of bench/zoo.py")
+    parser.add_argument("--points", type=int, default=50, help="correctly classified points")
+    parser.add_argument("--norms", nargs="+", default=list(NORMS), choices=list(NORMS))
+    parser.add_argument("--budget", type=int, default=1000, help="passes per sample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds a point")
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "exact_ratio.json")
+    return parser.parse_args(argv)
+
+
+def load_points(model: Any, count: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The first ``count`` digits test images ``model`` classifies correctly."""
+    import torch
+
+    from mmargin_image.data import load_digits
+
+    data = load_digits("test")
+    x = np.asarray(data.x, dtype=np.float32)
+    y = np.asarray(data.y, dtype=np.int64)
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x)).argmax(dim=1).numpy()
+    keep = np.flatnonzero(pred == y)[:count]
+    return x[keep], y[keep], [str(data.ids[i]) for i in keep]
+
+
+def found_margins(model: Any, x: np.ndarray, y: np.ndarray, norm: str, budget: int,
+                  seed: int) -> np.ndarray:  # fmt: skip
+    """The gradient search's margins (``inf`` where it found no flip)."""
+    import mmargin
+
+    results = mmargin.evaluate(
+        model, x, y, distance=norm, space="box", space_options={"lower": 0.0, "upper": 1.0},
+        budget=budget, exact="never", seed=seed, batch_size=len(x),
+    )  # fmt: skip
+    return np.array([r.margin if r.status == "flipped" else math.inf for r in results])
+
+
+def exact_margin(layers: Any, x: np.ndarray, label: int, norm: str, upper: float,
+                 time_limit: float) -> tuple[float, float, bool]:  # fmt: skip
+    """The MILP's minimal margin of one point, its proven lower bound and whether the
+    margin is proven optimal (a time limit leaves the incumbent and the bound apart)."""
+    from mmargin.exact.milp import relu_net_margin
+
+    bound = upper * (1 + 1e-4) + 1e-6 if math.isfinite(upper) else None
+    got = relu_net_margin(layers, x.astype(np.float64), label, NORMS[norm], lower=0.0,
+                          upper=1.0, upper_bound=bound, time_limit=time_limit)  # fmt: skip
+    return float(got.margin), float(got.lower), bool(got.optimal)
+
+
+def measure(model: Any, norm: str, points: int, budget: int, seed: int,
+            time_limit: float) -> dict[str, Any]:  # fmt: skip
+    """Found and exact margins of one norm and their ratios' summary."""
+    from mmargin.exact.milp import extract_relu_layers
+
+    layers = extract_relu_layers(model)
+    if layers is None:
+        raise SystemExit("exact_ratio: the model is not a plain Linear/ReLU stack")
+    x, y, ids = load_points(model, points)
+    start = time.perf_counter()
+    found = found_margins(model, x, y, norm, budget, seed)
+    search_s = time.perf_counter() - start
+    rows = []
+    start = time.perf_counter()
+    for i in range(len(x)):
+        exact, lower, optimal = exact_margin(layers, x[i], int(y[i]), norm, float(found[i]),
+                                             time_limit)  # fmt: skip
+        ratio = found[i] / exact if exact > 0 else math.inf
+        # the oracle relation: never below what the MILP proves (its optimum, or its bound)
+        floor = exact if optimal else lower
+        rows.append({"id": ids[i], "label": int(y[i]), "found": float(found[i]),
+                     "exact": exact, "lower": lower, "optimal": optimal, "ratio": float(ratio),
+                     "below_exact": bool(found[i] < floor * (1 - TOL))})  # fmt: skip
+    milp_s = time.perf_counter() - start
+    solved = [r for r in rows if r["optimal"]]
+    ratios = np.array([r["ratio"] for r in solved])
+    worst = sorted(solved, key=lambda r: -r["ratio"])[:5]
+    return {
+        "norm": norm,
+        "points": len(rows),
+        "proven": len(solved),
+        "median": float(np.median(ratios)) if ratios.size else math.nan,
+        "max": float(ratios.max()) if ratios.size else math.nan,
+        "share_above_1.001": float((ratios > 1.001).mean()) if ratios.size else math.nan,
+        "below_exact": sum(r["below_exact"] for r in rows),
+        "search_s": search_s,
+        "milp_s": milp_s,
+        "worst": worst,
+        "rows": rows,
+    }
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The summary table and the worst points per norm."""
+    lines = [
+        f"# found / exact margin, {record['model']} (budget {record['budget']}, "
+        f"{record['points']} points)",
+        "",
+        f"`{record['command']}`",
+        "",
+        "| norm | points | proven optimal | median | max | share > 1.001 | found < exact |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in record["norms"]:
+        lines.append(
+            f"| {r['norm']} | {r['points']} | {r['proven']} | {r['median']:.4f} | "
+            f"{r['max']:.4f} | {r['share_above_1.001']:.2f} | {r['below_exact']} |"
+        )
+    for r in record["norms"]:
+        lines += ["", f"Worst {r['norm']} points: " + ", ".join(
+            f"{w['id']} {w['ratio']:.4f} ({w['found']:.4g} / {w['exact']:.4g})"
+            for w in r["worst"])]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the measurement and write the JSON and Markdown."""
+    import json
+
+    import torch
+
+    args = _parse(argv)
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(BENCH))
+    import zoo
+
+    member = zoo.MEMBERS.get(args.model)
+    if (member is not None and member.data != "digits") or (
+        member is None and args.model != "digits_mlp"
+    ):
+        print(f"exact_ratio: {args.model} is not a digits model of the zoo", file=sys.stderr)
+        return 2
+    try:
+        model = zoo.load(args.model)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"exact_ratio: {err}", file=sys.stderr)
+        return 2
+    record: dict[str, Any] = {
+        "model": args.model,
+        "budget": args.budget,
+        "points": args.points,
+        "seed": args.seed,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": "python bench/exact_ratio.py " + " ".join(argv or sys.argv[1:]),
+        "norms": [],
+    }
+    for norm in args.norms:
+        got = measure(model, norm, args.points, args.budget, args.seed, args.time_limit)
+        record["norms"].append(got)
+        print(f"{norm}: median {got['median']:.4f} max {got['max']:.4f} "
+              f"({got['proven']}/{got['points']} proven, {got['below_exact']} below exact)",
+              file=sys.stderr)  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1, default=float))
+    args.out.with_suffix(".md").write_text(markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

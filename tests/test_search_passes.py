@@ -1,0 +1,87 @@
+"""How the gradient search spends its passes (:mod:`mmargin.engine.passes`) and the
+Lagrangian run (:mod:`mmargin.engine.lagrangian`) against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmargin.distances import lp
+from mmargin.engine.gradient import gradient_search
+from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.passes import legs, probe_classes, refine_classes
+from mmargin.engine.spec import GradientConfig
+from mmargin.engine.state import SearchState, Streams
+from mmargin.goals import Untargeted
+from mmargin.spaces import box
+
+
+@pytest.mark.parametrize("steps", [2, 9, 50, 494, 1000])
+@pytest.mark.parametrize("restarts", [1, 2, 5])
+def test_legs_never_exceed_the_steps_and_keep_the_order(steps: int, restarts: int) -> None:
+    plan = legs(steps, restarts, 3, 0.4, 0.1)
+    assert sum(leg.steps for leg in plan) <= steps
+    kinds = [leg.kind for leg in plan]
+    assert kinds[0] == "first" and kinds.count("refine") == restarts
+    assert kinds == sorted(kinds, key=["first", "probe", "refine"].index)
+    probes = [leg for leg in plan if leg.kind == "probe"]
+    assert all(leg.steps >= 8 for leg in probes)  # too short to anneal: dropped
+    assert [leg.index for leg in probes] == list(range(len(probes)))
+
+
+def test_probes_skip_the_class_already_found_and_refinements_fall_back() -> None:
+    ranked = torch.tensor([[3, 1, 2, 4], [5, 6, 7, 8], [2, 9, 1, 0]])
+    found = torch.tensor([1, -1, 2])
+    assert probe_classes(ranked, found, 3).tolist() == [[3, 2, 4], [5, 6, 7], [9, 1, 0]]
+    labels = torch.tensor([0, 0, 2])
+    assert refine_classes(found, ranked, labels).tolist() == [1, 5, 2]
+
+
+def _linear(seed: int, d: int = 12, k: int = 4) -> tuple[torch.nn.Linear, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(d, k)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(k, d, generator=gen))
+        model.bias.zero_()
+    x = 0.3 + 0.4 * torch.rand(6, d, generator=gen)
+    return model, x
+
+
+def _closed_form(model: torch.nn.Linear, x: torch.Tensor, label: int) -> float:
+    """Unboxed L2 distance to the nearest linear boundary (the box is not reached here
+    when the margins stay below 0.3, checked by the caller)."""
+    w, b = model.weight.detach(), model.bias.detach()
+    z = w @ x + b
+    return min(float((z[label] - z[j]) / (w[label] - w[j]).norm())
+               for j in range(len(z)) if j != label)  # fmt: skip
+
+
+def test_the_lagrangian_run_finds_flips_no_smaller_than_the_closed_form() -> None:
+    model, x = _linear(3)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    state = SearchState.empty(x)
+    space, distance = box(-10.0, 10.0), lp("l2")
+    lagrangian_run(model, space, distance, Untargeted(), x, labels, None, 200, state)
+    assert bool((state.queries == 400).all())
+    for i in range(len(x)):
+        exact = _closed_form(model, x[i], int(labels[i]))
+        found = float(state.best_norm[i])
+        assert math.isfinite(found) and found >= exact * (1 - 1e-5)
+        assert found <= exact * 1.05  # a Lagrangian run alone converges close to it
+
+
+def test_the_whole_search_reaches_the_closed_form_and_stays_in_budget() -> None:
+    model, x = _linear(5)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    space, distance = box(-10.0, 10.0), lp("l2")
+    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+    state = gradient_search(model, space, distance, Untargeted(), x, labels, None, 600,
+                            GradientConfig(), streams, 4)  # fmt: skip
+    assert bool((state.queries <= 600).all())
+    for i in range(len(x)):
+        exact = _closed_form(model, x[i], int(labels[i]))
+        assert exact * (1 - 1e-5) <= float(state.best_norm[i]) <= exact * 1.01
