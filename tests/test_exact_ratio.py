@@ -52,7 +52,7 @@ def test_found_margin_is_within_bound_of_the_exact_one(digits, norm: str) -> Non
         # tightens the MILP's big-M bounds (without it HiGHS may not prove optimality)
         exact = relu_net_margin(layers, xi.astype(np.float64), int(yi), p, lower=0.0,
                                 upper=1.0, upper_bound=r.margin * (1 + 1e-4) + 1e-6,
-                                time_limit=20.0)  # fmt: skip
-        assert exact.optimal
+                                time_limit=300.0)  # fmt: skip
+        assert exact.optimal  # 1-3 s each on an idle machine; the limit is for loaded CI
         assert r.margin >= exact.margin * (1 - 1e-5), (r.sample, r.margin, exact.margin)
         assert r.margin / exact.margin <= BOUND, (r.sample, r.margin, exact.margin)
