@@ -4,7 +4,9 @@
 line search, asks the exact hook (checking its claims) and hands the driver one
 :class:`~mmargin.engine.driver.Candidate` per sample. The budget is split once by
 :meth:`~mmargin.engine.spec.SearchSpec.plan`, with the exact hook's verification nudges
-reserved when an exact method may answer.
+reserved when an exact method may answer. Under L0 (``p == 0``) the line search (it cannot
+lower a count) only checks the flip, and a share of the budget goes to the support-shrinking
+stage of :mod:`mmargin.engine.sparse` instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mmargin.engine.driver import CONTINUOUS, Batch, Candidate, Run, Units, run_
 from mmargin.engine.fallback import FELL_BACK, MESSAGE, decision_fallback
 from mmargin.engine.finish import apply_exact, line_search
 from mmargin.engine.gradient import gradient_search
+from mmargin.engine.sparse import sparse_finish, sparse_passes
 from mmargin.engine.spec import NUDGES, ExactFn, Plan, ReportFn, SearchSpec
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Goal
@@ -89,7 +92,8 @@ class ContinuousSearch:
         """The budget split for this run (exact nudges reserved when an exact method may
         answer)."""
         nudges = len(NUDGES) if self.exact is not None and run.spec.exact != "never" else 0
-        return run.spec.plan(reserve=nudges + run.spec.report_passes + 1)
+        sparse = _sparse_reserve(run)
+        return run.spec.plan(reserve=nudges + run.spec.report_passes + 1 + sparse)
 
     def search(self, run: Run, batch: Batch, rows: list[int]) -> list[Candidate]:
         """Search, line-search and ask the exact hook for the samples ``rows`` of ``batch``."""
@@ -113,11 +117,21 @@ class ContinuousSearch:
         unverified = torch.zeros_like(found)  # a candidate no pass has seen flip (yet)
         if found.any():
             f = found.nonzero().squeeze(1)
+            sparse = self.name != "exact" and _sparse_reserve(run) > 0
             delta, passes, seen = line_search(
                 run.model, run.space, run.goal, x[f], state.best_delta[f], labels[f],
-                targets[f] if targets is not None else None, plan.line_search, check=True,
+                targets[f] if targets is not None else None,
+                0 if sparse else plan.line_search, check=True,
             )  # fmt: skip
             queries[f] += passes
+            if sparse:  # L0: the line search's steps and what the search left go to the stage
+                s = f[seen]
+                left = _sparse_reserve(run) + plan.line_search + plan.search - state.queries[s]
+                delta[seen], used = sparse_finish(
+                    run.model, run.space, run.distance, run.goal, x[s], delta[seen],
+                    labels[s], targets[s] if targets is not None else None, left.clamp(min=0),
+                )  # fmt: skip
+                queries[s] += used
             best[f] = delta
             norms[f] = run.distance.norm(delta)
             unverified[f] = ~seen
@@ -167,6 +181,14 @@ class ContinuousSearch:
         message = "; ".join(notes)
         return Candidate(adversarial, margin, lower, method, queries, scale, message, extras,
                          bound_method=bound)  # fmt: skip
+
+
+def _sparse_reserve(run: Run) -> int:
+    """Passes per sample set aside for the L0 finishing stage (:mod:`mmargin.engine.sparse`):
+    a share of the budget when the distance is L0 and the model gives gradients, else none."""
+    if getattr(run.distance, "p", None) != 0.0 or not run.model.differentiable:
+        return 0
+    return sparse_passes(run.spec.budget)
 
 
 POOL_SIZE = 256
