@@ -83,7 +83,7 @@ bench-certified: setup
 # found / MILP-exact margins of the gradient search on a digits ReLU MLP (L-inf, L1);
 # MODEL=eval_digits_mlp for the evaluation set
 bench-exact: setup
-	$(PY) bench/exact_ratio.py --model $(or $(MODEL),digits_mlp) --points 50 \
+	$(PY) bench/exact_ratio.py --model $(or $(MODEL),eval_digits_mlp) --points 50 \
 		--out bench/results/exact_ratio.json
 
 clean:
