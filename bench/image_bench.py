@@ -31,15 +31,17 @@ import platform
 import sys
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from image_provenance import import_libraries, provenance, version
 from image_report import combine, json_dist, markdown, restore_report, write
-from metrics import TIMING_THRESHOLD, fastest_qualifying, score_runs
-from peers import ALL_NORMS, METHODS, NORMS, Method
+from image_timing import log, paired_timing, timing_targets
+from metrics import TIMING_THRESHOLD, score_runs
+from peer_base import ALL_NORMS, NORMS, Method
+from peers import METHODS
 
 from mmargin.engine.counting import CountingModule
 
@@ -128,17 +130,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--samples and --batch-size must be >= 1")
     args.models = [args.model] if args.model is not None else args.models
     return args
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def perturbation_sizes(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -239,66 +230,6 @@ def _run_method(
     return row
 
 
-def _timed(
-    method: Method, norm: str, budget: int, args: argparse.Namespace, counter: CountingModule,
-    x: torch.Tensor, y: torch.Tensor,
-) -> float:  # fmt: skip
-    cfg = method.config(norm, budget)
-    torch.manual_seed(args.seed)
-    started = time.perf_counter()
-    method.run(counter, x.clone(), y.clone(), norm, cfg)
-    return time.perf_counter() - started
-
-
-def timing_targets(rows: list[dict[str, Any]], every_peer: bool) -> list[str]:
-    """The peers mmargin is timed against at the main budget: every peer that ran
-    (``every_peer``), else the fastest one reaching optimality >= 0.9 (none if none does)."""
-    if every_peer:
-        return [r["method"] for r in rows if r["status"] == "ok" and r["method"] != "mmargin"]
-    chosen = fastest_qualifying(rows, TIMING_THRESHOLD)
-    return [] if chosen is None else [chosen]
-
-
-def _paired_timing(
-    rows: list[dict[str, Any]], targets: list[str], norm: str, budget: int,
-    args: argparse.Namespace, counter: CountingModule, x: torch.Tensor, y: torch.Tensor,
-    tag: str = "",
-) -> None:  # fmt: skip
-    """Time mmargin and each target method back to back on the first ``--timing-samples``
-    images, alternating which goes first, ``--timing-repeats`` times: each pair runs under
-    nearly the same machine load, so the median of the paired ratios is robust to a shared
-    machine's load changing during the (long) main run."""
-    if args.timing_repeats <= 0 or "mmargin" not in args.methods:
-        return
-    xs, ys = x[: args.timing_samples], y[: args.timing_samples]
-    ours = METHODS["mmargin"]
-    for r in rows:
-        if r["method"] not in targets:
-            continue
-        method = METHODS[r["method"]]
-        pairs = []
-        try:
-            for rep in range(args.timing_repeats):
-                if rep % 2 == 0:
-                    t_ours = _timed(ours, norm, budget, args, counter, xs, ys)
-                    t_them = _timed(method, norm, budget, args, counter, xs, ys)
-                else:
-                    t_them = _timed(method, norm, budget, args, counter, xs, ys)
-                    t_ours = _timed(ours, norm, budget, args, counter, xs, ys)
-                pairs.append((t_ours, t_them))
-        except Exception as exc:  # noqa: BLE001 - a crash in timing must not sink the run
-            r["paired_timing_error"] = f"{type(exc).__name__}: {exc}"
-            _log(f"[{tag} {norm}] paired timing {r['method']}: ERROR {exc}")
-            continue
-        r["paired_timing"] = {
-            "samples": int(xs.shape[0]),
-            "seconds_pairs_mmargin_method": pairs,
-            "median_ratio": float(np.median([a / b for a, b in pairs])),
-        }
-        ratio = r["paired_timing"]["median_ratio"]
-        _log(f"[{tag} {norm}] paired timing mmargin / {r['method']}: {ratio:.2f}")
-
-
 def _mmargin_checks(
     extras: list[dict[str, Any]], dist: np.ndarray, measured: float
 ) -> dict[str, Any]:
@@ -333,11 +264,11 @@ def _run_norm(
             method = METHODS[key]
             if norm not in method.norms:
                 continue
-            _log(f"[{tag} {norm} @{budget}] {key} ...")
+            log(f"[{tag} {norm} @{budget}] {key} ...")
             row = _run_method(method, norm, budget, args, model, counter, x, y, correct_t)
             rows.append(row)
             status = row["status"] if row["status"] == "ok" else f"ERROR {row['error']}"
-            _log(
+            log(
                 f"[{tag} {norm} @{budget}] {key}: {status}, "
                 f"{row['passes_per_sample']:.1f} passes/sample, {row['seconds']:.1f} s"
             )
@@ -345,7 +276,7 @@ def _run_norm(
     pooled, per_budget = score_runs(runs, correct_t.numpy())
     main_rows = runs[args.main_budget]
     targets = timing_targets(main_rows, args.timing_all)
-    _paired_timing(main_rows, targets, norm, args.main_budget, args, counter, x, y, tag)
+    paired_timing(main_rows, targets, norm, args.main_budget, args, counter, x, y, tag)
     for rows in runs.values():
         for r in rows:
             if "_dist" in r:
@@ -429,10 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.from_numpy(np.ascontiguousarray(data.x[: args.samples]))
     y = torch.from_numpy(np.ascontiguousarray(data.y[: args.samples]))
     # import what the methods import, outside every timing
-    _import_libraries(args.methods)
-    provenance = _provenance()
+    import_libraries(args.methods)
+    source = provenance()
     versions = {
-        n: _version(n)
+        n: version(n)
         for n in (
             "torch",
             "foolbox",
@@ -465,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "python": platform.python_version(),
             "machine": platform.machine(),
-            "mmargin_source": provenance,
+            "mmargin_source": source,
             "environment": {
                 k: os.environ.get(k)
                 for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
@@ -497,55 +428,12 @@ def main(argv: list[str] | None = None) -> int:
             report["meta"]["total_seconds"] = time.perf_counter() - wall
             report["meta"]["total_cpu_seconds"] = time.process_time() - cpu
             write(report, args.out)
-    _log(
+    log(
         f"wrote {args.out} and {args.out.with_suffix('.md')} "
         f"({report['meta']['total_seconds']:.0f} s, "
         f"CPU {report['meta']['total_cpu_seconds']:.0f} s)"
     )
     return 0
-
-
-def _provenance() -> dict[str, Any]:
-    """Which mmargin source ran: git HEAD, uncommitted files, a hash of each loaded module."""
-    import hashlib
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*cmd: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *cmd], cwd=root, capture_output=True, text=True, check=True
-            )
-        except (OSError, subprocess.CalledProcessError):
-            return None
-        return done.stdout.strip()
-
-    status = git("status", "--porcelain", "--", "mmargin", "plugins/mmargin-image")
-    sources = {}
-    for name, module in sorted(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if name.split(".")[0] in ("mmargin", "mmargin_image") and path:
-            sources[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return {
-        "git_head": git("rev-parse", "HEAD"),
-        "uncommitted": status.splitlines() if status else [],
-        "module_sha256": sources,
-    }
-
-
-def _import_libraries(keys: list[str]) -> None:
-    import importlib
-
-    modules = {
-        "mmargin": ["mmargin.engine.flip", "mmargin.adapters", "mmargin_image.plugin"],
-        "foolbox": ["foolbox"],
-        "adv_lib": ["adv_lib.attacks"],
-        "torchattacks": ["torchattacks"],
-    }
-    for library in sorted({key.split(".")[0] for key in keys}):
-        for name in modules[library]:
-            importlib.import_module(name)
 
 
 if __name__ == "__main__":

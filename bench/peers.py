@@ -15,46 +15,27 @@ passes one iteration costs per sample, and the fixed passes around the loop).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from peer_base import ALL_NORMS, NORMS, Method, steps
+from peers_adv_lib import (
+    al_alma_config,
+    al_alma_run,
+    al_ddn_config,
+    al_ddn_run,
+    al_fab_config,
+    al_fab_run,
+    al_fmn_config,
+    al_fmn_run,
+    al_keywords,
+    al_pdpgd_config,
+    al_sigma_zero_config,
+)
 from torch import Tensor
 
 from mmargin.engine.counting import CountingModule
-
-NORMS = ("l2", "linf", "l1")
-"""The norms a run measures by default."""
-ALL_NORMS = (*NORMS, "l0")
-"""Every norm the harness can measure; L0 counts changed pixels (on demand: ``--norms``)."""
-_P = {"l2": 2.0, "linf": math.inf, "l1": 1.0, "l0": 0.0}
-
-
-# ----------------------------------------------------------------------------- methods
-RunFn = Callable[
-    [CountingModule, Tensor, Tensor, str, dict[str, Any]], tuple[Tensor, dict[str, Any]]
-]
-ConfigFn = Callable[[str, int], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Method:
-    """One compared method: ``key`` is ``library.attack``; ``config(norm, budget)`` gives
-    the settings recorded in the results and passed to ``run``."""
-
-    key: str
-    library: str
-    attack: str
-    norms: tuple[str, ...]
-    config: ConfigFn
-    run: RunFn
-    notes: dict[str, str] = field(default_factory=dict)
-
-
-def _steps(budget: int, per_step: int, fixed: int) -> int:
-    return max((budget - fixed) // per_step, 1)
 
 
 # -- mmargin ------------------------------------------------------------------------------
@@ -123,7 +104,7 @@ def _fb_call(attack: Any, model: CountingModule, x: Tensor, y: Tensor) -> Tensor
 def _fb_fmn_config(norm: str, budget: int) -> dict[str, Any]:
     # one forward + one backward per step; Foolbox's __call__ adds one forward to check
     return {
-        "steps": _steps(budget, 2, 1),
+        "steps": steps(budget, 2, 1),
         "max_stepsize": 1.0,
         "gamma": 0.05,
         "min_stepsize": "max_stepsize / 100 (default)",
@@ -149,7 +130,7 @@ def _fb_fmn_run(
 
 def _fb_ddn_config(norm: str, budget: int) -> dict[str, Any]:
     return {
-        "steps": _steps(budget, 2, 1),
+        "steps": steps(budget, 2, 1),
         "init_epsilon": 1.0,
         "gamma": 0.05,
         "cost": "2 per step + 1",
@@ -174,7 +155,7 @@ def _fb_deepfool_config(norm: str, budget: int) -> dict[str, Any]:
     candidates = 10
     per_step = 2 * (candidates - 1)
     return {
-        "steps": min(50, _steps(budget, per_step, 2)),
+        "steps": min(50, steps(budget, per_step, 2)),
         "candidates": candidates,
         "overshoot": 0.02,
         "loss": "logits",
@@ -202,7 +183,7 @@ def _fb_cw_config(norm: str, budget: int) -> dict[str, Any]:
     bss = 5
     return {
         "binary_search_steps": bss,
-        "steps": _steps(budget, 2 * bss, 2),
+        "steps": steps(budget, 2 * bss, 2),
         "stepsize": 0.01,
         "confidence": 0.0,
         "initial_const": 0.001,
@@ -216,7 +197,7 @@ def _fb_cw_single_config(norm: str, budget: int) -> dict[str, Any]:
     # constant instead of a binary search (chosen on the first 50 test images: see README)
     return {
         "binary_search_steps": 1,
-        "steps": _steps(budget, 2, 2),
+        "steps": steps(budget, 2, 2),
         "stepsize": 0.01,
         "confidence": 0.0,
         "initial_const": 1.0,
@@ -241,175 +222,13 @@ def _fb_cw_run(
     return _fb_call(attack, model, x, y), {}
 
 
-# -- adv_lib 0.2.8 ------------------------------------------------------------------------
-def _al_fmn_config(norm: str, budget: int) -> dict[str, Any]:
-    return {
-        "steps": _steps(budget, 2, 0),
-        "α_init": 1.0,
-        "α_final": "α_init / 100 (default)",
-        "γ_init": 0.05,
-        "γ_final": 0.001,
-        "cost": "2 per step",
-    }
-
-
-def _al_fmn_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import fmn
-
-    adv = fmn(
-        model,
-        x,
-        y,
-        norm=_P[norm],
-        steps=cfg["steps"],
-        α_init=cfg["α_init"],
-        γ_init=cfg["γ_init"],
-        γ_final=cfg["γ_final"],
-    )
-    return adv.detach(), {}
-
-
-def _al_ddn_config(norm: str, budget: int) -> dict[str, Any]:
-    return {
-        "steps": _steps(budget, 2, 0),
-        "γ": 0.05,
-        "init_norm": 1.0,
-        "levels": 256,
-        "cost": "2 per step",
-    }
-
-
-def _al_ddn_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import ddn
-
-    adv = ddn(
-        model,
-        x,
-        y,
-        steps=cfg["steps"],
-        γ=cfg["γ"],
-        init_norm=cfg["init_norm"],
-        levels=cfg["levels"],
-    )
-    return adv.detach(), {}
-
-
-def _al_fab_config(norm: str, budget: int) -> dict[str, Any]:
-    # per iteration: one forward + (K-1) = 9 backward for the linearisation, one forward to
-    # check the step; one forward at the start
-    return {
-        "n_iter": _steps(budget, 11, 1),
-        "α_max": 0.1,
-        "β": 0.9,
-        "η": 1.05,
-        "restarts": None,
-        "targeted_restarts": False,
-        "cost": "11 per iteration + 1",
-    }
-
-
-def _al_fab_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import fab
-
-    adv = fab(
-        model,
-        x.clone(),
-        y,
-        norm=_P[norm],
-        n_iter=cfg["n_iter"],
-        α_max=cfg["α_max"],
-        β=cfg["β"],
-        η=cfg["η"],
-        restarts=cfg["restarts"],
-        targeted_restarts=cfg["targeted_restarts"],
-    )
-    return adv.detach(), {}
-
-
-def _al_alma_config(norm: str, budget: int) -> dict[str, Any]:
-    return {
-        "distance": norm,
-        "num_steps": _steps(budget, 2, 0),
-        "lr_init": 0.1,
-        "lr_reduction": 0.01,
-        "init_lr_distance": None,
-        "α": 0.9,
-        "penalty": "P2 (default)",
-        "cost": "2 per step",
-    }
-
-
-def _al_alma_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import alma
-
-    adv = alma(
-        model,
-        x,
-        y,
-        distance=cfg["distance"],
-        num_steps=cfg["num_steps"],
-        lr_init=cfg["lr_init"],
-        lr_reduction=cfg["lr_reduction"],
-        α=cfg["α"],
-    )
-    return adv.detach(), {}
-
-
-def _al_sigma_zero_config(norm: str, budget: int) -> dict[str, Any]:
-    return {
-        "num_steps": _steps(budget, 2, 0),
-        "η_0": 1.0,
-        "σ": 0.001,
-        "τ_0": 0.3,
-        "τ_factor": 0.01,
-        "cost": "2 per step",
-    }
-
-
-def _al_keywords(attack: str) -> RunFn:
-    """A run function calling ``adv_lib.attacks.<attack>(model, x, y, **cfg)`` with every
-    setting of the configuration except its ``cost`` note (``norm`` as adv_lib's number)."""
-
-    def run(
-        model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-    ) -> tuple[Tensor, dict[str, Any]]:
-        import adv_lib.attacks
-
-        kwargs = {k: v for k, v in cfg.items() if k != "cost"}
-        if "norm" in kwargs:
-            kwargs["norm"] = _P[kwargs["norm"]]
-        adv = getattr(adv_lib.attacks, attack)(model, x, y, **kwargs)
-        return adv.detach(), {}
-
-    return run
-
-
-def _al_pdpgd_config(norm: str, budget: int) -> dict[str, Any]:
-    # adv_lib's docstring prefers the L2/3 proximal operator for minimising L0
-    return {
-        "norm": norm,
-        "num_steps": _steps(budget, 2, 0),
-        "proximal_operator": 23,
-        "primal_lr": 0.1,
-        "cost": "2 per step",
-    }
-
-
 # -- torchattacks 3.5.1 ---------------------------------------------------------------------
 def _ta_fab_config(norm: str, budget: int) -> dict[str, Any]:
     # per step: one forward + K = 10 backward (every class, the true one too) + one forward
     # to check; one forward for the clean prediction, one for the final check
     return {
         "norm": {"l2": "L2", "linf": "Linf", "l1": "L1"}[norm],
-        "steps": _steps(budget, 12, 3),
+        "steps": steps(budget, 12, 3),
         "eps": "inf (accept any size: minimal-norm use)",
         "n_restarts": 1,
         "alpha_max": 0.1,
@@ -503,34 +322,32 @@ METHODS: dict[str, Method] = {
             "adv_lib 0.2.8",
             "FMN",
             ALL_NORMS,
-            _al_fmn_config,
-            _al_fmn_run,
+            al_fmn_config,
+            al_fmn_run,
             {
                 "l2": "adv_lib 0.2.8's l2_projection_ computes `δ.mul_(ε / ‖δ‖).clamp_(max=1)`: "
                 "the clamp hits δ, not the scale factor, so every step rescales δ onto the "
                 "ε-sphere (growing it from inside the ball too); reported as it runs."
             },
         ),
-        Method("adv_lib.ddn", "adv_lib 0.2.8", "DDN", ("l2",), _al_ddn_config, _al_ddn_run),
-        Method("adv_lib.fab", "adv_lib 0.2.8", "FAB", NORMS, _al_fab_config, _al_fab_run),
-        Method(
-            "adv_lib.alma", "adv_lib 0.2.8", "ALMA", ("l2", "l1"), _al_alma_config, _al_alma_run
-        ),
+        Method("adv_lib.ddn", "adv_lib 0.2.8", "DDN", ("l2",), al_ddn_config, al_ddn_run),
+        Method("adv_lib.fab", "adv_lib 0.2.8", "FAB", NORMS, al_fab_config, al_fab_run),
+        Method("adv_lib.alma", "adv_lib 0.2.8", "ALMA", ("l2", "l1"), al_alma_config, al_alma_run),
         Method(
             "adv_lib.sigma_zero",
             "adv_lib 0.2.8",
             "σ-zero",
             ("l0",),
-            _al_sigma_zero_config,
-            _al_keywords("sigma_zero"),
+            al_sigma_zero_config,
+            al_keywords("sigma_zero"),
         ),
         Method(
             "adv_lib.pdpgd",
             "adv_lib 0.2.8",
             "PDPGD (L2/3 proximal)",
             ("l0",),
-            _al_pdpgd_config,
-            _al_keywords("pdpgd"),
+            al_pdpgd_config,
+            al_keywords("pdpgd"),
         ),
         Method("torchattacks.fab", "torchattacks 3.5.1", "FAB", NORMS, _ta_fab_config, _ta_fab_run),
     )
