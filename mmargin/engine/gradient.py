@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.lagrangian import lagrangian_run
-from mmargin.engine.passes import legs, probe_classes, refine_classes
+from mmargin.engine.passes import legs, probe_classes, refine_classes, toward
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
@@ -344,12 +344,8 @@ def _step(
     # ``delta`` is the loop's own tensor, rebound after every step: no copy needed
     di = (delta if every else delta[idx]).requires_grad_(True)
     scores = model(xi + di)
-    if against is None:
-        loss = goal.loss(scores, li, ti)
-    else:  # pairwise loss toward one chosen class; the flip criterion stays the goal's
-        pair = torch.stack([li, against[idx]], dim=1)
-        z = scores.gather(1, pair)
-        loss = z[:, 0] - z[:, 1]
+    # with ``against``: the pairwise loss toward one chosen class (the flip test stays the goal's)
+    loss = goal.loss(scores, li, ti) if against is None else toward(scores, li, against[idx])
     grad = _raw_gradient(loss, di)
     first = k == 0 and check
     finite = torch.isfinite(grad.flatten(1).abs().amax(dim=1)) if first else None
@@ -392,10 +388,7 @@ def _step(
     elif isinstance(idx, Tensor):
         rows = improved.nonzero().squeeze(1)
         if rows.numel():  # copy only the rows that improved
-            where = idx[rows]
-            state.best_norm[where] = norms[rows]
-            state.best_delta[where] = di[rows]
-            state.best_class[where] = scores[rows].argmax(dim=1)
+            state.record(idx[rows], norms[rows], di[rows], scores[rows])
     if significant is not None:  # the stall count only feeds the early stop
         stall[idx] = torch.where(significant, torch.zeros_like(stall[idx]), stall[idx] + 1)
     was_found = found if every else found[idx]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmargin.engine.passes import toward
 from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
@@ -107,11 +108,7 @@ def lagrangian_run(
     for k in range(steps):
         d = delta.clone().requires_grad_(True)
         scores = model(xi + d)
-        if ai is None:
-            loss = goal.loss(scores, yi, ti)
-        else:
-            z = scores.gather(1, torch.stack([yi, ai], dim=1))
-            loss = z[:, 0] - z[:, 1]
+        loss = goal.loss(scores, yi, ti) if ai is None else toward(scores, yi, ai)
         c = _constraint(loss, scores)
         state.queries[rows] += 2
         if k > 0:
@@ -127,10 +124,8 @@ def lagrangian_run(
         best = state.best_norm[rows]
         better = is_adv & moved & (norms < best)
         if bool(better.any()):
-            where = rows[better]
-            state.best_norm[where] = norms[better]
-            state.best_delta[where] = d.detach()[better]
-            state.best_class[where] = scores.detach()[better].argmax(dim=1)
+            state.record(rows[better], norms[better], d.detach()[better],
+                         scores.detach()[better])  # fmt: skip
         first = torch.where(is_adv & ~found, torch.full_like(first, k), first)
         found |= is_adv
         total = _p2(c, rho, mu) if k == 0 else distance.norm(d) + _p2(c, rho, mu)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Leg", "legs", "probe_classes", "refine_classes"]
+__all__ = ["Leg", "legs", "probe_classes", "refine_classes", "toward"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,10 @@ def refine_classes(best_class: Tensor, ranked: Tensor, labels: Tensor) -> Tensor
     nearest ranked class where there is none (or it is the label)."""
     bad = (best_class < 0) | (best_class == labels)
     return torch.where(bad, ranked[:, 0], best_class)
+
+
+def toward(scores: Tensor, labels: Tensor, against: Tensor) -> Tensor:
+    """The pairwise loss ``z_y − z_c`` that drives each sample toward its chosen class
+    ``c = against`` (a run's loss; the flip criterion stays the goal's)."""
+    z = scores.gather(1, torch.stack([labels, against], dim=1))
+    return z[:, 0] - z[:, 1]

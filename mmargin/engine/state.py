@@ -30,6 +30,13 @@ class SearchState:
     queries: Tensor
     flags: dict[str, Tensor] = field(default_factory=dict)
 
+    def record(self, where: Tensor, norms: Tensor, delta: Tensor, scores: Tensor) -> None:
+        """Keep the flips at batch rows ``where`` (sizes ``norms``, perturbations ``delta``,
+        the model's ``scores`` there) as the best so far; callers pass improvements only."""
+        self.best_norm[where] = norms
+        self.best_delta[where] = delta
+        self.best_class[where] = scores.argmax(dim=1)
+
     def flag(self, name: str, rows: Tensor) -> None:
         """Raise the flag ``name`` for the samples ``rows`` (indices or a boolean mask)."""
         mask = self.flags.setdefault(name, torch.zeros_like(self.queries, dtype=torch.bool))
