@@ -77,6 +77,30 @@ class StridedCNN(nn.Module):
         return out
 
 
+class AvgPoolCNN(nn.Module):
+    """conv 1→16 (5×5) ReLU avg-pool, conv 16→32 (5×5) ReLU avg-pool, 512→64 ReLU, 64→10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 5),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(16, 32, 5),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 64),
+            nn.ReLU(),
+            nn.Linear(64, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 10)`` of a ``(N, 1, 28, 28)`` batch."""
+        out: torch.Tensor = self.body(x)
+        return out
+
+
 def _mlp(*widths: int) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in itertools.pairwise(widths):
@@ -116,6 +140,10 @@ MEMBERS: dict[str, Member] = {
         Member(
             "tune_cnn_fgsm", "tuning", "mnist", _lenet, "LeNet (shipped MnistCNN shape)",
             training="fgsm-rs", eps=0.3, epochs=8, seed=10,
+        ),
+        Member(
+            "tune_cnn_fgsm_short", "tuning", "mnist", AvgPoolCNN, "CNN with average pooling",
+            training="fgsm-rs", eps=0.3, epochs=2, seed=11,
         ),
         Member(
             "eval_cnn_bn", "evaluation", "mnist", BnCNN, "CNN with batch norm", epochs=4,
