@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.lagrangian import lagrangian_run, lagrangian_steps
 from mmargin.engine.passes import legs, probe_classes, refine_classes, toward
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
@@ -131,11 +131,11 @@ def _class_aware(
     labels: Tensor, steps: int, config: GradientConfig, state: SearchState, ranked: Tensor,
 ) -> None:  # fmt: skip
     """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
-    on L2 a Lagrangian run (from the clean input: after the first run only so that
-    samples without usable gradients are known and skipped), the class probes, and
-    refinements warm-started from the best flip toward its class."""
-    lagrange = int(steps * config.lagrangian) if distance.p == 2.0 else 0
-    lagrange = lagrange if lagrange >= 8 else 0
+    on L2 (and on L1 when ``lagrangian_l1`` > 0) a Lagrangian run (from the clean input:
+    after the first run only so that samples without usable gradients are known and
+    skipped), the class probes, and refinements warm-started from the best flip toward
+    its class."""
+    lagrange = lagrangian_steps(steps, distance.p, config)
     steps -= lagrange
     plan = legs(steps, config.restarts, config.probes, config.first_share, config.probe_share)
     candidates = None

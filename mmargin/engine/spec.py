@@ -93,7 +93,9 @@ class GradientConfig:
     An untargeted search with restarts spends its steps as :mod:`mmargin.engine.passes`
     says: on L2 distances ``lagrangian`` of them go to a Lagrangian run
     (:mod:`mmargin.engine.lagrangian`: it holds up on adversarially trained models, where
-    the ε-ball search loses ground; on L∞ / L1 the ε-ball search stays ahead), then the
+    the ε-ball search loses ground), on L1 ``lagrangian_l1`` of them (a sparse, proximal
+    run; 0 by default: on the robust tuning models every share tried lost to giving those
+    steps to the ε-ball runs; on L∞ / L0 none), then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
     ``probe_share``, and ``restarts`` refinements of the best flip share what is left.
     """
@@ -110,6 +112,7 @@ class GradientConfig:
     first_share: float = 0.4
     probe_share: float = 0.1
     lagrangian: float = 0.3
+    lagrangian_l1: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -123,6 +126,7 @@ class GradientConfig:
         check_float("gradient", "first_share", self.first_share, 0.0, 1.0)
         check_float("gradient", "probe_share", self.probe_share, 0.0, 1.0)
         check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
+        check_float("gradient", "lagrangian_l1", self.lagrangian_l1, 0.0, 0.9)
         if self.first_share + self.probes * self.probe_share > 1.0:
             raise ValueError("gradient: first_share + probes * probe_share must be <= 1")
 
