@@ -129,3 +129,19 @@ def test_the_lagrangian_share_follows_the_distance() -> None:
     assert lagrangian_steps(100, 1.0, config) == 20
     assert lagrangian_steps(100, math.inf, config) == lagrangian_steps(100, 0.0, config) == 0
     assert lagrangian_steps(30, 1.0, config) == 0  # 6 steps: too short to be worth it
+
+
+def test_the_run_has_a_constraint_to_follow_with_two_classes() -> None:
+    """Two classes (L2, no box in reach): the constraint must not be the margin over
+    itself (±1 everywhere); the run reaches the closed form |z_0 − z_1| / ‖w_0 − w_1‖."""
+    model, x = _linear(5, k=2)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+        z = model(x)
+    w = (model.weight[0] - model.weight[1]).detach().norm()
+    exact = ((z[:, 0] - z[:, 1]).abs() / w).tolist()
+    state = SearchState.empty(x)
+    lagrangian_run(model, box(-1e3, 1e3), lp("l2"), Untargeted(), x, labels, None, 200, state)
+    for i, e in enumerate(exact):
+        found = float(state.best_norm[i])
+        assert e * (1 - 1e-5) <= found <= e * 1.05, (i, found, e)  # as on more classes
