@@ -27,9 +27,13 @@ continuous space (its ``project`` keeps the box and masks) and any goal:
   flips; on a linear model in a box it reaches the closed-form minimum, see
   ``tests/test_lagrangian_l1.py``).
 
-How many steps the run gets (:func:`lagrangian_steps`) is the search's choice per
-distance: ``GradientConfig.lagrangian`` of them on L2, ``GradientConfig.lagrangian_l1``
-on L1, none on L∞ / L0.
+How many steps the run gets (:func:`lagrangian_steps`) and where it goes
+(:func:`lagrangian_slot`) is the search's choice per distance: on L2
+``GradientConfig.lagrangian`` of the steps, after the first ε-ball run and from the clean
+input (it reaches flips the ε-ball walk misses); on L1 ``GradientConfig.lagrangian_l1``,
+after the class probes and from the best flip so far (a sparse walk along the boundary
+before the refinements: from the clean input, every share tried lost on the robust
+tuning models); none on L∞ / L0.
 
 Every flip seen is recorded in the shared :class:`~mmargin.engine.state.SearchState` like
 the other runs do; each sample's arithmetic is its own (no batch coupling, no randomness).
@@ -46,7 +50,7 @@ from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-__all__ = ["lagrangian_run", "lagrangian_steps"]
+__all__ = ["lagrangian_run", "lagrangian_slot", "lagrangian_steps"]
 
 LR_INIT = 0.1
 """First step size, as a share of the input's largest magnitude (0.1 of a [0, 1] image)."""
@@ -85,6 +89,18 @@ def _p2_slope(c: Tensor, rho: Tensor, mu: Tensor) -> Tensor:
     return torch.where(c >= 0, above, below)
 
 
+def lagrangian_slot(p: float, legs: list[tuple[str, int]]) -> tuple[int, bool]:
+    """After which of the search's ``legs`` (kind and steps, in order) the Lagrangian run
+    goes on the Lp distance ``p``, and whether it starts from the best flip so far: on L1
+    after the last leg with steps that is not a refinement, warm; otherwise after the first
+    leg with steps, from the clean input. ``-1``: no such leg."""
+    ran = [n for n, (kind, steps) in enumerate(legs) if steps >= 1]
+    if p == 1.0:
+        before = [n for n in ran if legs[n][0] != "refine"]
+        return (before[-1] if before else -1), True
+    return (ran[0] if ran else -1), False
+
+
 def _l1_weights(distance: Distance, like: Tensor) -> Tensor:
     """Each coordinate's cost per unit of movement under the L1 ``distance`` (its weight:
     1 unweighted), read off the norm's gradient at a point where every coordinate moved."""
@@ -116,10 +132,12 @@ def lagrangian_run(
     steps: int,
     state: SearchState,
     against: Tensor | None = None,
+    start: Tensor | None = None,
 ) -> None:
     """Spend ``steps`` steps (2 passes each) per searching sample, recording every flip in
     ``state``. ``against``: drive the pairwise loss toward these classes instead of the
-    goal's loss (the flip criterion stays the goal's)."""
+    goal's loss (the flip criterion stays the goal's). ``start``: the perturbation to
+    start from (the best flip so far, say) instead of the clean input."""
     batch = x.shape[0]
     dead = state.flags.get("zero_gradients")
     rows = torch.arange(batch, device=x.device)
@@ -131,7 +149,7 @@ def lagrangian_run(
     ti = targets[rows] if targets is not None else None
     ai = against[rows] if against is not None else None
     n = rows.numel()
-    delta = torch.zeros_like(xi)
+    delta = torch.zeros_like(xi) if start is None else start[rows].clone()
     square = torch.ones_like(xi)
     moment = torch.zeros_like(xi)
     ones = torch.ones(n, device=x.device, dtype=x.dtype)

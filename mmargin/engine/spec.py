@@ -94,8 +94,7 @@ class GradientConfig:
     says: on L2 distances ``lagrangian`` of them go to a Lagrangian run
     (:mod:`mmargin.engine.lagrangian`: it holds up on adversarially trained models, where
     the ε-ball search loses ground), on L1 ``lagrangian_l1`` of them (a sparse, proximal
-    run; 0 by default: on the robust tuning models every share tried lost to giving those
-    steps to the ε-ball runs; on L∞ / L0 none), then the
+    run from the best flip after the probes; on L∞ / L0 none), then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
     ``probe_share``, and ``restarts`` refinements of the best flip share what is left.
     """
@@ -112,7 +111,7 @@ class GradientConfig:
     first_share: float = 0.4
     probe_share: float = 0.1
     lagrangian: float = 0.3
-    lagrangian_l1: float = 0.0
+    lagrangian_l1: float = 0.15
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
