@@ -55,6 +55,18 @@ def test_a_probe_far_above_the_best_leaves_at_its_mark_and_a_close_one_stays() -
         stop.after(k, state, active)
     # 0: 3x the best; 1: within 1.5x; 2: may still flip low; 3: no best to compare with
     assert active.tolist() == [False, True, True, True]
+    for k in range(stop.mark, 2 * stop.mark):  # 1: 1.2x is still within the second 1.25x
+        stop.seen(slice(None), norms, flips)
+        stop.after(k, state, active)
+    assert active.tolist() == [False, True, True, True]
+    state.best_norm[1] = 0.95  # 1.2 / 0.95 > 1.25: past the second allowance
+    stop2 = LegStop.for_leg("probe", 40, 0.0, 1e-3, 1.5, state)
+    assert stop2 is not None
+    active = torch.ones(4, dtype=torch.bool)
+    for k in range(2 * stop2.mark):
+        stop2.seen(slice(None), norms, flips)
+        stop2.after(k, state, active)
+        assert bool(active[1]) == (k + 1 < 2 * stop2.mark)
     assert LegStop.for_leg("first", 40, 0.0, 1e-3, 1.5, state) is None  # probes only
 
 

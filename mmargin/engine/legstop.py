@@ -8,8 +8,9 @@ only in counted passes):
 - **hopeless** (probes only, on by default: ``GradientConfig.hopeless``): after
   :data:`MARK` of a probe's steps, a probe whose own smallest flip is more than
   ``hopeless`` times the sample's best norm leaves: its class is not where the nearest
-  boundary is. A probe that has not flipped yet keeps searching (on L1, robust models'
-  probes flip late and then win).
+  boundary is; after twice that share, one more than halfway to ``hopeless``'s allowance
+  (1.25 for 1.5) leaves. A probe that has not flipped yet keeps searching (on L1, robust
+  models' probes flip late and then win).
 - **converged** (every leg, off by default: ``GradientConfig.leg_window``): in the second
   half of a leg, every ``window`` steps, a sample whose smallest flip in this leg did not
   fall by more than ``rtol`` (relative) since the previous check leaves the leg. On the
@@ -35,7 +36,8 @@ from mmargin.engine.state import SearchState
 __all__ = ["LegStop"]
 
 MARK = 0.3
-"""The share of a probe's steps after which the hopeless test is made."""
+"""The share of a probe's steps after which the hopeless test is first made (and again,
+with half the allowance, after twice this share)."""
 
 
 @dataclass
@@ -83,5 +85,6 @@ class LegStop:
             stalled = torch.isfinite(mine) & (mine >= self.checked * (1 - self.rtol))
             active &= ~stalled
             self.checked = mine.clone()
-        if self.mark and done == self.mark:
-            active &= ~(torch.isfinite(mine) & (mine > state.best_norm * self.hopeless))
+        if self.mark and done in (self.mark, 2 * self.mark):
+            allowed = self.hopeless if done == self.mark else (1 + self.hopeless) / 2
+            active &= ~(torch.isfinite(mine) & (mine > state.best_norm * allowed))
