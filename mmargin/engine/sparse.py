@@ -12,6 +12,8 @@ batch within the passes it is given, repeats:
 3. find by bisection (one forward pass per probe) the fewest top-ranked positions of
    *all* that still flip — fewer than the flip has: a smaller support, possibly a
    different one (a swap) — then, failing that, the fewest of the flip's own positions;
+   each bisection first probes one position fewer than the flip has, and stops there when
+   that fails (the top sets are nested: fewer positions rarely flip where more do not);
 4. failing both, restore each changed position alone, least share first (one pass each);
    none flips → a local minimum: a few gradient steps on one position fewer (top
    positions of a running gradient sum, pushed to the bound) look for a flip there; none
@@ -204,8 +206,8 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
             score = gain if pool is None else torch.where(pool, gain, -torch.inf)
             rank = _ranks(score.argsort(descending=True, stable=True))
             lo, hi = 0, count  # the fewest top positions that flip, by bisection
-            while hi - lo > 1 and sample.left >= 1:
-                mid = (lo + hi) // 2
+            while hi - lo > 1 and sample.left >= 1:  # count - 1 first: if it fails, all fail
+                mid = hi - 1 if hi == count else (lo + hi) // 2
                 candidate, flips, size = yield FLIP, _within(distance, pushed, rank < mid)
                 if flips and size < count:
                     hi, found = mid, candidate
