@@ -16,8 +16,9 @@ batch within the passes it is given, repeats:
    that fails (the top sets are nested: fewer positions rarely flip where more do not);
 4. failing both, restore each changed position alone, least share first (one pass each);
    none flips → a local minimum: a few gradient steps on one position fewer (top
-   positions of a running gradient sum, pushed to the bound) look for a flip there; none
-   → the stage ends.
+   positions of a running gradient sum, pushed to the bound) look for a flip there, from
+   the flip, then again from every position pushed (a different path, which finds flips
+   the first misses on adversarially trained models); none → the stage ends.
 
 Each sample's search is a coroutine (:func:`_shrink`) that asks for one model pass at a
 time — a forward pass on a candidate or a gradient — and decides alone what to ask next, so
@@ -226,8 +227,9 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
                 if flips and size < count:
                     found = candidate
                     break
-        if found is None:
-            found = yield from _descend(space, distance, sample, best, count - 1)
+        for start in (best, pushed):  # the flip's own positions, then all of them pushed
+            if found is None:
+                found = yield from _descend(space, distance, sample, start, count - 1)
         if found is None:
             break
         best = found
