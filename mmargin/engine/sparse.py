@@ -44,8 +44,9 @@ from mmargin.protocols import Distance, ModelAdapter, Space
 
 SPARSE_SHARE = 0.4
 """The share of a sample's budget set aside for this stage when the distance is L0."""
-PATIENCE = 40
-"""Steps a local minimum is searched for a flip on one position fewer before the stage ends."""
+PATIENCE = 20
+"""Steps each descent from a local minimum takes to look for a flip on one position fewer
+(two descents: together the 40 steps one descent took before the second was added)."""
 MOMENTUM = 0.75
 """Weight of the previous gradients in that search's running sum."""
 FAR = 1e6
