@@ -127,7 +127,8 @@ def test_l0_runs_report_the_passes_counted_and_fit_the_budget(budget: int) -> No
 
 
 def test_l0_results_do_not_depend_on_the_batch() -> None:
-    """The stage runs per sample: the same flips whatever else shares the batch."""
+    """The stage runs the batch at once, each sample's search its own: the same flips
+    whatever else shares the batch."""
     model, x = _case((3, 8, 8), seed=5, n=9, lift=4.0)
     labels = model(torch.as_tensor(x)).argmax(1).numpy()
     space = box(0.0, 1.0, sample_shape=x.shape[1:])
