@@ -3,8 +3,9 @@
 Two sets, kept apart on purpose (see ``bench/zoo/README.md``):
 
 - **tuning**: the models the engine's defaults may be developed against — the shipped
-  MNIST CNN and digits MLP (``mmargin_image.models``) and one adversarially trained CNN
-  of the same LeNet shape (``tune_cnn_fgsm``);
+  MNIST CNN and digits MLP (``mmargin_image.models``) and two adversarially trained CNNs:
+  one of the same LeNet shape trained for 8 epochs (``tune_cnn_fgsm``) and one with
+  average pooling trained for 2 (``tune_cnn_fgsm_short``);
 - **evaluation**: models no default was ever tuned on, with other architectures, seeds and
   training — a CNN with batch norm, a plain MLP, an FGSM-with-random-start L∞ trained
   all-convolutional CNN, and a digits MLP for the exact (MILP) ratios.

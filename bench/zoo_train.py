@@ -175,7 +175,7 @@ def render_readme(manifest: dict[str, dict[str, Any]]) -> str:
         "with `torch.load(..., weights_only=True)`.",
         "",
         "- **Tuning set**: the models the engine's defaults may be developed on: the shipped "
-        "`mnist_cnn` and `digits_mlp` (`mmargin_image/weights/`) and `tune_cnn_fgsm` below.",
+        "`mnist_cnn` and `digits_mlp` (`mmargin_image/weights/`) and the `tune_*` models below.",
         "- **Evaluation set**: the `eval_*` models: no default was chosen by running the "
         "search on them; the benchmarks' headline figures are measured on them.",
         "",
