@@ -110,9 +110,10 @@ def restore_report(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """One report of several runs' models (e.g. one run per model, side by side): the models
-    in order, the first run's facts, every run's command, started time and run time. The runs
-    must share samples, budgets and timing settings, else their figures do not compare."""
+    """One report of several runs' models (e.g. one run per model, side by side; runs of
+    one model over different norms join into one block): the models in order, the first
+    run's facts, every run's command, started time and run time. The runs must share
+    samples, budgets and timing settings, else their figures do not compare."""
     if not reports:
         raise ValueError("combine: no reports")
     reports = [restore_report(r) for r in reports]
@@ -125,9 +126,17 @@ def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
     models: dict[str, Any] = {}
     for r in reports:
         for name, block in r["models"].items():
-            if name in models:
-                raise ValueError(f"combine: model {name} is in two runs")
-            models[name] = block
+            if name not in models:
+                models[name] = {**block, "norms": dict(block["norms"])}
+                continue
+            # the same model from another run: only other norms may join it
+            twice = sorted(set(models[name]["norms"]) & set(block["norms"]))
+            if twice:
+                raise ValueError(f"combine: model {name} norm {', '.join(twice)} is in two runs")
+            joined = {**models[name]["norms"], **block["norms"]}
+            order = ("l2", "linf", "l1", "l0")  # the report's usual order
+            models[name]["norms"] = dict(sorted(joined.items(), key=lambda kv: order.index(kv[0])
+                                                if kv[0] in order else len(order)))  # fmt: skip
     meta = {
         **first,
         "models": list(models),

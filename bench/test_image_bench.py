@@ -279,8 +279,18 @@ def test_combine_runs_of_single_models(tmp_path: Path) -> None:
     b["meta"]["budgets"] = [100, 1000]
     with pytest.raises(ValueError, match="budgets"):
         image_report.combine([a, b])
-    with pytest.raises(ValueError, match="m1 is in two runs"):
+    with pytest.raises(ValueError, match="m1 norm l0 is in two runs"):
         image_report.combine([_synthetic_report(), _synthetic_report()])
+
+
+def test_combine_joins_runs_of_one_model_over_other_norms() -> None:
+    a, b = _synthetic_report(), _synthetic_report()
+    b["models"]["m1"]["norms"] = {"l2": b["models"]["m1"]["norms"].pop("l0")}
+    combined = image_report.combine([a, b])
+    assert list(combined["models"]) == ["m1"]
+    assert list(combined["models"]["m1"]["norms"]) == ["l2", "l0"]  # the usual order
+    assert list(a["models"]["m1"]["norms"]) == ["l0"]  # the inputs are left as they were
+    assert [h["norm"] for h in image_report.headline_rows(combined)] == ["l2", "l0"]
 
 
 def test_headline_says_why_a_norm_has_no_time_ratio() -> None:

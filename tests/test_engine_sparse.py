@@ -21,7 +21,9 @@ import torch
 from mmargin.adapters import TorchAdapter
 from mmargin.distances import lp, pixel_l0
 from mmargin.engine import minimal_flip
+from mmargin.engine.sparse import positions, sparse_finish
 from mmargin.engine.spec import SearchSpec
+from mmargin.goals import Untargeted
 from mmargin.results import Status
 from mmargin.spaces import box
 
@@ -125,7 +127,8 @@ def test_l0_runs_report_the_passes_counted_and_fit_the_budget(budget: int) -> No
 
 
 def test_l0_results_do_not_depend_on_the_batch() -> None:
-    """The stage runs per sample: the same flips whatever else shares the batch."""
+    """The stage runs the batch at once, each sample's search its own: the same flips
+    whatever else shares the batch."""
     model, x = _case((3, 8, 8), seed=5, n=9, lift=4.0)
     labels = model(torch.as_tensor(x)).argmax(1).numpy()
     space = box(0.0, 1.0, sample_shape=x.shape[1:])
@@ -137,3 +140,34 @@ def test_l0_results_do_not_depend_on_the_batch() -> None:
                 for r in out]  # fmt: skip
 
     assert run(9) == run(4)
+
+
+def test_the_batched_stage_matches_each_sample_alone_and_keeps_each_budget() -> None:
+    """All samples shrink at once, each with its own passes (some too few for a single step,
+    some leaving early): every flip and pass count is what the sample gets alone, no sample
+    spends more than it was given, and the counter saw exactly the passes reported."""
+    model, x = _case((3, 6, 6), seed=7, n=8, lift=3.0)
+    w = model.w.numpy()
+    distance, goal = pixel_l0(lp("l0")), Untargeted()
+    space = box(0.0, 1.0, sample_shape=x.shape[1:])
+    xt = torch.as_tensor(x)
+    start = torch.as_tensor(np.where(w > 0, 0.0, 1.0) - x, dtype=torch.float32)  # all pushed
+    labels = torch.zeros(len(x), dtype=torch.long)
+    passes = torch.as_tensor([0, 1, 2, 3, 9, 40, 150, 400])
+
+    def stage(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        adapter, counter = F.torch_adapter(model)
+        delta, used = sparse_finish(adapter, space, distance, goal, xt[rows], start[rows],
+                                    labels[rows], None, passes[rows])  # fmt: skip
+        return delta, used, counter.passes
+
+    delta, used, seen = stage(list(range(len(x))))
+    assert (used <= passes).all() and int(used.sum()) == seen
+    assert int(used[-1]) < int(passes[-1])  # the generous sample left before its passes ran out
+    exact = [_fewest_by_sorting(w, row, model.b, 1) for row in x]
+    assert int(positions(distance, delta[-1:]).sum()) == exact[-1]
+    for i in range(len(x)):
+        alone, used_alone, _ = stage([i])
+        assert torch.equal(alone[0], delta[i]) and int(used_alone[0]) == int(used[i])
+        flips = model(xt[i : i + 1] + delta[i : i + 1]).argmax(1)
+        assert int(flips[0]) == 1

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.lagrangian import lagrangian_run, lagrangian_slot, lagrangian_steps
+from mmargin.engine.legstop import LegStop
 from mmargin.engine.passes import legs, probe_classes, refine_classes, toward
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
@@ -137,7 +138,8 @@ def _class_aware(
     toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`)."""
     lagrange = lagrangian_steps(steps, distance.p, config)
     steps -= lagrange
-    plan = legs(steps, config.restarts, config.probes, config.first_share, config.probe_share)
+    plan = legs(steps, config.restarts, config.probes, config.first_share, config.probe_share,
+                config.split_min)  # fmt: skip
     slot, warm = lagrangian_slot(distance.p, [(leg.kind, leg.steps) for leg in plan])
     candidates = None
     for n, leg in enumerate(plan):
@@ -154,9 +156,11 @@ def _class_aware(
             start = state.best_delta.clone()
         last = n == len(plan) - 1
         late = _Late.over(leg.steps, state) if last else None
+        stop = LegStop.for_leg(leg.kind, leg.steps, config.leg_window, config.leg_rtol,
+                               config.hopeless, state)  # fmt: skip
         _run_once(
             model, space, distance, goal, x, labels, None, leg.steps, config, start, state,
-            against, late, check=n == 0,
+            against, late, check=n == 0, stop=stop,
         )  # fmt: skip
         if late is not None:
             late.judge(state)
@@ -275,11 +279,12 @@ def _run_once(
     against: Tensor | None = None,
     late: _Late | None = None,
     check: bool = True,
+    stop: LegStop | None = None,
 ) -> None:
     """``steps`` adaptive-ε steps from ``x + start``, recording every improvement in
     ``state`` (see the module docstring); ``against`` (per sample) drives the pairwise loss
     toward that class, ``late`` watches the final run, ``check`` flags unusable gradients
-    at the first step.
+    at the first step, ``stop`` lets samples leave the run early (:mod:`.legstop`).
 
     The step is kept close to a bare forward + backward (``bench/overhead.py``): while every
     sample searches, batch rows are views and ``delta`` is rebound, not copied; updates of
@@ -300,7 +305,7 @@ def _run_once(
     free = space.free_dims(x)
     # no patience and every sample searching: nothing stops early unless a sample's first
     # step finds no usable gradient, so the step loop need not wait on the device to know
-    whole = config.patience <= 0 and dead is None
+    whole = config.patience <= 0 and dead is None and stop is None
     host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
     # a goal may read its flip test off the loss the step has already computed
     flipped: Callable[[Tensor, Tensor], Tensor] | None = getattr(goal, "flipped", None)
@@ -318,7 +323,7 @@ def _run_once(
             delta, eps, found = _step(
                 model, space, distance, goal, x, labels, targets, steps, config, state,
                 against, late, check, k, idx, delta, eps, found, stall, active, free, host,
-                flipped,
+                flipped, stop,
             )  # fmt: skip
             if every:
                 pending += 1
@@ -326,6 +331,8 @@ def _run_once(
                 state.queries[idx] += 2
             if k == 0 and check and "zero_gradients" in state.flags:
                 whole = False
+            if stop is not None:
+                stop.after(k, state, active)
     finally:
         state.queries.add_(2 * pending)
 
@@ -336,7 +343,7 @@ def _step(
     state: SearchState, against: Tensor | None, late: _Late | None, check: bool, k: int,
     idx: Tensor | slice, delta: Tensor, eps: Tensor, found: Tensor, stall: Tensor,
     active: Tensor, free: Tensor, host: bool,
-    flipped: Callable[[Tensor, Tensor], Tensor] | None,
+    flipped: Callable[[Tensor, Tensor], Tensor] | None, stop: LegStop | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Step ``k`` of :func:`_run_once` for the rows ``idx`` (``slice(None)``: all, and the
     whole tensors are used and rebound, never gathered or copied back). Returns the new
@@ -381,6 +388,8 @@ def _step(
     # non-deterministic model calls it one)
     moved = di.flatten(1).abs().amax(dim=1) > 0
     improved = is_adv & (norms < best) & moved
+    if stop is not None:
+        stop.seen(idx, norms, is_adv & moved)
     # (``best`` is the state's own tensor while every sample searches: read it first)
     significant = is_adv & (norms < best * (1 - config.rtol)) if config.patience > 0 else None
     if every:  # masked writes: no device-to-host sync per step

@@ -2,8 +2,8 @@
 
 A search under L0 (``distance.p == 0``) ends on a flip whose changed positions (coordinates,
 or pixels when the distance has a ``group_axis``) are more than it needs, often each moved
-only part of the way. This stage starts from that verified flip and, one sample at a time
-(so a result never depends on its batch), repeats within the passes it is given:
+only part of the way. This stage starts from that verified flip and, for every sample of the
+batch within the passes it is given, repeats:
 
 1. one forward + backward pass at the current flip: the loss gradient;
 2. *push* every position as far as the space lets it go against the gradient (the L0
@@ -12,16 +12,29 @@ only part of the way. This stage starts from that verified flip and, one sample 
 3. find by bisection (one forward pass per probe) the fewest top-ranked positions of
    *all* that still flip — fewer than the flip has: a smaller support, possibly a
    different one (a swap) — then, failing that, the fewest of the flip's own positions;
+   each bisection first probes one position fewer than the flip has, and stops there when
+   that fails (the top sets are nested: fewer positions rarely flip where more do not);
 4. failing both, restore each changed position alone, least share first (one pass each);
    none flips → a local minimum: a few gradient steps on one position fewer (top
-   positions of a running gradient sum, pushed to the bound) look for a flip there; none
-   → the stage ends.
+   positions of a running gradient sum, pushed to the bound) look for a flip there, from
+   the flip, then again from every position pushed (a different path, which finds flips
+   the first misses on adversarially trained models); none → the stage ends.
+
+Each sample's search is a coroutine (:func:`_shrink`) that asks for one model pass at a
+time — a forward pass on a candidate or a gradient — and decides alone what to ask next, so
+its arithmetic is its own whatever shares the batch. :func:`sparse_finish` runs all of them
+in lock step: each round, every sample still shrinking asks once and the asks are answered
+by one batched forward pass and one batched forward + backward pass. A sample whose stage
+ends, or whose passes run out, leaves the rounds; each pass is counted to its sample.
 
 Every candidate goes through the space's ``project`` (mask, box) and ``finalize`` and is kept
 only when a forward pass on it saw the flip; the driver re-verifies the result.
 """
 
 from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -31,17 +44,37 @@ from mmargin.protocols import Distance, ModelAdapter, Space
 
 SPARSE_SHARE = 0.4
 """The share of a sample's budget set aside for this stage when the distance is L0."""
-PATIENCE = 40
-"""Steps a local minimum is searched for a flip on one position fewer before the stage ends."""
+PATIENCE = 20
+"""Steps each descent from a local minimum takes to look for a flip on one position fewer
+(two descents: together the 40 steps one descent took before the second was added)."""
 MOMENTUM = 0.75
 """Weight of the previous gradients in that search's running sum."""
 FAR = 1e6
 """A step long enough to reach the box's bound on any coordinate the space lets move."""
+FLIP, GRADIENT = "flip", "gradient"
+"""What a sample's search asks for: a forward pass on a candidate (1 pass) or the loss
+gradient at a point (2 passes)."""
+
+Ask = tuple[str, Tensor]
+"""One request of a sample's search: its kind and the perturbation ``(1, ...)`` it is about."""
+Answer = tuple[Tensor, bool, int]
+"""The reply: the finalised candidate (:data:`FLIP`) or the gradient (:data:`GRADIENT`),
+whether the model saw the flip there and how many positions the candidate changes."""
+Shrink = Generator[Ask, Answer, Tensor]
+"""A sample's search: yields asks, receives answers, returns its best flip."""
 
 
 def sparse_passes(budget: int) -> int:
     """Passes per sample reserved for the L0 finishing stage out of ``budget``."""
     return int(budget * SPARSE_SHARE)
+
+
+@dataclass
+class _Sample:
+    """One sample's stage: its input ``(1, ...)`` and the passes it has left."""
+
+    x: Tensor
+    left: int
 
 
 def sparse_finish(
@@ -52,14 +85,74 @@ def sparse_finish(
     forward + backward passes for sample ``i``. Returns the new perturbations (finalised,
     each a flip a pass has seen, or the input one) and the passes each sample used."""
     out = delta.clone()
-    used = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    for i in range(x.shape[0]):
-        t = None if targets is None else targets[i : i + 1]
-        d, n = _shrink(model, space, distance, goal, x[i : i + 1], delta[i : i + 1],
-                       labels[i : i + 1], t, int(passes[i]))  # fmt: skip
-        out[i : i + 1] = d
-        used[i] = n
-    return out, used
+    samples = [_Sample(x[i : i + 1], int(passes[i])) for i in range(x.shape[0])]
+    runs = {i: _shrink(space, distance, s, delta[i : i + 1]) for i, s in enumerate(samples)}
+    asks: dict[int, Ask] = {}
+    for i in list(runs):
+        _advance(runs, asks, out, i, None)
+    while asks:
+        answers: dict[int, Answer] = {}
+        for kind, answer in ((FLIP, _forward), (GRADIENT, _gradient)):
+            rows = [i for i, (k, _) in asks.items() if k == kind]
+            if rows:
+                sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
+                d = torch.cat([asks[i][1] for i in rows])
+                t = None if targets is None else targets[sel]
+                got = answer(model, space, distance, goal, x[sel], d, labels[sel], t)
+                answers.update(zip(rows, got, strict=True))
+        for i, reply in answers.items():
+            samples[i].left -= 1 if asks[i][0] == FLIP else 2
+            _advance(runs, asks, out, i, reply)
+    used = [int(passes[i]) - s.left for i, s in enumerate(samples)]
+    return out, torch.as_tensor(used, dtype=torch.long, device=x.device)
+
+
+def _advance(
+    runs: dict[int, Shrink], asks: dict[int, Ask], out: Tensor, i: int, reply: Answer | None
+) -> None:
+    """Hand sample ``i``'s search its answer and note its next ask, or its result when done."""
+    try:
+        asks[i] = next(runs[i]) if reply is None else runs[i].send(reply)
+    except StopIteration as done:
+        out[i : i + 1] = done.value
+        asks.pop(i, None)
+        del runs[i]
+
+
+def _forward(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    delta: Tensor, labels: Tensor, targets: Tensor | None,
+) -> list[Answer]:  # fmt: skip
+    """One batched forward pass on the finalised candidates ``x + delta``."""
+    candidate = space.finalize(x, x + space.project(x, delta))
+    with torch.no_grad():
+        scores = model(candidate)
+    ok = goal.is_adversarial(scores, labels, targets) & torch.isfinite(scores).flatten(1).all(1)
+    return _answers(distance, candidate - x, candidate - x, ok)
+
+
+def _gradient(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    delta: Tensor, labels: Tensor, targets: Tensor | None,
+) -> list[Answer]:  # fmt: skip
+    """The loss gradients at ``x + delta`` (one batched forward + backward pass). Not the
+    space's free gradient: a coordinate already at its bound keeps its share (``project``
+    holds the box and the mask when positions are pushed)."""
+    d = delta.clone().requires_grad_(True)
+    with torch.enable_grad():
+        scores = model(x + d)
+        loss = goal.loss(scores, labels, targets)
+        (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
+    grad = torch.zeros_like(delta) if grad is None else torch.nan_to_num(grad, 0.0, 0.0, 0.0)
+    return _answers(distance, grad, delta, goal.is_adversarial(scores.detach(), labels, targets))
+
+
+def _answers(distance: Distance, values: Tensor, point: Tensor, ok: Tensor) -> list[Answer]:
+    """One answer per row: its ``values``, whether it flipped and the positions ``point``
+    changes there."""
+    counts = positions(distance, point).flatten(1).sum(1).tolist()
+    flips = ok.tolist()
+    return [(values[j : j + 1], bool(flips[j]), int(counts[j])) for j in range(len(counts))]
 
 
 def positions(distance: Distance, delta: Tensor) -> Tensor:
@@ -82,119 +175,89 @@ def _shares(distance: Distance, grad: Tensor, delta: Tensor) -> Tensor:
     return share if group is None else share.sum(dim=group)
 
 
-class _Probe:
-    """Forward passes on candidates for one sample, counted against what it has left."""
-
-    def __init__(self, model: ModelAdapter, space: Space, goal: Goal, x: Tensor,
-                 label: Tensor, target: Tensor | None, left: int) -> None:  # fmt: skip
-        self.model, self.space, self.goal = model, space, goal
-        self.x, self.label, self.target, self.left = x, label, target, left
-
-    def flips(self, delta: Tensor) -> tuple[Tensor, bool]:
-        """The finalised candidate ``x + delta`` (as a perturbation) and whether it flips."""
-        candidate = self.space.finalize(self.x, self.x + self.space.project(self.x, delta))
-        self.left -= 1
-        with torch.no_grad():
-            scores = self.model(candidate)
-        ok = bool(self.goal.is_adversarial(scores, self.label, self.target)[0])
-        return candidate - self.x, ok and bool(torch.isfinite(scores).all())
-
-    def gradient(self, delta: Tensor) -> tuple[Tensor, bool]:
-        """The loss gradient at ``x + delta`` and whether it flips. Not the space's free
-        gradient: a coordinate already at its bound keeps its share (``project`` holds the
-        box and the mask when positions are pushed)."""
-        d = delta.clone().requires_grad_(True)
-        with torch.enable_grad():
-            scores = self.model(self.x + d)
-            loss = self.goal.loss(scores, self.label, self.target)
-            (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
-        self.left -= 2
-        grad = torch.zeros_like(delta) if grad is None else torch.nan_to_num(grad, 0.0, 0.0, 0.0)
-        ok = bool(self.goal.is_adversarial(scores.detach(), self.label, self.target)[0])
-        return grad, ok
+def _ranks(order: Tensor) -> Tensor:
+    """Each flat position's place in ``order`` (the inverse permutation)."""
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank
 
 
-def _keep(distance: Distance, delta: Tensor, order: Tensor, k: int) -> Tensor:
-    """``delta`` on the positions ``order[:k]`` (flat indices) only, clean elsewhere."""
+def _within(distance: Distance, delta: Tensor, keep: Tensor) -> Tensor:
+    """``delta`` on the flat positions where ``keep`` holds only, clean elsewhere."""
     shape = positions(distance, delta).shape
-    keep = torch.zeros(shape, dtype=torch.bool, device=delta.device).flatten()
-    keep[order[:k]] = True
     return delta * _expand(distance, keep.view(shape), delta)
 
 
-def _shrink(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    delta: Tensor, label: Tensor, target: Tensor | None, left: int,
-) -> tuple[Tensor, int]:  # fmt: skip
-    """The stage for one sample (``x`` is ``(1, ...)``); returns its flip and passes used."""
-    probe = _Probe(model, space, goal, x, label, target, left)
-    best = delta
-    while probe.left >= 3:
-        moved = positions(distance, best)
+def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) -> Shrink:
+    """The stage for one sample; returns its best flip (the input one if none is better).
+    Asks only for what its passes left (``sample.left``, kept by the caller) can pay."""
+    x, best = sample.x, delta
+    while sample.left >= 3:
+        moved = positions(distance, best).flatten()
         count = int(moved.sum())
         if count <= 1:
             break
-        grad, ok = probe.gradient(best)
+        grad, ok, _ = yield GRADIENT, best
         if not ok:  # the flip we hold always flipped; a model that disagrees ends the stage
             break
         # every position pushed to the bound against the gradient (where it has none, as is)
         pushed = space.project(x, torch.where(grad != 0, -grad.sign() * FAR, best))
         gain = _shares(distance, grad, pushed).flatten()
         found = None
-        for pool in (None, moved.flatten()):  # the best positions of all, then of the flip's
+        for pool in (None, moved):  # the best positions of all, then of the flip's
             score = gain if pool is None else torch.where(pool, gain, -torch.inf)
-            order = score.argsort(descending=True, stable=True)
+            rank = _ranks(score.argsort(descending=True, stable=True))
             lo, hi = 0, count  # the fewest top positions that flip, by bisection
-            while hi - lo > 1 and probe.left >= 1:
-                mid = (lo + hi) // 2
-                candidate, flips = probe.flips(_keep(distance, pushed, order, mid))
-                if flips and _count(distance, candidate) < count:
+            while hi - lo > 1 and sample.left >= 1:  # count - 1 first: if it fails, all fail
+                mid = hi - 1 if hi == count else (lo + hi) // 2
+                candidate, flips, size = yield FLIP, _within(distance, pushed, rank < mid)
+                if flips and size < count:
                     hi, found = mid, candidate
                 else:
                     lo = mid
             if found is not None:
                 break
         if found is None:  # no top set flips: restore one position alone, least gain first
-            order = torch.where(moved.flatten(), gain, torch.inf).argsort(stable=True)
+            order = torch.where(moved, gain, torch.inf).argsort(stable=True)
             for j in range(count):
-                if probe.left < 1:
+                if sample.left < 1:
                     break
-                keep = torch.cat([order[:j], order[j + 1 : count]])
-                candidate, flips = probe.flips(_keep(distance, best, keep, count - 1))
-                if flips and _count(distance, candidate) < count:
+                keep = moved.clone()
+                keep[order[j]] = False
+                candidate, flips, size = yield FLIP, _within(distance, best, keep)
+                if flips and size < count:
                     found = candidate
                     break
-        if found is None:
-            found = _descend(probe, distance, best, count - 1)
+        for start in (best, pushed):  # the flip's own positions, then all of them pushed
+            if found is None:
+                found = yield from _descend(space, distance, sample, start, count - 1)
         if found is None:
             break
         best = found
-    return best, left - probe.left
+    return best
 
 
-def _descend(probe: _Probe, distance: Distance, start: Tensor, k: int) -> Tensor | None:
+def _descend(
+    space: Space, distance: Distance, sample: _Sample, start: Tensor, k: int
+) -> Generator[Ask, Answer, Tensor | None]:
     """Search for a flip on ``k`` positions: from the top ``k`` positions of ``start``,
     each step takes the gradient at the point (its forward pass says whether it flips),
     adds it to a running sum (momentum :data:`MOMENTUM`) and moves to the top ``k``
     positions by that sum, pushed to the bound against it. At most :data:`PATIENCE` steps;
     the first flip with fewer positions than ``start`` is returned, else ``None``."""
-    space, x = probe.space, probe.x
+    x = sample.x
     total = torch.zeros_like(start)
     point = start
     for _ in range(PATIENCE):
-        if probe.left < 2:
+        if sample.left < 2:
             break
-        grad, flips = probe.gradient(point)
-        if flips and _count(distance, point) <= k:
+        grad, flips, size = yield GRADIENT, point
+        if flips and size <= k:
             return point
         scale = grad.abs().amax().clamp(min=1e-30)
         total = MOMENTUM * total + grad / scale
         pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
         order = _shares(distance, total, pushed).flatten().argsort(descending=True, stable=True)
-        point = space.finalize(x, x + space.project(x, _keep(distance, pushed, order, k))) - x
+        keep = _ranks(order) < k
+        point = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
     return None
-
-
-def _count(distance: Distance, delta: Tensor) -> int:
-    """The number of changed positions of a single perturbation ``(1, ...)``."""
-    return int(positions(distance, delta).sum())

@@ -96,7 +96,13 @@ class GradientConfig:
     the ε-ball search loses ground), on L1 ``lagrangian_l1`` of them (a sparse, proximal
     run from the best flip after the probes; on L∞ / L0 none), then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
-    ``probe_share``, and ``restarts`` refinements of the best flip share what is left.
+    ``probe_share``, and ``restarts`` refinements of the best flip share what is left;
+    a search of fewer than ``split_min`` steps is one run (0: always split).
+
+    Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
+    whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
+    (0 = never); with ``leg_window`` > 0, a sample whose flip in a run fell by no more than
+    ``leg_rtol`` over that share of the run's steps (0 = never, the default).
     """
 
     alpha_init: float = 1.0
@@ -105,6 +111,10 @@ class GradientConfig:
     gamma_final: float = 0.001
     patience: int = 0
     rtol: float = 1e-4
+    leg_window: float = 0.0
+    leg_rtol: float = 1e-3
+    hopeless: float = 1.5
+    split_min: int = 0
     restarts: int = 1
     candidates: int = 9
     probes: int = 3
@@ -116,9 +126,10 @@ class GradientConfig:
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
             check_float("gradient", name, getattr(self, name), 0.0, 100.0)
-        for name in ("gamma_init", "gamma_final", "rtol"):
+        for name in ("gamma_init", "gamma_final", "rtol", "leg_rtol", "leg_window"):
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
+        check_int("gradient", "split_min", self.split_min, 0, MAX_BUDGET)
         check_int("gradient", "restarts", self.restarts, 0, 1000)
         check_int("gradient", "candidates", self.candidates, 1, 1000)
         check_int("gradient", "probes", self.probes, 0, 1000)
@@ -126,6 +137,9 @@ class GradientConfig:
         check_float("gradient", "probe_share", self.probe_share, 0.0, 1.0)
         check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
         check_float("gradient", "lagrangian_l1", self.lagrangian_l1, 0.0, 0.9)
+        check_float("gradient", "hopeless", self.hopeless, 0.0, 1000.0)
+        if 0.0 < self.hopeless < 1.0:
+            raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")
         if self.first_share + self.probes * self.probe_share > 1.0:
             raise ValueError("gradient: first_share + probes * probe_share must be <= 1")
 

@@ -1,0 +1,90 @@
+"""Per-sample exits from one run (leg) of a class-aware search: wall time at equal budget.
+
+A leg (:mod:`mmargin.engine.passes`) is a whole annealed run, but not every sample needs
+all of it. Two per-sample rules let a sample leave a leg early, so that the rows still
+searching make the forward and backward passes smaller (the saving is in wall time, not
+only in counted passes):
+
+- **hopeless** (probes only, on by default: ``GradientConfig.hopeless``): after
+  :data:`MARK` of a probe's steps, a probe whose own smallest flip is more than
+  ``hopeless`` times the sample's best norm leaves: its class is not where the nearest
+  boundary is; after twice that share, one more than halfway to ``hopeless``'s allowance
+  (1.25 for 1.5) leaves. A probe that has not flipped yet keeps searching (on L1, robust
+  models' probes flip late and then win).
+- **converged** (every leg, off by default: ``GradientConfig.leg_window``): in the second
+  half of a leg, every ``window`` steps, a sample whose smallest flip in this leg did not
+  fall by more than ``rtol`` (relative) since the previous check leaves the leg. On the
+  adversarially trained tuning models the late, small steps still shrink the flips, so
+  this rule lowered L1 / L2 optimality there; it is kept as an option.
+
+The window and the mark are shares of the leg's own steps: the rules follow the number of
+steps, never the model. A sample's best flip is never touched by leaving (the state keeps
+it), and every decision reads that sample's own values only, so a result never depends on
+the other samples of its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mmargin.engine.state import SearchState
+
+__all__ = ["LegStop"]
+
+MARK = 0.3
+"""The share of a probe's steps after which the hopeless test is first made (and again,
+with half the allowance, after twice this share)."""
+
+
+@dataclass
+class LegStop:
+    """The exit rules for one leg of ``steps`` steps; ``window == 0`` turns the
+    convergence rule off, ``mark == 0`` the hopeless rule."""
+
+    steps: int
+    window: int
+    rtol: float
+    mark: int
+    hopeless: float
+    checked: Tensor
+    """This leg's smallest flip per sample at the last convergence check."""
+    run_best: Tensor
+    """The smallest flip this leg has seen per sample (``inf``: none yet)."""
+
+    @classmethod
+    def for_leg(cls, kind: str, steps: int, share: float, rtol: float, hopeless: float,
+                state: SearchState) -> LegStop | None:  # fmt: skip
+        """The rules for a leg of ``kind`` (``first``, ``probe``, ``refine``): convergence
+        checked every ``share`` of its steps (at least 8 steps apart; the first check only
+        records, so a leg gets the rule only if a second check falls in it), the hopeless
+        test at half of a probe of at least 16 steps. None when neither rule applies."""
+        window = max(int(steps * share), 8) if share > 0 else 0
+        window = window if 2 * window < steps else 0  # the first check only records
+        mark = int(steps * MARK) if kind == "probe" and hopeless > 0 and steps >= 16 else 0
+        if window == 0 and mark == 0:
+            return None
+        none = torch.full_like(state.best_norm, math.inf)
+        return cls(steps, window, rtol, mark, hopeless, none.clone(), none)
+
+    def seen(self, idx: Tensor | slice, norms: Tensor, flips: Tensor) -> None:
+        """The rows ``idx`` reached sizes ``norms``; ``flips`` says which flipped."""
+        mine = self.run_best[idx]
+        self.run_best[idx] = torch.where(flips & (norms < mine), norms, mine)
+
+    def after(self, k: int, state: SearchState, active: Tensor) -> None:
+        """After step ``k`` (0-based): clear ``active`` for the samples that leave."""
+        done = k + 1
+        if done >= self.steps:
+            return
+        mine = self.run_best
+        if self.window and done % self.window == 0 and 2 * done >= self.steps:
+            stalled = torch.isfinite(mine) & (mine >= self.checked * (1 - self.rtol))
+            active &= ~stalled
+            self.checked = mine.clone()
+        if self.mark and done in (self.mark, 2 * self.mark):
+            allowed = self.hopeless if done == self.mark else (1 + self.hopeless) / 2
+            active &= ~(torch.isfinite(mine) & (mine > state.best_norm * allowed))
