@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.lagrangian import lagrangian_run, lagrangian_slot, lagrangian_steps
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.passes import legs, probe_classes, refine_classes, toward
 from mmargin.engine.spec import GradientConfig
@@ -133,13 +133,14 @@ def _class_aware(
 ) -> None:  # fmt: skip
     """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
     on L2 a Lagrangian run (from the clean input: after the first run only so that
-    samples without usable gradients are known and skipped), the class probes, and
-    refinements warm-started from the best flip toward its class."""
-    lagrange = int(steps * config.lagrangian) if distance.p == 2.0 else 0
-    lagrange = lagrange if lagrange >= 8 else 0
+    samples without usable gradients are known and skipped), the class probes, on L1 a
+    Lagrangian run from the best flip, and refinements warm-started from the best flip
+    toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`)."""
+    lagrange = lagrangian_steps(steps, distance.p, config)
     steps -= lagrange
     plan = legs(steps, config.restarts, config.probes, config.first_share, config.probe_share,
                 config.split_min)  # fmt: skip
+    slot, warm = lagrangian_slot(distance.p, [(leg.kind, leg.steps) for leg in plan])
     candidates = None
     for n, leg in enumerate(plan):
         if leg.steps < 1:
@@ -163,8 +164,10 @@ def _class_aware(
         )  # fmt: skip
         if late is not None:
             late.judge(state)
-        if n == 0 and lagrange:  # after the first run: it flags samples without gradients
-            lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state)
+        if n == slot and lagrange:  # after the first run: it flags samples without gradients
+            begin = state.best_delta.clone() if warm else None
+            lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
+                           start=begin)  # fmt: skip
 
 
 class _Late:

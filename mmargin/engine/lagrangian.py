@@ -16,7 +16,24 @@ continuous space (its ``project`` keeps the box and masks) and any goal:
 - the penalty is the P2 function of Birgin, Castillo and Martínez (2005);
 - the raw gradient feeds RMSProp (the space's projection keeps the box and masks);
 - the step size is a share of each input's own largest magnitude (scale-free), decays
-  geometrically from the step where the sample first flipped.
+  geometrically from the step where the sample first flipped;
+- on L1 the distance is not stepped through its subgradient (ALMA's way: the sign of
+  every coordinate that moved, which keeps each near-useless coordinate jittering around
+  0 at the step size and leaves the flips dense) but through its proximal map: the
+  penalty's preconditioned step, then soft-thresholding of each coordinate by the same
+  preconditioned step times the coordinate's L1 weight. With the box projection after it
+  this is the exact proximal step of ``‖δ‖₁`` plus the box (both separable), so a
+  coordinate whose penalty gradient cannot pay its L1 cost lands exactly on 0 (sparse
+  flips; on a linear model in a box it reaches the closed-form minimum, see
+  ``tests/test_lagrangian_l1.py``).
+
+How many steps the run gets (:func:`lagrangian_steps`) and where it goes
+(:func:`lagrangian_slot`) is the search's choice per distance: on L2
+``GradientConfig.lagrangian`` of the steps, after the first ε-ball run and from the clean
+input (it reaches flips the ε-ball walk misses); on L1 ``GradientConfig.lagrangian_l1``,
+after the class probes and from the best flip so far (a sparse walk along the boundary
+before the refinements: from the clean input, every share tried lost on the robust
+tuning models); none on L∞ / L0.
 
 Every flip seen is recorded in the shared :class:`~mmargin.engine.state.SearchState` like
 the other runs do; each sample's arithmetic is its own (no batch coupling, no randomness).
@@ -28,11 +45,12 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.passes import toward
+from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-__all__ = ["lagrangian_run"]
+__all__ = ["lagrangian_run", "lagrangian_slot", "lagrangian_steps"]
 
 LR_INIT = 0.1
 """First step size, as a share of the input's largest magnitude (0.1 of a [0, 1] image)."""
@@ -44,6 +62,17 @@ CHECK = 10
 """Steps between checks of the constraint's progress (ρ grows when it stalled)."""
 IMPROVE = 0.95
 GROW = 1.2
+MIN_STEPS = 8
+"""A shorter run does not get past its first flip: its steps go to the ε-ball runs."""
+
+
+def lagrangian_steps(steps: int, p: float, config: GradientConfig) -> int:
+    """How many of an untargeted search's ``steps`` go to the Lagrangian run on the Lp
+    distance ``p``: the configured share on L2 and L1, none on L∞ and L0 (or when the
+    share leaves fewer than :data:`MIN_STEPS`)."""
+    share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
+    count = int(steps * share)
+    return count if count >= MIN_STEPS else 0
 
 
 def _p2(c: Tensor, rho: Tensor, mu: Tensor) -> Tensor:
@@ -60,12 +89,35 @@ def _p2_slope(c: Tensor, rho: Tensor, mu: Tensor) -> Tensor:
     return torch.where(c >= 0, above, below)
 
 
+def lagrangian_slot(p: float, legs: list[tuple[str, int]]) -> tuple[int, bool]:
+    """After which of the search's ``legs`` (kind and steps, in order) the Lagrangian run
+    goes on the Lp distance ``p``, and whether it starts from the best flip so far: on L1
+    after the last leg with steps that is not a refinement, warm; otherwise after the first
+    leg with steps, from the clean input. ``-1``: no such leg."""
+    ran = [n for n, (kind, steps) in enumerate(legs) if steps >= 1]
+    if p == 1.0:
+        before = [n for n in ran if legs[n][0] != "refine"]
+        return (before[-1] if before else -1), True
+    return (ran[0] if ran else -1), False
+
+
+def _l1_weights(distance: Distance, like: Tensor) -> Tensor:
+    """Each coordinate's cost per unit of movement under the L1 ``distance`` (its weight:
+    1 unweighted), read off the norm's gradient at a point where every coordinate moved."""
+    probe = torch.ones_like(like[:1]).requires_grad_(True)
+    (weights,) = torch.autograd.grad(distance.norm(probe).sum(), probe)
+    return weights.detach()
+
+
 def _constraint(loss: Tensor, scores: Tensor) -> Tensor:
-    """The loss divided by the spread of the top three scores (top two, or the largest
-    magnitude, for fewer classes)."""
-    k = min(3, scores.shape[1])
-    top = scores.topk(k, dim=1).values
-    spread = top[:, 0] - top[:, -1] if k > 1 else top[:, 0].abs()
+    """The loss divided by the spread of the top three scores; with fewer classes, by the
+    scores' largest magnitude (the spread of two scores is the margin itself, which would
+    leave the constraint at ±1 everywhere, without a gradient)."""
+    if scores.shape[1] >= 3:
+        top = scores.topk(3, dim=1).values
+        spread = top[:, 0] - top[:, -1]
+    else:
+        spread = scores.abs().amax(dim=1)
     return loss / (spread + 1e-8)
 
 
@@ -80,10 +132,12 @@ def lagrangian_run(
     steps: int,
     state: SearchState,
     against: Tensor | None = None,
+    start: Tensor | None = None,
 ) -> None:
     """Spend ``steps`` steps (2 passes each) per searching sample, recording every flip in
     ``state``. ``against``: drive the pairwise loss toward these classes instead of the
-    goal's loss (the flip criterion stays the goal's)."""
+    goal's loss (the flip criterion stays the goal's). ``start``: the perturbation to
+    start from (the best flip so far, say) instead of the clean input."""
     batch = x.shape[0]
     dead = state.flags.get("zero_gradients")
     rows = torch.arange(batch, device=x.device)
@@ -95,7 +149,7 @@ def lagrangian_run(
     ti = targets[rows] if targets is not None else None
     ai = against[rows] if against is not None else None
     n = rows.numel()
-    delta = torch.zeros_like(xi)
+    delta = torch.zeros_like(xi) if start is None else start[rows].clone()
     square = torch.ones_like(xi)
     moment = torch.zeros_like(xi)
     ones = torch.ones(n, device=x.device, dtype=x.dtype)
@@ -105,6 +159,8 @@ def lagrangian_run(
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     first = torch.full((n,), float(steps), device=x.device, dtype=x.dtype)
     previous = ones
+    # L1: the distance's proximal step (soft-thresholding) instead of its subgradient
+    weights = _l1_weights(distance, xi) if distance.p == 1.0 else None
     for k in range(steps):
         d = delta.clone().requires_grad_(True)
         scores = model(xi + d)
@@ -128,7 +184,8 @@ def lagrangian_run(
                          scores.detach()[better])  # fmt: skip
         first = torch.where(is_adv & ~found, torch.full_like(first, k), first)
         found |= is_adv
-        total = _p2(c, rho, mu) if k == 0 else distance.norm(d) + _p2(c, rho, mu)
+        smooth = k == 0 or weights is not None  # the L1 distance is stepped by its prox
+        total = _p2(c, rho, mu) if smooth else distance.norm(d) + _p2(c, rho, mu)
         (grad,) = torch.autograd.grad(total.sum(), d, allow_unused=True)
         if grad is None:
             return
@@ -140,4 +197,9 @@ def lagrangian_run(
         step = lr * LR_REDUCTION ** ((k - first).clamp(min=0) / span)
         square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
         moment.mul_(AVERAGE).addcdiv_(grad, square.sqrt().add_(1e-8))
-        delta = space.project(xi, delta - moment * per_sample(step, moment))
+        scaled = per_sample(step, moment)
+        delta = delta - moment * scaled
+        if weights is not None and k > 0:  # soft-thresholding: L1's proximal map
+            cut = scaled * weights / square.sqrt().add_(1e-8)
+            delta = delta.sign() * (delta.abs() - cut).clamp(min=0)
+        delta = space.project(xi, delta)

@@ -93,7 +93,8 @@ class GradientConfig:
     An untargeted search with restarts spends its steps as :mod:`mmargin.engine.passes`
     says: on L2 distances ``lagrangian`` of them go to a Lagrangian run
     (:mod:`mmargin.engine.lagrangian`: it holds up on adversarially trained models, where
-    the ε-ball search loses ground; on L∞ / L1 the ε-ball search stays ahead), then the
+    the ε-ball search loses ground), on L1 ``lagrangian_l1`` of them (a sparse, proximal
+    run from the best flip after the probes; on L∞ / L0 none), then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
     ``probe_share``, and ``restarts`` refinements of the best flip share what is left;
     a search of fewer than ``split_min`` steps is one run (0: always split).
@@ -120,6 +121,7 @@ class GradientConfig:
     first_share: float = 0.4
     probe_share: float = 0.1
     lagrangian: float = 0.3
+    lagrangian_l1: float = 0.15
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -134,6 +136,7 @@ class GradientConfig:
         check_float("gradient", "first_share", self.first_share, 0.0, 1.0)
         check_float("gradient", "probe_share", self.probe_share, 0.0, 1.0)
         check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
+        check_float("gradient", "lagrangian_l1", self.lagrangian_l1, 0.0, 0.9)
         check_float("gradient", "hopeless", self.hopeless, 0.0, 1000.0)
         if 0.0 < self.hopeless < 1.0:
             raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")
