@@ -53,53 +53,41 @@ class BnCNN(nn.Module):
         return out
 
 
-class StridedCNN(nn.Module):
+class _Body(nn.Module):
+    """A network that is one ``nn.Sequential`` named ``body`` (the weights' key prefix)."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 10)`` of a ``(N, 1, 28, 28)`` batch."""
+        out: torch.Tensor = self.body(x)
+        return out
+
+
+class StridedCNN(_Body):
     """All-convolutional: 1→16 (3×3), 16→32 (3×3, stride 2), 32→32 (3×3, stride 2), each
     ReLU, then 1568→100 ReLU, 100→10 (no pooling)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 32, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(32 * 7 * 7, 100),
-            nn.ReLU(),
-            nn.Linear(100, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, 10)`` of a ``(N, 1, 28, 28)`` batch."""
-        out: torch.Tensor = self.body(x)
-        return out
+        super().__init__(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10),
+        )  # fmt: skip
 
 
-class AvgPoolCNN(nn.Module):
+class AvgPoolCNN(_Body):
     """conv 1→16 (5×5) ReLU avg-pool, conv 16→32 (5×5) ReLU avg-pool, 512→64 ReLU, 64→10."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 5),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(16, 32, 5),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(32 * 4 * 4, 64),
-            nn.ReLU(),
-            nn.Linear(64, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, 10)`` of a ``(N, 1, 28, 28)`` batch."""
-        out: torch.Tensor = self.body(x)
-        return out
+        super().__init__(
+            nn.Conv2d(1, 16, 5), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(16, 32, 5), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+        )  # fmt: skip
 
 
 def _mlp(*widths: int) -> nn.Sequential:
