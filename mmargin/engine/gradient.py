@@ -164,7 +164,8 @@ def _class_aware(
         )  # fmt: skip
         if late is not None:
             late.judge(state)
-        if n == slot and lagrange:  # after the first run: it flags samples without gradients
+        # never before the first run: it flags the samples without usable gradients
+        if n == slot and lagrange:
             begin = state.best_delta.clone() if warm else None
             lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
                            start=begin)  # fmt: skip

@@ -61,7 +61,8 @@ class LegStop:
         """The rules for a leg of ``kind`` (``first``, ``probe``, ``refine``): convergence
         checked every ``share`` of its steps (at least 8 steps apart; the first check only
         records, so a leg gets the rule only if a second check falls in it), the hopeless
-        test at half of a probe of at least 16 steps. None when neither rule applies."""
+        test after :data:`MARK` of a probe of at least 16 steps. None when neither
+        rule applies."""
         window = max(int(steps * share), 8) if share > 0 else 0
         window = window if 2 * window < steps else 0  # the first check only records
         mark = int(steps * MARK) if kind == "probe" and hopeless > 0 and steps >= 16 else 0
