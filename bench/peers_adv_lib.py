@@ -24,24 +24,6 @@ def al_fmn_config(norm: str, budget: int) -> dict[str, Any]:
     }
 
 
-def al_fmn_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import fmn
-
-    adv = fmn(
-        model,
-        x,
-        y,
-        norm=P[norm],
-        steps=cfg["steps"],
-        α_init=cfg["α_init"],
-        γ_init=cfg["γ_init"],
-        γ_final=cfg["γ_final"],
-    )
-    return adv.detach(), {}
-
-
 def al_ddn_config(norm: str, budget: int) -> dict[str, Any]:
     return {
         "steps": steps(budget, 2, 0),
@@ -50,23 +32,6 @@ def al_ddn_config(norm: str, budget: int) -> dict[str, Any]:
         "levels": 256,
         "cost": "2 per step",
     }
-
-
-def al_ddn_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import ddn
-
-    adv = ddn(
-        model,
-        x,
-        y,
-        steps=cfg["steps"],
-        γ=cfg["γ"],
-        init_norm=cfg["init_norm"],
-        levels=cfg["levels"],
-    )
-    return adv.detach(), {}
 
 
 def al_fab_config(norm: str, budget: int) -> dict[str, Any]:
@@ -83,26 +48,6 @@ def al_fab_config(norm: str, budget: int) -> dict[str, Any]:
     }
 
 
-def al_fab_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import fab
-
-    adv = fab(
-        model,
-        x.clone(),
-        y,
-        norm=P[norm],
-        n_iter=cfg["n_iter"],
-        α_max=cfg["α_max"],
-        β=cfg["β"],
-        η=cfg["η"],
-        restarts=cfg["restarts"],
-        targeted_restarts=cfg["targeted_restarts"],
-    )
-    return adv.detach(), {}
-
-
 def al_alma_config(norm: str, budget: int) -> dict[str, Any]:
     return {
         "distance": norm,
@@ -116,24 +61,6 @@ def al_alma_config(norm: str, budget: int) -> dict[str, Any]:
     }
 
 
-def al_alma_run(
-    model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
-) -> tuple[Tensor, dict[str, Any]]:
-    from adv_lib.attacks import alma
-
-    adv = alma(
-        model,
-        x,
-        y,
-        distance=cfg["distance"],
-        num_steps=cfg["num_steps"],
-        lr_init=cfg["lr_init"],
-        lr_reduction=cfg["lr_reduction"],
-        α=cfg["α"],
-    )
-    return adv.detach(), {}
-
-
 def al_sigma_zero_config(norm: str, budget: int) -> dict[str, Any]:
     return {
         "num_steps": steps(budget, 2, 0),
@@ -145,22 +72,41 @@ def al_sigma_zero_config(norm: str, budget: int) -> dict[str, Any]:
     }
 
 
-def al_keywords(attack: str) -> RunFn:
-    """A run function calling ``adv_lib.attacks.<attack>(model, x, y, **cfg)`` with every
-    setting of the configuration except its ``cost`` note (``norm`` as adv_lib's number)."""
+def al_keywords(
+    attack: str, passed: tuple[str, ...] = (), with_norm: bool = False, clone: bool = False
+) -> RunFn:
+    """A run function calling ``adv_lib.attacks.<attack>(model, x, y, **kwargs)``: the
+    configuration's settings named in ``passed`` (none named: every one but the ``cost``
+    note; the others only describe defaults), a configured ``norm`` as adv_lib's number,
+    ``with_norm``: the run's norm as ``norm=``; ``clone``: on a copy of ``x`` (attacks that
+    write into their input)."""
 
     def run(
         model: CountingModule, x: Tensor, y: Tensor, norm: str, cfg: dict[str, Any]
     ) -> tuple[Tensor, dict[str, Any]]:
         import adv_lib.attacks
 
-        kwargs = {k: v for k, v in cfg.items() if k != "cost"}
+        names = passed or tuple(k for k in cfg if k != "cost")
+        kwargs = {k: cfg[k] for k in names}
         if "norm" in kwargs:
             kwargs["norm"] = P[kwargs["norm"]]
-        adv = getattr(adv_lib.attacks, attack)(model, x, y, **kwargs)
+        if with_norm:
+            kwargs["norm"] = P[norm]
+        adv = getattr(adv_lib.attacks, attack)(model, x.clone() if clone else x, y, **kwargs)
         return adv.detach(), {}
 
     return run
+
+
+al_fmn_run = al_keywords("fmn", ("steps", "α_init", "γ_init", "γ_final"), with_norm=True)
+al_ddn_run = al_keywords("ddn", ("steps", "γ", "init_norm", "levels"))
+al_fab_run = al_keywords(
+    "fab",
+    ("n_iter", "α_max", "β", "η", "restarts", "targeted_restarts"),
+    with_norm=True,
+    clone=True,
+)
+al_alma_run = al_keywords("alma", ("distance", "num_steps", "lr_init", "lr_reduction", "α"))
 
 
 def al_pdpgd_config(norm: str, budget: int) -> dict[str, Any]:
