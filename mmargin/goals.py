@@ -70,23 +70,13 @@ def flip_tolerance(scores: Tensor) -> Tensor:
     return FLIP_TOLERANCE * (1 + scores.detach().abs().amax(dim=1))
 
 
-def _best_other(scores: Tensor, exclude: Tensor) -> tuple[Tensor, Tensor]:
-    """Max score and its class over all classes except ``exclude`` (per sample)."""
-    masked = scores.clone()
-    masked.scatter_(1, exclude.unsqueeze(1), float("-inf"))
-    return masked.max(dim=1)
-
-
-@dataclass(frozen=True)
-class Untargeted(GoalBase):
-    """Any class other than the true one wins: loss = z_y − max_{j≠y} z_j."""
-
-    name: str = "untargeted"
+class _LossFlip(GoalBase):
+    """A goal that flips where its own loss falls below ``-flip_tolerance``; it can tell
+    that from a loss already computed (:meth:`flipped`)."""
 
     def loss(self, scores: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
-        true = scores.gather(1, labels.unsqueeze(1)).squeeze(1)
-        other, _ = _best_other(scores, labels)
-        return true - other
+        """The goal's loss (negative once it is met); each subclass defines it."""
+        raise NotImplementedError
 
     def is_adversarial(
         self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
@@ -99,8 +89,27 @@ class Untargeted(GoalBase):
         return loss < -flip_tolerance(scores)
 
 
+def _best_other(scores: Tensor, exclude: Tensor) -> tuple[Tensor, Tensor]:
+    """Max score and its class over all classes except ``exclude`` (per sample)."""
+    masked = scores.clone()
+    masked.scatter_(1, exclude.unsqueeze(1), float("-inf"))
+    return masked.max(dim=1)
+
+
 @dataclass(frozen=True)
-class Targeted(GoalBase):
+class Untargeted(_LossFlip):
+    """Any class other than the true one wins: loss = z_y − max_{j≠y} z_j."""
+
+    name: str = "untargeted"
+
+    def loss(self, scores: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
+        true = scores.gather(1, labels.unsqueeze(1)).squeeze(1)
+        other, _ = _best_other(scores, labels)
+        return true - other
+
+
+@dataclass(frozen=True)
+class Targeted(_LossFlip):
     """A chosen class wins: loss = max_{j≠t} z_j − z_t, with ``t`` per sample."""
 
     target: int
@@ -115,16 +124,6 @@ class Targeted(GoalBase):
         wanted = scores.gather(1, t.unsqueeze(1)).squeeze(1)
         other, _ = _best_other(scores, t)
         return other - wanted
-
-    def is_adversarial(
-        self, scores: Tensor, labels: Tensor, targets: Tensor | None = None
-    ) -> Tensor:
-        return self.flipped(scores, self.loss(scores, labels, targets))
-
-    def flipped(self, scores: Tensor, loss: Tensor) -> Tensor:
-        """:meth:`is_adversarial` from this goal's ``loss`` of ``scores``, already
-        computed (the gradient search has it from its forward pass)."""
-        return loss < -flip_tolerance(scores)
 
 
 @dataclass(frozen=True)
