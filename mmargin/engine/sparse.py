@@ -128,7 +128,8 @@ def _forward(
     with torch.no_grad():
         scores = model(candidate)
     ok = goal.is_adversarial(scores, labels, targets) & torch.isfinite(scores).flatten(1).all(1)
-    return _answers(distance, candidate - x, candidate - x, ok)
+    moved = candidate - x
+    return _answers(distance, moved, moved, ok)
 
 
 def _gradient(
