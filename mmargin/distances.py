@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mmargin.protocols import Distance, l2_scale
+from mmargin.ranking import top_mask
 
 __all__ = ["Distance", "LpDistance", "fit_distance", "lp", "pixel_l0"]
 
@@ -77,35 +78,17 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     return flat - flat.clamp(min=-theta, max=theta)
 
 
-def _top_mask(size: Tensor, eps: Tensor) -> Tensor:
-    """1.0 at the ``floor(eps)`` largest entries of each row of ``size`` (≥ 0), 0.0 elsewhere.
-
-    A partial selection (``topk`` of the largest count any row keeps) instead of a full
-    sort; rows that keep more than half the row take the full ranking."""
-    width = size.shape[1]
-    k = eps.floor().clamp(min=0, max=width).long()
-    most = int(k.max()) if k.numel() else 0
-    if most == 0:
-        return torch.zeros_like(size)
-    if 2 * most > width:
-        order = size.argsort(dim=1, descending=True)
-    else:
-        order = size.topk(most, dim=1).indices
-    ranks = torch.arange(order.shape[1], device=size.device).expand_as(order)
-    keep = (ranks < k.unsqueeze(1)).to(size.dtype)
-    return torch.zeros_like(size).scatter_(1, order, keep)
-
-
 def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:
-    """Keep the ``floor(eps)`` largest-magnitude coordinates of each row, zero the rest."""
-    return flat * _top_mask(flat.abs(), eps)
+    """Keep the ``floor(eps)`` largest-magnitude coordinates of each row, zero the rest
+    (:func:`mmargin.ranking.top_mask`: partial ranking, numpy's sort on CPU)."""
+    return flat * top_mask(flat.abs(), eps)
 
 
 def _project_l0_grouped(u: Tensor, eps: Tensor, axis: int) -> Tensor:
     """Keep the ``floor(eps)`` positions (all coordinates along ``axis`` together: a pixel's
     channels) with the largest L2 size over ``axis``, zero the others."""
     size = torch.linalg.vector_norm(u, dim=axis, keepdim=True)
-    return u * _top_mask(size.flatten(1), eps).view_as(size)
+    return u * top_mask(size.flatten(1), eps).view_as(size)
 
 
 @dataclass(frozen=True)
