@@ -25,6 +25,10 @@ from torch import Tensor
 __all__ = ["descending_values", "top_mask", "top_mask_torch"]
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
+_PARTIAL = 64
+"""``topk`` of ``k`` out of ``n`` with ``k * 64 <= n`` is a cheap partial sort (torch's
+CPU kernel switches there; a 100x784 batch with k <= 12: about numpy's full sort's
+time); only larger ``k`` go through numpy."""
 
 
 def _host_sortable(values: Tensor) -> bool:
@@ -62,18 +66,19 @@ def top_mask(size: Tensor, eps: Tensor) -> Tensor:
     """1.0 at the ``floor(eps)`` largest entries of each row of ``size`` (≥ 0), 0.0
     elsewhere: :func:`top_mask_torch` with ``most`` the largest count any row keeps.
 
-    On CPU the rows whose cut is unique (the ``k``-th largest value above the next one,
-    all finite) keep ``size ≥`` their ``k``-th largest value, read off numpy's sort: the
-    same ``k`` entries ``topk`` picks (the comparison in numpy too: a boolean pass over a
-    batch costs torch several float passes). The others (a tie at the cut, zeros
-    included) go to :func:`top_mask_torch` with the same ``most``, so every row's mask is
+    On CPU, once ``most`` is past ``topk``'s cheap partial-sort range, the rows whose cut
+    is unique (the ``k``-th largest value above the next one, all finite) keep ``size ≥``
+    their ``k``-th largest value, read off numpy's sort: the same ``k`` entries ``topk``
+    picks (the comparison in numpy too: a boolean pass over a batch costs torch several
+    float passes). The others (a tie at the cut, zeros included) go to
+    :func:`top_mask_torch` with the same ``most``, so every row's mask is
     what it was."""
     width = size.shape[1]
     k = eps.floor().clamp(min=0, max=width).long()
     most = int(k.max()) if k.numel() else 0
     if most == 0:
         return torch.zeros_like(size)
-    if not _host_sortable(size) or width < 2:
+    if not _host_sortable(size) or width < 2 or most * _PARTIAL <= width:
         return top_mask_torch(size, k, most)
     array = size.detach().numpy()
     ordered = np.sort(array, axis=1)  # ascending: the k-th largest sits at width − k

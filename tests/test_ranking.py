@@ -140,3 +140,12 @@ def test_l0_needed_matches_the_sorted_count(seed: int) -> None:
     rows = torch.arange(12) % 3 == 0
     part = _l0_needed(space, distance, x, delta, grad, loss, rows)
     assert torch.equal(part, torch.where(rows, got, torch.zeros_like(got)))
+
+
+@pytest.mark.parametrize("most", [1, 3, 4, 5, 12, 13])
+def test_top_mask_on_both_sides_of_the_partial_sort_range(most: int) -> None:
+    """``k * 64 <= width`` stays with ``topk``; past it numpy ranks: the same masks."""
+    size = _sizes(11, rows=30, width=256)
+    eps = torch.rand(30, generator=_gen(12)) * (most + 1)
+    eps[0] = float(most)
+    assert torch.equal(top_mask(size, eps), _old_mask(size, eps))
