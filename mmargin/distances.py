@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mmargin.protocols import Distance, l2_scale
+from mmargin.ranking import top_mask
 
 __all__ = ["Distance", "LpDistance", "fit_distance", "lp", "pixel_l0"]
 
@@ -53,17 +54,22 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     overshoots and stops, exactly, once the set ``|v| > θ`` no longer changes — a handful
     of passes over the rows instead of a sort (Duchi et al. 2008 sort, O(D log D)).
     Rows already inside the ball keep θ = 0 (unchanged). Only float arithmetic: on CPU,
-    boolean masks of a whole batch cost several times a float pass.
+    boolean masks of a whole batch cost several times a float pass. Each pass writes one
+    reused buffer and updates θ in place (a pass of a 100-image batch is a few dozen µs,
+    so its small per-row operations weigh too); every number is as in the plain form
+    ``θ + (Σ − eps) / count`` (``tests/test_projection_l1.py`` pins it against that form).
     """
     size = flat.abs()
     total = size.sum(dim=1)
     if bool((total <= eps).all()):
         return flat
-    theta = ((total - eps) / flat.shape[1]).clamp(min=0)
-    count = torch.full_like(total, float(flat.shape[1]))
-    for _ in range(flat.shape[1] + 1):  # finite: the active set shrinks at every pass
-        excess = (size - theta.unsqueeze(1)).clamp_(min=0)  # max(|v| − θ, 0)
-        over = excess.sum(dim=1) - eps  # Σ max(|v| − θ, 0) − eps ≥ 0 below the answer
+    width = flat.shape[1]
+    theta = ((total - eps) / width).clamp_(min=0)
+    count = torch.full_like(total, float(width))
+    excess = torch.empty_like(size)  # one buffer for every pass; small updates in place
+    for _ in range(width + 1):  # finite: the active set shrinks at every pass
+        torch.sub(size, theta.unsqueeze(1), out=excess).clamp_(min=0)  # max(|v| − θ, 0)
+        over = excess.sum(dim=1).sub_(eps)  # Σ max(|v| − θ, 0) − eps ≥ 0 below the answer
         kept = excess.sign_().sum(dim=1)  # #{|v| > θ}
         # θ at the row's largest |v| (eps = 0, or rounding) leaves nothing above it: done
         empty = kept == 0
@@ -72,40 +78,22 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
             break
         count = kept
         # the Newton step θ + over / #{|v| > θ}, the same as Michelot's mean update
-        theta = torch.where(empty, theta, (theta + over / kept).clamp_(min=0))
+        theta = torch.where(empty, theta, over.div_(kept).add_(theta).clamp_(min=0))
     theta = theta.unsqueeze(1)
     return flat - flat.clamp(min=-theta, max=theta)
 
 
-def _top_mask(size: Tensor, eps: Tensor) -> Tensor:
-    """1.0 at the ``floor(eps)`` largest entries of each row of ``size`` (≥ 0), 0.0 elsewhere.
-
-    A partial selection (``topk`` of the largest count any row keeps) instead of a full
-    sort; rows that keep more than half the row take the full ranking."""
-    width = size.shape[1]
-    k = eps.floor().clamp(min=0, max=width).long()
-    most = int(k.max()) if k.numel() else 0
-    if most == 0:
-        return torch.zeros_like(size)
-    if 2 * most > width:
-        order = size.argsort(dim=1, descending=True)
-    else:
-        order = size.topk(most, dim=1).indices
-    ranks = torch.arange(order.shape[1], device=size.device).expand_as(order)
-    keep = (ranks < k.unsqueeze(1)).to(size.dtype)
-    return torch.zeros_like(size).scatter_(1, order, keep)
-
-
 def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:
-    """Keep the ``floor(eps)`` largest-magnitude coordinates of each row, zero the rest."""
-    return flat * _top_mask(flat.abs(), eps)
+    """Keep the ``floor(eps)`` largest-magnitude coordinates of each row, zero the rest
+    (:func:`mmargin.ranking.top_mask`: partial ranking, numpy's sort on CPU)."""
+    return flat * top_mask(flat.abs(), eps)
 
 
 def _project_l0_grouped(u: Tensor, eps: Tensor, axis: int) -> Tensor:
     """Keep the ``floor(eps)`` positions (all coordinates along ``axis`` together: a pixel's
     channels) with the largest L2 size over ``axis``, zero the others."""
     size = torch.linalg.vector_norm(u, dim=axis, keepdim=True)
-    return u * _top_mask(size.flatten(1), eps).view_as(size)
+    return u * top_mask(size.flatten(1), eps).view_as(size)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
 from mmargin.protocols import Distance, ModelAdapter, Space, l2_scale
+from mmargin.ranking import descending_values
 
 __all__ = ["GradientConfig", "gradient_search", "input_gradient", "rank_classes"]
 
@@ -218,7 +219,8 @@ def _l0_needed(
     the gradient, for the linearised loss to reach 0 (the largest gains first).
 
     With ``rows`` (a boolean mask; reads it on the host) only those rows are computed, the
-    others are 0: the per-row sort is the costly part of an L0 step."""
+    others are 0: the per-row sort is the costly part of an L0 step (numpy's sort of the
+    values on CPU, :func:`mmargin.ranking.descending_values`, the same numbers as torch's)."""
     if rows is not None:
         out = torch.zeros_like(loss)
         pick = rows.nonzero().squeeze(1)
@@ -230,7 +232,7 @@ def _l0_needed(
     group = getattr(distance, "group_axis", None)
     if group is not None:
         gain = gain.sum(dim=group)
-    ordered = gain.flatten(1).sort(dim=1, descending=True).values.cumsum(dim=1)
+    ordered = descending_values(gain.flatten(1)).cumsum(dim=1)  # numpy's sort on CPU
     short = (ordered < loss.clamp(min=0).unsqueeze(1)).sum(dim=1)
     return (short + 1).clamp(max=ordered.shape[1]).to(loss.dtype)
 
