@@ -153,7 +153,7 @@ def test_the_l1_run_goes_after_the_probes_from_the_best_flip() -> None:
 
 
 def test_the_lagrangian_share_follows_the_distance() -> None:
-    config = GradientConfig(lagrangian=0.3, lagrangian_l1=0.2)
+    config = GradientConfig(lagrangian=0.3, lagrangian_l1=0.2, short_steps=0)  # no short plan
     assert lagrangian_steps(100, 2.0, config) == 30
     assert lagrangian_steps(100, 1.0, config) == 20
     assert lagrangian_steps(100, math.inf, config) == lagrangian_steps(100, 0.0, config) == 0

@@ -31,15 +31,6 @@ def test_legs_never_exceed_the_steps_and_keep_the_order(steps: int, restarts: in
     assert [leg.index for leg in probes] == list(range(len(probes)))
 
 
-@pytest.mark.parametrize("steps", [2, 119, 299, 300, 494])
-def test_a_search_shorter_than_split_min_is_one_run(steps: int) -> None:
-    plan = legs(steps, 1, 3, 0.4, 0.1, split_min=300)
-    if steps < 300:
-        assert plan == [legs(steps, 0, 3, 0.4, 0.1)[0]] and plan[0].steps == steps
-    else:
-        assert plan == legs(steps, 1, 3, 0.4, 0.1)
-
-
 def test_probes_skip_the_class_already_found_and_refinements_fall_back() -> None:
     ranked = torch.tensor([[3, 1, 2, 4], [5, 6, 7, 8], [2, 9, 1, 0]])
     found = torch.tensor([1, -1, 2])

@@ -21,7 +21,13 @@ from torch import Tensor
 
 from mmargin.engine.lagrangian import lagrangian_run, lagrangian_slot, lagrangian_steps
 from mmargin.engine.legstop import LegStop
-from mmargin.engine.passes import legs, probe_classes, refine_classes, toward
+from mmargin.engine.passes import (
+    probe_classes,
+    refine_classes,
+    search_legs,
+    split_steps,
+    toward,
+)
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
@@ -93,6 +99,8 @@ def gradient_search(
     steps = passes // 2
     runs = config.restarts + 1
     ranked = None
+    if isinstance(goal, Untargeted) and steps < split_steps(distance.p, config):
+        runs = 1  # too few steps to split into runs that anneal (mmargin.engine.passes)
     if runs > 1 and isinstance(goal, Untargeted):
         count = min(max(config.candidates, config.probes + 1, runs - 1), classes - 1)
         cost = 1 + count  # one forward pass, one backward pass per candidate class
@@ -138,9 +146,7 @@ def _class_aware(
     Lagrangian run from the best flip, and refinements warm-started from the best flip
     toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`)."""
     lagrange = lagrangian_steps(steps, distance.p, config)
-    steps -= lagrange
-    plan = legs(steps, config.restarts, config.probes, config.first_share, config.probe_share,
-                config.split_min)  # fmt: skip
+    plan = search_legs(steps, distance.p, config, lagrange)
     slot, warm = lagrangian_slot(distance.p, [(leg.kind, leg.steps) for leg in plan])
     candidates = None
     for n, leg in enumerate(plan):

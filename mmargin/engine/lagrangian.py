@@ -44,7 +44,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mmargin.engine.passes import toward
+from mmargin.engine.passes import is_short, toward
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
@@ -68,9 +68,12 @@ MIN_STEPS = 8
 
 def lagrangian_steps(steps: int, p: float, config: GradientConfig) -> int:
     """How many of an untargeted search's ``steps`` go to the Lagrangian run on the Lp
-    distance ``p``: the configured share on L2 and L1, none on L∞ and L0 (or when the
+    distance ``p``: the configured share on L2 and L1 (``short_lagrangian`` in a short
+    search, :func:`~mmargin.engine.passes.is_short`), none on L∞ and L0 (or when the
     share leaves fewer than :data:`MIN_STEPS`)."""
     share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
+    if is_short(steps, p, config):
+        share = config.short_lagrangian
     count = int(steps * share)
     return count if count >= MIN_STEPS else 0
 

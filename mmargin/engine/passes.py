@@ -11,9 +11,18 @@ classes at the clean input often misses the nearest one too. So the steps are sp
 3. **refinements**: runs warm-started from the best flip so far, driving the pairwise loss
    toward the class that flip lies in (the winner of the first run and the probes).
 
-Nothing here is per model: the shares are fractions of the steps left after ranking,
-and every choice is per sample (its own ranking, its own best), so a sample's result
-never depends on the other samples of its batch.
+Short searches are split differently (:func:`split_steps`, :func:`is_short`, measured on
+the tuning models at 100, 250 and 500 passes): legs of a few dozen steps are too short to
+anneal, so an L2 search of under ~150 passes and an L1 search of under ~600 is one plain
+run, nothing ranked (the ranking alone costs 10 passes); an L2 search of under ~800
+passes spends half its steps on the Lagrangian run and has two class probes instead of
+three. L∞ keeps the split at every budget (one plain run lost there at 250 passes in
+session 4: mnist_cnn 0.988 → 0.92).
+
+Nothing here is per model: the plan is a function of the steps and the distance only,
+the shares are fractions of the steps left after ranking, and every choice is per sample
+(its own ranking, its own best), so a sample's result never depends on the other
+samples of its batch.
 """
 
 from __future__ import annotations
@@ -23,7 +32,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Leg", "legs", "probe_classes", "refine_classes", "toward"]
+from mmargin.engine.spec import GradientConfig
+
+__all__ = [
+    "Leg",
+    "is_short",
+    "legs",
+    "probe_classes",
+    "refine_classes",
+    "search_legs",
+    "split_steps",
+    "toward",
+]
 
 
 @dataclass(frozen=True)
@@ -37,14 +57,13 @@ class Leg:
 
 
 def legs(steps: int, restarts: int, probes: int, first_share: float,
-         probe_share: float, split_min: int = 0) -> list[Leg]:  # fmt: skip
+         probe_share: float) -> list[Leg]:  # fmt: skip
     """The runs of a class-aware search of ``steps`` steps: the first run gets
     ``first_share`` of them, each of ``probes`` probes ``probe_share``, and ``restarts``
     refinements share the rest. Probes that would get fewer than 8 steps are dropped
-    (too short to anneal), and their steps go to the refinements. A search of fewer than
-    ``split_min`` steps is one run: its runs would be too short to anneal (measured on the
-    tuning models, L∞ and L1 at 250 and 500 passes: one whole run finds smaller flips)."""
-    if restarts < 1 or steps < 2 or steps < split_min:
+    (too short to anneal), and their steps go to the refinements. (Whether a search is
+    split at all is :func:`split_steps`' call.)"""
+    if restarts < 1 or steps < 2:
         return [Leg("first", steps)]
     probe = int(steps * probe_share)
     probes = probes if probe >= 8 else 0
@@ -56,6 +75,30 @@ def legs(steps: int, restarts: int, probes: int, first_share: float,
                                         for _ in range(restarts))]  # fmt: skip
     out = [Leg("first", first), *(Leg("probe", probe, i) for i in range(probes))]
     return out + [Leg("refine", per) for _ in range(restarts)]
+
+
+def split_steps(p: float, config: GradientConfig) -> int:
+    """The fewest steps (passes // 2) an untargeted search on the Lp distance ``p`` must
+    have to be split into runs: ``split_min``, on L2 and L1 at least ``split_min_l2`` /
+    ``split_min_l1``. A shorter search is one plain run and ranks no classes."""
+    own = {2.0: config.split_min_l2, 1.0: config.split_min_l1}.get(p, 0)
+    return max(config.split_min, own)
+
+
+def is_short(steps: int, p: float, config: GradientConfig) -> bool:
+    """Whether a split search of ``steps`` steps on the Lp distance ``p`` follows the short
+    plan: L2 below ``short_steps`` (a longer Lagrangian run, fewer and longer probes)."""
+    return p == 2.0 and steps < config.short_steps
+
+
+def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) -> list[Leg]:
+    """The runs of a class-aware search of ``steps`` steps (after ranking) on the Lp
+    distance ``p``, ``spent`` of which go to the Lagrangian run: :func:`legs` over the
+    rest, with the short plan's probes where :func:`is_short` says so for ``steps``."""
+    short = is_short(steps, p, config)
+    probes = config.short_probes if short else config.probes
+    share = config.short_probe_share if short else config.probe_share
+    return legs(steps - spent, config.restarts, probes, config.first_share, share)
 
 
 def probe_classes(ranked: Tensor, found: Tensor, count: int) -> Tensor:

@@ -96,8 +96,12 @@ class GradientConfig:
     the ε-ball search loses ground), on L1 ``lagrangian_l1`` of them (a sparse, proximal
     run from the best flip after the probes; on L∞ / L0 none), then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
-    ``probe_share``, and ``restarts`` refinements of the best flip share what is left;
-    a search of fewer than ``split_min`` steps is one run (0: always split).
+    ``probe_share``, and ``restarts`` refinements of the best flip share what is left.
+    Short searches are split differently (:func:`mmargin.engine.passes.split_steps`,
+    :func:`~mmargin.engine.passes.is_short`): a search of fewer than ``split_min`` steps
+    (on L2 ``split_min_l2``, on L1 ``split_min_l1``, if larger) is one plain run, nothing
+    ranked; an L2 search of fewer than ``short_steps`` steps gives ``short_lagrangian`` of
+    them to the Lagrangian run and has ``short_probes`` probes of ``short_probe_share``.
 
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
@@ -115,6 +119,12 @@ class GradientConfig:
     leg_rtol: float = 1e-3
     hopeless: float = 1.5
     split_min: int = 0
+    split_min_l2: int = 75
+    split_min_l1: int = 300
+    short_steps: int = 400
+    short_lagrangian: float = 0.5
+    short_probes: int = 2
+    short_probe_share: float = 0.15
     restarts: int = 1
     candidates: int = 9
     probes: int = 3
@@ -129,7 +139,11 @@ class GradientConfig:
         for name in ("gamma_init", "gamma_final", "rtol", "leg_rtol", "leg_window"):
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
-        check_int("gradient", "split_min", self.split_min, 0, MAX_BUDGET)
+        for name in ("split_min", "split_min_l2", "split_min_l1", "short_steps"):
+            check_int("gradient", name, getattr(self, name), 0, MAX_BUDGET)
+        check_int("gradient", "short_probes", self.short_probes, 0, 1000)
+        check_float("gradient", "short_probe_share", self.short_probe_share, 0.0, 1.0)
+        check_float("gradient", "short_lagrangian", self.short_lagrangian, 0.0, 0.9)
         check_int("gradient", "restarts", self.restarts, 0, 1000)
         check_int("gradient", "candidates", self.candidates, 1, 1000)
         check_int("gradient", "probes", self.probes, 0, 1000)
@@ -142,6 +156,10 @@ class GradientConfig:
             raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")
         if self.first_share + self.probes * self.probe_share > 1.0:
             raise ValueError("gradient: first_share + probes * probe_share must be <= 1")
+        if self.first_share + self.short_probes * self.short_probe_share > 1.0:
+            raise ValueError(
+                "gradient: first_share + short_probes * short_probe_share must be <= 1"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""How a search of few passes is split (:func:`mmargin.engine.passes.split_steps`,
+:func:`~mmargin.engine.passes.is_short`, :func:`~mmargin.engine.passes.search_legs` and
+the Lagrangian run's share): pinned by behaviour, on every step count and distance."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import mmargin.engine.gradient as gradient
+from mmargin.distances import lp
+from mmargin.engine.lagrangian import MIN_STEPS, lagrangian_steps
+from mmargin.engine.passes import Leg, is_short, legs, search_legs, split_steps
+from mmargin.engine.spec import GradientConfig
+from mmargin.engine.state import Streams
+from mmargin.goals import Targeted, Untargeted
+from mmargin.spaces import box
+
+NORMS = [2.0, 1.0, math.inf, 0.0]
+
+
+def _plan(steps: int, p: float, config: GradientConfig) -> tuple[int, list[Leg]]:
+    """What ``_class_aware`` runs for ``steps`` steps left after ranking: the Lagrangian
+    run's steps and the ε-ball runs."""
+    lagrange = lagrangian_steps(steps, p, config)
+    return lagrange, search_legs(steps, p, config, lagrange)
+
+
+@pytest.mark.parametrize("p", NORMS)
+def test_the_runs_spend_exactly_the_steps_and_each_is_long_enough_to_anneal(p: float) -> None:
+    config = GradientConfig()
+    for steps in range(max(split_steps(p, config), 2), 1500):
+        lagrange, plan = _plan(steps, p, config)
+        assert lagrange + sum(leg.steps for leg in plan) == steps, (p, steps)
+        assert lagrange == 0 or lagrange >= MIN_STEPS
+        assert all(leg.steps >= 8 for leg in plan if leg.kind == "probe"), (p, steps)
+        if p in (1.0, 2.0):  # split only when every run can anneal
+            assert all(leg.steps >= 8 for leg in plan), (p, steps, plan)
+
+
+def test_l2_and_l1_searches_of_few_steps_are_one_run_and_linf_stays_split() -> None:
+    config = GradientConfig()
+    assert split_steps(2.0, config) == config.split_min_l2 > 0
+    assert split_steps(1.0, config) == config.split_min_l1 > 0
+    assert split_steps(math.inf, config) == split_steps(0.0, config) == config.split_min == 0
+    raised = GradientConfig(split_min=500)
+    assert all(split_steps(p, raised) == 500 for p in NORMS)
+
+
+def test_only_short_l2_searches_follow_the_short_plan() -> None:
+    config = GradientConfig()
+    for steps in (config.split_min_l2, 120, config.short_steps - 1):
+        assert is_short(steps, 2.0, config)
+        assert lagrangian_steps(steps, 2.0, config) == int(steps * config.short_lagrangian)
+        probes = [leg for leg in _plan(steps, 2.0, config)[1] if leg.kind == "probe"]
+        assert len(probes) <= config.short_probes
+    for steps in (config.short_steps, 495, 5000):
+        assert not is_short(steps, 2.0, config)
+    assert not any(is_short(120, p, config) for p in (1.0, math.inf, 0.0))
+
+
+@pytest.mark.parametrize("p", NORMS)
+def test_long_searches_keep_the_plan_they_had(p: float) -> None:
+    """1000 passes (495 steps after ranking) and more: the plan before the short plan
+    existed, the Lagrangian run's share of the steps and legs over the rest."""
+    config = GradientConfig()
+    share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
+    for steps in (495, 997, 4995):
+        before = int(steps * share) if int(steps * share) >= MIN_STEPS else 0
+        want = legs(steps - before, config.restarts, config.probes, config.first_share,
+                    config.probe_share)  # fmt: skip
+        assert _plan(steps, p, config) == (before, want)
+
+
+def _linear(seed: int, d: int, k: int) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(d, k)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(k, d, generator=gen))
+        model.bias.zero_()
+    x = 0.3 + 0.4 * torch.rand(5, d, generator=gen)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    return model, x, labels
+
+
+def _search(seed: int, d: int, k: int, p: float, passes: int) -> torch.Tensor:
+    model, x, labels = _linear(seed, d, k)
+    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+    distance = lp({2.0: "l2", 1.0: "l1", math.inf: "linf"}[p])
+    state = gradient.gradient_search(model, box(-10.0, 10.0), distance, Untargeted(), x,
+                                     labels, None, passes, GradientConfig(hopeless=0.0), streams,
+                                     k)  # fmt: skip
+    return state.queries
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, math.inf])
+@pytest.mark.parametrize("passes", [100, 500])
+def test_the_plan_depends_on_the_passes_and_the_distance_not_the_model(
+    p: float, passes: int
+) -> None:
+    """Two models of different sizes (as many classes: the ranking's cost counts them)
+    spend the same passes per sample (without the probes' per-sample exits, which are
+    the one thing that may end a run early)."""
+    a = _search(1, 12, 7, p, passes)
+    b = _search(2, 30, 7, p, passes)
+    assert bool((a == b).all()) and bool((a <= passes).all())
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0])
+def test_a_search_below_the_split_ranks_no_classes_and_spends_every_pass(
+    p: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = split_steps(p, GradientConfig()) - 1
+
+    def refuse(*args: object) -> torch.Tensor:
+        raise AssertionError("a one-run search ranked classes")
+
+    monkeypatch.setattr(gradient, "rank_classes", refuse)
+    assert bool((_search(3, 12, 4, p, 2 * steps) == 2 * steps).all())
+
+
+def test_targeted_searches_are_not_cut_to_one_run() -> None:
+    """The split only concerns untargeted searches; targeted restarts stay as they were."""
+    model, x, labels = _linear(4, 12, 4)
+    goal = Targeted(target=3)
+    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+    seen: list[int] = []
+    run_once = gradient._run_once
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen.append(1)
+        run_once(*args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gradient, "_run_once", spy)
+        gradient.gradient_search(model, box(-10.0, 10.0), lp("l2"), goal, x, labels,
+                                 goal.targets_for(labels), 100, GradientConfig(), streams,
+                                 4)  # fmt: skip
+    assert len(seen) == GradientConfig().restarts + 1
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"split_min_l2": -1}, "gradient.split_min_l2: expected"),
+        ({"split_min_l1": 10**9}, "gradient.split_min_l1: expected"),
+        ({"short_lagrangian": 0.95}, "gradient.short_lagrangian: expected"),
+        ({"short_probes": 5, "short_probe_share": 0.3}, "short_probes \\* short_probe_share"),
+    ],
+)
+def test_absurd_short_plans_are_refused_naming_the_field(
+    values: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        GradientConfig(**values)  # type: ignore[arg-type]
