@@ -16,7 +16,7 @@ continuous space (its ``project`` keeps the box and masks) and any goal:
 - the penalty is the P2 function of Birgin, Castillo and Martínez (2005);
 - the raw gradient feeds RMSProp (the space's projection keeps the box and masks);
 - the step size is a share of each input's own largest magnitude (scale-free), decays
-  geometrically from the step where the sample first flipped, at the same rate per step
+  geometrically from the step where the sample first flipped, at about the same rate per step
   whatever the run's length when it starts from the clean input (:func:`decay`);
 - on L1 the distance is not stepped through its subgradient (ALMA's way: the sign of
   every coordinate that moved, which keeps each near-useless coordinate jittering around
