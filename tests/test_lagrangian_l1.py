@@ -69,8 +69,8 @@ def _exact(model: torch.nn.Linear, x: torch.Tensor, labels: torch.Tensor) -> lis
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_l1_lagrangian_run_reaches_the_exact_flip_of_two_classes(seed: int) -> None:
     """Two classes: one half-space, a convex problem, so the run alone must get there (a
-    run of :data:`HORIZON` steps: shorter ones from the clean input end with a larger step,
-    for the refinements to polish)."""
+    run of :data:`HORIZON` steps: shorter ones from the clean input explore with larger
+    steps and have only their tail to converge, for the refinements to polish)."""
     model, x = _linear(seed, k=2)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
@@ -190,8 +190,9 @@ def test_the_run_has_a_constraint_to_follow_with_two_classes() -> None:
 
 def test_a_short_run_from_the_clean_input_decays_at_the_horizon_rate() -> None:
     """From the clean input the step size falls at the same rate per step whatever the
-    run's length (a run of ``n`` steps ends at ``LR_REDUCTION ** (n / HORIZON)`` of its
-    first); warm-started, or from :data:`HORIZON` steps on, by ``LR_REDUCTION`` in all."""
+    run's length (a run of ``n`` steps reaches ``LR_REDUCTION ** (n / HORIZON)`` of its
+    first before its tail); warm-started, or from :data:`HORIZON` steps on, by
+    ``LR_REDUCTION`` over the whole run."""
     assert decay(HORIZON // 2, clean=True) == pytest.approx(LR_REDUCTION**0.5)
     assert decay(HORIZON // 2, clean=True) ** 2 == pytest.approx(decay(HORIZON, clean=True))
     assert decay(2 * HORIZON, clean=True) == decay(40, clean=False) == LR_REDUCTION
@@ -200,8 +201,8 @@ def test_a_short_run_from_the_clean_input_decays_at_the_horizon_rate() -> None:
 @pytest.mark.parametrize("p", ["l2", "l1"])
 def test_the_whole_search_polishes_what_a_short_lagrangian_run_leaves(p: str) -> None:
     """Two classes, 1000 passes: the Lagrangian run (from the clean input on L2, warm on L1)
-    ends with a larger step than the whole decay would leave, and the refinements after it
-    reach the closed-form minimum (L2 |z_0 − z_1| / ‖w_0 − w_1‖ with the box out of reach,
+    explores with larger steps than the whole decay would leave, and the refinements after
+    it reach the closed-form minimum (L2 |z_0 − z_1| / ‖w_0 − w_1‖ with the box out of reach,
     L1 the fractional knapsack in [0, 1])."""
     model, x = _linear(6, k=2)
     with torch.no_grad():
