@@ -12,7 +12,14 @@ import torch
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.lagrangian import lagrangian_run, lagrangian_slot, lagrangian_steps
+from mmargin.engine.lagrangian import (
+    HORIZON,
+    LR_REDUCTION,
+    decay,
+    lagrangian_run,
+    lagrangian_slot,
+    lagrangian_steps,
+)
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
@@ -61,14 +68,17 @@ def _exact(model: torch.nn.Linear, x: torch.Tensor, labels: torch.Tensor) -> lis
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_l1_lagrangian_run_reaches_the_exact_flip_of_two_classes(seed: int) -> None:
-    """Two classes: one half-space, a convex problem, so the run alone must get there."""
+    """Two classes: one half-space, a convex problem, so the run alone must get there (a
+    run of :data:`HORIZON` steps: shorter ones from the clean input explore with larger
+    steps and have only their tail to converge, for the refinements to polish)."""
     model, x = _linear(seed, k=2)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     exact = _exact(model, x, labels)
     state = SearchState.empty(x)
-    lagrangian_run(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels, None, 300, state)
-    assert bool((state.queries == 600).all())
+    lagrangian_run(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels, None, HORIZON,
+                   state)  # fmt: skip
+    assert bool((state.queries == 2 * HORIZON).all())
     inside = state.best_delta + x
     assert bool(inside.ge(-1e-6).all() and inside.le(1 + 1e-6).all())
     for i, e in enumerate(exact):
@@ -88,7 +98,8 @@ def test_the_l1_run_is_sparse_where_the_subgradient_would_jitter() -> None:
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     state = SearchState.empty(x)
-    lagrangian_run(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels, None, 300, state)
+    lagrangian_run(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels, None, HORIZON,
+                   state)  # fmt: skip
     w = (model.weight[0] - model.weight[1]).detach().abs()
     for i, e in enumerate(_exact(model, x, labels)):
         if not math.isfinite(e):
@@ -170,7 +181,47 @@ def test_the_run_has_a_constraint_to_follow_with_two_classes() -> None:
     w = (model.weight[0] - model.weight[1]).detach().norm()
     exact = ((z[:, 0] - z[:, 1]).abs() / w).tolist()
     state = SearchState.empty(x)
-    lagrangian_run(model, box(-1e3, 1e3), lp("l2"), Untargeted(), x, labels, None, 200, state)
+    lagrangian_run(model, box(-1e3, 1e3), lp("l2"), Untargeted(), x, labels, None, HORIZON,
+                   state)  # fmt: skip
     for i, e in enumerate(exact):
         found = float(state.best_norm[i])
         assert e * (1 - 1e-5) <= found <= e * 1.05, (i, found, e)  # as on more classes
+
+
+def test_a_short_run_from_the_clean_input_decays_at_the_horizon_rate() -> None:
+    """From the clean input the step size falls at the same rate per step whatever the
+    run's length (a run of ``n`` steps reaches ``LR_REDUCTION ** (n / HORIZON)`` of its
+    first before its tail); warm-started, or from :data:`HORIZON` steps on, by
+    ``LR_REDUCTION`` over the whole run."""
+    assert decay(HORIZON // 2, clean=True) == pytest.approx(LR_REDUCTION**0.5)
+    assert decay(HORIZON // 2, clean=True) ** 2 == pytest.approx(decay(HORIZON, clean=True))
+    assert decay(2 * HORIZON, clean=True) == decay(40, clean=False) == LR_REDUCTION
+
+
+@pytest.mark.parametrize("p", ["l2", "l1"])
+def test_the_whole_search_polishes_what_a_short_lagrangian_run_leaves(p: str) -> None:
+    """Two classes, 1000 passes: the Lagrangian run (from the clean input on L2, warm on L1)
+    explores with larger steps than the whole decay would leave, and the refinements after
+    it reach the closed-form minimum (L2 |z_0 − z_1| / ‖w_0 − w_1‖ with the box out of reach,
+    L1 the fractional knapsack in [0, 1])."""
+    model, x = _linear(6, k=2)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+        z = model(x)
+    if p == "l2":
+        space = box(-1e3, 1e3)
+        w = (model.weight[0] - model.weight[1]).detach().norm()
+        exact = ((z[:, 0] - z[:, 1]).abs() / w).tolist()
+    else:
+        space = box(0.0, 1.0)
+        exact = _exact(model, x, labels)
+    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+    state = gradient_search(model, space, lp(p), Untargeted(), x, labels, None, 1000,
+                            GradientConfig(), streams, 2)  # fmt: skip
+    assert bool((state.queries <= 1000).all())
+    for i, e in enumerate(exact):
+        found = float(state.best_norm[i])
+        if not math.isfinite(e):
+            assert not math.isfinite(found)
+            continue
+        assert e * (1 - 1e-5) <= found <= e * 1.01, (i, found, e)

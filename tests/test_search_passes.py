@@ -10,7 +10,7 @@ import torch
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.lagrangian import HORIZON, lagrangian_run
 from mmargin.engine.passes import legs, probe_classes, refine_classes
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
@@ -64,8 +64,8 @@ def test_the_lagrangian_run_finds_flips_no_smaller_than_the_closed_form() -> Non
         labels = model(x).argmax(dim=1)
     state = SearchState.empty(x)
     space, distance = box(-10.0, 10.0), lp("l2")
-    lagrangian_run(model, space, distance, Untargeted(), x, labels, None, 200, state)
-    assert bool((state.queries == 400).all())
+    lagrangian_run(model, space, distance, Untargeted(), x, labels, None, HORIZON, state)
+    assert bool((state.queries == 2 * HORIZON).all())
     for i in range(len(x)):
         exact = _closed_form(model, x[i], int(labels[i]))
         found = float(state.best_norm[i])

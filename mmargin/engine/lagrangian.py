@@ -16,7 +16,8 @@ continuous space (its ``project`` keeps the box and masks) and any goal:
 - the penalty is the P2 function of Birgin, Castillo and Martínez (2005);
 - the raw gradient feeds RMSProp (the space's projection keeps the box and masks);
 - the step size is a share of each input's own largest magnitude (scale-free), decays
-  geometrically from the step where the sample first flipped;
+  geometrically from the step where the sample first flipped, at about the same rate per step
+  whatever the run's length when it starts from the clean input (:func:`decay`);
 - on L1 the distance is not stepped through its subgradient (ALMA's way: the sign of
   every coordinate that moved, which keeps each near-useless coordinate jittering around
   0 at the step size and leaves the flips dense) but through its proximal map: the
@@ -50,12 +51,30 @@ from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-__all__ = ["lagrangian_run", "lagrangian_slot", "lagrangian_steps"]
+__all__ = ["decay", "lagrangian_run", "lagrangian_slot", "lagrangian_steps"]
 
 LR_INIT = 0.1
 """First step size, as a share of the input's largest magnitude (0.1 of a [0, 1] image)."""
 LR_REDUCTION = 0.01
-"""The step size ends at this share of the first (geometric decay after the first flip)."""
+"""A run of :data:`HORIZON` steps or more ends at this share of its first step size
+(geometric decay from the step of its first flip)."""
+HORIZON = 500
+"""The length over which a run from the clean input decays by :data:`LR_REDUCTION`: a
+shorter run decays at about that same rate per step until its :data:`TAIL` (to 0.01 **
+(149 / 500) ≈ 0.25 for the 149 steps of a 1000-pass L2 search) — ALMA's own schedule at
+its 1000-pass budget (500 steps). Decaying by the full 0.01 over a short run's length
+freezes it near its first flip, before it has walked along the boundary: measured on the
+robust tuning models, 1000 passes, L2, 200 images, pooled with the peers (without the
+tail), 0.970 → 0.978 (FGSM-RS 2 epochs) and 0.961 → 0.964 (8 epochs). A run warm-started
+from a flip (L1) refines that flip and decays over its own length (the per-step rate lost
+on the 8-epoch model's L1: 0.973 → 0.968)."""
+TAIL = 0.2
+"""Over this last share of a run that decays slower than :data:`LR_REDUCTION` (see
+:data:`HORIZON`) the step size falls the rest of the way to :data:`LR_REDUCTION`: the run
+still explores at its per-step rate and ends converged on the flip it reached. Measured
+(1000 passes, L2, two disjoint 200-image sets, pooled with the peers): tune_cnn_fgsm 0.964
+→ 0.967 and 0.961 → 0.965 over the horizon alone, tune_cnn_fgsm_short 0.978 → 0.979 and
+0.986 → 0.986."""
 AVERAGE = 0.9
 """Smoothing of the multiplier, of RMSProp's squared gradients and of the momentum."""
 CHECK = 10
@@ -76,6 +95,16 @@ def lagrangian_steps(steps: int, p: float, config: GradientConfig) -> int:
         share = config.short_lagrangian
     count = int(steps * share)
     return count if count >= MIN_STEPS else 0
+
+
+def decay(steps: int, clean: bool) -> float:
+    """The share of its first step size a run of ``steps`` steps decays to before its
+    :data:`TAIL` (and ends with, if that is :data:`LR_REDUCTION`): from the clean
+    input (``clean``) the decay rate per step of a :data:`HORIZON`-step run, so shorter runs
+    decay less; warm-started, :data:`LR_REDUCTION` over the run's own length."""
+    if not clean or steps >= HORIZON:
+        return LR_REDUCTION
+    return float(LR_REDUCTION ** (steps / HORIZON))
 
 
 def _p2(c: Tensor, rho: Tensor, mu: Tensor) -> Tensor:
@@ -162,6 +191,7 @@ def lagrangian_run(
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     first = torch.full((n,), float(steps), device=x.device, dtype=x.dtype)
     previous = ones
+    reduction = decay(steps, start is None)
     # L1: the distance's proximal step (soft-thresholding) instead of its subgradient
     weights = _l1_weights(distance, xi) if distance.p == 1.0 else None
     for k in range(steps):
@@ -197,7 +227,10 @@ def lagrangian_run(
         # the projection below keeps the box and the frozen coordinates
         grad = torch.nan_to_num(grad)
         span = (steps - first).clamp(min=1)
-        step = lr * LR_REDUCTION ** ((k - first).clamp(min=0) / span)
+        t = (k - first).clamp(min=0) / span  # 0 at the first flip, 1 at the end
+        step = lr * reduction**t
+        if reduction > LR_REDUCTION:  # the tail: down to LR_REDUCTION by the end
+            step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
         square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
         moment.mul_(AVERAGE).addcdiv_(grad, square.sqrt().add_(1e-8))
         scaled = per_sample(step, moment)
