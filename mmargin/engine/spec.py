@@ -120,7 +120,7 @@ class GradientConfig:
     hopeless: float = 1.5
     split_min: int = 0
     split_min_l2: int = 75
-    split_min_l1: int = 300
+    split_min_l1: int = 75
     short_steps: int = 400
     short_lagrangian: float = 0.5
     short_probes: int = 2
