@@ -114,10 +114,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--combine",
         nargs="+",
-        type=Path,
         default=None,
-        metavar="JSON",
-        help="write one report (--out, JSON and .md) of these runs' models; runs nothing",
+        metavar="JSON[:NORM,...]",
+        help="write one report (--out, JSON and .md) of these runs' models; runs nothing. "
+        "JSON:l2,linf takes only those norms of a run",
     )
     args = parser.parse_args(argv)
     args.budgets = sorted(
@@ -312,12 +312,23 @@ def _model_block(name: str) -> dict[str, Any]:
     }
 
 
+def _combine_part(text: str) -> tuple[Path, list[str] | None]:
+    """``PATH`` or ``PATH:NORM,NORM`` of ``--combine``: a run's JSON and the norms to take
+    from it (``None``: all). A suffix that is not a list of norms is part of the path."""
+    path, sep, tail = text.rpartition(":")
+    wanted = tail.split(",")
+    if sep and path and all(n in ALL_NORMS for n in wanted):
+        return Path(path), wanted
+    return Path(text), None
+
+
 def _from_json(args: argparse.Namespace) -> int:
     """``--combine`` (one report of several runs) or ``--markdown-only`` (re-render the .md):
     finished reports in, files out, no run."""
     try:
         if args.combine:
-            report = combine([json.loads(p.read_text()) for p in args.combine])
+            parts = [_combine_part(part) for part in args.combine]
+            report = combine([json.loads(p.read_text()) for p, _ in parts], [n for _, n in parts])
         else:
             report = restore_report(json.loads(args.out.read_text()))
     except (OSError, ValueError, KeyError) as exc:

@@ -109,14 +109,24 @@ def restore_report(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+def combine(
+    reports: list[dict[str, Any]], norms: list[list[str] | None] | None = None
+) -> dict[str, Any]:
     """One report of several runs' models (e.g. one run per model, side by side; runs of
     one model over different norms join into one block): the models in order, the first
     run's facts, every run's command, started time and run time. The runs must share
-    samples, budgets and timing settings, else their figures do not compare."""
+    samples, budgets and timing settings, else their figures do not compare.
+
+    ``norms`` (one entry per report, ``None``: all) takes only those norms of a run, e.g.
+    the L2 half of an L2 + L1 run whose L1 was measured again; a norm asked for that the
+    run lacks is an error. What was taken is recorded in ``combined_from``."""
     if not reports:
         raise ValueError("combine: no reports")
     reports = [restore_report(r) for r in reports]
+    taken = norms if norms is not None else [None] * len(reports)
+    if len(taken) != len(reports):
+        raise ValueError("combine: one norms entry per report")
+    reports = [_only(r, want) for r, want in zip(reports, taken, strict=True)]
     first = reports[0]["meta"]
     keys = ("samples", "budgets", "budget", "timing_samples", "timing_repeats", "device")
     for r in reports[1:]:
@@ -142,13 +152,30 @@ def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "models": list(models),
         "command": " ; ".join(r["meta"]["command"] for r in reports),
         "combined_from": [
-            {k: r["meta"].get(k) for k in ("command", "started", "total_seconds", "models")}
-            for r in reports
+            {
+                **{k: r["meta"].get(k) for k in ("command", "started", "total_seconds", "models")},
+                "norms": want,
+            }
+            for r, want in zip(reports, taken, strict=True)
         ],
         "total_seconds": sum(r["meta"].get("total_seconds") or 0.0 for r in reports),
         "total_cpu_seconds": sum(r["meta"].get("total_cpu_seconds") or 0.0 for r in reports),
     }
     return {"meta": meta, "models": models}
+
+
+def _only(report: dict[str, Any], norms: list[str] | None) -> dict[str, Any]:
+    """``report`` with only the blocks of ``norms`` (all with ``None``); a model left with
+    no norm is dropped. The input is left as it was."""
+    if norms is None:
+        return report
+    models = {}
+    for name, block in report["models"].items():
+        missing = [n for n in norms if n not in block["norms"]]
+        if missing:
+            raise ValueError(f"combine: model {name} has no {', '.join(missing)} in its run")
+        models[name] = {**block, "norms": {n: b for n, b in block["norms"].items() if n in norms}}
+    return {**report, "models": models}
 
 
 def _name(r: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ Foolbox, adv_lib and torchattacks are imported only when their methods run)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -291,6 +292,32 @@ def test_combine_joins_runs_of_one_model_over_other_norms() -> None:
     assert list(combined["models"]["m1"]["norms"]) == ["l2", "l0"]  # the usual order
     assert list(a["models"]["m1"]["norms"]) == ["l0"]  # the inputs are left as they were
     assert [h["norm"] for h in image_report.headline_rows(combined)] == ["l2", "l0"]
+
+
+def test_combine_takes_only_the_norms_asked_of_a_run(tmp_path: Path) -> None:
+    # an L2 + L0 run whose L0 was measured again: take its L2, and L0 from the new run
+    both, again = _synthetic_report(), _synthetic_report()
+    both["models"]["m1"]["norms"]["l2"] = copy.deepcopy(both["models"]["m1"]["norms"]["l0"])
+    again["models"]["m1"]["norms"]["l0"]["runs"]["1000"][0]["optimality"] = 0.5
+    for name, report in (("both", both), ("again", again)):
+        image_report.write(report, tmp_path / f"{name}.json")
+    out = tmp_path / "all.json"
+    argv = ["--combine", f"{tmp_path / 'both.json'}:l2", str(tmp_path / "again.json"),
+            "--out", str(out)]  # fmt: skip
+    assert image_bench.main(argv) == 0
+    combined = json.loads(out.read_text())
+    norms = combined["models"]["m1"]["norms"]
+    assert list(norms) == ["l2", "l0"]
+    assert norms["l0"]["runs"]["1000"][0]["optimality"] == 0.5  # the new run's L0
+    assert [c["norms"] for c in combined["meta"]["combined_from"]] == [["l2"], None]
+    with pytest.raises(ValueError, match="m1 has no linf"):
+        image_report.combine([both], [["linf"]])
+    # without the filter the norm in both runs is refused
+    with pytest.raises(ValueError, match="norm l0 is in two runs"):
+        image_report.combine([both, again])
+    # a colon that is not followed by norms is part of the path
+    assert image_bench._combine_part("runs/a:b.json") == (Path("runs/a:b.json"), None)
+    assert image_bench._combine_part("a.json:l1,linf") == (Path("a.json"), ["l1", "linf"])
 
 
 def test_headline_says_why_a_norm_has_no_time_ratio() -> None:
