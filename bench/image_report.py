@@ -150,7 +150,10 @@ def combine(
     meta = {
         **first,
         "models": list(models),
-        "command": " ; ".join(r["meta"]["command"] for r in reports),
+        "command": " ; ".join(
+            r["meta"]["command"] + (f" (only {', '.join(want)} taken)" if want else "")
+            for r, want in zip(reports, taken, strict=True)
+        ),
         "combined_from": [
             {
                 **{k: r["meta"].get(k) for k in ("command", "started", "total_seconds", "models")},

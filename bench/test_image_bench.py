@@ -310,6 +310,7 @@ def test_combine_takes_only_the_norms_asked_of_a_run(tmp_path: Path) -> None:
     assert list(norms) == ["l2", "l0"]
     assert norms["l0"]["runs"]["1000"][0]["optimality"] == 0.5  # the new run's L0
     assert [c["norms"] for c in combined["meta"]["combined_from"]] == [["l2"], None]
+    assert combined["meta"]["command"].count("(only l2 taken)") == 1
     with pytest.raises(ValueError, match="m1 has no linf"):
         image_report.combine([both], [["linf"]])
     # without the filter the norm in both runs is refused
