@@ -64,6 +64,18 @@ def mlp(seed: int = 0, d: int = 6, k: int = 3) -> torch.nn.Module:
     return torch.nn.Sequential(first, torch.nn.ReLU(), torch.nn.Linear(16, k))
 
 
+def random_linear(seed: int, d: int, k: int, n: int) -> tuple[torch.nn.Linear, Tensor]:
+    """A bias-free linear classifier with Gaussian weights (``k`` classes on ``d`` inputs,
+    from its own generator) and ``n`` points well inside the box [0, 1]^d: the exact
+    minimal flips of a linear model are closed forms."""
+    gen = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(d, k)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(k, d, generator=gen))
+        model.bias.zero_()
+    return model, 0.3 + 0.4 * torch.rand(n, d, generator=gen)
+
+
 def continuous_data(n: int, seed: int = 1, d: int = 6) -> np.ndarray:
     """Points inside the box [0, 1]^d."""
     return np.random.default_rng(seed).uniform(0.2, 0.8, size=(n, d)).astype(np.float32)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from engine_fakes import random_linear
 
 import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
@@ -75,12 +76,7 @@ def test_long_searches_keep_the_plan_they_had(p: float) -> None:
 
 
 def _linear(seed: int, d: int, k: int) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    model = torch.nn.Linear(d, k)
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(k, d, generator=gen))
-        model.bias.zero_()
-    x = 0.3 + 0.4 * torch.rand(5, d, generator=gen)
+    model, x = random_linear(seed, d, k, 5)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     return model, x, labels

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from engine_fakes import random_linear
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
@@ -40,13 +41,7 @@ def test_probes_skip_the_class_already_found_and_refinements_fall_back() -> None
 
 
 def _linear(seed: int, d: int = 12, k: int = 4) -> tuple[torch.nn.Linear, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    model = torch.nn.Linear(d, k)
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(k, d, generator=gen))
-        model.bias.zero_()
-    x = 0.3 + 0.4 * torch.rand(6, d, generator=gen)
-    return model, x
+    return random_linear(seed, d, k, 6)
 
 
 def _closed_form(model: torch.nn.Linear, x: torch.Tensor, label: int) -> float:
