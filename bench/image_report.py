@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from metrics import TIMING_THRESHOLD, fastest_qualifying, is_peer
+from peer_base import ALL_NORMS
 
 _NORM_TITLE = {"l2": "L2", "linf": "L∞", "l1": "L1", "l0": "L0 (pixels)"}
 HEADLINE_LOW_BUDGET = 250
@@ -144,9 +145,11 @@ def combine(
             if twice:
                 raise ValueError(f"combine: model {name} norm {', '.join(twice)} is in two runs")
             joined = {**models[name]["norms"], **block["norms"]}
-            order = ("l2", "linf", "l1", "l0")  # the report's usual order
-            models[name]["norms"] = dict(sorted(joined.items(), key=lambda kv: order.index(kv[0])
-                                                if kv[0] in order else len(order)))  # fmt: skip
+            # the report's usual order: the harness's own list of norms (others last)
+            rank = {n: i for i, n in enumerate(ALL_NORMS)}
+            models[name]["norms"] = dict(
+                sorted(joined.items(), key=lambda kv: rank.get(kv[0], len(rank)))
+            )
     meta = {
         **first,
         "models": list(models),
