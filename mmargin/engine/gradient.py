@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.lagrangian import lagrangian_run, lagrangian_slot, lagrangian_steps
+from mmargin.engine.leftover import spend_unspent
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.passes import (
     probe_classes,
@@ -148,6 +149,7 @@ def _class_aware(
     lagrange = lagrangian_steps(steps, distance.p, config)
     plan = search_legs(steps, distance.p, config, lagrange)
     slot, warm = lagrangian_slot(distance.p, [(leg.kind, leg.steps) for leg in plan])
+    before = state.queries.clone()
     candidates = None
     for n, leg in enumerate(plan):
         if leg.steps < 1:
@@ -176,6 +178,8 @@ def _class_aware(
             begin = state.best_delta.clone() if warm else None
             lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
                            start=begin)  # fmt: skip
+    # L2: the steps the probes' early exits left unspent go to a second Lagrangian run
+    spend_unspent(model, space, distance, goal, x, labels, steps, before, state, config)
 
 
 class _Late:

@@ -165,16 +165,22 @@ def lagrangian_run(
     state: SearchState,
     against: Tensor | None = None,
     start: Tensor | None = None,
+    only: Tensor | None = None,
+    lr_init: float = LR_INIT,
 ) -> None:
     """Spend ``steps`` steps (2 passes each) per searching sample, recording every flip in
     ``state``. ``against``: drive the pairwise loss toward these classes instead of the
     goal's loss (the flip criterion stays the goal's). ``start``: the perturbation to
-    start from (the best flip so far, say) instead of the clean input."""
+    start from (the best flip so far, say) instead of the clean input. ``only``: run these
+    samples (a boolean mask) and leave the others untouched. ``lr_init``: the first step
+    size, as a share of each input's largest magnitude."""
     batch = x.shape[0]
     dead = state.flags.get("zero_gradients")
     rows = torch.arange(batch, device=x.device)
     if dead is not None:
         rows = rows[~dead]
+    if only is not None:
+        rows = rows[only[rows]]
     if rows.numel() == 0 or steps < 1:
         return
     xi, yi = x[rows], labels[rows]
@@ -187,7 +193,7 @@ def lagrangian_run(
     ones = torch.ones(n, device=x.device, dtype=x.dtype)
     mu, rho = ones.clone(), ones.clone()
     magnitude = xi.flatten(1).abs().amax(dim=1)
-    lr = LR_INIT * torch.where(magnitude > 0, magnitude, ones)
+    lr = lr_init * torch.where(magnitude > 0, magnitude, ones)
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     first = torch.full((n,), float(steps), device=x.device, dtype=x.dtype)
     previous = ones

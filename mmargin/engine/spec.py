@@ -102,6 +102,9 @@ class GradientConfig:
     (on L2 ``split_min_l2``, on L1 ``split_min_l1``, if larger) is one plain run, nothing
     ranked; an L2 search of fewer than ``short_steps`` steps gives ``short_lagrangian`` of
     them to the Lagrangian run and has ``short_probes`` probes of ``short_probe_share``.
+    On L2, the steps a sample's runs left unspent (probes it left early) go to a second
+    Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off;
+    :mod:`mmargin.engine.leftover`).
 
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
@@ -132,6 +135,7 @@ class GradientConfig:
     probe_share: float = 0.1
     lagrangian: float = 0.3
     lagrangian_l1: float = 0.15
+    unspent_lr: float = 0.2
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -151,6 +155,7 @@ class GradientConfig:
         check_float("gradient", "probe_share", self.probe_share, 0.0, 1.0)
         check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
         check_float("gradient", "lagrangian_l1", self.lagrangian_l1, 0.0, 0.9)
+        check_float("gradient", "unspent_lr", self.unspent_lr, 0.0, 10.0)
         check_float("gradient", "hopeless", self.hopeless, 0.0, 1000.0)
         if 0.0 < self.hopeless < 1.0:
             raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")
