@@ -12,7 +12,7 @@ from engine_fakes import random_linear
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.lagrangian import MIN_STEPS
+from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, lagrangian_lr
 from mmargin.engine.leftover import spend_unspent, unspent_steps
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
@@ -120,3 +120,27 @@ def test_a_sample_gets_the_same_result_alone_as_in_its_batch() -> None:
 def test_a_negative_step_size_is_refused_naming_the_field() -> None:
     with pytest.raises(ValueError, match="unspent_lr"):
         dataclasses.replace(GradientConfig(), unspent_lr=-0.1)
+
+
+def test_only_a_short_l2_search_starts_its_lagrangian_run_with_the_larger_step() -> None:
+    config = GradientConfig()
+    assert lagrangian_lr(120, 2.0, config) == config.short_lagrangian_lr != LR_INIT
+    assert lagrangian_lr(config.short_steps, 2.0, config) == LR_INIT
+    assert lagrangian_lr(120, 1.0, config) == lagrangian_lr(480, 1.0, config) == LR_INIT
+    assert lagrangian_lr(120, 2.0, GradientConfig(short_lagrangian_lr=0.05)) == 0.05
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_250_pass_search_reaches_the_closed_form(seed: int) -> None:
+    """The short plan (larger first step for its Lagrangian run) still ends on the exact
+    minimal L2 flip of a linear model: never below it, within 1 % of it."""
+    model, x = random_linear(seed, 24, 6, 12)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+        exact = _exact_l2(model, x, labels)
+    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+    state = gradient_search(model, _space(), lp("l2"), Untargeted(), x, labels, None, 250,
+                            GradientConfig(), streams, 6)  # fmt: skip
+    assert bool((state.queries <= 250).all())
+    assert bool((state.best_norm >= exact * (1 - 1e-5)).all())
+    assert bool((state.best_norm <= exact * 1.01).all()), (state.best_norm / exact).tolist()

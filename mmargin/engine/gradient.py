@@ -19,7 +19,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mmargin.engine.lagrangian import lagrangian_run, lagrangian_slot, lagrangian_steps
+from mmargin.engine.lagrangian import (
+    lagrangian_lr,
+    lagrangian_run,
+    lagrangian_slot,
+    lagrangian_steps,
+)
 from mmargin.engine.leftover import spend_unspent
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.passes import (
@@ -176,8 +181,9 @@ def _class_aware(
         # never before the first run: it flags the samples without usable gradients
         if n == slot and lagrange:
             begin = state.best_delta.clone() if warm else None
+            first = lagrangian_lr(steps, distance.p, config)
             lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
-                           start=begin)  # fmt: skip
+                           start=begin, lr_init=first)  # fmt: skip
     # L2: the steps the probes' early exits left unspent go to a second Lagrangian run
     spend_unspent(model, space, distance, goal, x, labels, steps, before, state, config)
 

@@ -101,7 +101,8 @@ class GradientConfig:
     :func:`~mmargin.engine.passes.is_short`): a search of fewer than ``split_min`` steps
     (on L2 ``split_min_l2``, on L1 ``split_min_l1``, if larger) is one plain run, nothing
     ranked; an L2 search of fewer than ``short_steps`` steps gives ``short_lagrangian`` of
-    them to the Lagrangian run and has ``short_probes`` probes of ``short_probe_share``.
+    them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1) and has
+    ``short_probes`` probes of ``short_probe_share``.
     On L2, the steps a sample's runs left unspent (probes it left early) go to a second
     Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off;
     :mod:`mmargin.engine.leftover`).
@@ -126,6 +127,7 @@ class GradientConfig:
     split_min_l1: int = 75
     short_steps: int = 400
     short_lagrangian: float = 0.5
+    short_lagrangian_lr: float = 0.2
     short_probes: int = 2
     short_probe_share: float = 0.15
     restarts: int = 1
@@ -148,6 +150,7 @@ class GradientConfig:
         check_int("gradient", "short_probes", self.short_probes, 0, 1000)
         check_float("gradient", "short_probe_share", self.short_probe_share, 0.0, 1.0)
         check_float("gradient", "short_lagrangian", self.short_lagrangian, 0.0, 0.9)
+        check_float("gradient", "short_lagrangian_lr", self.short_lagrangian_lr, 1e-6, 10.0)
         check_int("gradient", "restarts", self.restarts, 0, 1000)
         check_int("gradient", "candidates", self.candidates, 1, 1000)
         check_int("gradient", "probes", self.probes, 0, 1000)
