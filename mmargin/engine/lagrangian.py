@@ -102,10 +102,11 @@ def lagrangian_lr(steps: int, p: float, config: GradientConfig) -> float:
     run of an untargeted search of ``steps`` steps on the Lp distance ``p``: in a short L2
     search (:func:`~mmargin.engine.passes.is_short`) ``short_lagrangian_lr``, otherwise
     :data:`LR_INIT`. With ~60 steps (250 passes) a first step of 0.1 decays before the run
-    has walked the boundary of a robust model; 0.2 measured on the robust tuning models, L2
-    @250, 100 images pooled with the peers: tune_cnn_fgsm_short 0.887 → 0.927,
-    tune_cnn_fgsm 0.787 → 0.827 (both halves of 50 up); mnist_cnn see
-    /work/notes (worse on 13 images, better on 7, less excess in total)."""
+    has walked the boundary of a robust model. Measured with 0.2, L2 @250, 100 images pooled
+    with the peers: tune_cnn_fgsm_short 0.889 → 0.929, tune_cnn_fgsm 0.784 → 0.824 (both
+    halves of 50 up; on images 100–199 0.858 → 0.881 and 0.767 → 0.799), mnist_cnn 0.990 →
+    0.993; @500 mnist_cnn lost a little (0.9982 → 0.9968) while the robust models gained
+    0.012–0.018. 0.05 lost; 0.3 was mixed between the halves."""
     if p == 2.0 and is_short(steps, p, config):
         return config.short_lagrangian_lr
     return LR_INIT
