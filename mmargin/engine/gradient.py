@@ -19,7 +19,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mmargin.engine.lagrangian import lagrangian_run, lagrangian_slot, lagrangian_steps
+from mmargin.engine.lagrangian import (
+    l1_weights,
+    lagrangian_run,
+    lagrangian_slot,
+    lagrangian_steps,
+)
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.passes import (
     probe_classes,
@@ -28,6 +33,7 @@ from mmargin.engine.passes import (
     split_steps,
     toward,
 )
+from mmargin.engine.polish import polish_run, polish_steps
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
@@ -146,7 +152,8 @@ def _class_aware(
     Lagrangian run from the best flip, and refinements warm-started from the best flip
     toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`)."""
     lagrange = lagrangian_steps(steps, distance.p, config)
-    plan = search_legs(steps, distance.p, config, lagrange)
+    polish = polish_steps(steps, distance.p)  # L1's closing knapsack polish (.polish)
+    plan = search_legs(steps, distance.p, config, lagrange + polish)
     slot, warm = lagrangian_slot(distance.p, [(leg.kind, leg.steps) for leg in plan])
     candidates = None
     for n, leg in enumerate(plan):
@@ -176,6 +183,9 @@ def _class_aware(
             begin = state.best_delta.clone() if warm else None
             lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
                            start=begin)  # fmt: skip
+    if polish:
+        polish_run(model, space, distance, goal, x, labels, polish, state,
+                   l1_weights(distance, x))  # fmt: skip
 
 
 class _Late:
