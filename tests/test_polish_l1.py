@@ -14,7 +14,7 @@ from scipy.optimize import linprog
 
 from mmargin.distances import lp
 from mmargin.engine.lagrangian import l1_weights
-from mmargin.engine.polish import FROM_STEPS, knapsack, polish_run, polish_steps
+from mmargin.engine.polish import FROM_STEPS, knapsack, polish_run, polish_steps, shrink
 from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
 from mmargin.spaces import box
@@ -136,3 +136,30 @@ def test_the_polish_is_l1_only() -> None:
         assert polish_steps(500, p) == 0
     assert polish_steps(500, 1.0) == 25
     assert polish_steps(FROM_STEPS - 1, 1.0) == 0  # short searches are not polished
+
+
+def test_the_shrink_bisects_the_scale_of_a_flip_to_the_boundary() -> None:
+    """On a linear model the flip ``s·δ`` starts at the closed-form scale where the margin
+    toward the flip's class is 0: the bisection's scale is within ``2**-passes`` above it,
+    still a flip; a start that is no flip at any smaller scale keeps scale 1 (and itself)."""
+    model, x = random_linear(4, d=10, k=3, n=5)
+    with torch.no_grad():
+        scores = model(x)
+    labels = scores.argmax(dim=1)
+    other = scores.clone().scatter_(1, labels[:, None], -math.inf).argmax(dim=1)
+    w = model.weight.detach()
+    a = w[labels] - w[other]
+    margin = (scores.gather(1, labels[:, None]) - scores.gather(1, other[:, None])).squeeze(1)
+    direction = -a / a.norm(dim=1, keepdim=True) * 0.05
+    space = box(-math.inf, math.inf)
+    reach = margin / (-(a * direction).sum(dim=1))  # the scale that reaches the boundary
+    delta = direction * (3 * reach)[:, None]  # a flip three times past it
+    out, scale, got = shrink(model, space, Untargeted(), x, labels, delta, 8)
+    exact = 1 / 3
+    assert bool(((scale >= exact - 1e-6) & (scale <= exact + 2**-8)).all())
+    assert torch.allclose(out, delta * scale[:, None])
+    assert bool((got.argmax(dim=1) != labels).all())
+    # at scale 1 only (no smaller scale flips): the flip is returned as it is
+    edge = direction * (reach * (1 + 1e-4))[:, None]
+    out, scale, _ = shrink(model, space, Untargeted(), x, labels, edge, 4)
+    assert bool((scale == 1).all()) and torch.allclose(out, edge, atol=1e-6)

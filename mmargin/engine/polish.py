@@ -9,13 +9,14 @@ coordinates with the largest gain per unit of L1 cost (``|∂loss/∂xᵢ| / w�
 box lets them, the last one only as far as needed (FAB's and the MILP oracle's view of the
 minimal L1 flip of a linear model, our own implementation).
 
-Each polish step is one forward + backward pass at a candidate on the segment from the best
-flip toward that knapsack point (a little past the linearised boundary): a flip that is
-smaller is kept (recorded like any other run's) and becomes the point linearised next;
-otherwise the sample halves its step along the segment and aims a little further past the
-boundary. Every candidate is checked by the model, and only a smaller verified flip is
-recorded, so the polish never makes a result worse; on a linear model it reaches the
-closed-form minimum in one step (``tests/test_polish_l1.py``).
+The polish opens with a bisection on the best flip's scale toward the clean input (forward
+passes only: :data:`SHRINK`), then each step is one forward + backward pass at a candidate
+on the segment from the best flip toward that knapsack point (a little past the linearised
+boundary): a flip that is smaller is kept (recorded like any other run's) and becomes the
+point linearised next; otherwise the sample halves its step along the segment and aims a
+little further past the boundary. Every candidate is checked by the model, and only a
+smaller verified flip is recorded, so the polish never makes a result worse; on a linear
+model it reaches the closed-form minimum in one step (``tests/test_polish_l1.py``).
 
 The steps come off the end of an untargeted L1 search (:func:`polish_steps`): a function of
 the steps and the distance only, never of the model.
@@ -31,7 +32,7 @@ from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-__all__ = ["FROM_STEPS", "POLISH_SHARE", "knapsack", "polish_run", "polish_steps"]
+__all__ = ["FROM_STEPS", "POLISH_SHARE", "knapsack", "polish_run", "polish_steps", "shrink"]
 
 POLISH_SHARE = 0.05
 """The share of an untargeted L1 search's steps (after ranking) the polish gets."""
@@ -44,6 +45,12 @@ tune_cnn_fgsm lost (1.106), the others won (0.988, 0.981): left out below this."
 OVERSHOOT = 1e-3
 """How far past the linearised boundary the first knapsack point aims, as a share of the
 linearised clean loss; doubled after each candidate that did not flip."""
+SHRINK = 6
+"""Forward passes (3 steps' worth) of the scale bisection that opens the polish: on the
+robust tuning models the best L1 flip often lies well inside the adversarial region, and
+the knapsack linearised at the boundary point does better (paired, 100 images @1000,
+against the polish without it: geometric mean 0.9992 on both robust models, 15 / 4 and
+12 / 7 samples better / worse; mnist_cnn 0.9999)."""
 FAR = 1e6
 """Beyond any box: :meth:`Space.project` of a step this long gives the room to the bound."""
 
@@ -76,6 +83,26 @@ def knapsack(room: Tensor, grad: Tensor, weights: Tensor, need: Tensor) -> Tenso
     return -grad.sign() * amount
 
 
+@torch.no_grad()
+def shrink(model: ModelAdapter, space: Space, goal: Goal, x: Tensor, labels: Tensor,
+           delta: Tensor, passes: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Bisection on the scale ``s ∈ [0, 1]`` of each flip ``delta`` toward ``x`` with
+    ``passes`` forward passes: the smallest flipping ``s·delta`` seen, ``s`` (1: none
+    smaller flipped; ``delta`` itself is returned) and the scores at it."""
+    lo = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    hi = torch.ones_like(lo)
+    scores: Tensor | None = None
+    for _ in range(passes):
+        mid = (lo + hi) / 2
+        got = model(x + space.project(x, delta * per_sample(mid, delta)))
+        adv = goal.is_adversarial(got, labels, None)
+        scores = got if scores is None else torch.where(adv.unsqueeze(1), got, scores)
+        hi = torch.where(adv, mid, hi)
+        lo = torch.where(adv, lo, mid)
+    out = space.project(x, delta * per_sample(hi, delta))
+    return out, hi, scores if scores is not None else torch.zeros(0)
+
+
 def _linearise(
     model: ModelAdapter, x: Tensor, labels: Tensor, against: Tensor, delta: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -100,7 +127,7 @@ def polish_run(
     state: SearchState,
     weights: Tensor,
 ) -> None:
-    """Spend ``steps`` steps (2 passes each) polishing every sample's best flip (those
+    """Spend ``steps`` steps (2 passes each; at least 4) polishing every sample's best flip (those
     without one, or without usable gradients, are left alone), recording each smaller
     verified flip in ``state``. ``weights``: each coordinate's L1 cost per unit."""
     keep = torch.isfinite(state.best_norm) & (state.best_class >= 0)
@@ -109,17 +136,22 @@ def polish_run(
     if dead is not None:
         keep &= ~dead
     rows = keep.nonzero().squeeze(1)
-    if rows.numel() == 0 or steps < 1:
+    if rows.numel() == 0 or steps < 1 + SHRINK // 2:  # the bisection and one linearisation
         return
     xi, yi, ci = x[rows], labels[rows], state.best_class[rows]
     n = rows.numel()
     flat = weights.flatten(1)
-    base = state.best_delta[rows].clone()
+    base, scale, scores = shrink(model, space, goal, xi, yi, state.best_delta[rows], SHRINK)
+    state.queries[rows] += SHRINK
+    norms = distance.norm(base)
+    smaller = (scale < 1) & (norms < state.best_norm[rows])
+    if bool(smaller.any()):
+        state.record(rows[smaller], norms[smaller], base[smaller], scores[smaller])
     _, loss, grad = _linearise(model, xi, yi, ci, base)
     state.queries[rows] += 2
     t = torch.ones(n, dtype=x.dtype, device=x.device)
     over = torch.full_like(t, OVERSHOOT)
-    for _ in range(steps - 1):
+    for _ in range(steps - 1 - SHRINK // 2):
         # the room from the clean input to the bound, against the gradient
         room = space.project(xi, -grad.sign() * FAR).abs().flatten(1)
         g = grad.flatten(1)
