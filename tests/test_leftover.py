@@ -1,6 +1,6 @@
-"""The second L2 Lagrangian run on the steps a sample's runs left unspent
-(:mod:`mmargin.engine.leftover`), against the closed-form L2 minimum of a linear model
-(with the box out of reach: ``min_j (z_y − z_j) / ‖w_y − w_j‖``)."""
+"""The steps a sample's runs left unspent (:mod:`mmargin.engine.leftover`): the second L2
+Lagrangian run and the L1 polish, against the closed-form minimum of a linear model (with
+the box out of reach: ``min_j (z_y − z_j) / ‖w_y − w_j‖_q``, q the dual norm)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, lagrangian_lr
 from mmargin.engine.leftover import spend_unspent, unspent_steps
+from mmargin.engine.polish import POLISH_MIN_STEPS
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
@@ -25,24 +26,27 @@ def _space() -> ContinuousSpace:
     return box(-1e3, 1e3)
 
 
-def _exact_l2(model: torch.nn.Linear, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The smallest L2 flip of each point of a bias-free linear model (no box in reach)."""
+def _exact_l2(model: torch.nn.Linear, x: torch.Tensor, labels: torch.Tensor,
+              dual: float = 2.0) -> torch.Tensor:  # fmt: skip
+    """The smallest L2 flip of each point of a bias-free linear model (no box in reach);
+    with ``dual=inf`` the smallest L1 flip."""
     with torch.no_grad():
         z = model(x)
     w = model.weight.detach()
     gaps = z.gather(1, labels[:, None]) - z  # (n, k): z_y − z_j
-    dist = (w[labels][:, None, :] - w[None, :, :]).norm(dim=2)  # ‖w_y − w_j‖
+    dist = (w[labels][:, None, :] - w[None, :, :]).norm(p=dual, dim=2)  # ‖w_y − w_j‖_q
     ratio = gaps / dist.clamp(min=1e-12)
     ratio[torch.arange(len(x)), labels] = float("inf")
     return ratio.min(dim=1).values
 
 
-def _search(model: torch.nn.Linear, x: torch.Tensor, config: GradientConfig) -> SearchState:
+def _search(model: torch.nn.Linear, x: torch.Tensor, config: GradientConfig,
+            norm: str = "l2") -> SearchState:  # fmt: skip
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
     k = model.weight.shape[0]
-    return gradient_search(model, _space(), lp("l2"), Untargeted(), x, labels, None, 1000,
+    return gradient_search(model, _space(), lp(norm), Untargeted(), x, labels, None, 1000,
                            config, streams, k)  # fmt: skip
 
 
@@ -96,13 +100,18 @@ def test_the_second_run_walks_from_the_clean_input_to_the_exact_flip() -> None:
     assert float(state.best_norm[6]) == pytest.approx(float(exact[6] * 3))
 
 
-@pytest.mark.parametrize("p", ["l1", "linf"])
-def test_other_distances_and_a_zero_step_size_run_nothing(p: str) -> None:
+@pytest.mark.parametrize("p", ["linf", "l0"])
+def test_other_distances_and_switched_off_runs_spend_nothing(p: str) -> None:
+    """Samples with flips and every step left: L∞/L0, L2 with ``unspent_lr=0`` and L1 with
+    ``unspent_polish=False`` spend none of them."""
     model, x = random_linear(4, 8, 3, 4)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
-    for distance, config in ((lp(p), GradientConfig()), (lp("l2"), GradientConfig(unspent_lr=0))):
+    for distance, config in ((lp(p), GradientConfig()),
+                             (lp("l2"), GradientConfig(unspent_lr=0)),
+                             (lp("l1"), GradientConfig(unspent_polish=False))):  # fmt: skip
         state = SearchState.empty(x)
+        state.best_norm = torch.ones(len(x))  # a flip each (never looked at: nothing runs)
         spend_unspent(model, _space(), distance, Untargeted(), x, labels, 100,
                       torch.zeros_like(state.queries), state, config)  # fmt: skip
         assert int(state.queries.sum()) == 0
@@ -144,3 +153,25 @@ def test_a_250_pass_search_reaches_the_closed_form(seed: int) -> None:
     assert bool((state.queries <= 250).all())
     assert bool((state.best_norm >= exact * (1 - 1e-5)).all())
     assert bool((state.best_norm <= exact * 1.01).all()), (state.best_norm / exact).tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_l1_polish_on_the_leftover_only_ever_improves_a_search(seed: int) -> None:
+    """L1, 1000 passes on a linear model: with the polish every planned run is the same
+    (same flips before it), so no sample ends worse than without it, none below the
+    closed-form L1 minimum, all within the budget; and the samples that had steps left
+    end within 1.001× of the closed form."""
+    model, x = random_linear(seed, 24, 6, 12)
+    with torch.no_grad():
+        exact = _exact_l2(model, x, model(x).argmax(dim=1), dual=float("inf"))
+    off = _search(model, x, GradientConfig(unspent_polish=False), "l1")
+    on = _search(model, x, GradientConfig(), "l1")
+    left = 1000 - off.queries
+    assert bool((left >= 2 * POLISH_MIN_STEPS).any())  # the polish has steps to spend
+    assert bool((on.queries <= 1000).all())
+    assert bool((on.best_norm <= off.best_norm).all())
+    assert bool((on.best_norm >= exact * (1 - 1e-5)).all())
+    polished = left >= 2 * POLISH_MIN_STEPS
+    assert bool((on.best_norm[polished] <= exact[polished] * 1.001).all()), (on.best_norm / exact)[
+        polished
+    ].tolist()

@@ -94,8 +94,10 @@ def _closed_form(model: torch.nn.Linear, x: torch.Tensor, label: int, p: float) 
                for j in range(len(z)) if j != label)  # fmt: skip
 
 
-STOPS = GradientConfig(leg_window=0.2, leg_rtol=1e-3)
-NEVER = GradientConfig(hopeless=0.0)
+KEEP = {"unspent_lr": 0.0, "unspent_polish": False}
+"""The exits alone: the steps they leave unspent stay unspent (.leftover spends them)."""
+STOPS = GradientConfig(leg_window=0.2, leg_rtol=1e-3, **KEEP)
+NEVER = GradientConfig(hopeless=0.0, **KEEP)
 
 
 def _search(model: torch.nn.Linear, x: torch.Tensor, norm: str, config: GradientConfig,
@@ -113,7 +115,7 @@ def test_hopeless_probes_leave_without_changing_a_linear_models_result(norm: str
     default exits must give exactly the flips of a search without them, with fewer passes."""
     model, x = _linear(8)
     full = _search(model, x, norm, NEVER)
-    state = _search(model, x, norm, GradientConfig())
+    state = _search(model, x, norm, GradientConfig(**KEEP))
     assert bool((state.queries <= 600).all())
     assert int(state.queries.sum()) < int(full.queries.sum())
     assert torch.equal(state.best_norm, full.best_norm)

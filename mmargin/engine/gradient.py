@@ -184,7 +184,8 @@ def _class_aware(
             first = lagrangian_lr(steps, distance.p, config)
             lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
                            start=begin, lr_init=first)  # fmt: skip
-    # L2: the steps the probes' early exits left unspent go to a second Lagrangian run
+    # the steps the probes' early exits left unspent: L2 a second Lagrangian run, L1 the
+    # knapsack polish of the best flip (.leftover)
     spend_unspent(model, space, distance, goal, x, labels, steps, before, state, config)
 
 

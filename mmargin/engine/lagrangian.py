@@ -51,7 +51,14 @@ from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-__all__ = ["decay", "lagrangian_lr", "lagrangian_run", "lagrangian_slot", "lagrangian_steps"]
+__all__ = [
+    "decay",
+    "l1_weights",
+    "lagrangian_lr",
+    "lagrangian_run",
+    "lagrangian_slot",
+    "lagrangian_steps",
+]
 
 LR_INIT = 0.1
 """First step size, as a share of the input's largest magnitude (0.1 of a [0, 1] image)."""
@@ -148,7 +155,7 @@ def lagrangian_slot(p: float, legs: list[tuple[str, int]]) -> tuple[int, bool]:
     return (ran[0] if ran else -1), False
 
 
-def _l1_weights(distance: Distance, like: Tensor) -> Tensor:
+def l1_weights(distance: Distance, like: Tensor) -> Tensor:
     """Each coordinate's cost per unit of movement under the L1 ``distance`` (its weight:
     1 unweighted), read off the norm's gradient at a point where every coordinate moved."""
     probe = torch.ones_like(like[:1]).requires_grad_(True)
@@ -214,7 +221,7 @@ def lagrangian_run(
     previous = ones
     reduction = decay(steps, start is None)
     # L1: the distance's proximal step (soft-thresholding) instead of its subgradient
-    weights = _l1_weights(distance, xi) if distance.p == 1.0 else None
+    weights = l1_weights(distance, xi) if distance.p == 1.0 else None
     for k in range(steps):
         d = delta.clone().requires_grad_(True)
         scores = model(xi + d)

@@ -104,8 +104,9 @@ class GradientConfig:
     them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1) and has
     ``short_probes`` probes of ``short_probe_share``.
     On L2, the steps a sample's runs left unspent (probes it left early) go to a second
-    Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off;
-    :mod:`mmargin.engine.leftover`).
+    Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off); on L1,
+    with ``unspent_polish``, to the knapsack polish of the best flip
+    (:mod:`mmargin.engine.polish`; both :mod:`mmargin.engine.leftover`).
 
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
@@ -138,6 +139,7 @@ class GradientConfig:
     lagrangian: float = 0.3
     lagrangian_l1: float = 0.15
     unspent_lr: float = 0.2
+    unspent_polish: bool = True
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -159,6 +161,10 @@ class GradientConfig:
         check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
         check_float("gradient", "lagrangian_l1", self.lagrangian_l1, 0.0, 0.9)
         check_float("gradient", "unspent_lr", self.unspent_lr, 0.0, 10.0)
+        if not isinstance(self.unspent_polish, bool):
+            raise ValueError(
+                f"gradient.unspent_polish: expected true or false, got {self.unspent_polish!r}"
+            )
         check_float("gradient", "hopeless", self.hopeless, 0.0, 1000.0)
         if 0.0 < self.hopeless < 1.0:
             raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")

@@ -1,0 +1,163 @@
+"""An L1 polish of the best flip: the minimal L1 flip of the model's linearisation there.
+
+The ε-ball runs and the proximal Lagrangian run end near the boundary but, on L1, not at
+its sparsest point: their steps follow the gradient's direction (dense) and only the L1
+ball's projection or the soft threshold makes them sparse. On the linearisation of the
+pairwise loss ``z_y − z_c`` at the best flip (``c`` its class), the minimal L1 flip in the
+box has a closed form: a fractional knapsack from the clean input, which moves the
+coordinates with the largest gain per unit of L1 cost (``|∂loss/∂xᵢ| / wᵢ``) as far as the
+box lets them, the last one only as far as needed (FAB's and the MILP oracle's view of the
+minimal L1 flip of a linear model, our own implementation).
+
+The polish opens with a bisection on the best flip's scale toward the clean input (forward
+passes only: :data:`SHRINK`), then each step is one forward + backward pass at a candidate
+on the segment from the best flip toward that knapsack point (a little past the linearised
+boundary): a flip that is smaller is kept (recorded like any other run's) and becomes the
+point linearised next; otherwise the sample halves its step along the segment and aims a
+little further past the boundary. Every candidate is checked by the model, and only a
+smaller verified flip is recorded, so the polish never makes a result worse; on a linear
+model it reaches the closed-form minimum in one step (``tests/test_polish_l1.py``).
+
+It runs on the steps a sample's runs left unspent (:mod:`mmargin.engine.leftover`), never
+on steps taken from the planned runs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mmargin.engine.passes import toward
+from mmargin.engine.state import SearchState, per_sample
+from mmargin.goals import Goal
+from mmargin.protocols import Distance, ModelAdapter, Space
+
+__all__ = ["POLISH_MIN_STEPS", "knapsack", "polish_run", "shrink"]
+
+OVERSHOOT = 1e-3
+"""How far past the linearised boundary the first knapsack point aims, as a share of the
+linearised clean loss; doubled after each candidate that did not flip."""
+SHRINK = 6
+"""Forward passes (3 steps' worth) of the scale bisection that opens the polish: on the
+robust tuning models the best L1 flip often lies well inside the adversarial region, and
+the knapsack linearised at the boundary point does better (paired, 100 images @1000,
+against the polish without it: geometric mean 0.9992 on both robust models, 15 / 4 and
+12 / 7 samples better / worse; mnist_cnn 0.9999)."""
+POLISH_MIN_STEPS = 1 + SHRINK // 2
+"""The fewest steps a polish runs in: the bisection and one linearisation."""
+FAR = 1e6
+"""Beyond any box: :meth:`Space.project` of a step this long gives the room to the bound."""
+
+
+def knapsack(room: Tensor, grad: Tensor, weights: Tensor, need: Tensor) -> Tensor:
+    """The smallest weighted-L1 perturbation (flattened ``(B, D)``) whose linear gain
+    ``−grad · δ`` reaches ``need`` (``(B,)``), each coordinate moving against its gradient
+    by at most ``room`` (``≥ 0``): the fractional knapsack, best gain per unit cost first.
+    Rows that cannot reach ``need`` move every coordinate its whole room; rows with
+    ``need ≤ 0`` do not move."""
+    gain = grad.abs() * room  # the most each coordinate can give
+    ratio = grad.abs() / weights
+    order = ratio.argsort(dim=1, descending=True)
+    sorted_gain = gain.gather(1, order)
+    before = sorted_gain.cumsum(dim=1) - sorted_gain  # what the better coordinates give
+    want = need.clamp(min=0).unsqueeze(1)
+    # share of its room each coordinate moves: 1 while the better ones fall short, then
+    # the partial one, then 0
+    share = ((want - before) / sorted_gain.clamp(min=1e-30)).clamp(0.0, 1.0)
+    share = torch.where(sorted_gain > 0, share, torch.zeros_like(share))
+    amount = torch.zeros_like(share).scatter_(1, order, share) * room
+    return -grad.sign() * amount
+
+
+@torch.no_grad()
+def shrink(model: ModelAdapter, space: Space, goal: Goal, x: Tensor, labels: Tensor,
+           delta: Tensor, passes: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Bisection on the scale ``s ∈ [0, 1]`` of each flip ``delta`` toward ``x`` with
+    ``passes`` forward passes: the smallest flipping ``s·delta`` seen, ``s`` (1: none
+    smaller flipped; ``delta`` itself is returned) and the scores at it."""
+    lo = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    hi = torch.ones_like(lo)
+    scores: Tensor | None = None
+    for _ in range(passes):
+        mid = (lo + hi) / 2
+        got = model(x + space.project(x, delta * per_sample(mid, delta)))
+        adv = goal.is_adversarial(got, labels, None)
+        scores = got if scores is None else torch.where(adv.unsqueeze(1), got, scores)
+        hi = torch.where(adv, mid, hi)
+        lo = torch.where(adv, lo, mid)
+    out = space.project(x, delta * per_sample(hi, delta))
+    return out, hi, scores if scores is not None else torch.zeros(0)
+
+
+def _linearise(
+    model: ModelAdapter, x: Tensor, labels: Tensor, against: Tensor, delta: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores, pairwise loss toward ``against`` and its gradient at ``x + delta``."""
+    d = delta.detach().clone().requires_grad_(True)
+    scores = model(x + d)
+    loss = toward(scores, labels, against)
+    (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(d)
+    return scores.detach(), loss.detach(), torch.nan_to_num(grad)
+
+
+def polish_run(
+    model: ModelAdapter,
+    space: Space,
+    distance: Distance,
+    goal: Goal,
+    x: Tensor,
+    labels: Tensor,
+    steps: int,
+    state: SearchState,
+    weights: Tensor,
+    only: Tensor | None = None,
+) -> None:
+    """Spend ``steps`` steps (2 passes each; at least 4) polishing every sample's best flip (those
+    without one, or without usable gradients, are left alone), recording each smaller
+    verified flip in ``state``. ``weights``: each coordinate's L1 cost per unit; ``only``:
+    the samples to polish (all by default)."""
+    keep = torch.isfinite(state.best_norm) & (state.best_class >= 0)
+    if only is not None:
+        keep &= only
+    keep &= state.best_class != labels
+    dead = state.flags.get("zero_gradients")
+    if dead is not None:
+        keep &= ~dead
+    rows = keep.nonzero().squeeze(1)
+    if rows.numel() == 0 or steps < POLISH_MIN_STEPS:
+        return
+    xi, yi, ci = x[rows], labels[rows], state.best_class[rows]
+    n = rows.numel()
+    flat = weights.flatten(1)
+    base, scale, scores = shrink(model, space, goal, xi, yi, state.best_delta[rows], SHRINK)
+    state.queries[rows] += SHRINK
+    norms = distance.norm(base)
+    smaller = (scale < 1) & (norms < state.best_norm[rows])
+    if bool(smaller.any()):
+        state.record(rows[smaller], norms[smaller], base[smaller], scores[smaller])
+    _, loss, grad = _linearise(model, xi, yi, ci, base)
+    state.queries[rows] += 2
+    t = torch.ones(n, dtype=x.dtype, device=x.device)
+    over = torch.full_like(t, OVERSHOOT)
+    for _ in range(steps - 1 - SHRINK // 2):
+        # the room from the clean input to the bound, against the gradient
+        room = space.project(xi, -grad.sign() * FAR).abs().flatten(1)
+        g = grad.flatten(1)
+        clean = loss - (g * base.flatten(1)).sum(dim=1)  # the linearised loss at x
+        target = knapsack(room, g, flat, clean * (1 + over)).view_as(base)
+        cand = space.project(xi, base + per_sample(t, base) * (target - base))
+        scores, c_loss, c_grad = _linearise(model, xi, yi, ci, cand)
+        state.queries[rows] += 2
+        norms = distance.norm(cand)
+        moved = cand.flatten(1).abs().amax(dim=1) > 0
+        better = goal.is_adversarial(scores, yi, None) & moved & (norms < state.best_norm[rows])
+        if bool(better.any()):
+            state.record(rows[better], norms[better], cand[better], scores[better])
+        b = per_sample(better.to(x.dtype), base)
+        base = torch.lerp(base, cand, b)
+        grad = torch.lerp(grad, c_grad, b)
+        loss = torch.where(better, c_loss, loss)
+        t = torch.where(better, (2 * t).clamp(max=1.0), t / 2)
+        over = torch.where(better, over, (2 * over).clamp(max=1.0))
