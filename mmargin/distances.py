@@ -35,12 +35,15 @@ def _magnitude(values: Tensor, name: str) -> Tensor:
     return torch.abs(values, out=scratch(name, values))
 
 
-def _count_nonzero(flat: Tensor, size: Tensor | None = None) -> Tensor:
+def _count_nonzero(flat: Tensor) -> Tensor:
     """Non-zero entries per row, in ``flat``'s dtype (float arithmetic: ``sign(|v|)``
-    counts a NaN as non-zero too, like ``v != 0``, without a boolean pass). ``size``: a
-    scratch ``|flat|`` (or any ≥ 0 values with the same zeros and NaN) to count in place."""
-    if size is None:
-        size = _magnitude(flat, "l0.count")
+    counts a NaN as non-zero too, like ``v != 0``, without a boolean pass)."""
+    return _count_sizes(_magnitude(flat, "l0.count"))
+
+
+def _count_sizes(size: Tensor) -> Tensor:
+    """Non-zero entries per row of ``size`` (values ≥ 0 or NaN, a NaN counting), counted
+    in place: ``size`` is overwritten."""
     return size.sign_().nan_to_num_(nan=1.0).sum(dim=1)
 
 
@@ -155,7 +158,7 @@ class LpDistance:
         if self.p == 0.0 and self.group_axis is not None:
             if u.shape[self.group_axis] == 1:  # one channel: the amax over it is |u| itself
                 return _count_nonzero(u.flatten(1))
-            return _count_nonzero(u, u.abs().amax(dim=self.group_axis).flatten(1))
+            return _count_sizes(u.abs().amax(dim=self.group_axis).flatten(1))
         return _lp_norm(u.flatten(1), self.p)
 
     def dual_norm(self, grad: Tensor) -> Tensor:
