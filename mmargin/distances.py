@@ -20,42 +20,26 @@ from torch import Tensor
 
 from mmargin.protocols import Distance, l2_scale
 from mmargin.ranking import top_mask
-from mmargin.scratch import scratch
 
 __all__ = ["Distance", "LpDistance", "fit_distance", "lp", "pixel_l0"]
 
 _TINY = 1e-12
 
 
-def _magnitude(values: Tensor, name: str) -> Tensor:
-    """``|values|``; outside autograd written into this thread's scratch buffer ``name``
-    (:mod:`mmargin.scratch`), for the reductions below, which read it and let it go."""
-    if values.requires_grad and torch.is_grad_enabled():
-        return values.abs()
-    return torch.abs(values, out=scratch(name, values))
-
-
 def _count_nonzero(flat: Tensor) -> Tensor:
     """Non-zero entries per row, in ``flat``'s dtype (float arithmetic: ``sign(|v|)``
     counts a NaN as non-zero too, like ``v != 0``, without a boolean pass)."""
-    return _count_sizes(_magnitude(flat, "l0.count"))
-
-
-def _count_sizes(size: Tensor) -> Tensor:
-    """Non-zero entries per row of ``size`` (values ≥ 0 or NaN, a NaN counting), counted
-    in place: ``size`` is overwritten."""
-    return size.sign_().nan_to_num_(nan=1.0).sum(dim=1)
+    return flat.abs().sign_().nan_to_num_(nan=1.0).sum(dim=1)
 
 
 def _lp_norm(flat: Tensor, p: float) -> Tensor:
     """The Lp norm of each row for p in {0, 1, 2, ∞}: the L∞ norm as ``amax(|v|)`` and the
     L1 norm as ``Σ|v|``, a few times cheaper on CPU than ``linalg.vector_norm``'s general
-    path (L∞ is exact either way; L1 may differ from it in the last bit). ``|v|`` goes
-    into a scratch buffer (no batch-sized allocation per step)."""
+    path (L∞ is exact either way; L1 may differ from it in the last bit)."""
     if p == math.inf:
-        return _magnitude(flat, "norm.abs").amax(dim=1)
+        return flat.abs().amax(dim=1)
     if p == 1.0:
-        return _magnitude(flat, "norm.abs").sum(dim=1)
+        return flat.abs().sum(dim=1)
     if p == 0.0:
         return _count_nonzero(flat)
     return torch.linalg.vector_norm(flat, p, dim=1)
@@ -71,23 +55,18 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     of passes over the rows instead of a sort (Duchi et al. 2008 sort, O(D log D)).
     Rows already inside the ball keep θ = 0 (unchanged). Only float arithmetic: on CPU,
     boolean masks of a whole batch cost several times a float pass. Each pass writes one
-    buffer and updates θ in place (a pass of a 100-image batch is a few dozen µs, so its
-    small per-row operations weigh too); every number is as in the plain form
+    reused buffer and updates θ in place (a pass of a 100-image batch is a few dozen µs,
+    so its small per-row operations weigh too); every number is as in the plain form
     ``θ + (Σ − eps) / count`` (``tests/test_projection_l1.py`` pins it against that form).
-
-    The two batch-sized buffers (``|v|`` and the pass's excess, which also takes the
-    clamp) are this thread's scratch tensors (:mod:`mmargin.scratch`), reused from step
-    to step: the only batch-sized allocation is the result. (Not differentiable: the
-    engine projects outside autograd.)
     """
-    size = torch.abs(flat, out=scratch("l1.size", flat))
+    size = flat.abs()
     total = size.sum(dim=1)
     if bool((total <= eps).all()):
         return flat
     width = flat.shape[1]
     theta = ((total - eps) / width).clamp_(min=0)
     count = torch.full_like(total, float(width))
-    excess = scratch("l1.excess", size)
+    excess = torch.empty_like(size)  # one buffer for every pass; small updates in place
     for _ in range(width + 1):  # finite: the active set shrinks at every pass
         torch.sub(size, theta.unsqueeze(1), out=excess).clamp_(min=0)  # max(|v| − θ, 0)
         over = excess.sum(dim=1).sub_(eps)  # Σ max(|v| − θ, 0) − eps ≥ 0 below the answer
@@ -101,7 +80,7 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
         # the Newton step θ + over / #{|v| > θ}, the same as Michelot's mean update
         theta = torch.where(empty, theta, over.div_(kept).add_(theta).clamp_(min=0))
     theta = theta.unsqueeze(1)
-    return flat - torch.clamp(flat, min=-theta, max=theta, out=excess)
+    return flat - flat.clamp(min=-theta, max=theta)
 
 
 def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:
@@ -158,7 +137,7 @@ class LpDistance:
         if self.p == 0.0 and self.group_axis is not None:
             if u.shape[self.group_axis] == 1:  # one channel: the amax over it is |u| itself
                 return _count_nonzero(u.flatten(1))
-            return _count_sizes(u.abs().amax(dim=self.group_axis).flatten(1))
+            return _count_nonzero(u.abs().amax(dim=self.group_axis).flatten(1))
         return _lp_norm(u.flatten(1), self.p)
 
     def dual_norm(self, grad: Tensor) -> Tensor:
