@@ -72,3 +72,22 @@ def test_l0_needed_is_the_allocating_form(channels: int, grouped: bool) -> None:
     distance = replace(lp("l0"), group_axis=1) if grouped else lp("l0")
     got = _l0_needed(space, distance, x, delta, grad, loss)
     assert _bits(got, _l0_needed_old(space, 1 if grouped else None, x, delta, grad, loss))
+
+
+def test_l0_needed_of_some_rows_is_the_rows_alone() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(6, 1, 5, 5, generator=g)
+    delta = torch.zeros_like(x)
+    grad = torch.randn(x.shape, generator=g)
+    loss = torch.rand(6, generator=g) * 4
+    space = ContinuousSpace(lower=0.0, upper=1.0)
+    distance = lp("l0")
+    whole = _l0_needed(space, distance, x, delta, grad, loss)
+    every = torch.ones(6, dtype=torch.bool)
+    assert _bits(_l0_needed(space, distance, x, delta, grad, loss, every), whole)
+    some = torch.tensor([True, False, True, True, False, False])
+    got = _l0_needed(space, distance, x, delta, grad, loss, some)
+    assert _bits(got[some], whole[some])
+    assert bool((got[~some] == 0).all())
+    none = torch.zeros(6, dtype=torch.bool)
+    assert bool((_l0_needed(space, distance, x, delta, grad, loss, none) == 0).all())

@@ -227,7 +227,7 @@ def _l0_needed(
     With ``rows`` (a boolean mask; reads it on the host) only those rows are computed, the
     others are 0: the per-row sort is the costly part of an L0 step (numpy's sort of the
     values on CPU, :func:`mmargin.ranking.descending_values`, the same numbers as torch's)."""
-    if rows is not None:
+    if rows is not None and not bool(rows.all()):  # every row: no gather, no scatter
         out = torch.zeros_like(loss)
         pick = rows.nonzero().squeeze(1)
         if pick.numel():
