@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mmargin`` script."""
     args = build_parser().parse_args(argv)
+    from mmargin.allocator import keep_freed_memory
     from mmargin.errors import MmarginError
+
+    keep_freed_memory()  # this process only: glibc keeps freed batch buffers (allocator.py)
 
     try:
         if args.command == "plugins":

@@ -135,6 +135,8 @@ class LpDistance:
     def norm(self, delta: Tensor) -> Tensor:
         u = self._scale(delta)
         if self.p == 0.0 and self.group_axis is not None:
+            if u.shape[self.group_axis] == 1:  # one channel: the amax over it is |u| itself
+                return _count_nonzero(u.flatten(1))
             return _count_nonzero(u.abs().amax(dim=self.group_axis).flatten(1))
         return _lp_norm(u.flatten(1), self.p)
 

@@ -238,16 +238,17 @@ def _l0_needed(
     With ``rows`` (a boolean mask; reads it on the host) only those rows are computed, the
     others are 0: the per-row sort is the costly part of an L0 step (numpy's sort of the
     values on CPU, :func:`mmargin.ranking.descending_values`, the same numbers as torch's)."""
-    if rows is not None:
+    if rows is not None and not bool(rows.all()):  # every row: no gather, no scatter
         out = torch.zeros_like(loss)
         pick = rows.nonzero().squeeze(1)
         if pick.numel():
             out[pick] = _l0_needed(space, distance, x[pick], delta[pick], grad[pick], loss[pick])
         return out
-    far = space.project(x, delta - grad.sign() * 1e6) - delta  # the room left, per coordinate
-    gain = (grad * far).neg().clamp(min=0)
+    push = grad.sign().mul_(-1e6).add_(delta)  # δ − sign(∇)·10⁶, exactly
+    far = space.project(x, push) - delta  # the room left, per coordinate
+    gain = far.mul_(grad).neg_().clamp_(min=0)
     group = getattr(distance, "group_axis", None)
-    if group is not None:
+    if group is not None and gain.shape[group] > 1:  # one channel: the sum is the value
         gain = gain.sum(dim=group)
     ordered = descending_values(gain.flatten(1)).cumsum(dim=1)  # numpy's sort on CPU
     short = (ordered < loss.clamp(min=0).unsqueeze(1)).sum(dim=1)
