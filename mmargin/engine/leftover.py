@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.lagrangian import MIN_STEPS, l1_weights, lagrangian_run
-from mmargin.engine.polish import POLISH_MIN_STEPS, polish_run
+from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
 from mmargin.goals import Goal
@@ -61,7 +61,8 @@ def spend_unspent(
     """Give each sample that has a flip its unspent steps (:func:`unspent_steps`): on L2
     (``config.unspent_lr`` > 0, at least ``MIN_STEPS`` left) a Lagrangian run from the
     clean input, first step ``config.unspent_lr``; on L1 (``config.unspent_polish``, at
-    least ``POLISH_MIN_STEPS`` left) the knapsack polish of its best flip. Samples with the
+    least ``POLISH_MIN_STEPS`` left) the knapsack polish of its best flip, at most
+    ``POLISH_MAX_STEPS`` long. Samples with the
     same steps left run together; other distances spend nothing."""
     if distance.p == 2.0 and config.unspent_lr > 0:
         least = MIN_STEPS
@@ -70,6 +71,8 @@ def spend_unspent(
     else:
         return
     left = unspent_steps(steps, before, state)
+    if distance.p == 1.0:
+        left = left.clamp(max=POLISH_MAX_STEPS)  # the polish is done well before
     ready = (left >= least) & torch.isfinite(state.best_norm)
     dead = state.flags.get("zero_gradients")
     if dead is not None:

@@ -32,7 +32,7 @@ from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-__all__ = ["POLISH_MIN_STEPS", "knapsack", "polish_run", "shrink"]
+__all__ = ["POLISH_MAX_STEPS", "POLISH_MIN_STEPS", "knapsack", "polish_run", "shrink"]
 
 OVERSHOOT = 1e-3
 """How far past the linearised boundary the first knapsack point aims, as a share of the
@@ -45,6 +45,12 @@ against the polish without it: geometric mean 0.9992 on both robust models, 15 /
 12 / 7 samples better / worse; mnist_cnn 0.9999)."""
 POLISH_MIN_STEPS = 1 + SHRINK // 2
 """The fewest steps a polish runs in: the bisection and one linearisation."""
+POLISH_MAX_STEPS = 16
+"""The most steps a polish runs: past a dozen knapsack steps its step along the segment
+has halved on every miss, and on a cheap model the per-step sort costs more than the
+model. Measured on the tuning models at 1000 passes, capped at 16 against uncapped: the
+same flips on digits_mlp (50 MILP points), mnist_cnn and tune_cnn_fgsm (100 images
+each), and the digits search took 1.27 s instead of 2.02 s."""
 FAR = 1e6
 """Beyond any box: :meth:`Space.project` of a step this long gives the room to the bound."""
 
