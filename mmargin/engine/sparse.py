@@ -18,17 +18,7 @@ batch within the passes it is given, repeats:
    none flips → a local minimum: a few gradient steps on one position fewer (top
    positions of a running gradient sum, pushed to the bound) look for a flip there, from
    the flip, then again from every position pushed (a different path, which finds flips
-   the first misses on adversarially trained models);
-5. failing those, with the passes the stage would otherwise leave unspent, relaxed
-   descents (:func:`_relax`) from the flip, then from the clean input: gradient steps on a
-   dense point whose coordinates under a threshold are cleared, the threshold rising after
-   each flip — a path through other supports, which leaves the local minima the steps
-   above stop at on adversarially trained models; none → the stage ends.
-
-Steps 1–4 spent ~650 of 1000 passes per sample on the robust tuning CNNs and ended at
-local minima; step 5 spends the rest (~990). Measured (40 images, 1000 passes, mmargin's
-pixel counts per sample): tune_cnn_fgsm total 308 → 237 (14 samples smaller, none
-larger), tune_cnn_fgsm_short 356 → 324 (8 smaller, none larger), mnist_cnn unchanged (311).
+   the first misses on adversarially trained models); none → the stage ends.
 
 Each sample's search is a coroutine (:func:`_shrink`) that asks for one model pass at a
 time — a forward pass on a candidate or a gradient — and decides alone what to ask next, so
@@ -43,7 +33,6 @@ only when a forward pass on it saw the flip; the driver re-verifies the result.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -60,17 +49,6 @@ PATIENCE = 20
 (two descents: together the 40 steps one descent took before the second was added)."""
 MOMENTUM = 0.75
 """Weight of the previous gradients in that search's running sum."""
-RELAX_STARTS = 2
-"""How many relaxed descents (:func:`_relax`) a local minimum tries once the gradient
-descents fail: from the flip, then from the clean input (0: none, the stage ends there)."""
-RELAX_PATIENCE = 200
-"""Steps of each relaxed descent."""
-RELAX_STEP = 1.0
-"""First step of a relaxed descent (cosine-annealed to 0), over its largest gradient entry."""
-THRESHOLD = 0.3
-"""The first threshold of a relaxed descent: dense coordinates smaller than it are cleared."""
-THRESHOLD_RATE = 1.2
-"""Factor by which a relaxed descent raises its threshold after a flip (lowers after none)."""
 FAR = 1e6
 """A step long enough to reach the box's bound on any coordinate the space lets move."""
 FLIP, GRADIENT = "flip", "gradient"
@@ -254,9 +232,6 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
         for start in (best, pushed):  # the flip's own positions, then all of them pushed
             if found is None:
                 found = yield from _descend(space, distance, sample, start, count - 1)
-        for start in (best, torch.zeros_like(best))[:RELAX_STARTS]:  # passes left unspent
-            if found is None:
-                found = yield from _relax(space, distance, sample, start, count)
         if found is None:
             break
         best = found
@@ -286,30 +261,4 @@ def _descend(
         order = _shares(distance, total, pushed).flatten().argsort(descending=True, stable=True)
         keep = _ranks(order) < k
         point = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
-    return None
-
-
-def _relax(
-    space: Space, distance: Distance, sample: _Sample, start: Tensor, count: int
-) -> Generator[Ask, Answer, Tensor | None]:
-    """Search for a flip on fewer than ``count`` positions through a dense point and a
-    threshold: each step takes the gradient at the dense point with every coordinate under
-    the threshold cleared (the candidate: its pass says whether it flips), moves the dense
-    point :data:`RELAX_STEP` (cosine-annealed, over the largest gradient entry) against it,
-    and raises the threshold (:data:`THRESHOLD_RATE`) after a flip, lowers it after none.
-    At most :data:`RELAX_PATIENCE` steps; the first flip on fewer than ``count`` positions
-    is returned, else ``None``."""
-    x, point, tau = sample.x, start, THRESHOLD
-    for t in range(RELAX_PATIENCE):
-        if sample.left < 2:
-            break
-        candidate = torch.where(point.abs() >= tau, point, torch.zeros_like(point))
-        candidate = space.finalize(x, x + space.project(x, candidate)) - x
-        grad, flips, size = yield GRADIENT, candidate
-        if flips and size < count:
-            return candidate
-        tau = min(tau * THRESHOLD_RATE, 1.0) if flips else tau / THRESHOLD_RATE
-        scale = grad.abs().amax().clamp(min=1e-30)
-        rate = RELAX_STEP * 0.5 * (1 + math.cos(math.pi * t / RELAX_PATIENCE))
-        point = space.project(x, point - rate * grad / scale)
     return None
