@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +23,28 @@ OVERCLAIM_RTOL = 1e-3
 OVERCLAIM_ATOL = 1e-5
 """A lower bound above a verified flip by more than this (the tolerance of
 :attr:`mmargin.results.SampleResult.exact`) is an over-claim, not solver round-off."""
+
+
+@torch.no_grad()
+def bisect_scale(
+    model: ModelAdapter, goal: Goal, labels: Tensor, targets: Tensor | None,
+    point: Callable[[Tensor], Tensor], steps: int, like: Tensor,
+) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """Bisection on each sample's scale t ∈ [0, 1] of a flip toward the clean input, one
+    forward pass a step: ``point(t)`` is the model's input at scales ``t`` (``(B,)``, dtype
+    and device of ``like``). Returns the smallest scale a pass saw flip (1 where none did)
+    and the scores there (those of the first pass where none did; ``None`` after 0 steps)."""
+    lo = torch.zeros(like.shape[0], device=like.device, dtype=like.dtype)
+    hi = torch.ones_like(lo)
+    scores: Tensor | None = None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        got = model(point(mid))
+        adv = goal.is_adversarial(got, labels, targets)
+        scores = got if scores is None else torch.where(adv.unsqueeze(1), got, scores)
+        hi = torch.where(adv, mid, hi)
+        lo = torch.where(adv, lo, mid)
+    return hi, scores
 
 
 @torch.no_grad()
@@ -46,14 +68,11 @@ def line_search(
     (a search on a relaxation may hold a point that is no flip once finalised).
     """
     batch = x.shape[0]
-    lo = torch.zeros(batch, device=x.device, dtype=x.dtype)
-    hi = torch.ones(batch, device=x.device, dtype=x.dtype)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        candidate = space.finalize(x, x + delta * per_sample(mid, delta))
-        adv = goal.is_adversarial(model(candidate), labels, targets)
-        hi = torch.where(adv, mid, hi)
-        lo = torch.where(adv, lo, mid)
+
+    def point(t: Tensor) -> Tensor:
+        return space.finalize(x, x + delta * per_sample(t, delta))
+
+    hi, _ = bisect_scale(model, goal, labels, targets, point, steps, x)
     passes = torch.full((batch,), steps, dtype=torch.long, device=x.device)
     out = space.finalize(x, x + delta * per_sample(hi, delta))
     seen = hi < 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmargin.engine.finish import bisect_scale
 from mmargin.engine.passes import toward
 from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
@@ -80,17 +81,13 @@ def shrink(model: ModelAdapter, space: Space, goal: Goal, x: Tensor, labels: Ten
            delta: Tensor, passes: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Bisection on the scale ``s ∈ [0, 1]`` of each flip ``delta`` toward ``x`` with
     ``passes`` forward passes: the smallest flipping ``s·delta`` seen, ``s`` (1: none
-    smaller flipped; ``delta`` itself is returned) and the scores at it."""
-    lo = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    hi = torch.ones_like(lo)
-    scores: Tensor | None = None
-    for _ in range(passes):
-        mid = (lo + hi) / 2
-        got = model(x + space.project(x, delta * per_sample(mid, delta)))
-        adv = goal.is_adversarial(got, labels, None)
-        scores = got if scores is None else torch.where(adv.unsqueeze(1), got, scores)
-        hi = torch.where(adv, mid, hi)
-        lo = torch.where(adv, lo, mid)
+    smaller flipped; ``delta`` itself is returned) and the scores at it
+    (:func:`~mmargin.engine.finish.bisect_scale` on ``x + project(x, s·delta)``)."""
+
+    def point(s: Tensor) -> Tensor:
+        return x + space.project(x, delta * per_sample(s, delta))
+
+    hi, scores = bisect_scale(model, goal, labels, None, point, passes, x)
     out = space.project(x, delta * per_sample(hi, delta))
     return out, hi, scores if scores is not None else torch.zeros(0)
 
