@@ -66,25 +66,20 @@ def spend_unspent(
     least ``POLISH_MIN_STEPS`` left) the knapsack polish of its best flip, at most
     ``POLISH_MAX_STEPS`` long. Samples with the same steps left run together; other
     distances spend nothing."""
-    if distance.p == 2.0 and config.unspent_lr > 0:
-        least = MIN_STEPS
-    elif distance.p == 1.0 and config.unspent_polish:
-        least = POLISH_MIN_STEPS
-    else:
+    polish = distance.p == 1.0 and config.unspent_polish
+    if not polish and not (distance.p == 2.0 and config.unspent_lr > 0):
         return
     left = unspent_steps(steps, before, state)
-    if distance.p == 1.0:
+    if polish:
         left = left.clamp(max=POLISH_MAX_STEPS)  # the polish is done well before
-    ready = (left >= least) & torch.isfinite(state.best_norm)
-    dead = state.flags.get("zero_gradients")
-    if dead is not None:
-        ready &= ~dead
-    weights = l1_weights(distance, x) if distance.p == 1.0 else None
+    # both runs leave the samples without usable gradients alone themselves
+    ready = (left >= (POLISH_MIN_STEPS if polish else MIN_STEPS)) & torch.isfinite(state.best_norm)
+    weights = l1_weights(distance, x) if polish else None
     for length in sorted(set(left[ready].tolist())):
         only = ready & (left == length)
-        if weights is None:
-            lagrangian_run(model, space, distance, goal, x, labels, None, int(length), state,
-                           only=only, lr_init=config.unspent_lr)  # fmt: skip
-        else:
+        if weights is not None:
             polish_run(model, space, distance, goal, x, labels, int(length), state, weights,
                        only=only)  # fmt: skip
+        else:
+            lagrangian_run(model, space, distance, goal, x, labels, None, int(length), state,
+                           only=only, lr_init=config.unspent_lr)  # fmt: skip
