@@ -12,7 +12,7 @@ from engine_fakes import random_linear
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, lagrangian_lr
+from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, lagrangian_lr, lagrangian_run
 from mmargin.engine.leftover import spend_unspent, unspent_steps
 from mmargin.engine.polish import POLISH_MIN_STEPS
 from mmargin.engine.spec import GradientConfig
@@ -124,6 +124,32 @@ def test_a_sample_gets_the_same_result_alone_as_in_its_batch() -> None:
         alone = _search(model, x[i : i + 1], GradientConfig())
         assert int(alone.queries[0]) == int(together.queries[i])
         assert float(alone.best_norm[0]) == pytest.approx(float(together.best_norm[i]), rel=1e-4)
+
+
+def test_samples_of_different_lengths_share_one_run_as_if_each_ran_alone() -> None:
+    """``lagrangian_run(lengths=...)``, the leftover's one batched run: each sample spends
+    exactly its own steps (``steps`` = the longest) and ends where a run of exactly that
+    length, on it alone, ends (its own decay schedule), however short the others are;
+    ``only`` still leaves the other samples untouched."""
+    model, x = random_linear(7, 12, 5, 10)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    lengths = torch.tensor([8, 40, 9, 23, 40, 12, 8, 31, 17, 40])
+    only = torch.ones(len(x), dtype=torch.bool)
+    only[4] = False
+    state = SearchState.empty(x)
+    lagrangian_run(model, _space(), lp("l2"), Untargeted(), x, labels, None, 40, state,
+                   only=only, lr_init=0.2, lengths=lengths)  # fmt: skip
+    assert state.queries.tolist() == [2 * int(m) if i != 4 else 0 for i, m in enumerate(lengths)]
+    assert not bool(torch.isfinite(state.best_norm[4]))
+    for i in [0, 1, 2, 3, 5, 7, 8]:
+        alone = SearchState.empty(x[i : i + 1])
+        lagrangian_run(model, _space(), lp("l2"), Untargeted(), x[i : i + 1], labels[i : i + 1],
+                       None, int(lengths[i]), alone, lr_init=0.2)  # fmt: skip
+        assert int(alone.queries[0]) == int(state.queries[i])
+        assert torch.isfinite(alone.best_norm[0])
+        assert float(state.best_norm[i]) == pytest.approx(float(alone.best_norm[0]), rel=1e-5)
+        assert torch.allclose(state.best_delta[i], alone.best_delta[0], atol=1e-6)
 
 
 def test_a_negative_step_size_is_refused_naming_the_field() -> None:
