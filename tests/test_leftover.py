@@ -13,7 +13,7 @@ from engine_fakes import random_linear
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, lagrangian_lr, lagrangian_run
-from mmargin.engine.leftover import spend_unspent, unspent_steps
+from mmargin.engine.leftover import SECOND_MIN_STEPS, spend_unspent, unspent_steps
 from mmargin.engine.polish import POLISH_MIN_STEPS
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
@@ -61,17 +61,23 @@ def test_unspent_steps_count_what_each_sample_has_left() -> None:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_search_spends_the_probes_leftover_and_stays_on_the_closed_form(seed: int) -> None:
     """The probes leave early on a linear model (the hopeless rule), so without the second
-    run samples finish with steps unspent; with it every sample with a flip ends with
-    fewer than MIN_STEPS steps unspent, within the budget, and no flip below the exact
-    minimum nor above 1.01× it."""
+    run samples finish with steps unspent; with it every sample with a flip and at least
+    SECOND_MIN_STEPS unspent spends them all, the others (fewer left) keep their passes and
+    flips, all within the budget, and no flip below the exact minimum nor above 1.01× it."""
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         exact = _exact_l2(model, x, model(x).argmax(dim=1))
     off = _search(model, x, GradientConfig(unspent_lr=0.0))
-    assert bool((off.queries < 1000 - 2 * MIN_STEPS).any())  # the rule has work to do
     on = _search(model, x, GradientConfig())
     assert bool((on.queries <= 1000).all())
-    assert bool((on.queries[torch.isfinite(on.best_norm)] > 1000 - 2 * MIN_STEPS - 12).all())
+    full = int(on.queries.max())  # every step spent (1000, or 999 after an odd ranking cost)
+    left = torch.div(full - off.queries, 2, rounding_mode="floor")
+    long = (left >= SECOND_MIN_STEPS) & torch.isfinite(off.best_norm)
+    short = (left >= MIN_STEPS) & ~long & torch.isfinite(off.best_norm)
+    assert bool(long.any()) and bool(short.any())  # both sides of the rule are met
+    assert bool((on.queries[long] == full).all())
+    assert torch.equal(on.queries[~long], off.queries[~long])
+    assert torch.equal(on.best_norm[~long], off.best_norm[~long])
     assert bool((on.best_norm <= off.best_norm).all())  # only adds flips
     assert bool((on.best_norm >= exact * (1 - 1e-5)).all())
     assert bool((on.best_norm <= exact * 1.01).all()), (on.best_norm / exact).tolist()
@@ -80,7 +86,7 @@ def test_the_search_spends_the_probes_leftover_and_stays_on_the_closed_form(seed
 def test_the_second_run_walks_from_the_clean_input_to_the_exact_flip() -> None:
     """A state whose only flips are 3× the minimum: the run, started from the clean input
     with the larger first step, gets every sample to within 2 % of the closed form; a
-    sample without a flip, or with fewer than MIN_STEPS steps left, is not touched."""
+    sample without a flip, or with fewer than SECOND_MIN_STEPS steps left, is not touched."""
     model, x = random_linear(3, 16, 5, 8)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
@@ -88,13 +94,14 @@ def test_the_second_run_walks_from_the_clean_input_to_the_exact_flip() -> None:
     state = SearchState.empty(x)
     state.best_norm = exact * 3
     before = torch.zeros_like(state.queries)
-    state.queries[6] = 2 * (400 - MIN_STEPS + 1)  # fewer than MIN_STEPS steps left
+    state.queries[6] = 2 * (400 - SECOND_MIN_STEPS + 1)  # fewer than SECOND_MIN_STEPS left
     state.best_norm[7] = float("inf")  # no flip yet
     spend_unspent(model, _space(), lp("l2"), Untargeted(), x, labels, 400, before, state,
                   GradientConfig())  # fmt: skip
     ran = torch.arange(6)
     assert bool((state.queries[ran] == 800).all())
-    assert int(state.queries[6]) == 2 * (400 - MIN_STEPS + 1) and int(state.queries[7]) == 0
+    assert int(state.queries[6]) == 2 * (400 - SECOND_MIN_STEPS + 1)
+    assert int(state.queries[7]) == 0
     assert bool((state.best_norm[ran] >= exact[ran] * (1 - 1e-5)).all())
     assert bool((state.best_norm[ran] <= exact[ran] * 1.02).all())
     assert float(state.best_norm[6]) == pytest.approx(float(exact[6] * 3))
