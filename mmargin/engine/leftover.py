@@ -12,8 +12,9 @@ steps it has left.
 Measured on the robust tuning models (L2, 1000 passes, 100 images, pooled with
 ALMA/FMN/FAB/DDN/C&W/DeepFool): tune_cnn_fgsm 0.929 → 0.950, tune_cnn_fgsm_short 0.983 →
 0.987 (both halves of 50 up; on images 100–199, 0.950 → 0.955 and 0.962 → 0.968);
-mnist_cnn's distances are unchanged. It costs passes: ~990 per sample instead of ~865 on
-the robust models and 915 on mnist_cnn. The same steps warm-started from the best flip gained
+mnist_cnn's distances are unchanged. It cost passes: ~990 per sample instead of ~865 on
+the robust models and 915 on mnist_cnn (since :data:`SECOND_MIN_STEPS`: 983 / 975 and
+964, same flips). The same steps warm-started from the best flip gained
 ≤ 0.002, a second run with the first run's step size 0.005, and taking the second run's
 steps out of the first run's (same passes) lost. Searches whose runs spend every step
 (250 passes: the probes are too short to leave) are unchanged.
@@ -55,14 +56,14 @@ __all__ = ["SECOND_MIN_STEPS", "spend_unspent", "unspent_steps"]
 
 SECOND_MIN_STEPS = 56
 """The fewest unspent steps worth a second L2 run: shorter ones never found a smaller flip.
-Measured (L2, every sample's second run against none, 200 images, pooled with ALMA/FAB/DDN
-at 1000; per sample a gain is > 0.1 %): at 1000 passes the unspent steps are 14–72 (sums
-of the three probes' exits), and the 26 samples that gained on the two robust tuning CNNs
-all had 62 or 72 steps left, none of the 134 with 14–52 (mnist_cnn: none of 100 gained at
-any length); at 500 passes (8–26 steps left) none of 402 samples on the three models
-gained. Capping the 62–72-step runs at 48 steps lost nearly all of the gain
-(tune_cnn_fgsm 0.975 → 0.967, off 0.966): the run from the clean input needs its length to
-walk the boundary. Skipping the shorter runs saves their passes (1000 passes: 2–4 % of a
+Measured (L2, every sample's state before and after its second run, 200 images, 100 on
+mnist_cnn; a gain is > 0.1 %): at 1000 passes the unspent steps are 14–72 (sums of the
+three probes' exits); the 26 samples that gained on the two robust tuning CNNs all had 62
+or 72 steps left, and none of the 95 with 14–52 changed at all (mnist_cnn: none of its 83
+second runs gained); at 500 passes (8–26 steps left) none of 480 second runs on the three
+models changed a flip. Capping the 62–72-step runs at 48 steps lost nearly all of the gain
+(tune_cnn_fgsm 0.975 → 0.967, none 0.966): the run from the clean input needs its length to
+walk the boundary. Skipping the shorter runs saves their passes (1000 passes: 1–4 % of a
 search; 500 passes: ~8 %) at the same flips."""
 
 
