@@ -91,6 +91,15 @@ def test_short_l1_searches_give_the_steps_of_the_dropped_probes_to_the_refinemen
             assert _plan(steps, p, config) == _plan(steps, p, every), (p, steps)
 
 
+def test_short_l1_probes_never_exceed_the_configured_probes() -> None:
+    """``short_probes_l1`` is a cap: a user's ``probes = 0`` (or 1) keeps that many probes
+    in short L1 searches too, with no error about the short field."""
+    for probes in (0, 1):
+        config = GradientConfig(probes=probes)
+        _, plan = _plan(200, 1.0, config)
+        assert [leg.kind for leg in plan].count("probe") == probes
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_short_l1_search_ends_on_the_closed_form_minimum(seed: int) -> None:
     """250 and 500 passes, L1, bias-free linear models with the box out of reach: the
@@ -202,7 +211,7 @@ def test_targeted_searches_are_not_cut_to_one_run() -> None:
         ({"split_min_l1": 10**9}, "gradient.split_min_l1: expected"),
         ({"short_lagrangian": 0.95}, "gradient.short_lagrangian: expected"),
         ({"short_probes": 5, "short_probe_share": 0.3}, "short_probes \\* short_probe_share"),
-        ({"short_probes_l1": 4}, "gradient.short_probes_l1: expected at most probes"),
+        ({"short_probes_l1": -1}, "gradient.short_probes_l1: expected"),
     ],
 )
 def test_absurd_short_plans_are_refused_naming_the_field(

@@ -106,7 +106,7 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
     probes = config.short_probes if short else config.probes
     share = config.short_probe_share if short else config.probe_share
     if p == 1.0 and steps < config.short_steps:
-        probes = config.short_probes_l1
+        probes = min(probes, config.short_probes_l1)
     return legs(steps - spent, config.restarts, probes, config.first_share, share)
 
 

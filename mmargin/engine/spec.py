@@ -103,7 +103,7 @@ class GradientConfig:
     ranked; an L2 search of fewer than ``short_steps`` steps gives ``short_lagrangian`` of
     them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1) and has
     ``short_probes`` probes of ``short_probe_share``; an L1 search of fewer than
-    ``short_steps`` steps has ``short_probes_l1`` probes (of ``probe_share``), the
+    ``short_steps`` steps has at most ``short_probes_l1`` probes (of ``probe_share``), the
     steps of the others going to the refinements.
     On L2, the steps a sample's runs left unspent (probes it left early) go to a second
     Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off); on L1,
@@ -174,8 +174,6 @@ class GradientConfig:
             raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")
         if self.first_share + self.probes * self.probe_share > 1.0:
             raise ValueError("gradient: first_share + probes * probe_share must be <= 1")
-        if self.short_probes_l1 > self.probes:
-            raise ValueError("gradient.short_probes_l1: expected at most probes")
         if self.first_share + self.short_probes * self.short_probe_share > 1.0:
             raise ValueError(
                 "gradient: first_share + short_probes * short_probe_share must be <= 1"
