@@ -4,6 +4,7 @@ the Lagrangian run's share): pinned by behaviour, on every step count and distan
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -60,6 +61,71 @@ def test_only_short_l2_searches_follow_the_short_plan() -> None:
     for steps in (config.short_steps, 495, 5000):
         assert not is_short(steps, 2.0, config)
     assert not any(is_short(120, p, config) for p in (1.0, math.inf, 0.0))
+
+
+def test_short_l1_searches_give_the_steps_of_the_dropped_probes_to_the_refinements() -> None:
+    """Below ``short_steps`` an L1 search has ``short_probes_l1`` probes (of the usual
+    share) and its refinements get what the other probes would have had; from there on,
+    and on every other distance at every length, the plan is the one with every probe."""
+    config = GradientConfig()
+    every = dataclasses.replace(config, short_probes_l1=config.probes)
+    assert 0 < config.short_steps < 495  # 1000 passes keep the full plan
+    for steps in range(split_steps(1.0, config), 1000):
+        lagrange, plan = _plan(steps, 1.0, config)
+        lagrange_all, plan_all = _plan(steps, 1.0, every)
+        assert lagrange == lagrange_all
+        if steps >= config.short_steps:
+            assert plan == plan_all, steps
+            continue
+        kinds = [leg.kind for leg in plan]
+        assert kinds.count("probe") <= config.short_probes_l1
+        first = [leg.steps for leg in plan if leg.kind == "first"]
+        assert first == [leg.steps for leg in plan_all if leg.kind == "first"]
+        refine = sum(leg.steps for leg in plan if leg.kind == "refine")
+        dropped = sum(leg.steps for leg in plan_all if leg.kind == "probe") - sum(
+            leg.steps for leg in plan if leg.kind == "probe"
+        )
+        assert refine == sum(leg.steps for leg in plan_all if leg.kind == "refine") + dropped
+    for p in (2.0, math.inf, 0.0):
+        for steps in range(2, 1000, 7):
+            assert _plan(steps, p, config) == _plan(steps, p, every), (p, steps)
+
+
+def test_short_l1_probes_never_exceed_the_configured_probes() -> None:
+    """``short_probes_l1`` is a cap: a user's ``probes = 0`` (or 1) keeps that many probes
+    in short L1 searches too, with no error about the short field."""
+    for probes in (0, 1):
+        config = GradientConfig(probes=probes)
+        _, plan = _plan(200, 1.0, config)
+        assert [leg.kind for leg in plan].count("probe") == probes
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_short_l1_search_ends_on_the_closed_form_minimum(seed: int) -> None:
+    """250 and 500 passes, L1, bias-free linear models with the box out of reach: the
+    search with fewer probes ends within 1 % of the exact minimal L1 flip
+    ``min_j (z_y − z_j) / ‖w_y − w_j‖_∞``, never below it, within the budget, and no
+    sample ends worse than the plan with every probe by more than that 1 %."""
+    model, x, labels = _linear(seed, 24, 6)
+    with torch.no_grad():
+        z = model(x)
+    w = model.weight.detach()
+    gaps = z.gather(1, labels[:, None]) - z
+    ratio = gaps / (w[labels][:, None, :] - w[None, :, :]).abs().amax(dim=2).clamp(min=1e-12)
+    ratio[torch.arange(len(x)), labels] = float("inf")
+    exact = ratio.min(dim=1).values
+    for passes in (250, 500):
+        found = []
+        for config in (GradientConfig(), GradientConfig(short_probes_l1=3)):
+            streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+            state = gradient.gradient_search(model, box(-1e3, 1e3), lp("l1"), Untargeted(), x,
+                                             labels, None, passes, config, streams,
+                                             6)  # fmt: skip
+            assert bool((state.queries <= passes).all())
+            assert bool((state.best_norm >= exact * (1 - 1e-5)).all())
+            assert bool((state.best_norm <= exact * 1.01).all()), (passes, state.best_norm / exact)
+            found.append(state.best_norm)
+        assert bool((found[0] <= found[1] * 1.01).all())
 
 
 @pytest.mark.parametrize("p", NORMS)
@@ -145,6 +211,7 @@ def test_targeted_searches_are_not_cut_to_one_run() -> None:
         ({"split_min_l1": 10**9}, "gradient.split_min_l1: expected"),
         ({"short_lagrangian": 0.95}, "gradient.short_lagrangian: expected"),
         ({"short_probes": 5, "short_probe_share": 0.3}, "short_probes \\* short_probe_share"),
+        ({"short_probes_l1": -1}, "gradient.short_probes_l1: expected"),
     ],
 )
 def test_absurd_short_plans_are_refused_naming_the_field(

@@ -19,7 +19,10 @@ on the Lagrangian run and has two class probes instead of three. L∞ keeps the 
 every budget (one plain run lost there at 250 passes in session 4: mnist_cnn 0.988 →
 0.92). L1 splits from ~150 passes: a plain run up to ~600 passes was mixed on the tuning
 models at 250 and 500 (mnist_cnn down 0.02, the robust CNNs up) and lost on the
-evaluation models (bench/results/image.md's history, session 5).
+evaluation models (bench/results/image.md's history, session 5). Under ~800 passes an L1
+search has two probes instead of three, the third's steps going to the refinements of
+the best flip (the robust CNNs' L1 flips keep shrinking there; one probe or none lost on
+mnist_cnn and digits_mlp, whose nearest class a probe finds).
 
 Nothing here is per model: the plan is a function of the steps and the distance only,
 the shares are fractions of the steps left after ranking, and every choice is per sample
@@ -96,10 +99,14 @@ def is_short(steps: int, p: float, config: GradientConfig) -> bool:
 def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) -> list[Leg]:
     """The runs of a class-aware search of ``steps`` steps (after ranking) on the Lp
     distance ``p``, ``spent`` of which go to the Lagrangian run: :func:`legs` over the
-    rest, with the short plan's probes where :func:`is_short` says so for ``steps``."""
+    rest, with the short plan's probes where :func:`is_short` says so for ``steps``; a
+    short L1 search (under ``short_steps``) has ``short_probes_l1`` probes, and the
+    steps of the others go to the refinements of the best flip."""
     short = is_short(steps, p, config)
     probes = config.short_probes if short else config.probes
     share = config.short_probe_share if short else config.probe_share
+    if p == 1.0 and steps < config.short_steps:
+        probes = min(probes, config.short_probes_l1)
     return legs(steps - spent, config.restarts, probes, config.first_share, share)
 
 
