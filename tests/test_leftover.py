@@ -12,8 +12,8 @@ from engine_fakes import random_linear
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, lagrangian_lr
-from mmargin.engine.leftover import spend_unspent, unspent_steps
+from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, lagrangian_lr, lagrangian_run
+from mmargin.engine.leftover import SECOND_MIN_STEPS, spend_unspent, unspent_steps
 from mmargin.engine.polish import POLISH_MIN_STEPS
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
@@ -61,17 +61,23 @@ def test_unspent_steps_count_what_each_sample_has_left() -> None:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_search_spends_the_probes_leftover_and_stays_on_the_closed_form(seed: int) -> None:
     """The probes leave early on a linear model (the hopeless rule), so without the second
-    run samples finish with steps unspent; with it every sample with a flip ends with
-    fewer than MIN_STEPS steps unspent, within the budget, and no flip below the exact
-    minimum nor above 1.01× it."""
+    run samples finish with steps unspent; with it every sample with a flip and at least
+    SECOND_MIN_STEPS unspent spends them all, the others (fewer left) keep their passes and
+    flips, all within the budget, and no flip below the exact minimum nor above 1.01× it."""
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         exact = _exact_l2(model, x, model(x).argmax(dim=1))
     off = _search(model, x, GradientConfig(unspent_lr=0.0))
-    assert bool((off.queries < 1000 - 2 * MIN_STEPS).any())  # the rule has work to do
     on = _search(model, x, GradientConfig())
     assert bool((on.queries <= 1000).all())
-    assert bool((on.queries[torch.isfinite(on.best_norm)] > 1000 - 2 * MIN_STEPS - 12).all())
+    full = int(on.queries.max())  # every step spent (1000, or 999 after an odd ranking cost)
+    left = torch.div(full - off.queries, 2, rounding_mode="floor")
+    long = (left >= SECOND_MIN_STEPS) & torch.isfinite(off.best_norm)
+    short = (left >= MIN_STEPS) & ~long & torch.isfinite(off.best_norm)
+    assert bool(long.any()) and bool(short.any())  # both sides of the rule are met
+    assert bool((on.queries[long] == full).all())
+    assert torch.equal(on.queries[~long], off.queries[~long])
+    assert torch.equal(on.best_norm[~long], off.best_norm[~long])
     assert bool((on.best_norm <= off.best_norm).all())  # only adds flips
     assert bool((on.best_norm >= exact * (1 - 1e-5)).all())
     assert bool((on.best_norm <= exact * 1.01).all()), (on.best_norm / exact).tolist()
@@ -80,7 +86,7 @@ def test_the_search_spends_the_probes_leftover_and_stays_on_the_closed_form(seed
 def test_the_second_run_walks_from_the_clean_input_to_the_exact_flip() -> None:
     """A state whose only flips are 3× the minimum: the run, started from the clean input
     with the larger first step, gets every sample to within 2 % of the closed form; a
-    sample without a flip, or with fewer than MIN_STEPS steps left, is not touched."""
+    sample without a flip, or with fewer than SECOND_MIN_STEPS steps left, is not touched."""
     model, x = random_linear(3, 16, 5, 8)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
@@ -88,13 +94,14 @@ def test_the_second_run_walks_from_the_clean_input_to_the_exact_flip() -> None:
     state = SearchState.empty(x)
     state.best_norm = exact * 3
     before = torch.zeros_like(state.queries)
-    state.queries[6] = 2 * (400 - MIN_STEPS + 1)  # fewer than MIN_STEPS steps left
+    state.queries[6] = 2 * (400 - SECOND_MIN_STEPS + 1)  # fewer than SECOND_MIN_STEPS left
     state.best_norm[7] = float("inf")  # no flip yet
     spend_unspent(model, _space(), lp("l2"), Untargeted(), x, labels, 400, before, state,
                   GradientConfig())  # fmt: skip
     ran = torch.arange(6)
     assert bool((state.queries[ran] == 800).all())
-    assert int(state.queries[6]) == 2 * (400 - MIN_STEPS + 1) and int(state.queries[7]) == 0
+    assert int(state.queries[6]) == 2 * (400 - SECOND_MIN_STEPS + 1)
+    assert int(state.queries[7]) == 0
     assert bool((state.best_norm[ran] >= exact[ran] * (1 - 1e-5)).all())
     assert bool((state.best_norm[ran] <= exact[ran] * 1.02).all())
     assert float(state.best_norm[6]) == pytest.approx(float(exact[6] * 3))
@@ -124,6 +131,32 @@ def test_a_sample_gets_the_same_result_alone_as_in_its_batch() -> None:
         alone = _search(model, x[i : i + 1], GradientConfig())
         assert int(alone.queries[0]) == int(together.queries[i])
         assert float(alone.best_norm[0]) == pytest.approx(float(together.best_norm[i]), rel=1e-4)
+
+
+def test_samples_of_different_lengths_share_one_run_as_if_each_ran_alone() -> None:
+    """``lagrangian_run(lengths=...)``, the leftover's one batched run: each sample spends
+    exactly its own steps (``steps`` = the longest) and ends where a run of exactly that
+    length, on it alone, ends (its own decay schedule), however short the others are;
+    ``only`` still leaves the other samples untouched."""
+    model, x = random_linear(7, 12, 5, 10)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    lengths = torch.tensor([8, 40, 9, 23, 40, 12, 8, 31, 17, 40])
+    only = torch.ones(len(x), dtype=torch.bool)
+    only[4] = False
+    state = SearchState.empty(x)
+    lagrangian_run(model, _space(), lp("l2"), Untargeted(), x, labels, None, 40, state,
+                   only=only, lr_init=0.2, lengths=lengths)  # fmt: skip
+    assert state.queries.tolist() == [2 * int(m) if i != 4 else 0 for i, m in enumerate(lengths)]
+    assert not bool(torch.isfinite(state.best_norm[4]))
+    for i in [0, 1, 2, 3, 5, 7, 8]:
+        alone = SearchState.empty(x[i : i + 1])
+        lagrangian_run(model, _space(), lp("l2"), Untargeted(), x[i : i + 1], labels[i : i + 1],
+                       None, int(lengths[i]), alone, lr_init=0.2)  # fmt: skip
+        assert int(alone.queries[0]) == int(state.queries[i])
+        assert torch.isfinite(alone.best_norm[0])
+        assert float(state.best_norm[i]) == pytest.approx(float(alone.best_norm[0]), rel=1e-5)
+        assert torch.allclose(state.best_delta[i], alone.best_delta[0], atol=1e-6)
 
 
 def test_a_negative_step_size_is_refused_naming_the_field() -> None:

@@ -189,13 +189,17 @@ def lagrangian_run(
     start: Tensor | None = None,
     only: Tensor | None = None,
     lr_init: float = LR_INIT,
+    lengths: Tensor | None = None,
 ) -> None:
     """Spend ``steps`` steps (2 passes each) per searching sample, recording every flip in
     ``state``. ``against``: drive the pairwise loss toward these classes instead of the
     goal's loss (the flip criterion stays the goal's). ``start``: the perturbation to
     start from (the best flip so far, say) instead of the clean input. ``only``: run these
     samples (a boolean mask) and leave the others untouched. ``lr_init``: the first step
-    size, as a share of each input's largest magnitude."""
+    size, as a share of each input's largest magnitude. ``lengths``: per sample, how many of
+    the ``steps`` it takes (its run decays over its own length, as if run alone for
+    exactly those steps); a sample leaves the batch when its steps are done, so samples of
+    different lengths share one batched run (:mod:`mmargin.engine.leftover`)."""
     batch = x.shape[0]
     dead = state.flags.get("zero_gradients")
     rows = torch.arange(batch, device=x.device)
@@ -217,12 +221,27 @@ def lagrangian_run(
     magnitude = xi.flatten(1).abs().amax(dim=1)
     lr = lr_init * torch.where(magnitude > 0, magnitude, ones)
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
+    own = lengths[rows] if lengths is not None else None
     first = torch.full((n,), float(steps), device=x.device, dtype=x.dtype)
     previous = ones
-    reduction = decay(steps, start is None)
+    reduction: float | Tensor = decay(steps, start is None)
+    if own is not None:  # each sample decays over its own length
+        first = own.to(x.dtype)
+        rates = [decay(int(m), start is None) for m in own.tolist()]
+        reduction = torch.tensor(rates, device=x.device, dtype=x.dtype)
     # L1: the distance's proximal step (soft-thresholding) instead of its subgradient
     weights = l1_weights(distance, xi) if distance.p == 1.0 else None
     for k in range(steps):
+        if own is not None and not bool((own > k).all()):  # their own steps are done
+            keep = own > k
+            if not bool(keep.any()):
+                return
+            rows, xi, yi, delta, square, moment, mu, rho, lr, found, first, previous, own = (
+                v[keep] for v in (rows, xi, yi, delta, square, moment, mu, rho, lr, found,
+                                  first, previous, own))  # fmt: skip
+            reduction = reduction[keep] if isinstance(reduction, Tensor) else reduction
+            ti = ti[keep] if ti is not None else None
+            ai = ai[keep] if ai is not None else None
         d = delta.clone().requires_grad_(True)
         scores = model(xi + d)
         loss = goal.loss(scores, yi, ti) if ai is None else toward(scores, yi, ai)
@@ -254,10 +273,11 @@ def lagrangian_run(
         # the box blocks (zeroing them there lost ground on the robust tuning model);
         # the projection below keeps the box and the frozen coordinates
         grad = torch.nan_to_num(grad)
-        span = (steps - first).clamp(min=1)
+        span = ((steps if own is None else own) - first).clamp(min=1)
         t = (k - first).clamp(min=0) / span  # 0 at the first flip, 1 at the end
         step = lr * reduction**t
-        if reduction > LR_REDUCTION:  # the tail: down to LR_REDUCTION by the end
+        # the tail: down to LR_REDUCTION by the end (a factor 1 where already there)
+        if isinstance(reduction, Tensor) or reduction > LR_REDUCTION:
             step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
         square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
         moment.mul_(AVERAGE).addcdiv_(grad, square.sqrt().add_(1e-8))

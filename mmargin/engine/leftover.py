@@ -6,21 +6,26 @@ spent ~865 of its passes per sample. Their final flips come almost always from t
 Lagrangian run, and which basin that run settles in depends on its path: a second run
 from the clean input with a larger first step (``GradientConfig.unspent_lr``, twice the
 first run's) reaches other flips. So after the planned runs, every sample that has a
-flip and at least :data:`~mmargin.engine.lagrangian.MIN_STEPS` steps left runs that second
-run for exactly the steps it has left.
+flip and at least :data:`SECOND_MIN_STEPS` steps left runs that second run for exactly the
+steps it has left.
 
 Measured on the robust tuning models (L2, 1000 passes, 100 images, pooled with
 ALMA/FMN/FAB/DDN/C&W/DeepFool): tune_cnn_fgsm 0.929 → 0.950, tune_cnn_fgsm_short 0.983 →
 0.987 (both halves of 50 up; on images 100–199, 0.950 → 0.955 and 0.962 → 0.968);
-mnist_cnn's distances are unchanged. It costs passes: ~990 per sample instead of ~865 on
-the robust models and 915 on mnist_cnn. The same steps warm-started from the best flip gained
+mnist_cnn's distances are unchanged. It cost passes: ~990 per sample instead of ~865 on
+the robust models and 915 on mnist_cnn (since :data:`SECOND_MIN_STEPS`: 983 / 975 and
+964, same flips). The same steps warm-started from the best flip gained
 ≤ 0.002, a second run with the first run's step size 0.005, and taking the second run's
 steps out of the first run's (same passes) lost. Searches whose runs spend every step
 (250 passes: the probes are too short to leave) are unchanged.
 
 The plan stays a function of the steps and the distance; the lengths are each sample's
-own (its queries), and each group of samples with the same steps left runs together with
-per-sample arithmetic, so a sample's result never depends on the rest of its batch.
+own (its queries). On L2 all samples share one batched run in which each decays over its
+own length and leaves when its steps are done (``lagrangian_run(lengths=...)``): the same
+flips, bit for bit, as one run per distinct length, which on small groups paid the step's
+fixed cost once per group (7–9 groups of one run's length on the tuning models; a LeNet
+Lagrangian step costs ~4 ms at batch 1 against ~0.25 ms per row at batch 200). Per-sample
+arithmetic throughout, so a sample's result never depends on the rest of its batch.
 
 On L1 the unspent steps go to the knapsack polish of the best flip
 (:mod:`mmargin.engine.polish`; ``GradientConfig.unspent_polish``). Its first version took
@@ -40,14 +45,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mmargin.engine.lagrangian import MIN_STEPS, l1_weights, lagrangian_run
+from mmargin.engine.lagrangian import l1_weights, lagrangian_run
 from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-__all__ = ["spend_unspent", "unspent_steps"]
+__all__ = ["SECOND_MIN_STEPS", "spend_unspent", "unspent_steps"]
+
+SECOND_MIN_STEPS = 56
+"""The fewest unspent steps worth a second L2 run: shorter ones never found a smaller flip.
+Measured (L2, every sample's state before and after its second run, 200 images, 100 on
+mnist_cnn; a gain is > 0.1 %): at 1000 passes the unspent steps are 14–72 (sums of the
+three probes' exits); the 26 samples that gained on the two robust tuning CNNs all had 62
+or 72 steps left, and none of the 95 with 14–52 changed at all (mnist_cnn: none of its 83
+second runs gained); at 500 passes (8–26 steps left) none of 480 second runs on the three
+models changed a flip. Capping the 62–72-step runs at 48 steps lost nearly all of the gain
+(tune_cnn_fgsm 0.975 → 0.967, none 0.966): the run from the clean input needs its length to
+walk the boundary. Skipping the shorter runs saves their passes (1000 passes: 1–4 % of a
+search; 500 passes: ~8 %) at the same flips."""
 
 
 def unspent_steps(steps: int, before: Tensor, state: SearchState) -> Tensor:
@@ -61,11 +78,11 @@ def spend_unspent(
     labels: Tensor, steps: int, before: Tensor, state: SearchState, config: GradientConfig,
 ) -> None:  # fmt: skip
     """Give each sample that has a flip its unspent steps (:func:`unspent_steps`): on L2
-    (``config.unspent_lr`` > 0, at least ``MIN_STEPS`` left) a Lagrangian run from the
-    clean input, first step ``config.unspent_lr``; on L1 (``config.unspent_polish``, at
+    (``config.unspent_lr`` > 0, at least :data:`SECOND_MIN_STEPS` left) a Lagrangian run
+    from the clean input, first step ``config.unspent_lr``; on L1 (``config.unspent_polish``, at
     least ``POLISH_MIN_STEPS`` left) the knapsack polish of its best flip, at most
-    ``POLISH_MAX_STEPS`` long. Samples with the same steps left run together; other
-    distances spend nothing."""
+    ``POLISH_MAX_STEPS`` long. L2: one batched run, each sample for its own steps; L1:
+    samples with the same steps left run together; other distances spend nothing."""
     polish = distance.p == 1.0 and config.unspent_polish
     if not polish and not (distance.p == 2.0 and config.unspent_lr > 0):
         return
@@ -73,13 +90,15 @@ def spend_unspent(
     if polish:
         left = left.clamp(max=POLISH_MAX_STEPS)  # the polish is done well before
     # both runs leave the samples without usable gradients alone themselves
-    ready = (left >= (POLISH_MIN_STEPS if polish else MIN_STEPS)) & torch.isfinite(state.best_norm)
-    weights = l1_weights(distance, x) if polish else None
+    least = POLISH_MIN_STEPS if polish else SECOND_MIN_STEPS
+    ready = (left >= least) & torch.isfinite(state.best_norm)
+    if not polish:  # one batched run: each sample leaves it when its own steps are done
+        if bool(ready.any()):
+            lagrangian_run(model, space, distance, goal, x, labels, None,
+                           int(left[ready].max()), state, only=ready, lr_init=config.unspent_lr,
+                           lengths=left)  # fmt: skip
+        return
+    weights = l1_weights(distance, x)
     for length in sorted(set(left[ready].tolist())):
-        only = ready & (left == length)
-        if weights is not None:
-            polish_run(model, space, distance, goal, x, labels, int(length), state, weights,
-                       only=only)  # fmt: skip
-        else:
-            lagrangian_run(model, space, distance, goal, x, labels, None, int(length), state,
-                           only=only, lr_init=config.unspent_lr)  # fmt: skip
+        polish_run(model, space, distance, goal, x, labels, int(length), state, weights,
+                   only=ready & (left == length))  # fmt: skip
