@@ -100,7 +100,7 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
     """The runs of a class-aware search of ``steps`` steps (after ranking) on the Lp
     distance ``p``, ``spent`` of which go to the Lagrangian run: :func:`legs` over the
     rest, with the short plan's probes where :func:`is_short` says so for ``steps``; a
-    short L1 search (under ``short_steps``) has ``short_probes_l1`` probes, and the
+    short L1 search (under ``short_steps``) has at most ``short_probes_l1`` probes, and the
     steps of the others go to the refinements of the best flip."""
     short = is_short(steps, p, config)
     probes = config.short_probes if short else config.probes
