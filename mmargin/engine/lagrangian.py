@@ -222,10 +222,12 @@ def lagrangian_run(
     lr = lr_init * torch.where(magnitude > 0, magnitude, ones)
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     own = lengths[rows] if lengths is not None else None
-    first = torch.full((n,), float(steps), device=x.device, dtype=x.dtype)
     previous = ones
-    reduction: float | Tensor = decay(steps, start is None)
-    if own is not None:  # each sample decays over its own length
+    reduction: float | Tensor
+    if own is None:
+        first = torch.full((n,), float(steps), device=x.device, dtype=x.dtype)
+        reduction = decay(steps, start is None)
+    else:  # each sample decays over its own length
         first = own.to(x.dtype)
         rates = [decay(int(m), start is None) for m in own.tolist()]
         reduction = torch.tensor(rates, device=x.device, dtype=x.dtype)
