@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmargin.l1ball import threshold
 from mmargin.protocols import Distance, l2_scale
 from mmargin.ranking import top_mask
 
@@ -49,38 +50,24 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     """Euclidean projection of each row onto the L1 ball of radius ``eps``: soft
     thresholding ``v − clamp(v, −θ, θ)`` at the θ ≥ 0 where ``Σ max(|v| − θ, 0) = eps``.
 
-    θ is found without sorting by Michelot's method (Newton's method on that piecewise
-    linear function, from below): ``θ ← (Σ_{|v|>θ} |v| − eps) / #{|v| > θ}``, which never
-    overshoots and stops, exactly, once the set ``|v| > θ`` no longer changes — a handful
-    of passes over the rows instead of a sort (Duchi et al. 2008 sort, O(D log D)).
-    Rows already inside the ball keep θ = 0 (unchanged). Only float arithmetic: on CPU,
-    boolean masks of a whole batch cost several times a float pass. Each pass writes one
-    reused buffer and updates θ in place (a pass of a 100-image batch is a few dozen µs,
-    so its small per-row operations weigh too); every number is as in the plain form
-    ``θ + (Σ − eps) / count`` (``tests/test_projection_l1.py`` pins it against that form).
+    Only the rows outside the ball are touched (on the engine's iterates most rows are
+    inside: they are returned as they are, bit for bit); their θ comes from one sort per
+    row (:func:`mmargin.l1ball.threshold`, Duchi et al. 2008; numpy's sort on CPU), not
+    from Michelot's pass-per-update iteration. A batch wholly inside is ``flat`` itself.
     """
-    size = flat.abs()
-    total = size.sum(dim=1)
-    if bool((total <= eps).all()):
+    total = flat.abs().sum(dim=1)
+    outside = ~(total <= eps)  # NaN sums count as outside, as they did
+    if not bool(outside.any()):
         return flat
-    width = flat.shape[1]
-    theta = ((total - eps) / width).clamp_(min=0)
-    count = torch.full_like(total, float(width))
-    excess = torch.empty_like(size)  # one buffer for every pass; small updates in place
-    for _ in range(width + 1):  # finite: the active set shrinks at every pass
-        torch.sub(size, theta.unsqueeze(1), out=excess).clamp_(min=0)  # max(|v| − θ, 0)
-        over = excess.sum(dim=1).sub_(eps)  # Σ max(|v| − θ, 0) − eps ≥ 0 below the answer
-        kept = excess.sign_().sum(dim=1)  # #{|v| > θ}
-        # θ at the row's largest |v| (eps = 0, or rounding) leaves nothing above it: done
-        empty = kept == 0
-        kept = torch.where(empty, count, kept)
-        if torch.equal(kept, count):
-            break
-        count = kept
-        # the Newton step θ + over / #{|v| > θ}, the same as Michelot's mean update
-        theta = torch.where(empty, theta, over.div_(kept).add_(theta).clamp_(min=0))
-    theta = theta.unsqueeze(1)
-    return flat - flat.clamp(min=-theta, max=theta)
+    if bool(outside.all()):
+        theta = threshold(flat.abs(), eps).unsqueeze(1)
+        return flat - flat.clamp(min=-theta, max=theta)
+    rows = outside.nonzero().squeeze(1)
+    part = flat[rows]
+    theta = threshold(part.abs(), eps[rows]).unsqueeze(1)
+    out = flat.clone()
+    out[rows] = part - part.clamp(min=-theta, max=theta)
+    return out
 
 
 def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:

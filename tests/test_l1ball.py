@@ -1,0 +1,155 @@
+"""The L1 ball's soft-threshold level and projection against exact oracles: θ from rational
+arithmetic (``fractions.Fraction`` on the float inputs: no rounding at all), and the
+projection's optimality (KKT) conditions, on awkward rows: ties, zero radius, zeros,
+active sets wider than the first look (``TOP``), float32 and float64, mixed batches."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from mmargin.distances import _project_l1
+from mmargin.l1ball import TOP, _threshold_torch, threshold
+
+
+def _exact_theta(row: list[float], eps: float) -> Fraction:
+    """θ ≥ 0 with Σ max(|v| − θ, 0) = ε, exactly (0 when the row is inside the ball)."""
+    mags = sorted((Fraction(abs(v)) for v in row), reverse=True)
+    radius = Fraction(eps)
+    if sum(mags) <= radius:
+        return Fraction(0)
+    running = Fraction(0)
+    for j, s in enumerate(mags, start=1):
+        running += s
+        theta = (running - radius) / j
+        after = mags[j] if j < len(mags) else Fraction(0)
+        if s >= theta >= after:
+            return max(theta, Fraction(0))
+    raise AssertionError("no breakpoint interval holds θ")  # none for ε < 0 only
+
+
+def _rows(seed: int, dtype: torch.dtype, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    flat = torch.randn(12, width, generator=g, dtype=dtype)
+    flat[1] = flat[1].sign() * 0.5  # every magnitude tied
+    flat[2] = (flat[2] * 2).round() / 2  # ties among a few levels
+    flat[3, : width // 2] = 0.0  # half zeros (and -0 below)
+    flat[3, : width // 4] = -0.0
+    flat[4] = 1.0 + 0.01 * flat[4].abs()  # nearly flat: a wide active set
+    flat[5] *= 1e-30  # tiny magnitudes
+    eps = torch.rand(12, generator=g, dtype=dtype) * flat.abs().sum(dim=1)
+    eps[4] = 0.9 * float(flat[4].abs().sum())  # most coordinates stay active
+    eps[6] = 0.0  # a zero radius: the projection is 0
+    eps[7] = float(flat[7].abs().max()) * 0.5  # the top coordinate alone
+    return flat, eps
+
+
+def _close(got: float, want: Fraction, dtype: torch.dtype, scale: float) -> bool:
+    """``got`` within a few roundings of ``want`` (relative to the row's magnitudes)."""
+    unit = float(torch.finfo(dtype).eps)
+    return abs(Fraction(got) - want) <= Fraction(8 * unit * max(scale, 1e-300))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [1, 2, 7, 60, 300])
+@pytest.mark.parametrize("seed", range(3))
+def test_threshold_is_the_exact_level(seed: int, width: int, dtype: torch.dtype) -> None:
+    flat, eps = _rows(seed, dtype, width)
+    size = flat.abs()
+    outside = size.sum(dim=1) > eps
+    got = threshold(size[outside], eps[outside])
+    via_torch = _threshold_torch(size[outside], eps[outside]).to(dtype)
+    assert got.dtype == dtype
+    for theta, other, row, radius in zip(
+        got.tolist(), via_torch.tolist(), flat[outside].tolist(), eps[outside].tolist(), strict=True
+    ):
+        want = _exact_theta(row, radius)
+        scale = sum(abs(v) for v in row)
+        assert _close(theta, want, dtype, scale), (theta, float(want))
+        assert _close(other, want, dtype, scale), (other, float(want))
+
+
+def test_wide_active_sets_widen_the_look() -> None:
+    """Rows whose active count passes ``TOP`` (and 4·TOP) get the exact level too."""
+    g = torch.Generator().manual_seed(1)
+    width = 40 * TOP
+    flat = 1.0 + 0.001 * torch.rand(3, width, generator=g, dtype=torch.float64)
+    total = flat.sum(dim=1)
+    eps = total * torch.tensor([0.99, 0.5, 0.001], dtype=torch.float64)
+    got = threshold(flat, eps)
+    for theta, row, radius in zip(got.tolist(), flat.tolist(), eps.tolist(), strict=True):
+        want = _exact_theta(row, radius)
+        assert _close(theta, want, torch.float64, sum(row)), (theta, float(want))
+    active = (flat > got.unsqueeze(1)).sum(dim=1)
+    assert int(active[0]) > 4 * TOP  # the widening ran
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit patterns (so −0 and +0 differ)."""
+    return np.array_equal(a.numpy().view(np.uint8), b.numpy().view(np.uint8))
+
+
+def _kkt(v: torch.Tensor, w: torch.Tensor, eps: float, dtype: torch.dtype) -> None:
+    """``w`` is the nearest point of the L1 ball to ``v`` (v outside): on the sphere,
+    a soft threshold of ``v`` at one level θ ≥ 0 that every zeroed |v_i| is below."""
+    unit = float(torch.finfo(dtype).eps)
+    scale = float(v.abs().sum())
+    tol = 16 * unit * max(scale, 1e-300)
+    assert abs(float(w.abs().sum()) - eps) <= tol
+    assert bool((w * v >= 0).all())  # same signs
+    assert bool((w.abs() <= v.abs()).all())
+    kept = w != 0
+    if bool(kept.any()):
+        gaps = (v.abs() - w.abs())[kept]
+        theta = float(gaps.mean())
+        assert float((gaps - theta).abs().max()) <= tol  # one level for every kept entry
+        zeroed = v.abs()[~kept]
+        assert float(zeroed.max()) <= theta + tol if zeroed.numel() else True  # below θ
+        assert float(v.abs()[kept].min()) >= theta - tol
+    else:
+        assert eps <= tol  # only a zero radius zeroes a whole row outside the ball
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [1, 5, 60, 784])
+@pytest.mark.parametrize("seed", range(3))
+def test_projection_meets_the_optimality_conditions(
+    seed: int, width: int, dtype: torch.dtype
+) -> None:
+    flat, eps = _rows(seed, dtype, width)
+    eps[8] = flat[8].abs().sum() + 1  # one row inside the ball
+    out = _project_l1(flat, eps)
+    for i in range(flat.shape[0]):
+        if bool(flat[i].abs().sum() <= eps[i]):
+            # rows inside the ball come back bit for bit (the sign of zero included)
+            assert torch.equal(out[i].view(-1).abs().sign(), flat[i].view(-1).abs().sign())
+            assert _same_bits(out[i], flat[i])
+        else:
+            _kkt(flat[i].double(), out[i].double(), float(eps[i]), dtype)
+
+
+def test_mixed_batch_touches_only_the_rows_outside() -> None:
+    g = torch.Generator().manual_seed(3)
+    flat = torch.randn(9, 50, generator=g)
+    flat[0, :5] = -0.0
+    total = flat.abs().sum(dim=1)
+    eps = torch.where(torch.arange(9) % 3 == 0, total * 0.3, total + 1)
+    out = _project_l1(flat, eps)
+    for i in range(9):
+        if i % 3:
+            assert _same_bits(out[i], flat[i])
+        else:
+            _kkt(flat[i].double(), out[i].double(), float(eps[i]), torch.float32)
+    assert _project_l1(flat, total + 1) is flat  # a batch wholly inside: the same tensor
+
+
+def test_zero_radius_and_ties() -> None:
+    flat = torch.tensor([[0.5, -0.5, 0.5, -0.5], [3.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, -0.0]])
+    eps = torch.tensor([0.0, 1.0, 1.0])
+    out = _project_l1(flat, eps)
+    assert torch.equal(out[0].abs(), torch.zeros(4))
+    assert torch.equal(out[1], torch.tensor([1.0, 0.0, 0.0, 0.0]))  # θ = 2, exactly
+    assert torch.equal(out[2], torch.tensor([0.5, 0.5, 0.0, 0.0]))  # θ = 1.5: a tie kept whole
