@@ -25,15 +25,19 @@ TOP = 64
 def _threshold_numpy(size: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """θ per row of ``size`` (magnitudes, 2-D, finite) for radii ``eps`` (float64).
 
-    The test at ``j`` reads only the ``j`` largest magnitudes, so the running sums start
-    on the ``TOP`` largest only and widen (×4) while a row's active count reaches the
-    width looked at (the engine's rows keep a few dozen coordinates of 784)."""
-    ordered = np.sort(size, axis=1)  # ascending: the largest are the last columns
+    The test at ``j`` reads only the ``j`` largest magnitudes, so the sort and the running
+    sums start on the ``TOP`` largest only (picked by a partition) and widen (×4) while a
+    row's active count reaches the width looked at (the engine's rows keep a few dozen
+    coordinates of 784)."""
     width = size.shape[1]
     rows = np.arange(size.shape[0])
     look = min(width, TOP)
     while True:
-        top = ordered[:, : width - look - 1 if look < width else None : -1]  # largest first
+        if look < width:  # a partition puts the ``look`` largest last (linear time)
+            part = np.partition(size, width - look, axis=1)[:, width - look :]
+        else:
+            part = size
+        top = np.sort(part, axis=1)[:, ::-1]  # largest first
         cums = np.cumsum(top, axis=1, dtype=np.float64)
         ranks = np.arange(1, look + 1, dtype=np.float64)
         active = top * ranks > cums - eps[:, None]
