@@ -33,10 +33,9 @@ def _threshold_numpy(size: np.ndarray, eps: np.ndarray) -> np.ndarray:
     rows = np.arange(size.shape[0])
     look = min(width, TOP)
     while True:
-        if look < width:  # a partition puts the ``look`` largest last (linear time)
-            part = np.partition(size, width - look, axis=1)[:, width - look :]
-        else:
-            part = size
+        # a partition puts the ``look`` largest last (linear time); then sort only those
+        cut = width - look
+        part = np.partition(size, cut, axis=1)[:, cut:] if cut > 0 else size
         top = np.sort(part, axis=1)[:, ::-1]  # largest first
         cums = np.cumsum(top, axis=1, dtype=np.float64)
         ranks = np.arange(1, look + 1, dtype=np.float64)

@@ -153,3 +153,15 @@ def test_zero_radius_and_ties() -> None:
     assert torch.equal(out[0].abs(), torch.zeros(4))
     assert torch.equal(out[1], torch.tensor([1.0, 0.0, 0.0, 0.0]))  # θ = 2, exactly
     assert torch.equal(out[2], torch.tensor([0.5, 0.5, 0.0, 0.0]))  # θ = 1.5: a tie kept whole
+
+
+def test_a_non_finite_row_leaves_the_others_exact() -> None:
+    """A NaN or infinite row (the torch path) never spoils the other rows' projection."""
+    g = torch.Generator().manual_seed(5)
+    flat = torch.randn(4, 30, generator=g, dtype=torch.float64)
+    flat[1, 3] = float("nan")
+    flat[2, 7] = float("inf")
+    eps = torch.full((4,), 2.0, dtype=torch.float64)
+    out = _project_l1(flat, eps)
+    for i in (0, 3):
+        _kkt(flat[i], out[i], 2.0, torch.float64)
