@@ -56,18 +56,15 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     from Michelot's pass-per-update iteration. A batch wholly inside is ``flat`` itself.
     """
     total = flat.abs().sum(dim=1)
-    outside = ~(total <= eps)  # NaN sums count as outside, as they did
-    if not bool(outside.any()):
+    rows = (~(total <= eps)).nonzero().squeeze(1)  # NaN sums count as outside, as they did
+    if rows.numel() == 0:
         return flat
-    if bool(outside.all()):
+    if rows.numel() == flat.shape[0]:
         theta = threshold(flat.abs(), eps).unsqueeze(1)
         return flat - flat.clamp(min=-theta, max=theta)
-    rows = outside.nonzero().squeeze(1)
     part = flat[rows]
     theta = threshold(part.abs(), eps[rows]).unsqueeze(1)
-    out = flat.clone()
-    out[rows] = part - part.clamp(min=-theta, max=theta)
-    return out
+    return flat.index_copy(0, rows, part - part.clamp(min=-theta, max=theta))
 
 
 def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:

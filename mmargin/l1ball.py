@@ -69,7 +69,10 @@ def threshold(size: Tensor, eps: Tensor) -> Tensor:
     with a non-finite entry get a non-finite or meaningless θ (NaN spreads)."""
     if size.device.type == "cpu" and size.dtype in (torch.float32, torch.float64):
         array = size.detach().numpy()
-        if np.isfinite(array).all():
-            radii = eps.detach().numpy().astype(np.float64)
-            return torch.from_numpy(_threshold_numpy(array, radii).astype(array.dtype))
+        radii = eps.detach().numpy().astype(np.float64)
+        theta = _threshold_numpy(array, radii)
+        # a NaN or infinite magnitude makes θ non-finite (NaN sorts last, ∞ sums to ∞):
+        # those batches take the torch path, whose NaN handling is torch's own
+        if np.isfinite(theta).all():
+            return torch.from_numpy(theta.astype(array.dtype))
     return _threshold_torch(size, eps).to(size.dtype)
