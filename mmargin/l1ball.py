@@ -64,9 +64,8 @@ def _threshold_torch(size: Tensor, eps: Tensor) -> Tensor:
 def threshold(size: Tensor, eps: Tensor) -> Tensor:
     """The soft-threshold level θ ≥ 0 of each row of ``size`` (``|v|``, 2-D) for the L1
     ball of radius ``eps`` (one per row), in ``size``'s dtype: ``Σ max(|v| − θ, 0) = ε``
-    to rounding for rows outside the ball. Meant for rows outside it (a row inside gets
-    θ ≤ 0 clamped to 0 only when ``ε`` is at least its sum; the caller skips those). Rows
-    with a non-finite entry get a non-finite or meaningless θ (NaN spreads)."""
+    to rounding for rows outside the ball; a row inside it (``ε`` at least its sum) gets
+    θ = 0. Rows with a non-finite entry get a non-finite or meaningless θ (NaN spreads)."""
     if size.device.type == "cpu" and size.dtype in (torch.float32, torch.float64):
         array = size.detach().numpy()
         radii = eps.detach().numpy().astype(np.float64)
