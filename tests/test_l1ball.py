@@ -165,3 +165,9 @@ def test_a_non_finite_row_leaves_the_others_exact() -> None:
     out = _project_l1(flat, eps)
     for i in (0, 3):
         _kkt(flat[i], out[i], 2.0, torch.float64)
+
+
+def test_rows_inside_the_ball_get_level_zero() -> None:
+    size = torch.tensor([[0.5, 0.25, 0.0], [1.0, 1.0, 1.0]])
+    assert torch.equal(threshold(size, size.sum(dim=1) + 0.5), torch.zeros(2))
+    assert torch.equal(threshold(size, size.sum(dim=1)), torch.zeros(2))  # on the sphere
