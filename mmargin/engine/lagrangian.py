@@ -283,10 +283,11 @@ def lagrangian_run(
         if isinstance(reduction, Tensor) or reduction > LR_REDUCTION:
             step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
         square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
-        moment.mul_(AVERAGE).addcdiv_(grad, square.sqrt().add_(1e-8))
+        root = square.sqrt().add_(1e-8)  # RMSProp's denominator, also the prox's
+        moment.mul_(AVERAGE).addcdiv_(grad, root)
         scaled = per_sample(step, moment)
         delta = delta - moment * scaled
         if weights is not None and k > 0:  # soft-thresholding: L1's proximal map
-            cut = scaled * weights / square.sqrt().add_(1e-8)
-            delta = delta.sign() * (delta.abs() - cut).clamp(min=0)
+            cut = scaled * weights / root
+            delta = (delta.abs() - cut).clamp_(min=0).mul_(delta.sign())
         delta = space.project(xi, delta)
