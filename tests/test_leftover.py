@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 import torch
-from engine_fakes import random_linear
+from engine_fakes import copy_state, random_linear, relu_flips
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
@@ -216,37 +216,17 @@ def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps
     than POLISH_MIN_STEPS untouched), on a ReLU network where the polish's steps differ.
     Float64: in float32 a matrix product of 3 rows can differ in the last bit from the same
     rows in a larger batch (BLAS kernels by size), which would blur "bit for bit"."""
-    gen = torch.Generator().manual_seed(11)
-    net = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-    net = net.double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
-    n, steps = 36, 100
-    x = 0.2 + 0.6 * torch.rand(n, 10, generator=gen, dtype=torch.float64)
-    with torch.no_grad():
-        labels = net(x).argmax(dim=1)
+    net, x, labels, start = relu_flips(11, 36)
+    steps = 100
     space, distance = box(0.0, 1.0), lp("l1")
-    start = SearchState.empty(x)
-    for _ in range(30):  # random corners of the box until most inputs have a flip
-        corner = space.project(x, torch.randn(n, 10, generator=gen, dtype=torch.float64).sign())
-        with torch.no_grad():
-            scores = net(x + corner)
-        rows = ((scores.argmax(dim=1) != labels) & ~torch.isfinite(start.best_norm)).nonzero()
-        rows = rows.squeeze(1)
-        start.record(rows, distance.norm(corner[rows]), corner[rows], scores[rows])
     left = torch.tensor([3, 4, 5, 9, 16, 30, 7, 12, 6] * 4)  # unspent steps per sample
     start.queries = 2 * (steps - left)
     before = torch.zeros_like(start.queries)
 
-    def copy() -> SearchState:
-        return SearchState(start.best_delta.clone(), start.best_norm.clone(),
-                           start.best_class.clone(), start.queries.clone())  # fmt: skip
-
-    batched = copy()
+    batched = copy_state(start)
     spend_unspent(net, space, distance, Untargeted(), x, labels, steps, before, batched,
                   GradientConfig())  # fmt: skip
-    grouped = copy()  # the oracle: one polish_run per distinct count, as before
+    grouped = copy_state(start)  # the oracle: one polish_run per distinct count, as before
     capped = left.clamp(max=POLISH_MAX_STEPS)
     ready = (capped >= POLISH_MIN_STEPS) & torch.isfinite(start.best_norm)
     for length in sorted(set(capped[ready].tolist())):

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_fakes import random_linear
+from engine_fakes import copy_state, random_linear, relu_flips
 from scipy.optimize import linprog
 
 from mmargin.distances import lp
@@ -182,42 +182,12 @@ def test_the_shrink_bisects_the_scale_of_a_flip_to_the_boundary() -> None:
     assert bool((scale == 1).all()) and torch.allclose(out, edge, atol=1e-6)
 
 
-def _relu_flips(n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, SearchState]:
-    """A random ReLU network (float64), ``n`` inputs, their labels and a state holding a
-    random flip of every input that has one (linearisations there miss: the polish takes
-    many steps, each different)."""
-    gen = torch.Generator().manual_seed(5)
-    net = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-    net = net.double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
-    x = 0.2 + 0.6 * torch.rand(n, 10, generator=gen, dtype=torch.float64)
-    with torch.no_grad():
-        labels = net(x).argmax(dim=1)
-    space, distance = box(0.0, 1.0), lp("l1")
-    state = SearchState.empty(x)
-    for _ in range(30):  # random corners of the box until most inputs have a flip
-        start = space.project(x, torch.randn(n, 10, generator=gen, dtype=torch.float64).sign())
-        with torch.no_grad():
-            scores = net(x + start)
-        new = (scores.argmax(dim=1) != labels) & ~torch.isfinite(state.best_norm)
-        rows = new.nonzero().squeeze(1)
-        state.record(rows, distance.norm(start[rows]), start[rows], scores[rows])
-    return net, x, labels, state
-
-
-def _clone(state: SearchState, rows: slice) -> SearchState:
-    return SearchState(state.best_delta[rows].clone(), state.best_norm[rows].clone(),
-                       state.best_class[rows].clone(), state.queries[rows].clone())  # fmt: skip
-
-
 def test_samples_of_different_lengths_share_one_polish_as_if_each_ran_alone() -> None:
     """``polish_run(lengths=...)``, the leftover's one batched polish: each sample spends
     exactly its own steps and ends where a polish of exactly that length, on it alone, ends;
     samples outside ``only`` or with fewer than POLISH_MIN_STEPS steps are untouched. The
     lengths matter: run for the longest length, some samples end elsewhere."""
-    net, x, labels, start = _relu_flips(40)
+    net, x, labels, start = relu_flips(5, 40)
     space, distance = box(0.0, 1.0), lp("l1")
     weights = l1_weights(distance, x)
     longest = 16
@@ -225,7 +195,7 @@ def test_samples_of_different_lengths_share_one_polish_as_if_each_ran_alone() ->
                             7, 6, 11] * 4)  # fmt: skip
     only = torch.ones(len(x), dtype=torch.bool)
     only[4] = False
-    state = _clone(start, slice(None))
+    state = copy_state(start, slice(None))
     polish_run(net, space, distance, Untargeted(), x, labels, longest, state, weights,
                only=only, lengths=lengths)  # fmt: skip
     flip = torch.isfinite(start.best_norm)
@@ -237,13 +207,13 @@ def test_samples_of_different_lengths_share_one_polish_as_if_each_ran_alone() ->
     differs = 0
     for i in touched.nonzero().squeeze(1).tolist():
         row = slice(i, i + 1)
-        alone = _clone(start, row)
+        alone = copy_state(start, row)
         polish_run(net, space, distance, Untargeted(), x[row], labels[row], int(lengths[i]),
                    alone, weights)  # fmt: skip
         assert int(alone.queries[0]) == int(state.queries[i])
         assert float(state.best_norm[i]) == pytest.approx(float(alone.best_norm[0]), rel=1e-12)
         assert torch.allclose(state.best_delta[i], alone.best_delta[0], rtol=0, atol=1e-12)
-        full = _clone(start, row)
+        full = copy_state(start, row)
         polish_run(net, space, distance, Untargeted(), x[row], labels[row], longest, full,
                    weights)  # fmt: skip
         differs += float(full.best_norm[0]) < float(alone.best_norm[0]) * (1 - 1e-9)
