@@ -42,6 +42,8 @@ samples whose probes left early, at most ``POLISH_MAX_STEPS`` steps each.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -52,7 +54,13 @@ from mmargin.engine.state import SearchState
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
 
-__all__ = ["SECOND_MIN_STEPS", "spend_unspent", "unspent_steps"]
+__all__ = [
+    "REFINE_MIN_STEPS",
+    "SECOND_MIN_STEPS",
+    "spend_unspent",
+    "spend_unspent_refine",
+    "unspent_steps",
+]
 
 SECOND_MIN_STEPS = 56
 """The fewest unspent steps worth a second L2 run: shorter ones never found a smaller flip.
@@ -65,6 +73,11 @@ models changed a flip. Capping the 62–72-step runs at 48 steps lost nearly all
 (tune_cnn_fgsm 0.975 → 0.967, none 0.966): the run from the clean input needs its length to
 walk the boundary. Skipping the shorter runs saves their passes (1000 passes: 1–4 % of a
 search; 500 passes: ~8 %) at the same flips."""
+
+
+REFINE_MIN_STEPS = 8
+"""The fewest unspent steps worth a second ε-ball refinement (L∞): a shorter run cannot
+anneal (the probes' own floor, :func:`mmargin.engine.passes.legs`)."""
 
 
 def unspent_steps(steps: int, before: Tensor, state: SearchState) -> Tensor:
@@ -102,3 +115,16 @@ def spend_unspent(
     for length in sorted(set(left[ready].tolist())):
         polish_run(model, space, distance, goal, x, labels, int(length), state, weights,
                    only=ready & (left == length))  # fmt: skip
+
+
+def spend_unspent_refine(
+    steps: int, before: Tensor, state: SearchState, refine: Callable[[Tensor, int], None]
+) -> None:
+    """Give each sample that has a flip and at least :data:`REFINE_MIN_STEPS` unspent steps
+    (:func:`unspent_steps`) exactly those steps as one more refinement of its best flip:
+    ``refine(rows, length)`` runs the samples ``rows`` (a boolean mask) for ``length``
+    steps; samples with the same steps left run together, longest first."""
+    left = unspent_steps(steps, before, state)
+    ready = (left >= REFINE_MIN_STEPS) & torch.isfinite(state.best_norm)
+    for length in sorted(set(left[ready].tolist()), reverse=True):
+        refine(ready & (left == length), int(length))
