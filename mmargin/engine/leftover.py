@@ -1,4 +1,5 @@
-"""The steps a sample's runs left unspent: a second Lagrangian run (L2), a polish (L1).
+"""The steps a sample's runs left unspent: a second Lagrangian run (L2), a polish (L1), a
+refinement toward the runner-up class (L∞, off by default).
 
 A class probe lets a sample leave early once the probe's class is hopeless
 (:mod:`mmargin.engine.legstop`), so on adversarially trained models a 1000-pass L2 search
@@ -38,6 +39,20 @@ as it was, and the polish records only smaller verified flips, so no sample's be
 from the search gets larger (the driver's final line search starts from it, and on one of
 50 MILP-checked points of the evaluation digits MLP ended 0.03 % higher); it reaches the
 samples whose probes left early, at most ``POLISH_MAX_STEPS`` steps each.
+
+On L∞ (``GradientConfig.unspent_refine``, off by default) the unspent steps go to one more
+ε-ball refinement of the best flip, driving the pairwise loss toward the runner-up class:
+the nearest ranked class other than the best flip's (:func:`spend_unspent_refine`, the run
+itself is the gradient search's). The probes pick the class the refinement drives toward,
+and an exit can drop the right one: on the audio keyword spotter (8000-sample waveforms,
+bench/run_audio.sh) the first probe of 9 of 111 clips was still over 1.5× the best norm
+at 30 % of its steps and left, although by its end it beat the first run, so the
+refinement went toward the farther class and those clips ended 0.8–1.9 dB louder (median
+dB_x −68.28 → −67.91, 806 passes/clip). With this run: −68.27, 19 clips quieter by
+> 0.1 dB and none louder, 999 passes/clip. Refining toward the best flip's own class
+instead gained ≤ 0.05 dB. Off by default because on the MNIST tuning models (L∞ @1000,
+200 images pooled with FMN and FAB) it moved no pooled optimality (1–2 samples of 200
+better by > 0.1 %) while spending the 3–8 % of passes the exits save.
 """
 
 from __future__ import annotations
