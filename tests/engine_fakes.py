@@ -15,8 +15,11 @@ import torch
 from torch import Tensor
 
 from mmargin.adapters import CallableAdapter, TorchAdapter
+from mmargin.distances import lp
 from mmargin.engine.spec import DiscreteConfig
+from mmargin.engine.state import SearchState
 from mmargin.protocols import Edit, Encoding, ProblemBase, Ranking
+from mmargin.spaces import box
 
 
 class _Backward(torch.autograd.Function):
@@ -74,6 +77,37 @@ def random_linear(seed: int, d: int, k: int, n: int) -> tuple[torch.nn.Linear, T
         model.weight.copy_(torch.randn(k, d, generator=gen))
         model.bias.zero_()
     return model, 0.3 + 0.4 * torch.rand(n, d, generator=gen)
+
+
+def relu_flips(seed: int, n: int) -> tuple[torch.nn.Module, Tensor, Tensor, SearchState]:
+    """A random float64 ReLU network (10 inputs, 3 classes), ``n`` inputs in the box
+    [0, 1]^10, their labels and a state holding a random corner-of-the-box L1 flip of every
+    input that has one (linearisations there miss, so an L1 polish takes many steps)."""
+    gen = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    net = net.double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    x = 0.2 + 0.6 * torch.rand(n, 10, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        labels = net(x).argmax(dim=1)
+    space, distance = box(0.0, 1.0), lp("l1")
+    state = SearchState.empty(x)
+    for _ in range(30):  # random corners of the box until most inputs have a flip
+        corner = space.project(x, torch.randn(n, 10, generator=gen, dtype=torch.float64).sign())
+        with torch.no_grad():
+            scores = net(x + corner)
+        new = (scores.argmax(dim=1) != labels) & ~torch.isfinite(state.best_norm)
+        rows = new.nonzero().squeeze(1)
+        state.record(rows, distance.norm(corner[rows]), corner[rows], scores[rows])
+    return net, x, labels, state
+
+
+def copy_state(state: SearchState, rows: slice = slice(None)) -> SearchState:
+    """The rows ``rows`` of ``state`` (best flips and passes), copied."""
+    return SearchState(state.best_delta[rows].clone(), state.best_norm[rows].clone(),
+                       state.best_class[rows].clone(), state.queries[rows].clone())  # fmt: skip
 
 
 def continuous_data(n: int, seed: int = 1, d: int = 6) -> np.ndarray:

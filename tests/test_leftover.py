@@ -8,13 +8,13 @@ import dataclasses
 
 import pytest
 import torch
-from engine_fakes import random_linear
+from engine_fakes import copy_state, random_linear, relu_flips
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, lagrangian_lr, lagrangian_run
+from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, l1_weights, lagrangian_lr, lagrangian_run
 from mmargin.engine.leftover import SECOND_MIN_STEPS, spend_unspent, unspent_steps
-from mmargin.engine.polish import POLISH_MIN_STEPS
+from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
@@ -208,3 +208,31 @@ def test_the_l1_polish_on_the_leftover_only_ever_improves_a_search(seed: int) ->
     assert bool((on.best_norm[polished] <= exact[polished] * 1.001).all()), (on.best_norm / exact)[
         polished
     ].tolist()
+
+
+def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps() -> None:
+    """L1: one batched polish ends, bit for bit, where one polish per distinct number of
+    unspent steps ends (each sample's steps capped at POLISH_MAX_STEPS, those with fewer
+    than POLISH_MIN_STEPS untouched), on a ReLU network where the polish's steps differ.
+    Float64: in float32 a matrix product of 3 rows can differ in the last bit from the same
+    rows in a larger batch (BLAS kernels by size), which would blur "bit for bit"."""
+    net, x, labels, start = relu_flips(11, 36)
+    steps = 100
+    space, distance = box(0.0, 1.0), lp("l1")
+    left = torch.tensor([3, 4, 5, 9, 16, 30, 7, 12, 6] * 4)  # unspent steps per sample
+    start.queries = 2 * (steps - left)
+    before = torch.zeros_like(start.queries)
+
+    batched = copy_state(start)
+    spend_unspent(net, space, distance, Untargeted(), x, labels, steps, before, batched,
+                  GradientConfig())  # fmt: skip
+    grouped = copy_state(start)  # the oracle: one polish_run per distinct count, as before
+    capped = left.clamp(max=POLISH_MAX_STEPS)
+    ready = (capped >= POLISH_MIN_STEPS) & torch.isfinite(start.best_norm)
+    for length in sorted(set(capped[ready].tolist())):
+        polish_run(net, space, distance, Untargeted(), x, labels, int(length), grouped,
+                   l1_weights(distance, x), only=ready & (capped == length))  # fmt: skip
+    assert int(ready.sum()) >= 20 and len(set(capped[ready].tolist())) >= 5
+    for name in ("best_norm", "best_delta", "best_class", "queries"):
+        assert torch.equal(getattr(batched, name), getattr(grouped, name)), name
+    assert bool((batched.best_norm < start.best_norm).any())  # it does polish

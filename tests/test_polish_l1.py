@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_fakes import random_linear
+from engine_fakes import copy_state, random_linear, relu_flips
 from scipy.optimize import linprog
 
 from mmargin.distances import lp
@@ -180,3 +180,41 @@ def test_the_shrink_bisects_the_scale_of_a_flip_to_the_boundary() -> None:
     edge = direction * (reach * (1 + 1e-4))[:, None]
     out, scale, _ = shrink(model, space, Untargeted(), x, labels, edge, 4)
     assert bool((scale == 1).all()) and torch.allclose(out, edge, atol=1e-6)
+
+
+def test_samples_of_different_lengths_share_one_polish_as_if_each_ran_alone() -> None:
+    """``polish_run(lengths=...)``, the leftover's one batched polish: each sample spends
+    exactly its own steps and ends where a polish of exactly that length, on it alone, ends;
+    samples outside ``only`` or with fewer than POLISH_MIN_STEPS steps are untouched. The
+    lengths matter: run for the longest length, some samples end elsewhere."""
+    net, x, labels, start = relu_flips(5, 40)
+    space, distance = box(0.0, 1.0), lp("l1")
+    weights = l1_weights(distance, x)
+    longest = 16
+    lengths = torch.tensor([POLISH_MIN_STEPS, longest, 5, 9, longest, 12, POLISH_MIN_STEPS - 1,
+                            7, 6, 11] * 4)  # fmt: skip
+    only = torch.ones(len(x), dtype=torch.bool)
+    only[4] = False
+    state = copy_state(start, slice(None))
+    polish_run(net, space, distance, Untargeted(), x, labels, longest, state, weights,
+               only=only, lengths=lengths)  # fmt: skip
+    flip = torch.isfinite(start.best_norm)
+    touched = flip & only & (lengths >= POLISH_MIN_STEPS)
+    assert int(touched.sum()) >= 20
+    want = [2 * int(m) if t else 0 for m, t in zip(lengths, touched, strict=True)]
+    assert state.queries.tolist() == want
+    assert torch.equal(state.best_norm[~touched], start.best_norm[~touched])
+    differs = 0
+    for i in touched.nonzero().squeeze(1).tolist():
+        row = slice(i, i + 1)
+        alone = copy_state(start, row)
+        polish_run(net, space, distance, Untargeted(), x[row], labels[row], int(lengths[i]),
+                   alone, weights)  # fmt: skip
+        assert int(alone.queries[0]) == int(state.queries[i])
+        assert float(state.best_norm[i]) == pytest.approx(float(alone.best_norm[0]), rel=1e-12)
+        assert torch.allclose(state.best_delta[i], alone.best_delta[0], rtol=0, atol=1e-12)
+        full = copy_state(start, row)
+        polish_run(net, space, distance, Untargeted(), x[row], labels[row], longest, full,
+                   weights)  # fmt: skip
+        differs += float(full.best_norm[0]) < float(alone.best_norm[0]) * (1 - 1e-9)
+    assert differs >= 3  # a longer polish than its own would have moved these samples

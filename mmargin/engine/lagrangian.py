@@ -45,6 +45,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmargin.engine.ownsteps import compact, running
 from mmargin.engine.passes import is_short, toward
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, per_sample
@@ -234,13 +235,13 @@ def lagrangian_run(
     # L1: the distance's proximal step (soft-thresholding) instead of its subgradient
     weights = l1_weights(distance, xi) if distance.p == 1.0 else None
     for k in range(steps):
-        if own is not None and not bool((own > k).all()):  # their own steps are done
-            keep = own > k
+        # some samples' own steps are done: they leave the batch (.ownsteps)
+        if own is not None and (keep := running(own, k)) is not None:
             if not bool(keep.any()):
                 return
             rows, xi, yi, delta, square, moment, mu, rho, lr, found, first, previous, own = (
-                v[keep] for v in (rows, xi, yi, delta, square, moment, mu, rho, lr, found,
-                                  first, previous, own))  # fmt: skip
+                compact(keep, rows, xi, yi, delta, square, moment, mu, rho, lr, found, first,
+                        previous, own))  # fmt: skip
             reduction = reduction[keep] if isinstance(reduction, Tensor) else reduction
             ti = ti[keep] if ti is not None else None
             ai = ai[keep] if ai is not None else None
@@ -282,10 +283,11 @@ def lagrangian_run(
         if isinstance(reduction, Tensor) or reduction > LR_REDUCTION:
             step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
         square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
-        moment.mul_(AVERAGE).addcdiv_(grad, square.sqrt().add_(1e-8))
+        root = square.sqrt().add_(1e-8)  # RMSProp's denominator, also the prox's
+        moment.mul_(AVERAGE).addcdiv_(grad, root)
         scaled = per_sample(step, moment)
         delta = delta - moment * scaled
         if weights is not None and k > 0:  # soft-thresholding: L1's proximal map
-            cut = scaled * weights / square.sqrt().add_(1e-8)
-            delta = delta.sign() * (delta.abs() - cut).clamp(min=0)
+            cut = scaled * weights / root
+            delta = (delta.abs() - cut).clamp_(min=0).mul_(delta.sign())
         delta = space.project(xi, delta)

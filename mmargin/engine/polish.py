@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.finish import bisect_scale
+from mmargin.engine.ownsteps import compact, running
 from mmargin.engine.passes import toward
 from mmargin.engine.state import SearchState, per_sample
 from mmargin.goals import Goal
@@ -116,20 +117,28 @@ def polish_run(
     state: SearchState,
     weights: Tensor,
     only: Tensor | None = None,
+    lengths: Tensor | None = None,
 ) -> None:
     """Spend ``steps`` steps (2 passes each; at least 4) polishing every sample's best flip (those
     without one, or without usable gradients, are left alone), recording each smaller
     verified flip in ``state``. ``weights``: each coordinate's L1 cost per unit; ``only``:
-    the samples to polish (all by default)."""
-    keep = torch.isfinite(state.best_norm) & (state.best_class >= 0)
+    the samples to polish (all by default). ``lengths``: per sample, how many of the
+    ``steps`` it takes (a sample with fewer than :data:`POLISH_MIN_STEPS` is left alone);
+    it leaves the batch when they are done and ends where a polish of exactly its length,
+    on it alone, ends (:mod:`mmargin.engine.ownsteps`)."""
+    if steps < POLISH_MIN_STEPS:
+        return
+    chosen = torch.isfinite(state.best_norm) & (state.best_class >= 0)
     if only is not None:
-        keep &= only
-    keep &= state.best_class != labels
+        chosen &= only
+    if lengths is not None:
+        chosen &= lengths >= POLISH_MIN_STEPS
+    chosen &= state.best_class != labels
     dead = state.flags.get("zero_gradients")
     if dead is not None:
-        keep &= ~dead
-    rows = keep.nonzero().squeeze(1)
-    if rows.numel() == 0 or steps < POLISH_MIN_STEPS:
+        chosen &= ~dead
+    rows = chosen.nonzero().squeeze(1)
+    if rows.numel() == 0:
         return
     xi, yi, ci = x[rows], labels[rows], state.best_class[rows]
     n = rows.numel()
@@ -144,7 +153,16 @@ def polish_run(
     state.queries[rows] += 2
     t = torch.ones(n, dtype=x.dtype, device=x.device)
     over = torch.full_like(t, OVERSHOOT)
-    for _ in range(steps - 1 - SHRINK // 2):
+    # the knapsack steps each sample takes after the bisection and the first linearisation
+    own = lengths[rows].clamp(max=steps) - 1 - SHRINK // 2 if lengths is not None else None
+    for k in range(steps - 1 - SHRINK // 2):
+        # some samples' own steps are done: they leave the batch
+        if own is not None and (keep := running(own, k)) is not None:
+            if not bool(keep.any()):
+                return
+            rows, xi, yi, ci, base, grad, loss, t, over, own = compact(
+                keep, rows, xi, yi, ci, base, grad, loss, t, over, own
+            )
         # the room from the clean input to the bound, against the gradient
         room = space.project(xi, -grad.sign() * FAR).abs().flatten(1)
         g = grad.flatten(1)
