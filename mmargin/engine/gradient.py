@@ -25,7 +25,7 @@ from mmargin.engine.lagrangian import (
     lagrangian_slot,
     lagrangian_steps,
 )
-from mmargin.engine.leftover import spend_unspent
+from mmargin.engine.leftover import spend_unspent, spend_unspent_refine
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.passes import (
     probe_classes,
@@ -185,8 +185,17 @@ def _class_aware(
             lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
                            start=begin, lr_init=first)  # fmt: skip
     # the steps the probes' early exits left unspent: L2 a second Lagrangian run, L1 the
-    # knapsack polish of the best flip (.leftover)
+    # knapsack polish of the best flip, L∞ a refinement of it toward the runner-up class
     spend_unspent(model, space, distance, goal, x, labels, steps, before, state, config)
+    if distance.p == math.inf and config.unspent_refine:
+        # the runner-up: the nearest ranked class other than the best flip's (.leftover)
+        other = probe_classes(ranked, state.best_class, 1)[:, 0]
+
+        def refine(rows: Tensor, length: int) -> None:
+            _run_once(model, space, distance, goal, x, labels, None, length, config,
+                      state.best_delta.clone(), state, other, check=False, only=rows)  # fmt: skip
+
+        spend_unspent_refine(steps, before, state, refine)
 
 
 class _Late:
@@ -301,11 +310,13 @@ def _run_once(
     late: _Late | None = None,
     check: bool = True,
     stop: LegStop | None = None,
+    only: Tensor | None = None,
 ) -> None:
     """``steps`` adaptive-ε steps from ``x + start``, recording every improvement in
     ``state`` (see the module docstring); ``against`` (per sample) drives the pairwise loss
     toward that class, ``late`` watches the final run, ``check`` flags unusable gradients
-    at the first step, ``stop`` lets samples leave the run early (:mod:`.legstop`).
+    at the first step, ``stop`` lets samples leave the run early (:mod:`.legstop`),
+    ``only`` (a boolean mask) runs those samples and leaves the others untouched.
 
     The step is kept close to a bare forward + backward (``bench/overhead.py``): while every
     sample searches, batch rows are views and ``delta`` is rebound, not copied; updates of
@@ -322,11 +333,13 @@ def _run_once(
     # searches them with decisions instead)
     dead = state.flags.get("zero_gradients")
     active = torch.ones(batch, dtype=torch.bool, device=x.device) if dead is None else ~dead
+    if only is not None:
+        active &= only
     stall = torch.zeros(batch, dtype=torch.long, device=x.device)
     free = space.free_dims(x)
     # no patience and every sample searching: nothing stops early unless a sample's first
     # step finds no usable gradient, so the step loop need not wait on the device to know
-    whole = config.patience <= 0 and dead is None and stop is None
+    whole = config.patience <= 0 and dead is None and stop is None and only is None
     host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
     # a goal may read its flip test off the loss the step has already computed
     flipped: Callable[[Tensor, Tensor], Tensor] | None = getattr(goal, "flipped", None)

@@ -108,7 +108,8 @@ class GradientConfig:
     On L2, the steps a sample's runs left unspent (probes it left early) go to a second
     Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off); on L1,
     with ``unspent_polish``, to the knapsack polish of the best flip
-    (:mod:`mmargin.engine.polish`; both :mod:`mmargin.engine.leftover`).
+    (:mod:`mmargin.engine.polish`; both :mod:`mmargin.engine.leftover`); on L∞, with
+    ``unspent_refine``, to a second refinement of the best flip toward its class.
 
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
@@ -143,6 +144,7 @@ class GradientConfig:
     lagrangian_l1: float = 0.15
     unspent_lr: float = 0.2
     unspent_polish: bool = True
+    unspent_refine: bool = False
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -165,6 +167,10 @@ class GradientConfig:
         check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
         check_float("gradient", "lagrangian_l1", self.lagrangian_l1, 0.0, 0.9)
         check_float("gradient", "unspent_lr", self.unspent_lr, 0.0, 10.0)
+        if not isinstance(self.unspent_refine, bool):
+            raise ValueError(
+                f"gradient.unspent_refine: expected true or false, got {self.unspent_refine!r}"
+            )
         if not isinstance(self.unspent_polish, bool):
             raise ValueError(
                 f"gradient.unspent_polish: expected true or false, got {self.unspent_polish!r}"

@@ -1,0 +1,147 @@
+"""The L∞ leftover (:func:`mmargin.engine.leftover.spend_unspent_refine`): the steps the
+probes' early exits left go to a refinement of the best flip toward the runner-up class,
+checked against the closed-form minimal L∞ flip of a linear model (the box out of reach:
+``min_j (z_y − z_j) / ‖w_y − w_j‖₁``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from engine_fakes import random_linear
+
+from mmargin.distances import lp
+from mmargin.engine.gradient import _run_once, gradient_search
+from mmargin.engine.leftover import REFINE_MIN_STEPS, spend_unspent_refine
+from mmargin.engine.spec import GradientConfig
+from mmargin.engine.state import SearchState, Streams
+from mmargin.goals import Untargeted
+from mmargin.spaces import ContinuousSpace, box
+
+ON = GradientConfig(unspent_refine=True)
+
+
+def _space() -> ContinuousSpace:
+    """A box out of reach of every flip (a fresh one: a box caches its tensors)."""
+    return box(-1e3, 1e3)
+
+
+def _per_class(model: torch.nn.Linear, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(n, k)``: the smallest L∞ flip of each point into each class (inf for its label)."""
+    with torch.no_grad():
+        z = model(x)
+    w = model.weight.detach()
+    gaps = z.gather(1, labels[:, None]) - z
+    dist = (w[labels][:, None, :] - w[None, :, :]).abs().sum(dim=2)
+    ratio = gaps / dist.clamp(min=1e-12)
+    ratio[torch.arange(len(x)), labels] = float("inf")
+    return ratio
+
+
+def _search(model: torch.nn.Linear, x: torch.Tensor, config: GradientConfig) -> SearchState:
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+    return gradient_search(model, _space(), lp("linf"), Untargeted(), x, labels, None, 1000,
+                           config, streams, model.weight.shape[0])  # fmt: skip
+
+
+def test_switched_off_by_default_the_exits_leave_their_steps() -> None:
+    assert GradientConfig().unspent_refine is False
+    model, x = random_linear(0, 24, 6, 12)
+    off = _search(model, x, GradientConfig())
+    assert bool((off.queries < 990).any())  # the probes' exits left steps unspent
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_leftover_spends_the_exits_steps_and_stays_on_the_closed_form(seed: int) -> None:
+    """Every planned run is the same with the leftover on, so no sample ends worse; the
+    samples with a flip and at least REFINE_MIN_STEPS left spend every step, the others keep
+    their passes and flips; no flip below the exact minimum nor above 1.01× it."""
+    model, x = random_linear(seed, 24, 6, 12)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    exact = _per_class(model, x, labels).min(dim=1).values
+    off = _search(model, x, GradientConfig())
+    on = _search(model, x, ON)
+    assert bool((on.queries <= 1000).all())
+    full = int(on.queries.max())
+    left = torch.div(full - off.queries, 2, rounding_mode="floor")
+    spent = (left >= REFINE_MIN_STEPS) & torch.isfinite(off.best_norm)
+    assert bool(spent.any())
+    assert bool((on.queries[spent] == full).all())
+    assert torch.equal(on.queries[~spent], off.queries[~spent])
+    assert torch.equal(on.best_norm[~spent], off.best_norm[~spent])
+    assert bool((on.best_norm <= off.best_norm).all())
+    assert bool((on.best_norm >= exact * (1 - 1e-5)).all())
+    assert bool((on.best_norm <= exact * 1.01).all()), (on.best_norm / exact).tolist()
+
+
+def test_a_refinement_from_a_far_flip_reaches_the_runner_up_class_minimum() -> None:
+    """A state whose best flips lie in each point's farthest class, 2× that class's own
+    minimum: refining them toward the nearest class (``_run_once(only=...)``, the leftover's
+    run) ends within 1 % of that class's closed-form minimum, never below the overall one;
+    the rows outside ``only`` are not touched."""
+    model, x = random_linear(3, 16, 5, 8)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    per = _per_class(model, x, labels)
+    far = per.masked_fill(torch.isinf(per), -1.0).argmax(dim=1)
+    near = per.argmin(dim=1)
+    assert bool((far != near).all())
+    state = SearchState.empty(x)
+    w = model.weight.detach()
+    direction = -(w[labels] - w[far]).sign()  # the L∞ flip toward the far class
+    start = direction * 2 * per.gather(1, far[:, None])
+    state.best_norm = start.abs().amax(dim=1)
+    state.best_delta = start.clone()
+    state.best_class = far.clone()
+    only = torch.ones(len(x), dtype=torch.bool)
+    only[5] = False
+    _run_once(model, _space(), lp("linf"), Untargeted(), x, labels, None, 100, GradientConfig(),
+              state.best_delta.clone(), state, near, check=False, only=only)  # fmt: skip
+    exact = per.min(dim=1).values
+    ran = only.nonzero().squeeze(1)
+    assert state.queries.tolist() == [200 if bool(o) else 0 for o in only]
+    assert float(state.best_norm[5]) == float(start[5].abs().amax())
+    assert bool((state.best_norm[ran] >= exact[ran] * (1 - 1e-5)).all())
+    assert bool((state.best_norm[ran] <= exact[ran] * 1.01).all()), (
+        state.best_norm[ran] / exact[ran]
+    ).tolist()
+
+
+def test_only_every_row_is_the_plain_run() -> None:
+    """``only`` with every row set is the run without it (same flips, same passes)."""
+    model, x = random_linear(4, 12, 4, 6)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    states = []
+    for only in (None, torch.ones(len(x), dtype=torch.bool)):
+        state = SearchState.empty(x)
+        _run_once(model, _space(), lp("linf"), Untargeted(), x, labels, None, 40,
+                  GradientConfig(), torch.zeros_like(x), state, only=only)  # fmt: skip
+        states.append(state)
+    assert torch.equal(states[0].queries, states[1].queries)
+    assert torch.allclose(states[0].best_norm, states[1].best_norm, rtol=1e-6)
+    assert torch.allclose(states[0].best_delta, states[1].best_delta, atol=1e-7)
+
+
+def test_samples_with_the_same_steps_left_run_together_for_exactly_those_steps() -> None:
+    x = torch.zeros(6, 3)
+    state = SearchState.empty(x)
+    state.best_norm = torch.tensor([1.0, 1.0, float("inf"), 1.0, 1.0, 1.0])
+    before = torch.zeros(6, dtype=torch.long)
+    left = [30, 12, 30, REFINE_MIN_STEPS - 1, 30, 0]
+    state.queries = torch.tensor([2 * (100 - n) for n in left])
+    calls: list[tuple[list[bool], int]] = []
+    spend_unspent_refine(100, before, state, lambda rows, n: calls.append((rows.tolist(), n)))
+    assert calls == [
+        ([True, False, False, False, True, False], 30),
+        ([False, True, False, False, False, False], 12),
+    ]
+
+
+def test_a_non_boolean_switch_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="unspent_refine"):
+        dataclasses.replace(GradientConfig(), unspent_refine=1)  # type: ignore[arg-type]
