@@ -109,7 +109,8 @@ class GradientConfig:
     Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off); on L1,
     with ``unspent_polish``, to the knapsack polish of the best flip
     (:mod:`mmargin.engine.polish`; both :mod:`mmargin.engine.leftover`); on L∞, with
-    ``unspent_refine``, to a second refinement of the best flip toward its class.
+    ``unspent_refine`` (off by default), to a second refinement of the best flip toward
+    the runner-up class (the nearest ranked class other than the best flip's).
 
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
