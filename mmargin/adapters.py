@@ -114,7 +114,9 @@ class TorchAdapter:
             self.module = self.module.to(self.device)
 
     def members(self) -> tuple[list[nn.Module], list[nn.Parameter]]:
-        """:func:`members_of` the module, read once per module object."""
+        """:func:`members_of` the module, read once per module object: a new ``module``
+        is read again, a submodule added in place to the same object after the first call
+        is not (replace the module, or make a new adapter, to change its layers)."""
         if self._members is None or self._members[0] is not self.module:
             self._members = (self.module, members_of(self.module))
         return self._members[1]
