@@ -55,15 +55,16 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     row (:func:`mmargin.l1ball.threshold`, Duchi et al. 2008; numpy's sort on CPU), not
     from Michelot's pass-per-update iteration. A batch wholly inside is ``flat`` itself.
     """
-    total = flat.abs().sum(dim=1)
+    size = flat.abs()
+    total = size.sum(dim=1)
     rows = (~(total <= eps)).nonzero().squeeze(1)  # NaN sums count as outside, as they did
     if rows.numel() == 0:
         return flat
     if rows.numel() == flat.shape[0]:
-        theta = threshold(flat.abs(), eps).unsqueeze(1)
+        theta = threshold(size, eps).unsqueeze(1)
         return flat - flat.clamp(min=-theta, max=theta)
     part = flat[rows]
-    theta = threshold(part.abs(), eps[rows]).unsqueeze(1)
+    theta = threshold(size[rows], eps[rows]).unsqueeze(1)
     return flat.index_copy(0, rows, part - part.clamp(min=-theta, max=theta))
 
 
