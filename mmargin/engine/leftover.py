@@ -65,6 +65,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.lagrangian import l1_weights, lagrangian_run
+from mmargin.engine.passes import ANNEAL_STEPS
 from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
@@ -92,9 +93,9 @@ walk the boundary. Skipping the shorter runs saves their passes (1000 passes: 1�
 search; 500 passes: ~8 %) at the same flips."""
 
 
-REFINE_MIN_STEPS = 8
+REFINE_MIN_STEPS = ANNEAL_STEPS
 """The fewest unspent steps worth a second ε-ball refinement (L∞): a shorter run cannot
-anneal (the probes' own floor, :func:`mmargin.engine.passes.legs`)."""
+anneal (the probes' own floor, :data:`mmargin.engine.passes.ANNEAL_STEPS`)."""
 
 
 def unspent_steps(steps: int, before: Tensor, state: SearchState) -> Tensor:

@@ -40,6 +40,7 @@ from torch import Tensor
 from mmargin.engine.spec import GradientConfig
 
 __all__ = [
+    "ANNEAL_STEPS",
     "Leg",
     "is_short",
     "legs",
@@ -49,6 +50,10 @@ __all__ = [
     "split_steps",
     "toward",
 ]
+
+ANNEAL_STEPS = 8
+"""The fewest steps an ε-ball run needs to anneal: shorter probes are dropped
+(:func:`legs`), and the L∞ leftover refines only with at least this many steps left."""
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,13 @@ def legs(steps: int, restarts: int, probes: int, first_share: float,
          probe_share: float) -> list[Leg]:  # fmt: skip
     """The runs of a class-aware search of ``steps`` steps: the first run gets
     ``first_share`` of them, each of ``probes`` probes ``probe_share``, and ``restarts``
-    refinements share the rest. Probes that would get fewer than 8 steps are dropped
-    (too short to anneal), and their steps go to the refinements. (Whether a search is
+    refinements share the rest. Probes that would get fewer than :data:`ANNEAL_STEPS` steps
+    are dropped (too short to anneal), and their steps go to the refinements. (Whether a search is
     split at all is :func:`split_steps`' call.)"""
     if restarts < 1 or steps < 2:
         return [Leg("first", steps)]
     probe = int(steps * probe_share)
-    probes = probes if probe >= 8 else 0
+    probes = probes if probe >= ANNEAL_STEPS else 0
     first = max(int(steps * first_share), 1)
     rest = steps - first - probes * probe
     per = rest // restarts
