@@ -123,15 +123,16 @@ def spend_unspent(
     # both runs leave the samples without usable gradients alone themselves
     least = POLISH_MIN_STEPS if polish else SECOND_MIN_STEPS
     ready = (left >= least) & torch.isfinite(state.best_norm)
-    if not polish:  # one batched run: each sample leaves it when its own steps are done
-        if bool(ready.any()):
-            lagrangian_run(model, space, distance, goal, x, labels, None,
-                           int(left[ready].max()), state, only=ready, lr_init=config.unspent_lr,
-                           lengths=left)  # fmt: skip
+    if not bool(ready.any()):
         return
-    if bool(ready.any()):  # one batched polish: each sample leaves it after its own steps
-        polish_run(model, space, distance, goal, x, labels, int(left[ready].max()), state,
+    # one batched call: each sample leaves it when its own steps are done (.ownsteps)
+    longest = int(left[ready].max())
+    if polish:
+        polish_run(model, space, distance, goal, x, labels, longest, state,
                    l1_weights(distance, x), only=ready, lengths=left)  # fmt: skip
+    else:
+        lagrangian_run(model, space, distance, goal, x, labels, None, longest, state,
+                       only=ready, lr_init=config.unspent_lr, lengths=left)  # fmt: skip
 
 
 def spend_unspent_refine(
