@@ -16,10 +16,12 @@ from torch import Tensor
 
 from mmargin.adapters import CallableAdapter, TorchAdapter
 from mmargin.distances import lp
-from mmargin.engine.spec import DiscreteConfig
-from mmargin.engine.state import SearchState
+from mmargin.engine.gradient import gradient_search
+from mmargin.engine.spec import DiscreteConfig, GradientConfig
+from mmargin.engine.state import SearchState, Streams
+from mmargin.goals import Untargeted
 from mmargin.protocols import Edit, Encoding, ProblemBase, Ranking
-from mmargin.spaces import box
+from mmargin.spaces import ContinuousSpace, box
 
 
 class _Backward(torch.autograd.Function):
@@ -77,6 +79,41 @@ def random_linear(seed: int, d: int, k: int, n: int) -> tuple[torch.nn.Linear, T
         model.weight.copy_(torch.randn(k, d, generator=gen))
         model.bias.zero_()
     return model, 0.3 + 0.4 * torch.rand(n, d, generator=gen)
+
+
+def far_box() -> ContinuousSpace:
+    """A box out of reach of every flip of :func:`random_linear`'s points (a fresh one: a
+    box caches its tensors), so the closed forms below hold."""
+    return box(-1e3, 1e3)
+
+
+def closed_form_flips(model: torch.nn.Linear, x: Tensor, labels: Tensor, dual: float) -> Tensor:
+    """``(n, k)``: the smallest flip of each point of a bias-free linear model into each
+    class, no box in reach: ``(z_y − z_j) / ‖w_y − w_j‖_q`` with ``q = dual`` the dual norm
+    of the distance (2 for L2, 1 for L∞, inf for L1); inf for the point's own label."""
+    with torch.no_grad():
+        z = model(x)
+    w = model.weight.detach()
+    gaps = z.gather(1, labels[:, None]) - z  # (n, k): z_y − z_j
+    dist = (w[labels][:, None, :] - w[None, :, :]).norm(p=dual, dim=2)  # ‖w_y − w_j‖_q
+    ratio = gaps / dist.clamp(min=1e-12)
+    ratio[torch.arange(len(x)), labels] = float("inf")
+    return ratio
+
+
+def exact_flip(model: torch.nn.Linear, x: Tensor, labels: Tensor, dual: float = 2.0) -> Tensor:
+    """The smallest flip of each point (:func:`closed_form_flips`' nearest class)."""
+    return closed_form_flips(model, x, labels, dual).min(dim=1).values
+
+
+def linear_search(model: torch.nn.Linear, x: Tensor, config: GradientConfig,
+                  norm: str = "l2") -> SearchState:  # fmt: skip
+    """The 1000-pass untargeted gradient search of ``model``'s points in :func:`far_box`."""
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+    return gradient_search(model, far_box(), lp(norm), Untargeted(), x, labels, None, 1000,
+                           config, streams, model.weight.shape[0])  # fmt: skip
 
 
 def relu_flips(seed: int, n: int) -> tuple[torch.nn.Module, Tensor, Tensor, SearchState]:

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 import torch
-from engine_fakes import copy_state, random_linear, relu_flips
+from engine_fakes import copy_state, exact_flip, far_box, linear_search, random_linear, relu_flips
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
@@ -18,36 +18,7 @@ from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
-from mmargin.spaces import ContinuousSpace, box
-
-
-def _space() -> ContinuousSpace:
-    """A box out of reach of every flip (a fresh one: a box caches its tensors)."""
-    return box(-1e3, 1e3)
-
-
-def _exact_l2(model: torch.nn.Linear, x: torch.Tensor, labels: torch.Tensor,
-              dual: float = 2.0) -> torch.Tensor:  # fmt: skip
-    """The smallest L2 flip of each point of a bias-free linear model (no box in reach);
-    with ``dual=inf`` the smallest L1 flip."""
-    with torch.no_grad():
-        z = model(x)
-    w = model.weight.detach()
-    gaps = z.gather(1, labels[:, None]) - z  # (n, k): z_y − z_j
-    dist = (w[labels][:, None, :] - w[None, :, :]).norm(p=dual, dim=2)  # ‖w_y − w_j‖_q
-    ratio = gaps / dist.clamp(min=1e-12)
-    ratio[torch.arange(len(x)), labels] = float("inf")
-    return ratio.min(dim=1).values
-
-
-def _search(model: torch.nn.Linear, x: torch.Tensor, config: GradientConfig,
-            norm: str = "l2") -> SearchState:  # fmt: skip
-    with torch.no_grad():
-        labels = model(x).argmax(dim=1)
-    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
-    k = model.weight.shape[0]
-    return gradient_search(model, _space(), lp(norm), Untargeted(), x, labels, None, 1000,
-                           config, streams, k)  # fmt: skip
+from mmargin.spaces import box
 
 
 def test_unspent_steps_count_what_each_sample_has_left() -> None:
@@ -66,9 +37,9 @@ def test_the_search_spends_the_probes_leftover_and_stays_on_the_closed_form(seed
     flips, all within the budget, and no flip below the exact minimum nor above 1.01× it."""
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
-        exact = _exact_l2(model, x, model(x).argmax(dim=1))
-    off = _search(model, x, GradientConfig(unspent_lr=0.0))
-    on = _search(model, x, GradientConfig())
+        exact = exact_flip(model, x, model(x).argmax(dim=1))
+    off = linear_search(model, x, GradientConfig(unspent_lr=0.0))
+    on = linear_search(model, x, GradientConfig())
     assert bool((on.queries <= 1000).all())
     full = int(on.queries.max())  # every step spent (1000, or 999 after an odd ranking cost)
     left = torch.div(full - off.queries, 2, rounding_mode="floor")
@@ -90,13 +61,13 @@ def test_the_second_run_walks_from_the_clean_input_to_the_exact_flip() -> None:
     model, x = random_linear(3, 16, 5, 8)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
-    exact = _exact_l2(model, x, labels)
+    exact = exact_flip(model, x, labels)
     state = SearchState.empty(x)
     state.best_norm = exact * 3
     before = torch.zeros_like(state.queries)
     state.queries[6] = 2 * (400 - SECOND_MIN_STEPS + 1)  # fewer than SECOND_MIN_STEPS left
     state.best_norm[7] = float("inf")  # no flip yet
-    spend_unspent(model, _space(), lp("l2"), Untargeted(), x, labels, 400, before, state,
+    spend_unspent(model, far_box(), lp("l2"), Untargeted(), x, labels, 400, before, state,
                   GradientConfig())  # fmt: skip
     ran = torch.arange(6)
     assert bool((state.queries[ran] == 800).all())
@@ -119,16 +90,16 @@ def test_other_distances_and_switched_off_runs_spend_nothing(p: str) -> None:
                              (lp("l1"), GradientConfig(unspent_polish=False))):  # fmt: skip
         state = SearchState.empty(x)
         state.best_norm = torch.ones(len(x))  # a flip each (never looked at: nothing runs)
-        spend_unspent(model, _space(), distance, Untargeted(), x, labels, 100,
+        spend_unspent(model, far_box(), distance, Untargeted(), x, labels, 100,
                       torch.zeros_like(state.queries), state, config)  # fmt: skip
         assert int(state.queries.sum()) == 0
 
 
 def test_a_sample_gets_the_same_result_alone_as_in_its_batch() -> None:
     model, x = random_linear(5, 16, 5, 6)
-    together = _search(model, x, GradientConfig())
+    together = linear_search(model, x, GradientConfig())
     for i in range(len(x)):
-        alone = _search(model, x[i : i + 1], GradientConfig())
+        alone = linear_search(model, x[i : i + 1], GradientConfig())
         assert int(alone.queries[0]) == int(together.queries[i])
         assert float(alone.best_norm[0]) == pytest.approx(float(together.best_norm[i]), rel=1e-4)
 
@@ -145,13 +116,13 @@ def test_samples_of_different_lengths_share_one_run_as_if_each_ran_alone() -> No
     only = torch.ones(len(x), dtype=torch.bool)
     only[4] = False
     state = SearchState.empty(x)
-    lagrangian_run(model, _space(), lp("l2"), Untargeted(), x, labels, None, 40, state,
+    lagrangian_run(model, far_box(), lp("l2"), Untargeted(), x, labels, None, 40, state,
                    only=only, lr_init=0.2, lengths=lengths)  # fmt: skip
     assert state.queries.tolist() == [2 * int(m) if i != 4 else 0 for i, m in enumerate(lengths)]
     assert not bool(torch.isfinite(state.best_norm[4]))
     for i in [0, 1, 2, 3, 5, 7, 8]:
         alone = SearchState.empty(x[i : i + 1])
-        lagrangian_run(model, _space(), lp("l2"), Untargeted(), x[i : i + 1], labels[i : i + 1],
+        lagrangian_run(model, far_box(), lp("l2"), Untargeted(), x[i : i + 1], labels[i : i + 1],
                        None, int(lengths[i]), alone, lr_init=0.2)  # fmt: skip
         assert int(alone.queries[0]) == int(state.queries[i])
         assert torch.isfinite(alone.best_norm[0])
@@ -179,9 +150,9 @@ def test_a_250_pass_search_reaches_the_closed_form(seed: int) -> None:
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
-        exact = _exact_l2(model, x, labels)
+        exact = exact_flip(model, x, labels)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
-    state = gradient_search(model, _space(), lp("l2"), Untargeted(), x, labels, None, 250,
+    state = gradient_search(model, far_box(), lp("l2"), Untargeted(), x, labels, None, 250,
                             GradientConfig(), streams, 6)  # fmt: skip
     assert bool((state.queries <= 250).all())
     assert bool((state.best_norm >= exact * (1 - 1e-5)).all())
@@ -189,16 +160,16 @@ def test_a_250_pass_search_reaches_the_closed_form(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_the_l1_polish_on_the_leftover_only_ever_improves_a_search(seed: int) -> None:
+def test_the_l1_polish_on_the_leftover_only_ever_improves_alinear_search(seed: int) -> None:
     """L1, 1000 passes on a linear model: with the polish every planned run is the same
     (same flips before it), so no sample ends worse than without it, none below the
     closed-form L1 minimum, all within the budget; and the samples that had steps left
     end within 1.001× of the closed form."""
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
-        exact = _exact_l2(model, x, model(x).argmax(dim=1), dual=float("inf"))
-    off = _search(model, x, GradientConfig(unspent_polish=False), "l1")
-    on = _search(model, x, GradientConfig(), "l1")
+        exact = exact_flip(model, x, model(x).argmax(dim=1), dual=float("inf"))
+    off = linear_search(model, x, GradientConfig(unspent_polish=False), "l1")
+    on = linear_search(model, x, GradientConfig(), "l1")
     left = 1000 - off.queries
     assert bool((left >= 2 * POLISH_MIN_STEPS).any())  # the polish has steps to spend
     assert bool((on.queries <= 1000).all())

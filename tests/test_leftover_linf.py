@@ -9,48 +9,22 @@ import dataclasses
 
 import pytest
 import torch
-from engine_fakes import random_linear
+from engine_fakes import closed_form_flips, exact_flip, far_box, linear_search, random_linear
 
 from mmargin.distances import lp
-from mmargin.engine.gradient import _run_once, gradient_search
+from mmargin.engine.gradient import _run_once
 from mmargin.engine.leftover import REFINE_MIN_STEPS, spend_unspent_refine
 from mmargin.engine.spec import GradientConfig
-from mmargin.engine.state import SearchState, Streams
+from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
-from mmargin.spaces import ContinuousSpace, box
 
 ON = GradientConfig(unspent_refine=True)
-
-
-def _space() -> ContinuousSpace:
-    """A box out of reach of every flip (a fresh one: a box caches its tensors)."""
-    return box(-1e3, 1e3)
-
-
-def _per_class(model: torch.nn.Linear, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(n, k)``: the smallest L∞ flip of each point into each class (inf for its label)."""
-    with torch.no_grad():
-        z = model(x)
-    w = model.weight.detach()
-    gaps = z.gather(1, labels[:, None]) - z
-    dist = (w[labels][:, None, :] - w[None, :, :]).abs().sum(dim=2)
-    ratio = gaps / dist.clamp(min=1e-12)
-    ratio[torch.arange(len(x)), labels] = float("inf")
-    return ratio
-
-
-def _search(model: torch.nn.Linear, x: torch.Tensor, config: GradientConfig) -> SearchState:
-    with torch.no_grad():
-        labels = model(x).argmax(dim=1)
-    streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
-    return gradient_search(model, _space(), lp("linf"), Untargeted(), x, labels, None, 1000,
-                           config, streams, model.weight.shape[0])  # fmt: skip
 
 
 def test_switched_off_by_default_the_exits_leave_their_steps() -> None:
     assert GradientConfig().unspent_refine is False
     model, x = random_linear(0, 24, 6, 12)
-    off = _search(model, x, GradientConfig())
+    off = linear_search(model, x, GradientConfig(), "linf")
     assert bool((off.queries < 990).any())  # the probes' exits left steps unspent
 
 
@@ -62,9 +36,9 @@ def test_the_leftover_spends_the_exits_steps_and_stays_on_the_closed_form(seed: 
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
-    exact = _per_class(model, x, labels).min(dim=1).values
-    off = _search(model, x, GradientConfig())
-    on = _search(model, x, ON)
+    exact = exact_flip(model, x, labels, 1.0)
+    off = linear_search(model, x, GradientConfig(), "linf")
+    on = linear_search(model, x, ON, "linf")
     assert bool((on.queries <= 1000).all())
     full = int(on.queries.max())
     left = torch.div(full - off.queries, 2, rounding_mode="floor")
@@ -86,7 +60,7 @@ def test_a_refinement_from_a_far_flip_reaches_the_runner_up_class_minimum() -> N
     model, x = random_linear(3, 16, 5, 8)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
-    per = _per_class(model, x, labels)
+    per = closed_form_flips(model, x, labels, 1.0)
     far = per.masked_fill(torch.isinf(per), -1.0).argmax(dim=1)
     near = per.argmin(dim=1)
     assert bool((far != near).all())
@@ -99,7 +73,7 @@ def test_a_refinement_from_a_far_flip_reaches_the_runner_up_class_minimum() -> N
     state.best_class = far.clone()
     only = torch.ones(len(x), dtype=torch.bool)
     only[5] = False
-    _run_once(model, _space(), lp("linf"), Untargeted(), x, labels, None, 100, GradientConfig(),
+    _run_once(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 100, GradientConfig(),
               state.best_delta.clone(), state, near, check=False, only=only)  # fmt: skip
     exact = per.min(dim=1).values
     ran = only.nonzero().squeeze(1)
@@ -119,7 +93,7 @@ def test_only_every_row_is_the_plain_run() -> None:
     states = []
     for only in (None, torch.ones(len(x), dtype=torch.bool)):
         state = SearchState.empty(x)
-        _run_once(model, _space(), lp("linf"), Untargeted(), x, labels, None, 40,
+        _run_once(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 40,
                   GradientConfig(), torch.zeros_like(x), state, only=only)  # fmt: skip
         states.append(state)
     assert torch.equal(states[0].queries, states[1].queries)
