@@ -1,7 +1,7 @@
 """The gradient step's overhead: one engine step against a bare forward + backward.
 
 For every model, norm and batch size, ``K`` steps of the engine's inner loop
-(:func:`mmargin.engine.gradient._run_once`: the counted adapter's forward, the margin
+(:func:`mmargin.engine.epsball.epsball_run`: the counted adapter's forward, the margin
 loss, the input gradient, the space's free gradient, the ε / α / γ bookkeeping, the
 best-so-far updates and the projections onto the ball and the box) are timed against
 ``K`` *bare* steps on the same batch and the same model object — ``model(x + δ)``, the
@@ -133,12 +133,12 @@ class Engine:
 
     def run(self, x: Tensor, labels: Tensor) -> None:
         """``steps`` engine steps from δ = 0, the first run's check included."""
-        from mmargin.engine.gradient import _run_once
+        from mmargin.engine.epsball import epsball_run
         from mmargin.engine.state import SearchState
 
         state = SearchState.empty(x)
-        _run_once(self.model, self.space, self.distance, self.goal, x, labels, None,
-                  self.steps, self.config, torch.zeros_like(x), state)  # fmt: skip
+        epsball_run(self.model, self.space, self.distance, self.goal, x, labels, None,
+                    self.steps, self.config, torch.zeros_like(x), state)  # fmt: skip
 
 
 def paired(first: Callable[[], None], second: Callable[[], None], repeats: int) -> dict[str, Any]:

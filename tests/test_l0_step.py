@@ -1,6 +1,6 @@
 """The L0 step's shortcuts against the allocating forms they replace, bit for bit: the
 pixel count over a single channel skips the reduction over it, and the first-order count
-of positions (``_l0_needed``) builds its temporaries in place and skips the sum over a
+of positions (``l0_needed``) builds its temporaries in place and skips the sum over a
 single channel. Awkward entries: zeros, NaN, points at both bounds, zero gradients,
 negative losses."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmargin.distances import lp
-from mmargin.engine.gradient import _l0_needed
+from mmargin.engine.epsball import l0_needed
 from mmargin.spaces import ContinuousSpace
 
 
@@ -70,7 +70,7 @@ def test_l0_needed_is_the_allocating_form(channels: int, grouped: bool) -> None:
     loss[1] = -1.0
     space = ContinuousSpace(lower=0.0, upper=1.0)
     distance = replace(lp("l0"), group_axis=1) if grouped else lp("l0")
-    got = _l0_needed(space, distance, x, delta, grad, loss)
+    got = l0_needed(space, distance, x, delta, grad, loss)
     assert _bits(got, _l0_needed_old(space, 1 if grouped else None, x, delta, grad, loss))
 
 
@@ -82,12 +82,12 @@ def test_l0_needed_of_some_rows_is_the_rows_alone() -> None:
     loss = torch.rand(6, generator=g) * 4
     space = ContinuousSpace(lower=0.0, upper=1.0)
     distance = lp("l0")
-    whole = _l0_needed(space, distance, x, delta, grad, loss)
+    whole = l0_needed(space, distance, x, delta, grad, loss)
     every = torch.ones(6, dtype=torch.bool)
-    assert _bits(_l0_needed(space, distance, x, delta, grad, loss, every), whole)
+    assert _bits(l0_needed(space, distance, x, delta, grad, loss, every), whole)
     some = torch.tensor([True, False, True, True, False, False])
-    got = _l0_needed(space, distance, x, delta, grad, loss, some)
+    got = l0_needed(space, distance, x, delta, grad, loss, some)
     assert _bits(got[some], whole[some])
     assert bool((got[~some] == 0).all())
     none = torch.zeros(6, dtype=torch.bool)
-    assert bool((_l0_needed(space, distance, x, delta, grad, loss, none) == 0).all())
+    assert bool((l0_needed(space, distance, x, delta, grad, loss, none) == 0).all())

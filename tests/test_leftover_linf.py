@@ -12,7 +12,7 @@ import torch
 from engine_fakes import closed_form_flips, exact_flip, far_box, linear_search, random_linear
 
 from mmargin.distances import lp
-from mmargin.engine.gradient import _run_once
+from mmargin.engine.epsball import epsball_run
 from mmargin.engine.leftover import REFINE_MIN_STEPS, spend_unspent_refine
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
@@ -54,7 +54,7 @@ def test_the_leftover_spends_the_exits_steps_and_stays_on_the_closed_form(seed: 
 
 def test_a_refinement_from_a_far_flip_reaches_the_runner_up_class_minimum() -> None:
     """A state whose best flips lie in each point's farthest class, 2× that class's own
-    minimum: refining them toward the nearest class (``_run_once(only=...)``, the leftover's
+    minimum: refining them toward the nearest class (``epsball_run(only=...)``, the leftover's
     run) ends within 1 % of that class's closed-form minimum, never below the overall one;
     the rows outside ``only`` are not touched."""
     model, x = random_linear(3, 16, 5, 8)
@@ -73,8 +73,9 @@ def test_a_refinement_from_a_far_flip_reaches_the_runner_up_class_minimum() -> N
     state.best_class = far.clone()
     only = torch.ones(len(x), dtype=torch.bool)
     only[5] = False
-    _run_once(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 100, GradientConfig(),
-              state.best_delta.clone(), state, near, check=False, only=only)  # fmt: skip
+    epsball_run(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 100,
+                GradientConfig(), state.best_delta.clone(), state, near, check=False,
+                only=only)  # fmt: skip
     exact = per.min(dim=1).values
     ran = only.nonzero().squeeze(1)
     assert state.queries.tolist() == [200 if bool(o) else 0 for o in only]
@@ -93,8 +94,8 @@ def test_only_every_row_is_the_plain_run() -> None:
     states = []
     for only in (None, torch.ones(len(x), dtype=torch.bool)):
         state = SearchState.empty(x)
-        _run_once(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 40,
-                  GradientConfig(), torch.zeros_like(x), state, only=only)  # fmt: skip
+        epsball_run(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 40,
+                    GradientConfig(), torch.zeros_like(x), state, only=only)  # fmt: skip
         states.append(state)
     assert torch.equal(states[0].queries, states[1].queries)
     assert torch.allclose(states[0].best_norm, states[1].best_norm, rtol=1e-6)

@@ -190,14 +190,14 @@ def test_targeted_searches_are_not_cut_to_one_run() -> None:
     goal = Targeted(target=3)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
     seen: list[int] = []
-    run_once = gradient._run_once
+    run_once = gradient.epsball_run
 
     def spy(*args: object, **kwargs: object) -> None:
         seen.append(1)
         run_once(*args, **kwargs)  # type: ignore[arg-type]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gradient, "_run_once", spy)
+        patch.setattr(gradient, "epsball_run", spy)
         gradient.gradient_search(model, box(-10.0, 10.0), lp("l2"), goal, x, labels,
                                  goal.targets_for(labels), 100, GradientConfig(), streams,
                                  4)  # fmt: skip

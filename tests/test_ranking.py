@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mmargin.distances import lp
-from mmargin.engine.gradient import _l0_needed
+from mmargin.engine.epsball import l0_needed
 from mmargin.ranking import descending_values, top_mask, top_mask_torch
 from mmargin.spaces import box
 
@@ -132,13 +132,13 @@ def test_l0_needed_matches_the_sorted_count(seed: int) -> None:
     for row, need in zip(flat, loss.clamp(min=0), strict=True):
         sums = [float(row.sort(descending=True).values[:k].sum()) for k in range(1, 26)]
         want.append(next((k + 1 for k, s in enumerate(sums) if s >= float(need) - 1e-6), 25))
-    got = _l0_needed(space, distance, x, delta, grad, loss)
+    got = l0_needed(space, distance, x, delta, grad, loss)
     assert got.tolist() == pytest.approx(want, abs=1)  # rounding of the running sum
     exact = torch.sort(flat, dim=1, descending=True).values.cumsum(dim=1)
     short = (exact < loss.clamp(min=0).unsqueeze(1)).sum(dim=1)
     assert torch.equal(got, (short + 1).clamp(max=25).to(loss.dtype))
     rows = torch.arange(12) % 3 == 0
-    part = _l0_needed(space, distance, x, delta, grad, loss, rows)
+    part = l0_needed(space, distance, x, delta, grad, loss, rows)
     assert torch.equal(part, torch.where(rows, got, torch.zeros_like(got)))
 
 
