@@ -9,7 +9,16 @@ import dataclasses
 
 import pytest
 import torch
-from engine_fakes import closed_form_flips, exact_flip, far_box, linear_search, random_linear
+from engine_fakes import (
+    closed_form_flips,
+    copy_state,
+    exact_flip,
+    far_box,
+    linear_search,
+    random_linear,
+)
+from torch import Tensor
+from torch.nn import Linear
 
 from mmargin.distances import lp
 from mmargin.engine.epsball import epsball_run
@@ -19,6 +28,29 @@ from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
 
 ON = GradientConfig(unspent_refine=True)
+
+
+def _far_flips(
+    seed: int, d: int, k: int, n: int
+) -> tuple[Linear, Tensor, Tensor, Tensor, SearchState]:
+    """A :func:`random_linear` model, its points, their labels, each point's closed-form
+    flips into every class (:func:`closed_form_flips`, L∞) and a state whose best flips lie
+    in each point's farthest class, 2× that class's own minimum (the nearest class is
+    another one)."""
+    model, x = random_linear(seed, d, k, n)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    per = closed_form_flips(model, x, labels, 1.0)
+    far = per.masked_fill(torch.isinf(per), -1.0).argmax(dim=1)
+    assert bool((far != per.argmin(dim=1)).all())
+    state = SearchState.empty(x)
+    w = model.weight.detach()
+    direction = -(w[labels] - w[far]).sign()  # the L∞ flip toward the far class
+    start = direction * 2 * per.gather(1, far[:, None])
+    state.best_norm = start.abs().amax(dim=1)
+    state.best_delta = start.clone()
+    state.best_class = far.clone()
+    return model, x, labels, per, state
 
 
 def test_switched_off_by_default_the_exits_leave_their_steps() -> None:
@@ -57,20 +89,9 @@ def test_a_refinement_from_a_far_flip_reaches_the_runner_up_class_minimum() -> N
     minimum: refining them toward the nearest class (``epsball_run(only=...)``, the leftover's
     run) ends within 1 % of that class's closed-form minimum, never below the overall one;
     the rows outside ``only`` are not touched."""
-    model, x = random_linear(3, 16, 5, 8)
-    with torch.no_grad():
-        labels = model(x).argmax(dim=1)
-    per = closed_form_flips(model, x, labels, 1.0)
-    far = per.masked_fill(torch.isinf(per), -1.0).argmax(dim=1)
+    model, x, labels, per, state = _far_flips(3, 16, 5, 8)
     near = per.argmin(dim=1)
-    assert bool((far != near).all())
-    state = SearchState.empty(x)
-    w = model.weight.detach()
-    direction = -(w[labels] - w[far]).sign()  # the L∞ flip toward the far class
-    start = direction * 2 * per.gather(1, far[:, None])
-    state.best_norm = start.abs().amax(dim=1)
-    state.best_delta = start.clone()
-    state.best_class = far.clone()
+    start = state.best_delta.clone()
     only = torch.ones(len(x), dtype=torch.bool)
     only[5] = False
     epsball_run(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 100,
@@ -84,6 +105,43 @@ def test_a_refinement_from_a_far_flip_reaches_the_runner_up_class_minimum() -> N
     assert bool((state.best_norm[ran] <= exact[ran] * 1.01).all()), (
         state.best_norm[ran] / exact[ran]
     ).tolist()
+
+
+def test_samples_of_different_lengths_share_one_run_as_if_each_ran_alone() -> None:
+    """``epsball_run(lengths=...)``, the L∞ leftover's one batched run: each sample spends
+    exactly its own steps (``steps`` = the longest) and ends bit for bit where a run of
+    exactly that length, on it alone, ends (ε and the step anneal over its own length),
+    however long the others are; ``only`` leaves the other samples untouched. The lengths
+    matter: a run of the longest length ends elsewhere for some samples."""
+    model, x, labels, per, start = _far_flips(5, 16, 5, 12)
+    near = per.argmin(dim=1)
+    lengths = torch.tensor([8, 40, 9, 23, 40, 12, 8, 31, 17, 40, 0, 26])
+    only = torch.ones(len(x), dtype=torch.bool)
+    only[4] = False
+    state = copy_state(start)
+    epsball_run(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 40,
+                GradientConfig(), state.best_delta, state, near, check=False, only=only,
+                lengths=lengths)  # fmt: skip
+    ran = only & (lengths > 0)
+    want = [2 * int(m) if bool(r) else 0 for m, r in zip(lengths, ran, strict=True)]
+    assert state.queries.tolist() == want
+    assert torch.equal(state.best_delta[~ran], start.best_delta[~ran])
+    differs = 0
+    for i in ran.nonzero().squeeze(1).tolist():
+        row = slice(i, i + 1)
+        for length in (int(lengths[i]), 40):
+            alone = copy_state(start, row)
+            epsball_run(model, far_box(), lp("linf"), Untargeted(), x[row], labels[row], None,
+                        length, GradientConfig(), alone.best_delta, alone, near[row],
+                        check=False)  # fmt: skip
+            if length == 40 and int(lengths[i]) < 40:
+                differs += not torch.equal(alone.best_delta[0], state.best_delta[i])
+                continue
+            assert int(alone.queries[0]) == int(state.queries[i])
+            assert torch.equal(alone.best_norm[0], state.best_norm[i])
+            assert torch.equal(alone.best_delta[0], state.best_delta[i])
+            assert int(alone.best_class[0]) == int(state.best_class[i])
+    assert differs >= 3
 
 
 def test_only_every_row_is_the_plain_run() -> None:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.legstop import LegStop
+from mmargin.engine.ownsteps import running
 from mmargin.engine.passes import toward
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, per_sample
@@ -46,6 +47,44 @@ counts as unusable, like a zero one."""
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * k / max(steps, 1)))
+
+
+Factor = float | Tensor
+"""A schedule's value at one step: one number for every row, or one per row."""
+
+
+class _Anneal:
+    """The cosine schedules of a run's ε factor γ and step share α: at step ``k``, ``1 + γ``
+    (ε grows), ``1 − γ`` (ε shrinks) and α. Floats when every sample runs the run's
+    ``steps``; with per-sample ``lengths``, one value per row over that row's own length,
+    computed in double precision per distinct length and rounded once to the inputs' dtype,
+    as a float is when it multiplies a tensor, so a row's numbers are exactly those of a run
+    of its own length."""
+
+    def __init__(self, steps: int, config: GradientConfig, lengths: Tensor | None,
+                 like: Tensor) -> None:  # fmt: skip
+        self.steps = steps
+        self.config = config
+        self.like = like
+        self.lengths: list[int] = []
+        self.codes: Tensor | None = None  # each row's index into ``lengths``
+        if lengths is not None:
+            self.lengths = sorted(set(lengths.tolist()))
+            where = torch.tensor(self.lengths, device=lengths.device, dtype=lengths.dtype)
+            self.codes = torch.searchsorted(where, lengths)
+
+    def _at(self, k: int, steps: int) -> tuple[float, float, float]:
+        c = self.config
+        gamma = _cosine(k, steps, c.gamma_init, c.gamma_final)
+        return 1 + gamma, 1 - gamma, _cosine(k, steps, c.alpha_init, c.alpha_final)
+
+    def at(self, k: int, idx: Tensor | slice) -> tuple[Factor, Factor, Factor]:
+        """``1 + γ``, ``1 − γ`` and α at step ``k`` for the rows ``idx``."""
+        if self.codes is None:
+            return self._at(k, self.steps)
+        table = [self._at(k, m) for m in self.lengths]
+        rows = torch.tensor(table, device=self.like.device, dtype=self.like.dtype)[self.codes[idx]]
+        return rows[:, 0], rows[:, 1], rows[:, 2]
 
 
 class Late:
@@ -131,12 +170,17 @@ def epsball_run(
     check: bool = True,
     stop: LegStop | None = None,
     only: Tensor | None = None,
+    lengths: Tensor | None = None,
 ) -> None:
     """``steps`` adaptive-ε steps from ``x + start``, recording every improvement in
     ``state`` (see the module docstring); ``against`` (per sample) drives the pairwise loss
     toward that class, ``late`` watches the final run, ``check`` flags unusable gradients
     at the first step, ``stop`` lets samples leave the run early (:mod:`.legstop`),
     ``only`` (a boolean mask) runs those samples and leaves the others untouched.
+    ``lengths``: per sample, how many of the ``steps`` it takes; its schedules anneal over
+    its own length and it leaves the run when its steps are done, so it ends exactly where
+    a run of that length on it alone ends and samples of different lengths share one
+    batched run (:mod:`.ownsteps`, :mod:`.leftover`).
 
     The step is kept close to a bare forward + backward (``bench/overhead.py``): while every
     sample searches, batch rows are views and ``delta`` is rebound, not copied; updates of
@@ -160,12 +204,19 @@ def epsball_run(
     # no patience and every sample searching: nothing stops early unless a sample's first
     # step finds no usable gradient, so the step loop need not wait on the device to know
     whole = config.patience <= 0 and dead is None and stop is None and only is None
+    own = lengths.clamp(max=steps) if lengths is not None else None
+    if own is not None:
+        whole = False
+    anneal = _Anneal(steps, config, own, x)
     host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
     # a goal may read its flip test off the loss the step has already computed
     flipped: Callable[[Tensor, Tensor], Tensor] | None = getattr(goal, "flipped", None)
     pending = 0  # steps every sample took and ``state.queries`` has not counted yet
     try:
         for k in range(steps):
+            # some samples' own steps are done: they leave the run (.ownsteps)
+            if own is not None and (keep := running(own, k)) is not None:
+                active &= keep
             # all samples active (no early stop yet): whole tensors instead of gathered rows
             every = whole or bool(active.all())
             if not every and pending:
@@ -175,7 +226,7 @@ def epsball_run(
             if isinstance(idx, Tensor) and idx.numel() == 0:
                 break
             delta, eps, found = _step(
-                model, space, distance, goal, x, labels, targets, steps, config, state,
+                model, space, distance, goal, x, labels, targets, anneal, config, state,
                 against, late, check, k, idx, delta, eps, found, stall, active, free, host,
                 flipped, stop,
             )  # fmt: skip
@@ -193,7 +244,7 @@ def epsball_run(
 
 def _step(
     model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, targets: Tensor | None, steps: int, config: GradientConfig,
+    labels: Tensor, targets: Tensor | None, anneal: _Anneal, config: GradientConfig,
     state: SearchState, against: Tensor | None, late: Late | None, check: bool, k: int,
     idx: Tensor | slice, delta: Tensor, eps: Tensor, found: Tensor, stall: Tensor,
     active: Tensor, free: Tensor, host: bool,
@@ -260,9 +311,9 @@ def _step(
     was_found = found if every else found[idx]
     now_found = was_found | is_adv
 
-    gamma = _cosine(k, steps, config.gamma_init, config.gamma_final)
+    up, down, alpha = anneal.at(k, idx)  # 1 + γ, 1 − γ, α
     e = eps if every else eps[idx]
-    grow = e * (1 + gamma)
+    grow = e * up
     # the first-order distance to the boundary (overshot a little so the step lands past
     # it) sets ε only for the rows with no flip in this run yet
     searching = ~now_found
@@ -272,13 +323,12 @@ def _step(
                                       searching if host else None)  # fmt: skip
         else:
             reach = norms + loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-12)
-        grow = torch.where(was_found, grow, torch.maximum(reach * (1 + gamma) + 1e-12, grow))
+        grow = torch.where(was_found, grow, torch.maximum(reach * up + 1e-12, grow))
     best = state.best_norm if every else state.best_norm[idx]
-    e = torch.where(is_adv, torch.minimum(e * (1 - gamma), best), grow)
+    e = torch.where(is_adv, torch.minimum(e * down, best), grow)
     if distance.p == 0.0:
         e = e.clamp(min=1.0)
 
-    alpha = _cosine(k, steps, config.alpha_init, config.alpha_final)
     length = alpha * l2_scale(distance.p, e, free if every else free[idx])
     gnorm = torch.linalg.vector_norm(grad.flatten(1), dim=1).clamp(min=1e-12)
     # the step, in place: ``di`` is this loop's own tensor (``grad`` may be the space's)
