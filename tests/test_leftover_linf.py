@@ -1,4 +1,4 @@
-"""The L∞ leftover (:func:`mmargin.engine.leftover.spend_unspent_refine`): the steps the
+"""The L∞ leftover (:func:`mmargin.engine.leftover.spend_unspent`): the steps the
 probes' early exits left go to a refinement of the best flip toward the runner-up class,
 checked against the closed-form minimal L∞ flip of a linear model (the box out of reach:
 ``min_j (z_y − z_j) / ‖w_y − w_j‖₁``)."""
@@ -22,7 +22,7 @@ from torch.nn import Linear
 
 from mmargin.distances import lp
 from mmargin.engine.epsball import epsball_run
-from mmargin.engine.leftover import REFINE_MIN_STEPS, spend_unspent_refine
+from mmargin.engine.leftover import REFINE_MIN_STEPS, spend_unspent
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
@@ -160,19 +160,38 @@ def test_only_every_row_is_the_plain_run() -> None:
     assert torch.allclose(states[0].best_delta, states[1].best_delta, atol=1e-7)
 
 
-def test_samples_with_the_same_steps_left_run_together_for_exactly_those_steps() -> None:
-    x = torch.zeros(6, 3)
-    state = SearchState.empty(x)
-    state.best_norm = torch.tensor([1.0, 1.0, float("inf"), 1.0, 1.0, 1.0])
-    before = torch.zeros(6, dtype=torch.long)
-    left = [30, 12, 30, REFINE_MIN_STEPS - 1, 30, 0]
-    state.queries = torch.tensor([2 * (100 - n) for n in left])
-    calls: list[tuple[list[bool], int]] = []
-    spend_unspent_refine(100, before, state, lambda rows, n: calls.append((rows.tolist(), n)))
-    assert calls == [
-        ([True, False, False, False, True, False], 30),
-        ([False, True, False, False, False, False], 12),
-    ]
+def test_each_sample_with_a_flip_and_enough_steps_left_refines_for_exactly_those_steps() -> None:
+    """``spend_unspent`` on L∞: the samples with a flip and at least REFINE_MIN_STEPS left
+    spend exactly their own steps in one run toward the runner-up class (the nearest ranked
+    class but their best flip's), ending bit for bit where a run of that length on each
+    alone ends; the others, and every sample with the switch off or without a ranking, are
+    untouched."""
+    model, x, labels, per, start = _far_flips(6, 16, 5, 6)
+    start.best_norm[2] = float("inf")  # no flip
+    left = torch.tensor([30, 12, 30, REFINE_MIN_STEPS - 1, 30, 0])
+    start.queries = 2 * (100 - left)
+    before = torch.zeros_like(start.queries)
+    ranked = per.argsort(dim=1)[:, :-1]  # nearest first, the label's inf last, dropped
+    for config, given in ((GradientConfig(), ranked), (ON, None)):
+        state = copy_state(start)
+        spend_unspent(model, far_box(), lp("linf"), Untargeted(), x, labels, 100, before, state,
+                      config, given)  # fmt: skip
+        assert torch.equal(state.queries, start.queries)
+    state = copy_state(start)
+    spend_unspent(model, far_box(), lp("linf"), Untargeted(), x, labels, 100, before, state,
+                  ON, ranked)  # fmt: skip
+    spent = torch.tensor([True, True, False, False, True, False])
+    assert state.queries.tolist() == torch.where(spent, 200, start.queries).tolist()
+    assert torch.equal(state.best_delta[~spent], start.best_delta[~spent])
+    near = per.argmin(dim=1)
+    for i in spent.nonzero().squeeze(1).tolist():
+        row = slice(i, i + 1)
+        alone = copy_state(start, row)
+        epsball_run(model, far_box(), lp("linf"), Untargeted(), x[row], labels[row], None,
+                    int(left[i]), GradientConfig(), alone.best_delta, alone, near[row],
+                    check=False)  # fmt: skip
+        assert torch.equal(alone.best_delta[0], state.best_delta[i])
+        assert torch.equal(alone.queries[0], state.queries[i])
 
 
 def test_a_non_boolean_switch_is_refused_naming_the_field() -> None:

@@ -12,8 +12,6 @@ counts every forward or backward pass per sample.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -24,7 +22,7 @@ from mmargin.engine.lagrangian import (
     lagrangian_slot,
     lagrangian_steps,
 )
-from mmargin.engine.leftover import spend_unspent, spend_unspent_refine
+from mmargin.engine.leftover import spend_unspent
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.passes import (
     probe_classes,
@@ -169,16 +167,7 @@ def _class_aware(
                            start=begin, lr_init=first)  # fmt: skip
     # the steps the probes' early exits left unspent: L2 a second Lagrangian run, L1 the
     # knapsack polish of the best flip, L∞ a refinement of it toward the runner-up class
-    spend_unspent(model, space, distance, goal, x, labels, steps, before, state, config)
-    if distance.p == math.inf and config.unspent_refine:
-        # the runner-up: the nearest ranked class other than the best flip's (.leftover)
-        other = probe_classes(ranked, state.best_class, 1)[:, 0]
-
-        def refine(rows: Tensor, length: int) -> None:
-            epsball_run(model, space, distance, goal, x, labels, None, length, config,
-                        state.best_delta.clone(), state, other, check=False, only=rows)  # fmt: skip
-
-        spend_unspent_refine(steps, before, state, refine)
+    spend_unspent(model, space, distance, goal, x, labels, steps, before, state, config, ranked)
 
 
 def rank_classes(

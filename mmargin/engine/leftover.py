@@ -44,28 +44,30 @@ length: at 500 passes 3 lengths, the leftover's time 0.58–0.82× on the tuning
 
 On L∞ (``GradientConfig.unspent_refine``, off by default) the unspent steps go to one more
 ε-ball refinement of the best flip, driving the pairwise loss toward the runner-up class:
-the nearest ranked class other than the best flip's (:func:`spend_unspent_refine`, the run
-itself is the gradient search's). The probes pick the class the refinement drives toward,
-and an exit can drop the right one: on the audio keyword spotter (8000-sample waveforms,
-bench/run_audio.sh) the first probe of 9 of 111 clips was still over 1.5× the best norm
-at 30 % of its steps and left, although by its end it beat the first run, so the
-refinement went toward the farther class and those clips ended 0.8–1.9 dB louder (median
-dB_x −68.28 → −67.91, 806 passes/clip). With this run: −68.27, 19 clips quieter by
-> 0.1 dB and none louder, 999 passes/clip. Refining toward the best flip's own class
-instead gained ≤ 0.05 dB. Off by default because on the MNIST tuning models (L∞ @1000,
-200 images pooled with FMN and FAB) it moved no pooled optimality (1–2 samples of 200
-better by > 0.1 %) while spending the 3–8 % of passes the exits save.
+the nearest ranked class other than the best flip's, again in one batched run
+(``epsball_run(lengths=...)``; the same flips as one run per distinct count, which it
+replaced, wherever the model's output for a row does not depend on its batch). The probes
+pick the class the refinement drives toward, and an exit can drop the right one: on the
+audio keyword spotter (8000-sample waveforms, bench/run_audio.sh) the first probe of 9 of
+111 clips was still over 1.5× the best norm at 30 % of its steps and left, although by its
+end it beat the first run, so the refinement went toward the farther class and those clips
+ended 0.8–1.9 dB louder (median dB_x −68.28 → −67.91, 806 passes/clip). With this run:
+−68.27, 19 clips quieter by > 0.1 dB and none louder, 999 passes/clip. Refining toward the
+best flip's own class instead gained ≤ 0.05 dB. Off by default because on the MNIST tuning
+models (L∞ @1000, 200 images pooled with FMN and FAB) it moved no pooled optimality (1–2
+samples of 200 better by > 0.1 %) while spending the 3–8 % of passes the exits save.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 
 import torch
 from torch import Tensor
 
+from mmargin.engine.epsball import epsball_run
 from mmargin.engine.lagrangian import l1_weights, lagrangian_run
-from mmargin.engine.passes import ANNEAL_STEPS
+from mmargin.engine.passes import ANNEAL_STEPS, probe_classes
 from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
@@ -76,7 +78,6 @@ __all__ = [
     "REFINE_MIN_STEPS",
     "SECOND_MIN_STEPS",
     "spend_unspent",
-    "spend_unspent_refine",
     "unspent_steps",
 ]
 
@@ -107,21 +108,28 @@ def unspent_steps(steps: int, before: Tensor, state: SearchState) -> Tensor:
 def spend_unspent(
     model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
     labels: Tensor, steps: int, before: Tensor, state: SearchState, config: GradientConfig,
+    ranked: Tensor | None = None,
 ) -> None:  # fmt: skip
     """Give each sample that has a flip its unspent steps (:func:`unspent_steps`): on L2
     (``config.unspent_lr`` > 0, at least :data:`SECOND_MIN_STEPS` left) a Lagrangian run
-    from the clean input, first step ``config.unspent_lr``; on L1 (``config.unspent_polish``, at
-    least ``POLISH_MIN_STEPS`` left) the knapsack polish of its best flip, at most
-    ``POLISH_MAX_STEPS`` long. Both: one batched call, each sample for its own steps
+    from the clean input, first step ``config.unspent_lr``; on L1 (``config.unspent_polish``)
+    (at least ``POLISH_MIN_STEPS`` left) the knapsack polish of its best flip, at most
+    ``POLISH_MAX_STEPS`` long; on L∞
+    (``config.unspent_refine``, at least :data:`REFINE_MIN_STEPS` left) an ε-ball
+    refinement of its best flip toward the nearest class of ``ranked`` (per sample, the
+    search's candidate classes, nearest first; without them L∞ spends nothing) other than
+    the best flip's. Each: one batched call, each sample for its own steps
     (:mod:`mmargin.engine.ownsteps`); other distances spend nothing."""
     polish = distance.p == 1.0 and config.unspent_polish
-    if not polish and not (distance.p == 2.0 and config.unspent_lr > 0):
+    second = distance.p == 2.0 and config.unspent_lr > 0
+    refine = distance.p == math.inf and config.unspent_refine and ranked is not None
+    if not (polish or second or refine):
         return
     left = unspent_steps(steps, before, state)
     if polish:
         left = left.clamp(max=POLISH_MAX_STEPS)  # the polish is done well before
-    # both runs leave the samples without usable gradients alone themselves
-    least = POLISH_MIN_STEPS if polish else SECOND_MIN_STEPS
+    # the runs leave the samples without usable gradients alone themselves
+    least = SECOND_MIN_STEPS if second else REFINE_MIN_STEPS if refine else POLISH_MIN_STEPS
     ready = (left >= least) & torch.isfinite(state.best_norm)
     if not bool(ready.any()):
         return
@@ -130,19 +138,11 @@ def spend_unspent(
     if polish:
         polish_run(model, space, distance, goal, x, labels, longest, state,
                    l1_weights(distance, x), only=ready, lengths=left)  # fmt: skip
-    else:
+    elif second:
         lagrangian_run(model, space, distance, goal, x, labels, None, longest, state,
                        only=ready, lr_init=config.unspent_lr, lengths=left)  # fmt: skip
-
-
-def spend_unspent_refine(
-    steps: int, before: Tensor, state: SearchState, refine: Callable[[Tensor, int], None]
-) -> None:
-    """Give each sample that has a flip and at least :data:`REFINE_MIN_STEPS` unspent steps
-    (:func:`unspent_steps`) exactly those steps as one more refinement of its best flip:
-    ``refine(rows, length)`` runs the samples ``rows`` (a boolean mask) for ``length``
-    steps; samples with the same steps left run together, longest first."""
-    left = unspent_steps(steps, before, state)
-    ready = (left >= REFINE_MIN_STEPS) & torch.isfinite(state.best_norm)
-    for length in sorted(set(left[ready].tolist()), reverse=True):
-        refine(ready & (left == length), int(length))
+    elif ranked is not None:  # the runner-up: the nearest ranked class but the best flip's
+        other = probe_classes(ranked, state.best_class, 1)[:, 0]
+        epsball_run(model, space, distance, goal, x, labels, None, longest, config,
+                    state.best_delta, state, other, check=False, only=ready,
+                    lengths=left)  # fmt: skip
