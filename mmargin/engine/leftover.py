@@ -68,7 +68,7 @@ from torch import Tensor
 from mmargin.engine.epsball import epsball_run
 from mmargin.engine.lagrangian import l1_weights, lagrangian_run
 from mmargin.engine.passes import ANNEAL_STEPS, probe_classes
-from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
+from mmargin.engine.polish import POLISH_MAX_STEPS, polish_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
 from mmargin.goals import Goal
@@ -113,8 +113,8 @@ def spend_unspent(
     """Give each sample that has a flip its unspent steps (:func:`unspent_steps`): on L2
     (``config.unspent_lr`` > 0, at least :data:`SECOND_MIN_STEPS` left) a Lagrangian run
     from the clean input, first step ``config.unspent_lr``; on L1 (``config.unspent_polish``)
-    (at least ``POLISH_MIN_STEPS`` left) the knapsack polish of its best flip, at most
-    ``POLISH_MAX_STEPS`` long; on L∞
+    the knapsack polish of its best flip, at most ``POLISH_MAX_STEPS`` long (the polish
+    leaves alone the samples with fewer steps than it needs, ``POLISH_MIN_STEPS``); on L∞
     (``config.unspent_refine``, at least :data:`REFINE_MIN_STEPS` left) an ε-ball
     refinement of its best flip toward the nearest class of ``ranked`` (per sample, the
     search's candidate classes, nearest first; without them L∞ spends nothing) other than
@@ -128,8 +128,9 @@ def spend_unspent(
     left = unspent_steps(steps, before, state)
     if polish:
         left = left.clamp(max=POLISH_MAX_STEPS)  # the polish is done well before
-    # the runs leave the samples without usable gradients alone themselves
-    least = SECOND_MIN_STEPS if second else REFINE_MIN_STEPS if refine else POLISH_MIN_STEPS
+    # the runs leave the samples without usable gradients alone themselves, and the polish
+    # those with fewer steps than it needs
+    least = SECOND_MIN_STEPS if second else REFINE_MIN_STEPS if refine else 1
     ready = (left >= least) & torch.isfinite(state.best_norm)
     if not bool(ready.any()):
         return

@@ -119,20 +119,18 @@ def polish_run(
     only: Tensor | None = None,
     lengths: Tensor | None = None,
 ) -> None:
-    """Spend ``steps`` steps (2 passes each; at least 4) polishing every sample's best flip (those
+    """Spend ``steps`` steps (2 passes each) polishing every sample's best flip (those
     without one, or without usable gradients, are left alone), recording each smaller
     verified flip in ``state``. ``weights``: each coordinate's L1 cost per unit; ``only``:
     the samples to polish (all by default). ``lengths``: per sample, how many of the
-    ``steps`` it takes (a sample with fewer than :data:`POLISH_MIN_STEPS` is left alone);
-    it leaves the batch when they are done and ends where a polish of exactly its length,
-    on it alone, ends (:mod:`mmargin.engine.ownsteps`)."""
-    if steps < POLISH_MIN_STEPS:
-        return
+    ``steps`` it takes; it leaves the batch when they are done and ends where a polish of
+    exactly its length, on it alone, ends (:mod:`mmargin.engine.ownsteps`). A sample with
+    fewer than :data:`POLISH_MIN_STEPS` steps is left alone."""
+    own = lengths.clamp(max=steps) if lengths is not None else torch.full_like(labels, steps)
     chosen = torch.isfinite(state.best_norm) & (state.best_class >= 0)
+    chosen &= own >= POLISH_MIN_STEPS  # the bisection and one linearisation
     if only is not None:
         chosen &= only
-    if lengths is not None:
-        chosen &= lengths >= POLISH_MIN_STEPS
     chosen &= state.best_class != labels
     dead = state.flags.get("zero_gradients")
     if dead is not None:
@@ -154,14 +152,14 @@ def polish_run(
     t = torch.ones(n, dtype=x.dtype, device=x.device)
     over = torch.full_like(t, OVERSHOOT)
     # the knapsack steps each sample takes after the bisection and the first linearisation
-    own = lengths[rows].clamp(max=steps) - 1 - SHRINK // 2 if lengths is not None else None
+    knap = own[rows] - 1 - SHRINK // 2 if lengths is not None else None
     for k in range(steps - 1 - SHRINK // 2):
         # some samples' own steps are done: they leave the batch
-        if own is not None and (keep := running(own, k)) is not None:
+        if knap is not None and (keep := running(knap, k)) is not None:
             if not bool(keep.any()):
                 return
-            rows, xi, yi, ci, base, grad, loss, t, over, own = compact(
-                keep, rows, xi, yi, ci, base, grad, loss, t, over, own
+            rows, xi, yi, ci, base, grad, loss, t, over, knap = compact(
+                keep, rows, xi, yi, ci, base, grad, loss, t, over, knap
             )
         # the room from the clean input to the bound, against the gradient
         room = space.project(xi, -grad.sign() * FAR).abs().flatten(1)
