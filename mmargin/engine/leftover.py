@@ -45,17 +45,18 @@ length: at 500 passes 3 lengths, the leftover's time 0.58–0.82× on the tuning
 On L∞ (``GradientConfig.unspent_refine``, off by default) the unspent steps go to one more
 ε-ball refinement of the best flip, driving the pairwise loss toward the runner-up class:
 the nearest ranked class other than the best flip's, again in one batched run
-(``epsball_run(lengths=...)``; the same flips as one run per distinct count, which it
-replaced, wherever the model's output for a row does not depend on its batch). The probes
-pick the class the refinement drives toward, and an exit can drop the right one: on the
-audio keyword spotter (8000-sample waveforms, bench/run_audio.sh) the first probe of 9 of
-111 clips was still over 1.5× the best norm at 30 % of its steps and left, although by its
-end it beat the first run, so the refinement went toward the farther class and those clips
-ended 0.8–1.9 dB louder (median dB_x −68.28 → −67.91, 806 passes/clip). With this run:
-−68.27, 19 clips quieter by > 0.1 dB and none louder, 999 passes/clip. Refining toward the
-best flip's own class instead gained ≤ 0.05 dB. Off by default because on the MNIST tuning
-models (L∞ @1000, 200 images pooled with FMN and FAB) it moved no pooled optimality (1–2
-samples of 200 better by > 0.1 %) while spending the 3–8 % of passes the exits save.
+(``epsball_run(lengths=...)``; the same distances and passes as the one run per distinct
+count it replaced on tune_cnn_fgsm and mnist_cnn, 200 images, @500 with 3–5 counts and
+@1000 with 9). The probes pick the class the refinement drives toward, and an exit can drop
+the right one: on the audio keyword spotter (8000-sample waveforms, bench/run_audio.sh) the
+first probe of 9 of 111 clips was still over 1.5× the best norm at 30 % of its steps and
+left, although by its end it beat the first run, so the refinement went toward the farther
+class and those clips ended 0.8–1.9 dB louder (median dB_x −68.28 → −67.91, 806
+passes/clip). With this run: −68.27, 19 clips quieter by > 0.1 dB and none louder, 999
+passes/clip. Refining toward the best flip's own class instead gained ≤ 0.05 dB. Off by
+default because on the MNIST tuning models (L∞ @1000, 200 images pooled with FMN and FAB)
+it moved no pooled optimality (1–2 samples of 200 better by > 0.1 %) while spending the
+3–8 % of passes the exits save.
 """
 
 from __future__ import annotations
