@@ -31,13 +31,15 @@ ON = GradientConfig(unspent_refine=True)
 
 
 def _far_flips(
-    seed: int, d: int, k: int, n: int
+    seed: int, d: int, k: int, n: int, dtype: torch.dtype = torch.float32
 ) -> tuple[Linear, Tensor, Tensor, Tensor, SearchState]:
     """A :func:`random_linear` model, its points, their labels, each point's closed-form
     flips into every class (:func:`closed_form_flips`, L∞) and a state whose best flips lie
     in each point's farthest class, 2× that class's own minimum (the nearest class is
-    another one)."""
+    another one). Float64 for the bit-for-bit comparisons of a batch with its rows alone:
+    in float32 a matrix product's last bit may depend on the batch size (BLAS kernels)."""
     model, x = random_linear(seed, d, k, n)
+    model, x = model.to(dtype), x.to(dtype)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     per = closed_form_flips(model, x, labels, 1.0)
@@ -113,7 +115,7 @@ def test_samples_of_different_lengths_share_one_run_as_if_each_ran_alone() -> No
     exactly that length, on it alone, ends (ε and the step anneal over its own length),
     however long the others are; ``only`` leaves the other samples untouched. The lengths
     matter: a run of the longest length ends elsewhere for some samples."""
-    model, x, labels, per, start = _far_flips(5, 16, 5, 12)
+    model, x, labels, per, start = _far_flips(5, 16, 5, 12, torch.float64)
     near = per.argmin(dim=1)
     lengths = torch.tensor([8, 40, 9, 23, 40, 12, 8, 31, 17, 40, 0, 26])
     only = torch.ones(len(x), dtype=torch.bool)
@@ -166,7 +168,7 @@ def test_each_sample_with_a_flip_and_enough_steps_left_refines_for_exactly_those
     class but their best flip's), ending bit for bit where a run of that length on each
     alone ends; the others, and every sample with the switch off or without a ranking, are
     untouched."""
-    model, x, labels, per, start = _far_flips(6, 16, 5, 6)
+    model, x, labels, per, start = _far_flips(6, 16, 5, 6, torch.float64)
     start.best_norm[2] = float("inf")  # no flip
     left = torch.tensor([30, 12, 30, REFINE_MIN_STEPS - 1, 30, 0])
     start.queries = 2 * (100 - left)
