@@ -34,6 +34,7 @@ from mmargin.engine.passes import (
     split_steps,
     toward,
 )
+from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
@@ -42,6 +43,8 @@ from mmargin.ranking import descending_values
 
 __all__ = ["GradientConfig", "gradient_search", "input_gradient", "rank_classes"]
 
+SMOOTH_SHARE = 0.5
+"""The share of an L0 search's steps that goes to the smooth-L0 run."""
 LATE_SHARE = 0.1
 """The last share of the final run's steps watched for progress: a sample whose best norm
 (or, without a flip, whose loss) still fell by more than :data:`LATE_RTOL` over it raises
@@ -100,7 +103,46 @@ def gradient_search(
     r-th smallest first-order distance at the clean input (ranked once, at a cost of one
     backward pass per candidate class). Targeted restarts start from a random point on
     the sphere of the best norm so far, drawn from each sample's own stream.
+
+    On L0 a share of the steps (:data:`SMOOTH_SHARE`) goes to a smooth-L0 run
+    (:mod:`mmargin.engine.smooth_l0`) after the others: the better of its best flip and
+    theirs is the result, the other one the state's ``alternate``.
     """
+    smooth = int(passes // 2 * SMOOTH_SHARE) if distance.p == 0.0 else 0
+    state = _search(model, space, distance, goal, x, labels, targets, passes - 2 * smooth,
+                    config, streams, classes)  # fmt: skip
+    if smooth:
+        _smooth_alternate(model, space, distance, goal, x, labels, targets, smooth, state)
+    return state
+
+
+def _smooth_alternate(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    labels: Tensor, targets: Tensor | None, steps: int, state: SearchState,
+) -> None:  # fmt: skip
+    """The smooth-L0 run of ``steps`` steps on its own record (the samples without usable
+    gradients sit out), then per sample the smaller of its best flip and ``state``'s as
+    ``state``'s best, the other as ``state.alternate`` (zero where that one found none)."""
+    own = SearchState.empty(x)
+    own.flags = dict(state.flags)
+    smooth_l0_run(model, space, distance, goal, x, labels, targets, steps, own)
+    state.queries += own.queries
+    swap = own.best_norm < state.best_norm
+    keep = per_sample(swap, x)
+    other = torch.where(keep, state.best_delta, own.best_delta)
+    other_norm = torch.where(swap, state.best_norm, own.best_norm)
+    state.alternate = torch.where(per_sample(torch.isfinite(other_norm), x), other, 0.0)
+    state.best_delta = torch.where(keep, own.best_delta, state.best_delta)
+    state.best_norm = torch.where(swap, own.best_norm, state.best_norm)
+    state.best_class = torch.where(swap, own.best_class, state.best_class)
+
+
+def _search(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    labels: Tensor, targets: Tensor | None, passes: int, config: GradientConfig,
+    streams: Streams, classes: int,
+) -> SearchState:  # fmt: skip
+    """:func:`gradient_search` but for the smooth-L0 run."""
     state = SearchState.empty(x)
     steps = passes // 2
     runs = config.restarts + 1

@@ -22,13 +22,17 @@ class SearchState:
     """Best adversarial perturbation per sample (``inf`` norm where none was found), the
     class it lands in (``-1`` if none) and the forward + backward passes each sample used.
     ``flags`` holds per-sample boolean masks a search raises, named after the attack-failure
-    indicators of :mod:`mmargin.engine.indicators` (``zero_gradients`` ...)."""
+    indicators of :mod:`mmargin.engine.indicators` (``zero_gradients`` ...).
+    ``alternate`` (L0 only, else ``None``): per sample the best flip of a dissimilar run
+    that is not ``best_delta`` (zero where there is none), which the support-shrinking
+    stage (:mod:`mmargin.engine.sparse`) shrinks too when its passes allow."""
 
     best_delta: Tensor
     best_norm: Tensor
     best_class: Tensor
     queries: Tensor
     flags: dict[str, Tensor] = field(default_factory=dict)
+    alternate: Tensor | None = None
 
     def record(self, where: Tensor, norms: Tensor, delta: Tensor, scores: Tensor) -> None:
         """Keep the flips at batch rows ``where`` (sizes ``norms``, perturbations ``delta``,
