@@ -43,8 +43,12 @@ from mmargin.ranking import descending_values
 
 __all__ = ["GradientConfig", "gradient_search", "input_gradient", "rank_classes"]
 
-SMOOTH_SHARE = 0.5
+SMOOTH_SHARE = 0.4
 """The share of an L0 search's steps that goes to the smooth-L0 run."""
+SMOOTH_ALONE = 100
+"""An L0 search of fewer steps is the smooth-L0 run alone: the ε-ball runs would get
+under ~50 steps (at 250 passes, 36), too few to anneal (flips of hundreds of pixels on
+the FGSM-trained tuning CNN); the smooth run alone won there on every tuning model."""
 LATE_SHARE = 0.1
 """The last share of the final run's steps watched for progress: a sample whose best norm
 (or, without a flip, whose loss) still fell by more than :data:`LATE_RTOL` over it raises
@@ -104,11 +108,11 @@ def gradient_search(
     backward pass per candidate class). Targeted restarts start from a random point on
     the sphere of the best norm so far, drawn from each sample's own stream.
 
-    On L0 a share of the steps (:data:`SMOOTH_SHARE`) goes to a smooth-L0 run
+    On L0 a share of the steps (:func:`smooth_steps`) goes to a smooth-L0 run
     (:mod:`mmargin.engine.smooth_l0`) after the others: the better of its best flip and
     theirs is the result, the other one the state's ``alternate``.
     """
-    smooth = int(passes // 2 * SMOOTH_SHARE) if distance.p == 0.0 else 0
+    smooth = smooth_steps(passes // 2) if distance.p == 0.0 else 0
     state = _search(model, space, distance, goal, x, labels, targets, passes - 2 * smooth,
                     config, streams, classes)  # fmt: skip
     if smooth:
@@ -116,17 +120,25 @@ def gradient_search(
     return state
 
 
+def smooth_steps(steps: int) -> int:
+    """The steps of an L0 search of ``steps`` steps that go to the smooth-L0 run."""
+    return steps if steps < SMOOTH_ALONE else int(steps * SMOOTH_SHARE)
+
+
 def _smooth_alternate(
     model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
     labels: Tensor, targets: Tensor | None, steps: int, state: SearchState,
 ) -> None:  # fmt: skip
     """The smooth-L0 run of ``steps`` steps on its own record (the samples without usable
-    gradients sit out), then per sample the smaller of its best flip and ``state``'s as
-    ``state``'s best, the other as ``state.alternate`` (zero where that one found none)."""
+    gradients sit out; when no other run went first, it flags them), then per sample the
+    smaller of its best flip and ``state``'s as ``state``'s best, the other as
+    ``state.alternate`` (zero where that one found none)."""
     own = SearchState.empty(x)
     own.flags = dict(state.flags)
-    smooth_l0_run(model, space, distance, goal, x, labels, targets, steps, own)
+    first = "zero_gradients" not in state.flags and not bool(state.queries.any())
+    smooth_l0_run(model, space, distance, goal, x, labels, targets, steps, own, check=first)
     state.queries += own.queries
+    state.flags.update(own.flags)
     swap = own.best_norm < state.best_norm
     keep = per_sample(swap, x)
     other = torch.where(keep, state.best_delta, own.best_delta)
@@ -446,11 +458,9 @@ def _step(
     if late is not None:
         late.seen(k, idx, loss, state)
     if finite is not None:  # the first step: is the gradient usable at all?
-        usable = finite & (grad.flatten(1).abs().amax(dim=1) > 0)
-        reach = loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-30)
-        usable &= reach <= VANISHING * (1 + distance.norm(xi))
-        if not bool(usable.all()):
-            where = torch.arange(x.shape[0], device=x.device)[idx][~usable]
+        ok = usable(distance, xi, grad, loss, finite)
+        if not bool(ok.all()):
+            where = torch.arange(x.shape[0], device=x.device)[idx][~ok]
             state.flag("zero_gradients", where)
             active[where] = False
 
@@ -515,6 +525,15 @@ def _step(
         done = found[idx] & (stall[idx] >= config.patience)
         active[idx] = ~done
     return delta, eps, found
+
+
+def usable(distance: Distance, x: Tensor, grad: Tensor, loss: Tensor, finite: Tensor) -> Tensor:
+    """Per sample, whether a search's first gradient at ``x`` is usable: ``finite`` (the
+    raw gradient had no NaN or infinity), ``grad`` (cleaned, the space's free gradient)
+    not all zero, and not vanishing (see :data:`VANISHING`) for the goal's ``loss``."""
+    ok = finite & (grad.flatten(1).abs().amax(dim=1) > 0)
+    reach = loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-30)
+    return ok & (reach <= VANISHING * (1 + distance.norm(x)))
 
 
 def _raw_gradient(loss: Tensor, inputs: Tensor) -> Tensor:

@@ -80,9 +80,15 @@ def smooth_l0_run(
     targets: Tensor | None,
     steps: int,
     state: SearchState,
+    check: bool = False,
 ) -> None:
     """Spend ``steps`` steps (2 passes each) per searching sample from the clean input,
-    recording every flip in ``state`` (samples flagged ``zero_gradients`` sit out)."""
+    recording every flip in ``state`` (samples flagged ``zero_gradients`` sit out). With
+    ``check`` the first step flags ``zero_gradients`` and stops the samples whose gradient
+    is unusable, as the ε-ball search's first step does
+    (:func:`~mmargin.engine.gradient.usable`)."""
+    from mmargin.engine.gradient import usable  # (gradient imports this module)
+
     batch = x.shape[0]
     dead = state.flags.get("zero_gradients")
     rows = torch.arange(batch, device=x.device)
@@ -115,11 +121,25 @@ def smooth_l0_run(
             state.record(rows[better], norms[better], dd[better], scores.detach()[better])
         sq = _position_square(distance, v).flatten(1)
         count = (sq / (sq + SIGMA)).sum(dim=1) / positions
-        total = (loss + flip_tolerance(scores)).clamp(min=0) + count
+        first = check and k == 0
+        clear = loss + flip_tolerance(scores)  # the first check needs the loss's gradient
+        total = (clear if first else clear.clamp(min=0)) + count
         (grad,) = torch.autograd.grad(total.sum(), v, allow_unused=True)
         if grad is None:
             return
+        finite = torch.isfinite(grad.flatten(1).abs().amax(dim=1))
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if first:  # at the clean input the count's gradient is 0: this is the loss's
+            free = space.free_gradient(xi, dd, grad / scale)
+            ok = usable(distance, xi, free, loss.detach(), finite)
+            if not bool(ok.all()):  # those samples leave (their pass is counted)
+                state.flag("zero_gradients", rows[~ok])
+                rows, xi, yi, scale, u, avg, avg_sq, tau, grad, is_adv = (
+                    t[ok] for t in (rows, xi, yi, scale, u, avg, avg_sq, tau, grad, is_adv)
+                )
+                ti = ti[ok] if ti is not None else None
+                if rows.numel() == 0:
+                    return
         peak = grad.flatten(1).abs().amax(dim=1).clamp(min=1e-12)
         grad = grad / per_sample(peak, grad)
         avg.lerp_(grad, 1 - b1)
