@@ -20,6 +20,10 @@ batch within the passes it is given, repeats:
    the flip, then again from every position pushed (a different path, which finds flips
    the first misses on adversarially trained models); none → the stage ends.
 
+With passes left when that ends, the same runs from a second flip of the search (its
+``alternate``: the smooth-L0 run's best or the ε-ball runs', whichever is not the first),
+checked by one forward pass first; the result with fewer positions is kept.
+
 Each sample's search is a coroutine (:func:`_shrink`) that asks for one model pass at a
 time — a forward pass on a candidate or a gradient — and decides alone what to ask next, so
 its arithmetic is its own whatever shares the batch. :func:`sparse_finish` runs all of them
