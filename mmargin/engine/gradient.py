@@ -154,7 +154,7 @@ def _search(
     labels: Tensor, targets: Tensor | None, passes: int, config: GradientConfig,
     streams: Streams, classes: int,
 ) -> SearchState:  # fmt: skip
-    """:func:`gradient_search` but for the smooth-L0 run."""
+    """The runs of :func:`gradient_search` other than the smooth-L0 run, in ``passes``."""
     state = SearchState.empty(x)
     steps = passes // 2
     runs = config.restarts + 1
