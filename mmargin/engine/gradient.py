@@ -36,7 +36,7 @@ from mmargin.engine.passes import (
 )
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.spec import GradientConfig
-from mmargin.engine.state import SearchState, Streams, per_sample
+from mmargin.engine.state import SearchState, Streams, per_sample, usable
 from mmargin.goals import Goal, Untargeted
 from mmargin.protocols import Distance, ModelAdapter, Space, l2_scale
 from mmargin.ranking import descending_values
@@ -54,10 +54,6 @@ LATE_SHARE = 0.1
 (or, without a flip, whose loss) still fell by more than :data:`LATE_RTOL` over it raises
 ``incomplete_optimisation``."""
 LATE_RTOL = 0.01
-VANISHING = 1e3
-"""A gradient so small that the first-order distance to the boundary, ``loss / ‖∇‖_*``,
-exceeds this many times ``1 + ‖x‖`` is vanishing (saturated probabilities, for one): it
-counts as unusable, like a zero one."""
 
 
 def input_gradient(loss: Tensor, inputs: Tensor, retain: bool = False) -> tuple[Tensor, Tensor]:
@@ -525,15 +521,6 @@ def _step(
         done = found[idx] & (stall[idx] >= config.patience)
         active[idx] = ~done
     return delta, eps, found
-
-
-def usable(distance: Distance, x: Tensor, grad: Tensor, loss: Tensor, finite: Tensor) -> Tensor:
-    """Per sample, whether a search's first gradient at ``x`` is usable: ``finite`` (the
-    raw gradient had no NaN or infinity), ``grad`` (cleaned, the space's free gradient)
-    not all zero, and not vanishing (see :data:`VANISHING`) for the goal's ``loss``."""
-    ok = finite & (grad.flatten(1).abs().amax(dim=1) > 0)
-    reach = loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-30)
-    return ok & (reach <= VANISHING * (1 + distance.norm(x)))
 
 
 def _raw_gradient(loss: Tensor, inputs: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ import math
 import torch
 from torch import Tensor
 
-from mmargin.engine.state import SearchState, per_sample
+from mmargin.engine.state import SearchState, per_sample, usable
 from mmargin.goals import Goal, flip_tolerance
 from mmargin.protocols import Distance, ModelAdapter, Space
 
@@ -86,9 +86,7 @@ def smooth_l0_run(
     recording every flip in ``state`` (samples flagged ``zero_gradients`` sit out). With
     ``check`` the first step flags ``zero_gradients`` and stops the samples whose gradient
     is unusable, as the ε-ball search's first step does
-    (:func:`~mmargin.engine.gradient.usable`)."""
-    from mmargin.engine.gradient import usable  # (gradient imports this module)
-
+    (:func:`~mmargin.engine.state.usable`)."""
     batch = x.shape[0]
     dead = state.flags.get("zero_gradients")
     rows = torch.arange(batch, device=x.device)
