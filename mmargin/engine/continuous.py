@@ -127,9 +127,11 @@ class ContinuousSearch:
             if sparse:  # L0: the line search's steps and what the search left go to the stage
                 s = f[seen]
                 left = _sparse_reserve(run) + plan.line_search + plan.search - state.queries[s]
+                other = None if state.alternate is None else state.alternate[s]
                 delta[seen], used = sparse_finish(
                     run.model, run.space, run.distance, run.goal, x[s], delta[seen],
                     labels[s], targets[s] if targets is not None else None, left.clamp(min=0),
+                    other,
                 )  # fmt: skip
                 queries[s] += used
             best[f] = delta

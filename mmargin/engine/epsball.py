@@ -27,22 +27,18 @@ from mmargin.engine.legstop import LegStop
 from mmargin.engine.ownsteps import running
 from mmargin.engine.passes import toward
 from mmargin.engine.spec import GradientConfig
-from mmargin.engine.state import SearchState, per_sample
+from mmargin.engine.state import SearchState, per_sample, usable
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space, l2_scale
 from mmargin.ranking import descending_values
 
-__all__ = ["LATE_RTOL", "LATE_SHARE", "VANISHING", "Late", "epsball_run", "l0_needed"]
+__all__ = ["LATE_RTOL", "LATE_SHARE", "Late", "epsball_run", "l0_needed"]
 
 LATE_SHARE = 0.1
 """The last share of the final run's steps watched for progress: a sample whose best norm
 (or, without a flip, whose loss) still fell by more than :data:`LATE_RTOL` over it raises
 ``incomplete_optimisation``."""
 LATE_RTOL = 0.01
-VANISHING = 1e3
-"""A gradient so small that the first-order distance to the boundary, ``loss / ‖∇‖_*``,
-exceeds this many times ``1 + ‖x‖`` is vanishing (saturated probabilities, for one): it
-counts as unusable, like a zero one."""
 
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
@@ -275,11 +271,9 @@ def _step(
     if late is not None:
         late.seen(k, idx, loss, state)
     if finite is not None:  # the first step: is the gradient usable at all?
-        usable = finite & (grad.flatten(1).abs().amax(dim=1) > 0)
-        reach = loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-30)
-        usable &= reach <= VANISHING * (1 + distance.norm(xi))
-        if not bool(usable.all()):
-            where = torch.arange(x.shape[0], device=x.device)[idx][~usable]
+        ok = usable(distance, xi, grad, loss, finite)
+        if not bool(ok.all()):
+            where = torch.arange(x.shape[0], device=x.device)[idx][~ok]
             state.flag("zero_gradients", where)
             active[where] = False
 

@@ -30,12 +30,20 @@ from mmargin.engine.passes import (
     search_legs,
     split_steps,
 )
+from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal, Untargeted
 from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = ["GradientConfig", "gradient_search", "input_gradient", "rank_classes"]
+
+SMOOTH_SHARE = 0.4
+"""The share of an L0 search's steps that goes to the smooth-L0 run."""
+SMOOTH_ALONE = 100
+"""An L0 search of fewer steps is the smooth-L0 run alone: the ε-ball runs would get
+under ~50 steps (at 250 passes, 36), too few to anneal (flips of hundreds of pixels on
+the FGSM-trained tuning CNN); the smooth run alone won there on every tuning model."""
 
 
 def input_gradient(loss: Tensor, inputs: Tensor, retain: bool = False) -> tuple[Tensor, Tensor]:
@@ -81,7 +89,54 @@ def gradient_search(
     r-th smallest first-order distance at the clean input (ranked once, at a cost of one
     backward pass per candidate class). Targeted restarts start from a random point on
     the sphere of the best norm so far, drawn from each sample's own stream.
+
+    On L0 a share of the steps (:func:`smooth_steps`) goes to a smooth-L0 run
+    (:mod:`mmargin.engine.smooth_l0`) after the others: the better of its best flip and
+    theirs is the result, the other one the state's ``alternate``.
     """
+    smooth = smooth_steps(passes // 2) if distance.p == 0.0 else 0
+    state = _search(model, space, distance, goal, x, labels, targets, passes - 2 * smooth,
+                    config, streams, classes)  # fmt: skip
+    if smooth:
+        _smooth_alternate(model, space, distance, goal, x, labels, targets, smooth, state)
+    return state
+
+
+def smooth_steps(steps: int) -> int:
+    """The steps of an L0 search of ``steps`` steps that go to the smooth-L0 run."""
+    return steps if steps < SMOOTH_ALONE else int(steps * SMOOTH_SHARE)
+
+
+def _smooth_alternate(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    labels: Tensor, targets: Tensor | None, steps: int, state: SearchState,
+) -> None:  # fmt: skip
+    """The smooth-L0 run of ``steps`` steps on its own record (the samples without usable
+    gradients sit out; when no other run went first, it flags them), then per sample the
+    smaller of its best flip and ``state``'s as ``state``'s best, the other as
+    ``state.alternate`` (zero where that one found none)."""
+    own = SearchState.empty(x)
+    own.flags = dict(state.flags)
+    first = "zero_gradients" not in state.flags and not bool(state.queries.any())
+    smooth_l0_run(model, space, distance, goal, x, labels, targets, steps, own, check=first)
+    state.queries += own.queries
+    state.flags.update(own.flags)
+    swap = own.best_norm < state.best_norm
+    keep = per_sample(swap, x)
+    other = torch.where(keep, state.best_delta, own.best_delta)
+    other_norm = torch.where(swap, state.best_norm, own.best_norm)
+    state.alternate = torch.where(per_sample(torch.isfinite(other_norm), x), other, 0.0)
+    state.best_delta = torch.where(keep, own.best_delta, state.best_delta)
+    state.best_norm = torch.where(swap, own.best_norm, state.best_norm)
+    state.best_class = torch.where(swap, own.best_class, state.best_class)
+
+
+def _search(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    labels: Tensor, targets: Tensor | None, passes: int, config: GradientConfig,
+    streams: Streams, classes: int,
+) -> SearchState:  # fmt: skip
+    """The runs of :func:`gradient_search` other than the smooth-L0 run, in ``passes``."""
     state = SearchState.empty(x)
     steps = passes // 2
     runs = config.restarts + 1

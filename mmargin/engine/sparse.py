@@ -20,6 +20,10 @@ batch within the passes it is given, repeats:
    the flip, then again from every position pushed (a different path, which finds flips
    the first misses on adversarially trained models); none → the stage ends.
 
+With passes left when that ends, the same runs from a second flip of the search (its
+``alternate``: the smooth-L0 run's best or the ε-ball runs', whichever is not the first),
+checked by one forward pass first; the result with fewer positions is kept.
+
 Each sample's search is a coroutine (:func:`_shrink`) that asks for one model pass at a
 time — a forward pass on a candidate or a gradient — and decides alone what to ask next, so
 its arithmetic is its own whatever shares the batch. :func:`sparse_finish` runs all of them
@@ -80,13 +84,20 @@ class _Sample:
 def sparse_finish(
     model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
     delta: Tensor, labels: Tensor, targets: Tensor | None, passes: Tensor,
+    alternates: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Shrink the support of each verified adversarial ``x + delta`` within ``passes[i]``
-    forward + backward passes for sample ``i``. Returns the new perturbations (finalised,
-    each a flip a pass has seen, or the input one) and the passes each sample used."""
+    forward + backward passes for sample ``i``; with ``alternates`` (a second, unverified
+    flip per sample, zero where none), the passes the first shrink leaves shrink that
+    one too (:func:`_both`). Returns the new perturbations (finalised, each a flip a pass
+    has seen, or the input one) and the passes each sample used."""
     out = delta.clone()
     samples = [_Sample(x[i : i + 1], int(passes[i])) for i in range(x.shape[0])]
-    runs = {i: _shrink(space, distance, s, delta[i : i + 1]) for i, s in enumerate(samples)}
+    runs = {
+        i: _both(space, distance, s, delta[i : i + 1],
+                 None if alternates is None else alternates[i : i + 1])
+        for i, s in enumerate(samples)
+    }  # fmt: skip
     asks: dict[int, Ask] = {}
     for i in list(runs):
         _advance(runs, asks, out, i, None)
@@ -236,6 +247,23 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
             break
         best = found
     return best
+
+
+def _both(
+    space: Space, distance: Distance, sample: _Sample, delta: Tensor, other: Tensor | None
+) -> Shrink:
+    """The stage from ``delta``; then, with passes left and a non-zero ``other``, one
+    forward pass checks that ``other`` flips and the stage runs from it too: the flip with
+    fewer positions of the two results (the first's on a tie)."""
+    best = yield from _shrink(space, distance, sample, delta)
+    if other is None or not bool(other.any()) or sample.left < 4:
+        return best
+    start, flips, _ = yield FLIP, other
+    if not flips:
+        return best
+    found = yield from _shrink(space, distance, sample, start)
+    fewer = positions(distance, found).sum() < positions(distance, best).sum()
+    return found if bool(fewer) else best
 
 
 def _descend(

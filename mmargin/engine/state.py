@@ -1,5 +1,5 @@
 """What strategies share: the per-batch outcome they return to the driver, a broadcast
-helper and per-sample random streams."""
+helper, per-sample random streams and the test of a search's first gradient."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from mmargin.protocols import Distance
+
+VANISHING = 1e3
+"""A gradient so small that the first-order distance to the boundary, ``loss / ‖∇‖_*``,
+exceeds this many times ``1 + ‖x‖`` is vanishing (saturated probabilities, for one): it
+counts as unusable, like a zero one."""
 
 
 def per_sample(values: Tensor, like: Tensor) -> Tensor:
@@ -22,13 +29,17 @@ class SearchState:
     """Best adversarial perturbation per sample (``inf`` norm where none was found), the
     class it lands in (``-1`` if none) and the forward + backward passes each sample used.
     ``flags`` holds per-sample boolean masks a search raises, named after the attack-failure
-    indicators of :mod:`mmargin.engine.indicators` (``zero_gradients`` ...)."""
+    indicators of :mod:`mmargin.engine.indicators` (``zero_gradients`` ...).
+    ``alternate`` (L0 only, else ``None``): per sample the best flip of a dissimilar run
+    that is not ``best_delta`` (zero where there is none), which the support-shrinking
+    stage (:mod:`mmargin.engine.sparse`) shrinks too when its passes allow."""
 
     best_delta: Tensor
     best_norm: Tensor
     best_class: Tensor
     queries: Tensor
     flags: dict[str, Tensor] = field(default_factory=dict)
+    alternate: Tensor | None = None
 
     def record(self, where: Tensor, norms: Tensor, delta: Tensor, scores: Tensor) -> None:
         """Keep the flips at batch rows ``where`` (sizes ``norms``, perturbations ``delta``,
@@ -103,3 +114,12 @@ class Streams:
         back = torch.empty(len(order), dtype=torch.long)
         back[torch.as_tensor(order, dtype=torch.long)] = torch.arange(len(order))
         return out[back.to(out.device)]
+
+
+def usable(distance: Distance, x: Tensor, grad: Tensor, loss: Tensor, finite: Tensor) -> Tensor:
+    """Per sample, whether a search's first gradient at ``x`` is usable: ``finite`` (the
+    raw gradient had no NaN or infinity), ``grad`` (cleaned, the space's free gradient)
+    not all zero, and not vanishing (see :data:`VANISHING`) for the goal's ``loss``."""
+    ok = finite & (grad.flatten(1).abs().amax(dim=1) > 0)
+    reach = loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-30)
+    return ok & (reach <= VANISHING * (1 + distance.norm(x)))
