@@ -36,6 +36,19 @@ after the class probes and from the best flip so far (a sparse walk along the bo
 before the refinements: from the clean input, every share tried lost on the robust
 tuning models); none on L∞ / L0.
 
+A second L1 run from the clean input *kept alongside* the ε-ball runs (not replacing the
+warm one; its steps taken from the plan's other legs) lost too (session 9, 200 images,
+pooled optimality against the peers and every run, mean over 990 / 1000 / 1010 passes,
+tune_cnn_fgsm / tune_cnn_fgsm_short, from 0.812 / 0.923): ALMA's dense subgradient on 25 %
+of the steps before the first run +0.008 / −0.026, on 10 % +0.006 / −0.010, on 25 % after
+the first run +0.001 / −0.028; the proximal step on 25 % before the first run (1000 only)
+−0.004 / −0.037. A larger ``lagrangian_l1`` (0.22, five budgets 980–1020) moved nothing
+(+0.002 / −0.001), a shorter first ε-ball run (``first_share`` 0.3) lost (−0.010 /
+−0.002). The robust CNNs' L1 results are chaotic in the plan: 990 or 1010
+passes instead of 1000 move 78–85 % of tune_cnn_fgsm's samples (56–58 % of
+tune_cnn_fgsm_short's) by more than 3 % either way and one 200-image run's optimality by
+up to ±0.017, so a plan change must be measured over several budgets.
+
 Every flip seen is recorded in the shared :class:`~mmargin.engine.state.SearchState` like
 the other runs do; each sample's arithmetic is its own (no batch coupling, no randomness).
 """
