@@ -70,7 +70,8 @@ LR_REDUCTION = 0.01
 HORIZON = 500
 """The length over which a run from the clean input decays by :data:`LR_REDUCTION`: a
 shorter run decays at about that same rate per step until its :data:`TAIL` (to 0.01 **
-(149 / 500) ≈ 0.25 for the 149 steps of a 1000-pass L2 search) — ALMA's own schedule at
+(122 / 500) ≈ 0.33 for each of the two 122-step runs of a 1000-pass L2 search; 149 steps
+when these figures were measured) — ALMA's own schedule at
 its 1000-pass budget (500 steps). Decaying by the full 0.01 over a short run's length
 freezes it near its first flip, before it has walked along the boundary: measured on the
 robust tuning models, 1000 passes, L2, 200 images, pooled with the peers (without the
@@ -118,13 +119,15 @@ def second_steps(steps: int, p: float, config: GradientConfig) -> int:
     per sample, the 1000-pass search's best was often 1.2–1.8× the flip its own 500-pass
     search (a longer-stepped Lagrangian run) or ALMA found, in the same class. The
     leftover's second run (:mod:`mmargin.engine.leftover`) reached only the samples whose
-    probes left early, with 56–72 steps. Measured at 1000 passes (L2, images 0–199,
-    pooled with ALMA, FMN and every variant's runs; halves 0–99 / 100–199), with 0.2 of the
-    steps and a first step of 0.3: tune_cnn_fgsm 0.906 → 0.928 (0.900 / 0.894 → 0.927 /
-    0.913), tune_cnn_fgsm_short 0.963 → 0.980 (0.970 / 0.942 → 0.982 / 0.970), at fewer
-    passes (981 → 907 and 968 → 898: shorter probes leave earlier, with too few steps for
-    the leftover's run). A first step of 0.2 gained a little less on both; 0.15 of the
-    steps gained less (the leftover ran more often), 0.3 lost on one half of
+    probes left early, with 56–72 steps. Measured at 1000 passes (L2, images 0–199, pooled
+    with ALMA, DDN, FMN and the runs compared; halves 0–99 / 100–199), with 0.25 of the
+    steps (the first run's share 0.3 → 0.25) and a first step of 0.3: tune_cnn_fgsm 0.913 →
+    0.943 (0.909 / 0.885 → 0.947 / 0.917), tune_cnn_fgsm_short 0.959 → 0.988 (0.967 /
+    0.937 → 0.984 / 0.989), mnist_cnn 0.9979 → 0.9976, at fewer passes (981 → 906, 968 →
+    898, 962 → 923: shorter probes leave earlier, with too few steps for the leftover's
+    run). In a wider pool of every variant: shares 0.3 + 0.2 gained ~0.011 less on both
+    robust models, 0.2 + 0.3 ~0.007 less; a first step of 0.2 a little less; 0.3 + 0.15
+    less (the leftover ran more often); 0.3 + 0.3 (first step 0.2) lost on one half of
     tune_cnn_fgsm."""
     if p != 2.0 or is_short(steps, p, config):
         return 0

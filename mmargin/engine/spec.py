@@ -143,8 +143,8 @@ class GradientConfig:
     probes: int = 3
     first_share: float = 0.4
     probe_share: float = 0.1
-    lagrangian: float = 0.3
-    lagrangian_second: float = 0.2
+    lagrangian: float = 0.25
+    lagrangian_second: float = 0.25
     lagrangian_second_lr: float = 0.3
     lagrangian_l1: float = 0.15
     unspent_lr: float = 0.2
