@@ -76,7 +76,8 @@ def test_the_second_run_alone_flips_every_sample_never_below_the_closed_form(see
     with its first step: a flip for every sample, none below the exact minimum. (Not near
     it: ~100 steps from the clean input with a first step of 0.3 of the input's magnitude
     end 1.3–1.8× the minimum (median) on these linear models, whose flips are 0.02–0.6
-    long; the refinements take it from there, see the test below.)"""
+    long, and a larger one further; the refinements take it from there, see the test
+    below.)"""
     model, x = random_linear(seed, 24, 6, 10)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)

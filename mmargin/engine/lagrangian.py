@@ -120,15 +120,17 @@ def second_steps(steps: int, p: float, config: GradientConfig) -> int:
     search (a longer-stepped Lagrangian run) or ALMA found, in the same class. The
     leftover's second run (:mod:`mmargin.engine.leftover`) reached only the samples whose
     probes left early, with 56–72 steps. Measured at 1000 passes (L2, images 0–199, pooled
-    with ALMA, DDN, FMN and the runs compared; halves 0–99 / 100–199), with 0.25 of the
-    steps (the first run's share 0.3 → 0.25) and a first step of 0.3: tune_cnn_fgsm 0.913 →
-    0.943 (0.909 / 0.885 → 0.947 / 0.917), tune_cnn_fgsm_short 0.959 → 0.988 (0.967 /
-    0.937 → 0.984 / 0.989), mnist_cnn 0.9979 → 0.9976, at fewer passes (981 → 906, 968 →
-    898, 962 → 923: shorter probes leave earlier, with too few steps for the leftover's
-    run). In a wider pool of every variant: shares 0.3 + 0.2 gained ~0.011 less on both
-    robust models, 0.2 + 0.3 ~0.007 less; a first step of 0.2 a little less; 0.3 + 0.15
-    less (the leftover ran more often); 0.3 + 0.3 (first step 0.2) lost on one half of
-    tune_cnn_fgsm."""
+    with ALMA, DDN, FMN and the two runs compared; halves 0–99 / 100–199), with 0.25 of the
+    steps (the first run's share 0.3 → 0.25) and a first step of 0.5: tune_cnn_fgsm 0.912 →
+    0.951 (0.909 / 0.883 → 0.956 / 0.923), tune_cnn_fgsm_short 0.953 → 0.988 (0.963 /
+    0.925 → 0.987 / 0.985), mnist_cnn 0.9978 → 0.9977 (0.9993 / 0.9964 → 0.9985 /
+    0.9971), at fewer passes (981 → 907, 968 → 898, 962 → 923: shorter probes leave
+    earlier, with too few steps for the leftover's run). In a wider pool of every variant:
+    the first step 0.2 < 0.3 < 0.4 ≈ 0.5 ≈ 0.6 on both robust models (1.0 lost on
+    tune_cnn_fgsm: a step further from the first run's 0.1 reaches other basins, up to a
+    point); shares 0.3 + 0.2 gained ~0.011 less on both robust models, 0.2 + 0.3 ~0.007
+    less, 0.3 + 0.15 less (the leftover ran more often), three runs of 0.2 (first steps
+    0.1, 0.3, 0.2) less."""
     if p != 2.0 or is_short(steps, p, config):
         return 0
     count = int(steps * config.lagrangian_second)

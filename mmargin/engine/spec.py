@@ -145,7 +145,7 @@ class GradientConfig:
     probe_share: float = 0.1
     lagrangian: float = 0.25
     lagrangian_second: float = 0.25
-    lagrangian_second_lr: float = 0.3
+    lagrangian_second_lr: float = 0.5
     lagrangian_l1: float = 0.15
     unspent_lr: float = 0.2
     unspent_polish: bool = True
