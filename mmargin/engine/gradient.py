@@ -21,6 +21,7 @@ from mmargin.engine.lagrangian import (
     lagrangian_run,
     lagrangian_slot,
     lagrangian_steps,
+    second_steps,
 )
 from mmargin.engine.leftover import spend_unspent
 from mmargin.engine.legstop import LegStop
@@ -184,11 +185,13 @@ def _class_aware(
 ) -> None:  # fmt: skip
     """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
     on L2 a Lagrangian run (from the clean input: after the first run only so that
-    samples without usable gradients are known and skipped), the class probes, on L1 a
-    Lagrangian run from the best flip, and refinements warm-started from the best flip
-    toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`)."""
+    samples without usable gradients are known and skipped; outside the short plan a
+    second one after it, :func:`~mmargin.engine.lagrangian.second_steps`), the class
+    probes, on L1 a Lagrangian run from the best flip, and refinements warm-started from
+    the best flip toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`)."""
     lagrange = lagrangian_steps(steps, distance.p, config)
-    plan = search_legs(steps, distance.p, config, lagrange)
+    second = second_steps(steps, distance.p, config) if lagrange else 0
+    plan = search_legs(steps, distance.p, config, lagrange + second)
     slot, warm = lagrangian_slot(distance.p, [(leg.kind, leg.steps) for leg in plan])
     before = state.queries.clone()
     candidates = None
@@ -220,6 +223,9 @@ def _class_aware(
             first = lagrangian_lr(steps, distance.p, config)
             lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
                            start=begin, lr_init=first)  # fmt: skip
+            if second:  # a second basin: from the clean input, another first step
+                lagrangian_run(model, space, distance, goal, x, labels, None, second, state,
+                               lr_init=config.lagrangian_second_lr)  # fmt: skip
     # the steps the probes' early exits left unspent: L2 a second Lagrangian run, L1 the
     # knapsack polish of the best flip, L∞ a refinement of it toward the runner-up class
     spend_unspent(model, space, distance, goal, x, labels, steps, before, state, config, ranked)

@@ -72,6 +72,7 @@ __all__ = [
     "lagrangian_run",
     "lagrangian_slot",
     "lagrangian_steps",
+    "second_steps",
 ]
 
 LR_INIT = 0.1
@@ -82,7 +83,8 @@ LR_REDUCTION = 0.01
 HORIZON = 500
 """The length over which a run from the clean input decays by :data:`LR_REDUCTION`: a
 shorter run decays at about that same rate per step until its :data:`TAIL` (to 0.01 **
-(149 / 500) ≈ 0.25 for the 149 steps of a 1000-pass L2 search) — ALMA's own schedule at
+(122 / 500) ≈ 0.33 for each of the two 122-step runs of a 1000-pass L2 search; 149 steps
+when these figures were measured) — ALMA's own schedule at
 its 1000-pass budget (500 steps). Decaying by the full 0.01 over a short run's length
 freezes it near its first flip, before it has walked along the boundary: measured on the
 robust tuning models, 1000 passes, L2, 200 images, pooled with the peers (without the
@@ -115,6 +117,36 @@ def lagrangian_steps(steps: int, p: float, config: GradientConfig) -> int:
     if is_short(steps, p, config):
         share = config.short_lagrangian
     count = int(steps * share)
+    return count if count >= MIN_STEPS else 0
+
+
+def second_steps(steps: int, p: float, config: GradientConfig) -> int:
+    """How many of an untargeted search's ``steps`` go to the second Lagrangian run from the
+    clean input (first step ``config.lagrangian_second_lr``), right after the first: on L2
+    outside the short plan (:func:`~mmargin.engine.passes.is_short`)
+    ``config.lagrangian_second`` of them, otherwise none (or when that leaves fewer than
+    :data:`MIN_STEPS`).
+
+    On the adversarially trained tuning models a Lagrangian run from the clean input is
+    where most final flips come from, but which basin it settles in depends on its path:
+    per sample, the 1000-pass search's best was often 1.2–1.8× the flip its own 500-pass
+    search (a longer-stepped Lagrangian run) or ALMA found, in the same class. The
+    leftover's second run (:mod:`mmargin.engine.leftover`) reached only the samples whose
+    probes left early, with 56–72 steps. Measured at 1000 passes (L2, images 0–199, pooled
+    with ALMA, DDN, FMN and the two runs compared; halves 0–99 / 100–199), with 0.25 of the
+    steps (the first run's share 0.3 → 0.25) and a first step of 0.5: tune_cnn_fgsm 0.912 →
+    0.951 (0.909 / 0.883 → 0.956 / 0.923), tune_cnn_fgsm_short 0.953 → 0.988 (0.963 /
+    0.925 → 0.987 / 0.985), mnist_cnn 0.9978 → 0.9977 (0.9993 / 0.9964 → 0.9985 /
+    0.9971), at fewer passes (981 → 907, 968 → 898, 962 → 923: shorter probes leave
+    earlier, with too few steps for the leftover's run). In a wider pool of every variant:
+    the first step 0.2 < 0.3 < 0.4 ≈ 0.5 ≈ 0.6 on both robust models (1.0 lost on
+    tune_cnn_fgsm: a step further from the first run's 0.1 reaches other basins, up to a
+    point); shares 0.3 + 0.2 gained ~0.011 less on both robust models, 0.2 + 0.3 ~0.007
+    less, 0.3 + 0.15 less (the leftover ran more often), three runs of 0.2 (first steps
+    0.1, 0.3, 0.2) less."""
+    if p != 2.0 or is_short(steps, p, config):
+        return 0
+    count = int(steps * config.lagrangian_second)
     return count if count >= MIN_STEPS else 0
 
 

@@ -8,7 +8,10 @@ Lagrangian run, and which basin that run settles in depends on its path: a secon
 from the clean input with a larger first step (``GradientConfig.unspent_lr``, twice the
 first run's) reaches other flips. So after the planned runs, every sample that has a
 flip and at least :data:`SECOND_MIN_STEPS` steps left runs that second run for exactly the
-steps it has left.
+steps it has left. (Since a long L2 search plans a second Lagrangian run of its own,
+:func:`mmargin.engine.lagrangian.second_steps`, its probes are shorter: at 1000 passes on
+10 classes three probes of 24 steps leave at most 3 × 17 = 51 steps unspent, fewer than
+:data:`SECOND_MIN_STEPS`; longer searches still reach this run.)
 
 Measured on the robust tuning models (L2, 1000 passes, 100 images, pooled with
 ALMA/FMN/FAB/DDN/C&W/DeepFool): tune_cnn_fgsm 0.929 → 0.950, tune_cnn_fgsm_short 0.983 →

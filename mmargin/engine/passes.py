@@ -15,7 +15,8 @@ Short searches are split differently (:func:`split_steps`, :func:`is_short`, mea
 the tuning models at 100, 250 and 500 passes): legs of a few dozen steps are too short to
 anneal, so an L2 or L1 search of under ~150 passes is one plain run, nothing ranked (the
 ranking alone costs 10 passes); an L2 search of under ~800 passes spends half its steps
-on the Lagrangian run and has two class probes instead of three. L∞ keeps the split at
+on the Lagrangian run and has two class probes instead of three; a longer one has a second
+Lagrangian run (:func:`mmargin.engine.lagrangian.second_steps`). L∞ keeps the split at
 every budget (one plain run lost there at 250 passes in session 4: mnist_cnn 0.988 →
 0.92). L1 splits from ~150 passes: a plain run up to ~600 passes was mixed on the tuning
 models at 250 and 500 (mnist_cnn down 0.02, the robust CNNs up) and lost on the

@@ -93,8 +93,10 @@ class GradientConfig:
     An untargeted search with restarts spends its steps as :mod:`mmargin.engine.passes`
     says: on L2 distances ``lagrangian`` of them go to a Lagrangian run
     (:mod:`mmargin.engine.lagrangian`: it holds up on adversarially trained models, where
-    the ε-ball search loses ground), on L1 ``lagrangian_l1`` of them (a sparse, proximal
-    run from the best flip after the probes; on L∞ / L0 none), then the
+    the ε-ball search loses ground) and, outside the short plan, ``lagrangian_second`` of
+    them to a second one right after it, also from the clean input, with first step
+    ``lagrangian_second_lr`` (it settles in other basins); on L1 ``lagrangian_l1`` of them
+    (a sparse, proximal run from the best flip after the probes; on L∞ / L0 none). Then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
     ``probe_share``, and ``restarts`` refinements of the best flip share what is left.
     Short searches are split differently (:func:`mmargin.engine.passes.split_steps`,
@@ -141,7 +143,9 @@ class GradientConfig:
     probes: int = 3
     first_share: float = 0.4
     probe_share: float = 0.1
-    lagrangian: float = 0.3
+    lagrangian: float = 0.25
+    lagrangian_second: float = 0.25
+    lagrangian_second_lr: float = 0.5
     lagrangian_l1: float = 0.15
     unspent_lr: float = 0.2
     unspent_polish: bool = True
@@ -166,7 +170,11 @@ class GradientConfig:
         check_float("gradient", "first_share", self.first_share, 0.0, 1.0)
         check_float("gradient", "probe_share", self.probe_share, 0.0, 1.0)
         check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
+        check_float("gradient", "lagrangian_second", self.lagrangian_second, 0.0, 0.9)
+        check_float("gradient", "lagrangian_second_lr", self.lagrangian_second_lr, 1e-6, 10.0)
         check_float("gradient", "lagrangian_l1", self.lagrangian_l1, 0.0, 0.9)
+        if self.lagrangian + self.lagrangian_second > 0.9:
+            raise ValueError("gradient: lagrangian + lagrangian_second must be <= 0.9")
         check_float("gradient", "unspent_lr", self.unspent_lr, 0.0, 10.0)
         if not isinstance(self.unspent_refine, bool):
             raise ValueError(
