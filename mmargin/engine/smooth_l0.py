@@ -145,8 +145,7 @@ def smooth_l0_run(
             if not bool(ok.all()):  # those samples leave (their pass is counted)
                 state.flag("zero_gradients", rows[~ok])
                 rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv = (
-                    t[ok]
-                    for t in (rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv)
+                    t[ok] for t in (rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv)
                 )
                 ti = ti[ok] if ti is not None else None
                 if rows.numel() == 0:
