@@ -40,10 +40,24 @@ def spend_rest(
     positions of the two (``delta``'s on a tie) and the passes each sample used."""
     used = torch.zeros_like(left)
     out = delta.clone()
+    while True:
+        more = _once(model, space, distance, goal, x, out, labels, targets, left - used)
+        if more is None:
+            return out, used
+        out, spent = more
+        used += spent
+
+
+def _once(
+    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
+    delta: Tensor, labels: Tensor, targets: Tensor | None, left: Tensor,
+) -> tuple[Tensor, Tensor] | None:  # fmt: skip
+    used = torch.zeros_like(left)
+    out = delta.clone()
     steps = torch.where(left >= REST_MIN, (left.double() * REST_SHARE).long() // 2, 0)
     go = (steps > 0).nonzero().squeeze(1)
     if go.numel() == 0:
-        return out, used
+        return None
     t = None if targets is None else targets[go]
     own = SearchState.empty(x[go])
     smooth_l0_run(model, space, distance, goal, x[go], labels[go], t, int(steps[go].max()),
