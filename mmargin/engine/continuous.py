@@ -135,6 +135,7 @@ class ContinuousSearch:
                     other,
                 )  # fmt: skip
                 queries[s] += used
+                # what the stage left: more smooth-L0 runs, shrunk (mmargin.engine.l0rest)
                 delta[seen], more = spend_rest(
                     run.model, run.space, run.distance, run.goal, x[s], delta[seen],
                     labels[s], targets[s] if targets is not None else None,
