@@ -26,6 +26,7 @@ from mmargin.engine.driver import CONTINUOUS, Batch, Candidate, Run, Units, run_
 from mmargin.engine.fallback import FELL_BACK, MESSAGE, decision_fallback
 from mmargin.engine.finish import apply_exact, line_search
 from mmargin.engine.gradient import gradient_search
+from mmargin.engine.l0rest import spend_rest
 from mmargin.engine.sparse import sparse_finish, sparse_passes
 from mmargin.engine.spec import NUDGES, ExactFn, Plan, ReportFn, SearchSpec
 from mmargin.engine.state import SearchState, Streams
@@ -134,6 +135,13 @@ class ContinuousSearch:
                     other,
                 )  # fmt: skip
                 queries[s] += used
+                # what the stage left: more smooth-L0 runs, shrunk (mmargin.engine.l0rest)
+                delta[seen], more = spend_rest(
+                    run.model, run.space, run.distance, run.goal, x[s], delta[seen],
+                    labels[s], targets[s] if targets is not None else None,
+                    (left - used).clamp(min=0),
+                )  # fmt: skip
+                queries[s] += more
             best[f] = delta
             norms[f] = run.distance.norm(delta)
             unverified[f] = ~seen

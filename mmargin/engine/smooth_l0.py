@@ -34,6 +34,7 @@ import math
 import torch
 from torch import Tensor
 
+from mmargin.engine.ownsteps import compact, running
 from mmargin.engine.state import SearchState, per_sample, usable
 from mmargin.goals import Goal, flip_tolerance
 from mmargin.protocols import Distance, ModelAdapter, Space
@@ -81,6 +82,7 @@ def smooth_l0_run(
     steps: int,
     state: SearchState,
     check: bool = False,
+    lengths: Tensor | None = None,
 ) -> None:
     """Spend ``steps`` steps (2 passes each) per searching sample from the clean input,
     recording every flip in ``state`` (samples flagged ``zero_gradients`` sit out). With
@@ -92,8 +94,12 @@ def smooth_l0_run(
     rows = torch.arange(batch, device=x.device)
     if dead is not None:
         rows = rows[~dead]
-    if rows.numel() == 0 or steps < 1:
+    own = torch.full((batch,), steps, device=x.device) if lengths is None else lengths.clone()
+    own = own.to(device=x.device, dtype=torch.long)[rows]
+    rows, own = rows[own > 0], own[own > 0]
+    if rows.numel() == 0:
         return
+    steps = int(own.max())
     xi, yi = x[rows], labels[rows]
     ti = targets[rows] if targets is not None else None
     magnitude = xi.flatten(1).abs().amax(dim=1)
@@ -103,8 +109,14 @@ def smooth_l0_run(
     tau = torch.full((rows.numel(),), TAU, device=x.device, dtype=x.dtype)
     positions = _position_square(distance, u[:1]).flatten(1).shape[1]
     b1, b2 = BETAS
-    lr = STEP
+    lr = torch.full((rows.numel(),), STEP, device=x.device, dtype=torch.float64)
     for k in range(steps):
+        keep = running(own, k)
+        if keep is not None:  # the samples whose own steps are done leave
+            rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own = compact(
+                keep, rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own
+            )
+            ti = ti[keep] if ti is not None else None
         v = u.clone().requires_grad_(True)
         d = v * scale
         scores = model(xi + d)
@@ -132,8 +144,8 @@ def smooth_l0_run(
             ok = usable(distance, xi, free, loss.detach(), finite)
             if not bool(ok.all()):  # those samples leave (their pass is counted)
                 state.flag("zero_gradients", rows[~ok])
-                rows, xi, yi, scale, u, avg, avg_sq, tau, grad, is_adv = (
-                    t[ok] for t in (rows, xi, yi, scale, u, avg, avg_sq, tau, grad, is_adv)
+                rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv = (
+                    t[ok] for t in (rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv)
                 )
                 ti = ti[ok] if ti is not None else None
                 if rows.numel() == 0:
@@ -143,8 +155,9 @@ def smooth_l0_run(
         avg.lerp_(grad, 1 - b1)
         avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denom = (avg_sq / (1 - b2 ** (k + 1))).sqrt_().add_(1e-8)
-        u = u - (lr / (1 - b1 ** (k + 1))) * avg / denom
+        u = u - per_sample((lr / (1 - b1 ** (k + 1))).to(u.dtype), u) * avg / denom
         u = space.project(xi, u * scale) / scale
-        lr = STEP * (0.1 + 0.9 * (1 + math.cos(math.pi * k / steps)) / 2)
-        tau = (tau + torch.where(is_adv, TAU_RATE * lr, -TAU_RATE * lr)).clamp(0.0, 1.0)
+        lr = STEP * (0.1 + 0.9 * (1 + torch.cos(math.pi * k / own.double())) / 2)
+        move = (TAU_RATE * lr).to(tau.dtype)
+        tau = (tau + torch.where(is_adv, move, -move)).clamp(0.0, 1.0)
         u = torch.where(_position_size(distance, u) < per_sample(tau, u), 0.0, u)
