@@ -93,7 +93,11 @@ def _once(
     shrunk, spent = sparse_finish(model, space, distance, goal, x[g], checked, labels[g],
                                   None if targets is None else targets[g], rest)  # fmt: skip
     used[g] += spent
-    size = lambda d: positions(distance, d).flatten(1).sum(1)  # noqa: E731
-    fewer = size(shrunk) < size(out[g])
+    fewer = _size(distance, shrunk) < _size(distance, out[g])
     out[g[fewer]] = shrunk[fewer]
     return out, used
+
+
+def _size(distance: Distance, delta: Tensor) -> Tensor:
+    """Each perturbation's count of changed positions ``(B,)``."""
+    return positions(distance, delta).flatten(1).sum(1)
