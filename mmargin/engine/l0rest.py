@@ -33,7 +33,7 @@ from torch import Tensor
 
 from mmargin.engine.finish import line_search
 from mmargin.engine.smooth_l0 import smooth_l0_run
-from mmargin.engine.sparse import positions, sparse_finish
+from mmargin.engine.sparse import sparse_finish, support_size
 from mmargin.engine.state import SearchState
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
@@ -93,11 +93,6 @@ def _once(
     shrunk, spent = sparse_finish(model, space, distance, goal, x[g], checked, labels[g],
                                   None if targets is None else targets[g], rest)  # fmt: skip
     used[g] += spent
-    fewer = _size(distance, shrunk) < _size(distance, out[g])
+    fewer = support_size(distance, shrunk) < support_size(distance, out[g])
     out[g[fewer]] = shrunk[fewer]
     return out, used
-
-
-def _size(distance: Distance, delta: Tensor) -> Tensor:
-    """Each perturbation's count of changed positions ``(B,)``."""
-    return positions(distance, delta).flatten(1).sum(1)

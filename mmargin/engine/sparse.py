@@ -174,6 +174,11 @@ def positions(distance: Distance, delta: Tensor) -> Tensor:
     return moved if group is None else moved.any(dim=group)
 
 
+def support_size(distance: Distance, delta: Tensor) -> Tensor:
+    """How many positions each perturbation of ``delta`` changes: ``(B,)``."""
+    return positions(distance, delta).flatten(1).sum(1)
+
+
 def _expand(distance: Distance, where: Tensor, like: Tensor) -> Tensor:
     """A per-position mask broadcast back onto the coordinates of ``like``."""
     group = getattr(distance, "group_axis", None)
@@ -262,7 +267,7 @@ def _both(
     if not flips:
         return best
     found = yield from _shrink(space, distance, sample, start)
-    fewer = positions(distance, found).sum() < positions(distance, best).sum()
+    fewer = support_size(distance, found) < support_size(distance, best)
     return found if bool(fewer) else best
 
 
