@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.finish import line_search
+from mmargin.engine.gradient import SMOOTH_SHARE
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.sparse import sparse_finish, support_size
 from mmargin.engine.state import SearchState
@@ -40,8 +41,9 @@ from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = ["REST_MIN", "REST_SHARE", "spend_rest"]
 
-REST_SHARE = 0.4
-"""The share of a sample's unspent passes that goes to the second smooth-L0 run."""
+REST_SHARE = SMOOTH_SHARE
+"""The share of a sample's unspent passes that goes to the second smooth-L0 run: the
+search's own share for its smooth run (measured shares around it were chaotic)."""
 REST_MIN = 40
 """Fewer unspent passes than this: nothing runs (too few steps to anneal)."""
 
