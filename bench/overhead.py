@@ -134,11 +134,12 @@ class Engine:
     def run(self, x: Tensor, labels: Tensor) -> None:
         """``steps`` engine steps from δ = 0, the first run's check included."""
         from mmargin.engine.epsball import epsball_run
+        from mmargin.engine.problem import Problem
         from mmargin.engine.state import SearchState
 
         state = SearchState.empty(x)
-        epsball_run(self.model, self.space, self.distance, self.goal, x, labels, None,
-                    self.steps, self.config, torch.zeros_like(x), state)  # fmt: skip
+        problem = Problem(self.model, self.space, self.distance, self.goal, x, labels)
+        epsball_run(problem, self.steps, self.config, torch.zeros_like(x), state)
 
 
 def paired(first: Callable[[], None], second: Callable[[], None], repeats: int) -> dict[str, Any]:
@@ -222,6 +223,7 @@ def call_split(
     from mmargin.engine import minimal_flip
     from mmargin.engine.counting import CountingAdapter
     from mmargin.engine.gradient import gradient_search
+    from mmargin.engine.problem import Problem
     from mmargin.engine.spec import SearchSpec
     from mmargin.engine.state import Streams
     from mmargin.goals import Untargeted
@@ -242,8 +244,8 @@ def call_split(
 
     def search() -> None:
         counted = CountingAdapter(TorchAdapter(model))
-        gradient_search(counted, space, distance, Untargeted(), xs, ys, None, passes,
-                        spec.gradient, Streams.for_samples(spec.seed, ids), 10)  # fmt: skip
+        problem = Problem(counted, space, distance, Untargeted(), xs, ys)
+        gradient_search(problem, passes, spec.gradient, Streams.for_samples(spec.seed, ids), 10)
 
     timing = paired(whole, search, args.call_repeats)
     engine = Engine(model, norm, 20)

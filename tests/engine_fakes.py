@@ -17,6 +17,7 @@ from torch import Tensor
 from mmargin.adapters import CallableAdapter, TorchAdapter
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import DiscreteConfig, GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
@@ -112,8 +113,8 @@ def linear_search(model: torch.nn.Linear, x: Tensor, config: GradientConfig,
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
-    return gradient_search(model, far_box(), lp(norm), Untargeted(), x, labels, None, 1000,
-                           config, streams, model.weight.shape[0])  # fmt: skip
+    problem = Problem(model, far_box(), lp(norm), Untargeted(), x, labels)
+    return gradient_search(problem, 1000, config, streams, model.weight.shape[0])
 
 
 def relu_flips(seed: int, n: int) -> tuple[torch.nn.Module, Tensor, Tensor, SearchState]:

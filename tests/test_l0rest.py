@@ -18,6 +18,7 @@ from test_engine_sparse import _case, _fewest_by_sorting
 from mmargin.adapters import TorchAdapter
 from mmargin.distances import lp, pixel_l0
 from mmargin.engine.l0rest import REST_MIN, spend_rest
+from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.sparse import positions
 from mmargin.engine.state import SearchState
@@ -29,8 +30,8 @@ def _smooth(net: torch.nn.Module, x: torch.Tensor, steps: int,
             lengths: torch.Tensor | None = None) -> SearchState:  # fmt: skip
     state = SearchState.empty(x)
     space = box(0.0, 1.0, sample_shape=x.shape[1:])
-    smooth_l0_run(TorchAdapter(net), space, lp("l0"), Untargeted(), x, net(x).argmax(1), None,
-                  steps, state, lengths=lengths)  # fmt: skip
+    problem = Problem(TorchAdapter(net), space, lp("l0"), Untargeted(), x, net(x).argmax(1))
+    smooth_l0_run(problem, steps, state, lengths=lengths)
     return state
 
 

@@ -20,6 +20,7 @@ from mmargin.engine.lagrangian import (
     lagrangian_slot,
     lagrangian_steps,
 )
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
@@ -76,8 +77,8 @@ def test_the_l1_lagrangian_run_reaches_the_exact_flip_of_two_classes(seed: int) 
         labels = model(x).argmax(dim=1)
     exact = _exact(model, x, labels)
     state = SearchState.empty(x)
-    lagrangian_run(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels, None, HORIZON,
-                   state)  # fmt: skip
+    problem = Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels)
+    lagrangian_run(problem, HORIZON, state)
     assert bool((state.queries == 2 * HORIZON).all())
     inside = state.best_delta + x
     assert bool(inside.ge(-1e-6).all() and inside.le(1 + 1e-6).all())
@@ -98,8 +99,8 @@ def test_the_l1_run_is_sparse_where_the_subgradient_would_jitter() -> None:
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     state = SearchState.empty(x)
-    lagrangian_run(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels, None, HORIZON,
-                   state)  # fmt: skip
+    problem = Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels)
+    lagrangian_run(problem, HORIZON, state)
     w = (model.weight[0] - model.weight[1]).detach().abs()
     for i, e in enumerate(_exact(model, x, labels)):
         if not math.isfinite(e):
@@ -125,8 +126,8 @@ def test_the_whole_l1_search_reaches_the_exact_flip_within_budget(seed: int, sha
     exact = _exact(model, x, labels)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
     config = GradientConfig(lagrangian_l1=share)
-    state = gradient_search(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels, None,
-                            1000, config, streams, 4)  # fmt: skip
+    problem = Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels)
+    state = gradient_search(problem, 1000, config, streams, 4)
     assert bool((state.queries <= 1000).all())
     for i, e in enumerate(exact):
         found = float(state.best_norm[i])
@@ -147,8 +148,8 @@ def test_from_a_far_flip_the_l1_run_walks_the_boundary_to_the_exact_one() -> Non
     with torch.no_grad():
         assert bool((model(x + far).argmax(dim=1) != labels).all())  # it is a flip
     state = SearchState.empty(x)
-    lagrangian_run(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels, None, 400, state,
-                   start=far)  # fmt: skip
+    problem = Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels)
+    lagrangian_run(problem, 400, state, start=far)
     for i, e in enumerate(exact):
         found = float(state.best_norm[i])
         assert float(far[i].abs().sum()) > 1.5 * e  # the start was far from the minimum
@@ -181,8 +182,8 @@ def test_the_run_has_a_constraint_to_follow_with_two_classes() -> None:
     w = (model.weight[0] - model.weight[1]).detach().norm()
     exact = ((z[:, 0] - z[:, 1]).abs() / w).tolist()
     state = SearchState.empty(x)
-    lagrangian_run(model, box(-1e3, 1e3), lp("l2"), Untargeted(), x, labels, None, HORIZON,
-                   state)  # fmt: skip
+    problem = Problem(model, box(-1e3, 1e3), lp("l2"), Untargeted(), x, labels)
+    lagrangian_run(problem, HORIZON, state)
     for i, e in enumerate(exact):
         found = float(state.best_norm[i])
         assert e * (1 - 1e-5) <= found <= e * 1.05, (i, found, e)  # as on more classes
@@ -216,8 +217,8 @@ def test_the_whole_search_polishes_what_a_short_lagrangian_run_leaves(p: str) ->
         space = box(0.0, 1.0)
         exact = _exact(model, x, labels)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
-    state = gradient_search(model, space, lp(p), Untargeted(), x, labels, None, 1000,
-                            GradientConfig(), streams, 2)  # fmt: skip
+    problem = Problem(model, space, lp(p), Untargeted(), x, labels)
+    state = gradient_search(problem, 1000, GradientConfig(), streams, 2)
     assert bool((state.queries <= 1000).all())
     for i, e in enumerate(exact):
         found = float(state.best_norm[i])

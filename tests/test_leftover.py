@@ -15,6 +15,7 @@ from mmargin.engine.gradient import gradient_search
 from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, l1_weights, lagrangian_lr, lagrangian_run
 from mmargin.engine.leftover import SECOND_MIN_STEPS, spend_unspent, unspent_steps
 from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
@@ -68,8 +69,8 @@ def test_the_second_run_walks_from_the_clean_input_to_the_exact_flip() -> None:
     before = torch.zeros_like(state.queries)
     state.queries[6] = 2 * (400 - SECOND_MIN_STEPS + 1)  # fewer than SECOND_MIN_STEPS left
     state.best_norm[7] = float("inf")  # no flip yet
-    spend_unspent(model, far_box(), lp("l2"), Untargeted(), x, labels, 400, before, state,
-                  GradientConfig())  # fmt: skip
+    problem = Problem(model, far_box(), lp("l2"), Untargeted(), x, labels)
+    spend_unspent(problem, 400, before, state, GradientConfig())
     ran = torch.arange(6)
     assert bool((state.queries[ran] == 800).all())
     assert int(state.queries[6]) == 2 * (400 - SECOND_MIN_STEPS + 1)
@@ -91,8 +92,8 @@ def test_other_distances_and_switched_off_runs_spend_nothing(p: str) -> None:
                              (lp("l1"), GradientConfig(unspent_polish=False))):  # fmt: skip
         state = SearchState.empty(x)
         state.best_norm = torch.ones(len(x))  # a flip each (never looked at: nothing runs)
-        spend_unspent(model, far_box(), distance, Untargeted(), x, labels, 100,
-                      torch.zeros_like(state.queries), state, config)  # fmt: skip
+        problem = Problem(model, far_box(), distance, Untargeted(), x, labels)
+        spend_unspent(problem, 100, torch.zeros_like(state.queries), state, config)
         assert int(state.queries.sum()) == 0
 
 
@@ -117,14 +118,14 @@ def test_samples_of_different_lengths_share_one_run_as_if_each_ran_alone() -> No
     only = torch.ones(len(x), dtype=torch.bool)
     only[4] = False
     state = SearchState.empty(x)
-    lagrangian_run(model, far_box(), lp("l2"), Untargeted(), x, labels, None, 40, state,
-                   only=only, lr_init=0.2, lengths=lengths)  # fmt: skip
+    problem = Problem(model, far_box(), lp("l2"), Untargeted(), x, labels)
+    lagrangian_run(problem, 40, state, only=only, lr_init=0.2, lengths=lengths)
     assert state.queries.tolist() == [2 * int(m) if i != 4 else 0 for i, m in enumerate(lengths)]
     assert not bool(torch.isfinite(state.best_norm[4]))
     for i in [0, 1, 2, 3, 5, 7, 8]:
         alone = SearchState.empty(x[i : i + 1])
-        lagrangian_run(model, far_box(), lp("l2"), Untargeted(), x[i : i + 1], labels[i : i + 1],
-                       None, int(lengths[i]), alone, lr_init=0.2)  # fmt: skip
+        problem = Problem(model, far_box(), lp("l2"), Untargeted(), x[i : i + 1], labels[i : i + 1])
+        lagrangian_run(problem, int(lengths[i]), alone, lr_init=0.2)
         assert int(alone.queries[0]) == int(state.queries[i])
         assert torch.isfinite(alone.best_norm[0])
         assert float(state.best_norm[i]) == pytest.approx(float(alone.best_norm[0]), rel=1e-5)
@@ -153,8 +154,8 @@ def test_a_250_pass_search_reaches_the_closed_form(seed: int) -> None:
         labels = model(x).argmax(dim=1)
         exact = exact_flip(model, x, labels)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
-    state = gradient_search(model, far_box(), lp("l2"), Untargeted(), x, labels, None, 250,
-                            GradientConfig(), streams, 6)  # fmt: skip
+    problem = Problem(model, far_box(), lp("l2"), Untargeted(), x, labels)
+    state = gradient_search(problem, 250, GradientConfig(), streams, 6)
     assert bool((state.queries <= 250).all())
     assert bool((state.best_norm >= exact * (1 - 1e-5)).all())
     assert bool((state.best_norm <= exact * 1.01).all()), (state.best_norm / exact).tolist()
@@ -196,14 +197,15 @@ def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps
     before = torch.zeros_like(start.queries)
 
     batched = copy_state(start)
-    spend_unspent(net, space, distance, Untargeted(), x, labels, steps, before, batched,
-                  GradientConfig())  # fmt: skip
+    problem = Problem(net, space, distance, Untargeted(), x, labels)
+    spend_unspent(problem, steps, before, batched, GradientConfig())
     grouped = copy_state(start)  # the oracle: one polish_run per distinct count, as before
     capped = left.clamp(max=POLISH_MAX_STEPS)
     ready = (capped >= POLISH_MIN_STEPS) & torch.isfinite(start.best_norm)
     for length in sorted(set(capped[ready].tolist())):
-        polish_run(net, space, distance, Untargeted(), x, labels, int(length), grouped,
-                   l1_weights(distance, x), only=ready & (capped == length))  # fmt: skip
+        problem = Problem(net, space, distance, Untargeted(), x, labels)
+        polish_run(problem, int(length), grouped, l1_weights(distance, x),
+                   only=ready & (capped == length))  # fmt: skip
     assert int(ready.sum()) >= 20 and len(set(capped[ready].tolist())) >= 5
     for name in ("best_norm", "best_delta", "best_class", "queries"):
         assert torch.equal(getattr(batched, name), getattr(grouped, name)), name

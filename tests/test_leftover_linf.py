@@ -23,6 +23,7 @@ from torch.nn import Linear
 from mmargin.distances import lp
 from mmargin.engine.epsball import epsball_run
 from mmargin.engine.leftover import REFINE_MIN_STEPS, spend_unspent
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
@@ -96,8 +97,8 @@ def test_a_refinement_from_a_far_flip_reaches_the_runner_up_class_minimum() -> N
     start = state.best_delta.clone()
     only = torch.ones(len(x), dtype=torch.bool)
     only[5] = False
-    epsball_run(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 100,
-                GradientConfig(), state.best_delta.clone(), state, near, check=False,
+    problem = Problem(model, far_box(), lp("linf"), Untargeted(), x, labels)
+    epsball_run(problem, 100, GradientConfig(), state.best_delta.clone(), state, near, check=False,
                 only=only)  # fmt: skip
     exact = per.min(dim=1).values
     ran = only.nonzero().squeeze(1)
@@ -121,9 +122,9 @@ def test_samples_of_different_lengths_share_one_run_as_if_each_ran_alone() -> No
     only = torch.ones(len(x), dtype=torch.bool)
     only[4] = False
     state = copy_state(start)
-    epsball_run(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 40,
-                GradientConfig(), state.best_delta, state, near, check=False, only=only,
-                lengths=lengths)  # fmt: skip
+    problem = Problem(model, far_box(), lp("linf"), Untargeted(), x, labels)
+    epsball_run(problem, 40, GradientConfig(), state.best_delta, state, near, check=False,
+                only=only, lengths=lengths)  # fmt: skip
     ran = only & (lengths > 0)
     want = [2 * int(m) if bool(r) else 0 for m, r in zip(lengths, ran, strict=True)]
     assert state.queries.tolist() == want
@@ -133,8 +134,8 @@ def test_samples_of_different_lengths_share_one_run_as_if_each_ran_alone() -> No
         row = slice(i, i + 1)
         for length in (int(lengths[i]), 40):
             alone = copy_state(start, row)
-            epsball_run(model, far_box(), lp("linf"), Untargeted(), x[row], labels[row], None,
-                        length, GradientConfig(), alone.best_delta, alone, near[row],
+            problem = Problem(model, far_box(), lp("linf"), Untargeted(), x[row], labels[row])
+            epsball_run(problem, length, GradientConfig(), alone.best_delta, alone, near[row],
                         check=False)  # fmt: skip
             if length == 40 and int(lengths[i]) < 40:
                 differs += not torch.equal(alone.best_delta[0], state.best_delta[i])
@@ -154,8 +155,8 @@ def test_only_every_row_is_the_plain_run() -> None:
     states = []
     for only in (None, torch.ones(len(x), dtype=torch.bool)):
         state = SearchState.empty(x)
-        epsball_run(model, far_box(), lp("linf"), Untargeted(), x, labels, None, 40,
-                    GradientConfig(), torch.zeros_like(x), state, only=only)  # fmt: skip
+        problem = Problem(model, far_box(), lp("linf"), Untargeted(), x, labels)
+        epsball_run(problem, 40, GradientConfig(), torch.zeros_like(x), state, only=only)
         states.append(state)
     assert torch.equal(states[0].queries, states[1].queries)
     assert torch.allclose(states[0].best_norm, states[1].best_norm, rtol=1e-6)
@@ -176,12 +177,12 @@ def test_each_sample_with_a_flip_and_enough_steps_left_refines_for_exactly_those
     ranked = per.argsort(dim=1)[:, :-1]  # nearest first, the label's inf last, dropped
     for config, given in ((GradientConfig(), ranked), (ON, None)):
         state = copy_state(start)
-        spend_unspent(model, far_box(), lp("linf"), Untargeted(), x, labels, 100, before, state,
-                      config, given)  # fmt: skip
+        problem = Problem(model, far_box(), lp("linf"), Untargeted(), x, labels)
+        spend_unspent(problem, 100, before, state, config, given)
         assert torch.equal(state.queries, start.queries)
     state = copy_state(start)
-    spend_unspent(model, far_box(), lp("linf"), Untargeted(), x, labels, 100, before, state,
-                  ON, ranked)  # fmt: skip
+    problem = Problem(model, far_box(), lp("linf"), Untargeted(), x, labels)
+    spend_unspent(problem, 100, before, state, ON, ranked)
     spent = torch.tensor([True, True, False, False, True, False])
     assert state.queries.tolist() == torch.where(spent, 200, start.queries).tolist()
     assert torch.equal(state.best_delta[~spent], start.best_delta[~spent])
@@ -189,8 +190,8 @@ def test_each_sample_with_a_flip_and_enough_steps_left_refines_for_exactly_those
     for i in spent.nonzero().squeeze(1).tolist():
         row = slice(i, i + 1)
         alone = copy_state(start, row)
-        epsball_run(model, far_box(), lp("linf"), Untargeted(), x[row], labels[row], None,
-                    int(left[i]), GradientConfig(), alone.best_delta, alone, near[row],
+        problem = Problem(model, far_box(), lp("linf"), Untargeted(), x[row], labels[row])
+        epsball_run(problem, int(left[i]), GradientConfig(), alone.best_delta, alone, near[row],
                     check=False)  # fmt: skip
         assert torch.equal(alone.best_delta[0], state.best_delta[i])
         assert torch.equal(alone.queries[0], state.queries[i])

@@ -12,6 +12,7 @@ from engine_fakes import exact_flip
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.legstop import MARK, LegStop
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
@@ -100,8 +101,8 @@ def _search(model: torch.nn.Linear, x: torch.Tensor, norm: str, config: Gradient
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     streams = Streams.for_samples(0, [str(first + i) for i in range(len(x))])
-    return gradient_search(model, box(-10.0, 10.0), lp(norm), Untargeted(), x, labels, None,
-                           600, config, streams, 4)  # fmt: skip
+    problem = Problem(model, box(-10.0, 10.0), lp(norm), Untargeted(), x, labels)
+    return gradient_search(problem, 600, config, streams, 4)
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf", "l1"])

@@ -15,6 +15,7 @@ import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
 from mmargin.engine.lagrangian import MIN_STEPS, lagrangian_steps
 from mmargin.engine.passes import Leg, is_short, legs, search_legs, split_steps
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import Streams
 from mmargin.goals import Targeted, Untargeted
@@ -118,9 +119,8 @@ def test_a_short_l1_search_ends_on_the_closed_form_minimum(seed: int) -> None:
         found = []
         for config in (GradientConfig(), GradientConfig(short_probes_l1=3)):
             streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
-            state = gradient.gradient_search(model, box(-1e3, 1e3), lp("l1"), Untargeted(), x,
-                                             labels, None, passes, config, streams,
-                                             6)  # fmt: skip
+            problem = Problem(model, box(-1e3, 1e3), lp("l1"), Untargeted(), x, labels)
+            state = gradient.gradient_search(problem, passes, config, streams, 6)
             assert bool((state.queries <= passes).all())
             assert bool((state.best_norm >= exact * (1 - 1e-5)).all())
             assert bool((state.best_norm <= exact * 1.01).all()), (passes, state.best_norm / exact)
@@ -152,9 +152,8 @@ def _search(seed: int, d: int, k: int, p: float, passes: int) -> torch.Tensor:
     model, x, labels = _linear(seed, d, k)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
     distance = lp({2.0: "l2", 1.0: "l1", math.inf: "linf"}[p])
-    state = gradient.gradient_search(model, box(-10.0, 10.0), distance, Untargeted(), x,
-                                     labels, None, passes, GradientConfig(hopeless=0.0), streams,
-                                     k)  # fmt: skip
+    problem = Problem(model, box(-10.0, 10.0), distance, Untargeted(), x, labels)
+    state = gradient.gradient_search(problem, passes, GradientConfig(hopeless=0.0), streams, k)
     return state.queries
 
 
@@ -198,9 +197,9 @@ def test_targeted_searches_are_not_cut_to_one_run() -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(gradient, "epsball_run", spy)
-        gradient.gradient_search(model, box(-10.0, 10.0), lp("l2"), goal, x, labels,
-                                 goal.targets_for(labels), 100, GradientConfig(), streams,
-                                 4)  # fmt: skip
+        problem = Problem(model, box(-10.0, 10.0), lp("l2"), goal, x, labels,
+                          goal.targets_for(labels))  # fmt: skip
+        gradient.gradient_search(problem, 100, GradientConfig(), streams, 4)
     assert len(seen) == GradientConfig().restarts + 1
 
 

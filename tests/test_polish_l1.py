@@ -15,6 +15,7 @@ from scipy.optimize import linprog
 from mmargin.distances import lp
 from mmargin.engine.lagrangian import l1_weights
 from mmargin.engine.polish import POLISH_MIN_STEPS, knapsack, polish_run, shrink
+from mmargin.engine.problem import Problem
 from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
 from mmargin.spaces import box
@@ -90,8 +91,8 @@ def test_the_polish_of_a_dense_flip_reaches_the_closed_form_minimum(seed: int) -
     assert bool(flipped.all())  # the start is a flip of class j
     state.record(torch.arange(len(x)), distance.norm(dense), dense, model(x + dense).detach())
     start = state.best_norm.clone()
-    polish_run(model, space, distance, Untargeted(), x, labels, 8, state,
-               l1_weights(distance, x))  # fmt: skip
+    problem = Problem(model, space, distance, Untargeted(), x, labels)
+    polish_run(problem, 8, state, l1_weights(distance, x))
     for i in range(len(x)):
         exact = _toward_exact(model, x[i], int(labels[i]), int(target[i]))
         found = float(state.best_norm[i])
@@ -121,8 +122,8 @@ def test_the_polish_never_records_a_worse_or_unverified_flip() -> None:
     rows = flip.nonzero().squeeze(1)
     state.record(rows, distance.norm(start[rows]), start[rows], scores[rows])
     before = state.best_norm.clone()
-    polish_run(net, space, distance, Untargeted(), x, labels, 12, state,
-               l1_weights(distance, x))  # fmt: skip
+    problem = Problem(net, space, distance, Untargeted(), x, labels)
+    polish_run(problem, 12, state, l1_weights(distance, x))
     assert bool((state.best_norm <= before).all())
     assert bool((state.best_norm[rows] < before[rows]).any())  # it does improve some
     with torch.no_grad():
@@ -148,8 +149,8 @@ def test_only_the_samples_asked_for_are_polished_and_short_budgets_run_nothing()
                            (POLISH_MIN_STEPS + 2, only)):  # fmt: skip
         state = SearchState.empty(x)
         state.record(torch.arange(4), distance.norm(far), far, model(x + far).detach())
-        polish_run(model, space, distance, Untargeted(), x, labels, steps, state,
-                   l1_weights(distance, x), only=only)  # fmt: skip
+        problem = Problem(model, space, distance, Untargeted(), x, labels)
+        polish_run(problem, steps, state, l1_weights(distance, x), only=only)
         assert (state.queries > 0).tolist() == touched.tolist()
         assert bool((state.queries[touched] == 2 * steps).all())
         assert bool((state.best_norm[touched] < distance.norm(far)[touched]).all())
@@ -171,14 +172,15 @@ def test_the_shrink_bisects_the_scale_of_a_flip_to_the_boundary() -> None:
     space = box(-math.inf, math.inf)
     reach = margin / (-(a * direction).sum(dim=1))  # the scale that reaches the boundary
     delta = direction * (3 * reach)[:, None]  # a flip three times past it
-    out, scale, got = shrink(model, space, Untargeted(), x, labels, delta, 8)
+    problem = Problem(model, space, lp("l1"), Untargeted(), x, labels)
+    out, scale, got = shrink(problem, delta, 8)
     exact = 1 / 3
     assert bool(((scale >= exact - 1e-6) & (scale <= exact + 2**-8)).all())
     assert torch.allclose(out, delta * scale[:, None])
     assert bool((got.argmax(dim=1) != labels).all())
     # at scale 1 only (no smaller scale flips): the flip is returned as it is
     edge = direction * (reach * (1 + 1e-4))[:, None]
-    out, scale, _ = shrink(model, space, Untargeted(), x, labels, edge, 4)
+    out, scale, _ = shrink(problem, edge, 4)
     assert bool((scale == 1).all()) and torch.allclose(out, edge, atol=1e-6)
 
 
@@ -196,8 +198,8 @@ def test_samples_of_different_lengths_share_one_polish_as_if_each_ran_alone() ->
     only = torch.ones(len(x), dtype=torch.bool)
     only[4] = False
     state = copy_state(start, slice(None))
-    polish_run(net, space, distance, Untargeted(), x, labels, longest, state, weights,
-               only=only, lengths=lengths)  # fmt: skip
+    problem = Problem(net, space, distance, Untargeted(), x, labels)
+    polish_run(problem, longest, state, weights, only=only, lengths=lengths)
     flip = torch.isfinite(start.best_norm)
     touched = flip & only & (lengths >= POLISH_MIN_STEPS)
     assert int(touched.sum()) >= 20
@@ -208,13 +210,13 @@ def test_samples_of_different_lengths_share_one_polish_as_if_each_ran_alone() ->
     for i in touched.nonzero().squeeze(1).tolist():
         row = slice(i, i + 1)
         alone = copy_state(start, row)
-        polish_run(net, space, distance, Untargeted(), x[row], labels[row], int(lengths[i]),
-                   alone, weights)  # fmt: skip
+        problem = Problem(net, space, distance, Untargeted(), x[row], labels[row])
+        polish_run(problem, int(lengths[i]), alone, weights)
         assert int(alone.queries[0]) == int(state.queries[i])
         assert float(state.best_norm[i]) == pytest.approx(float(alone.best_norm[0]), rel=1e-12)
         assert torch.allclose(state.best_delta[i], alone.best_delta[0], rtol=0, atol=1e-12)
         full = copy_state(start, row)
-        polish_run(net, space, distance, Untargeted(), x[row], labels[row], longest, full,
-                   weights)  # fmt: skip
+        problem = Problem(net, space, distance, Untargeted(), x[row], labels[row])
+        polish_run(problem, longest, full, weights)
         differs += float(full.best_norm[0]) < float(alone.best_norm[0]) * (1 - 1e-9)
     assert differs >= 3  # a longer polish than its own would have moved these samples

@@ -13,6 +13,7 @@ from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.lagrangian import HORIZON, lagrangian_run
 from mmargin.engine.passes import legs, probe_classes, refine_classes
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted
@@ -59,7 +60,8 @@ def test_the_lagrangian_run_finds_flips_no_smaller_than_the_closed_form() -> Non
         labels = model(x).argmax(dim=1)
     state = SearchState.empty(x)
     space, distance = box(-10.0, 10.0), lp("l2")
-    lagrangian_run(model, space, distance, Untargeted(), x, labels, None, HORIZON, state)
+    problem = Problem(model, space, distance, Untargeted(), x, labels)
+    lagrangian_run(problem, HORIZON, state)
     assert bool((state.queries == 2 * HORIZON).all())
     for i in range(len(x)):
         exact = _closed_form(model, x[i], int(labels[i]))
@@ -74,8 +76,8 @@ def test_the_whole_search_reaches_the_closed_form_and_stays_in_budget() -> None:
         labels = model(x).argmax(dim=1)
     space, distance = box(-10.0, 10.0), lp("l2")
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
-    state = gradient_search(model, space, distance, Untargeted(), x, labels, None, 600,
-                            GradientConfig(), streams, 4)  # fmt: skip
+    problem = Problem(model, space, distance, Untargeted(), x, labels)
+    state = gradient_search(problem, 600, GradientConfig(), streams, 4)
     assert bool((state.queries <= 600).all())
     for i in range(len(x)):
         exact = _closed_form(model, x[i], int(labels[i]))

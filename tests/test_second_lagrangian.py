@@ -15,6 +15,7 @@ import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
 from mmargin.engine.lagrangian import MIN_STEPS, lagrangian_run, lagrangian_steps, second_steps
 from mmargin.engine.passes import search_legs
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
@@ -55,7 +56,7 @@ def test_the_search_runs_it_from_the_clean_input_after_the_first(monkeypatch: An
     calls: list[tuple[int, float, bool]] = []
 
     def spy(*args: Any, **kw: Any) -> None:
-        calls.append((args[7], kw.get("lr_init", 0.1), kw.get("start") is None))
+        calls.append((args[1], kw.get("lr_init", 0.1), kw.get("start") is None))
         lagrangian_run(*args, **kw)
 
     monkeypatch.setattr(gradient, "lagrangian_run", spy)
@@ -84,8 +85,8 @@ def test_the_second_run_alone_flips_every_sample_never_below_the_closed_form(see
     exact = exact_flip(model, x, labels)
     config = GradientConfig()
     state = SearchState.empty(x)
-    lagrangian_run(model, far_box(), lp("l2"), Untargeted(), x, labels, None,
-                   second_steps(488, 2.0, config), state,
+    problem = Problem(model, far_box(), lp("l2"), Untargeted(), x, labels)
+    lagrangian_run(problem, second_steps(488, 2.0, config), state,
                    lr_init=config.lagrangian_second_lr)  # fmt: skip
     assert bool(torch.isfinite(state.best_norm).all())
     assert bool((state.best_norm >= exact * (1 - 1e-5)).all())

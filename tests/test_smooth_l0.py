@@ -20,6 +20,7 @@ from test_engine_sparse import _case, _fewest_by_sorting
 from mmargin.adapters import TorchAdapter
 from mmargin.distances import lp, pixel_l0
 from mmargin.engine import gradient
+from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.sparse import positions, sparse_finish
 from mmargin.engine.spec import GradientConfig
@@ -35,8 +36,8 @@ def _run(model: torch.nn.Module, x: torch.Tensor, distance: object, steps: int,
     if dead is not None:
         state.flag("zero_gradients", dead)
     space = box(0.0, 1.0, sample_shape=x.shape[1:])
-    smooth_l0_run(TorchAdapter(model), space, distance, Untargeted(), x, labels, None, steps,
-                  state)  # fmt: skip
+    problem = Problem(TorchAdapter(model), space, distance, Untargeted(), x, labels)
+    smooth_l0_run(problem, steps, state)
     return state
 
 
@@ -95,14 +96,15 @@ def test_the_l0_search_keeps_the_smaller_flip_and_the_other_as_alternate() -> No
     space = box(0.0, 1.0, sample_shape=x.shape[1:])
     adapter = TorchAdapter(model)
     passes = 200
-    state = gradient.gradient_search(adapter, space, distance, Untargeted(), x, labels, None,
-                                     passes, GradientConfig(), Streams.for_samples(0, list(
-                                         map(str, range(len(x))))), 2)  # fmt: skip
+    problem = Problem(adapter, space, distance, Untargeted(), x, labels)
+    streams = Streams.for_samples(0, list(map(str, range(len(x)))))
+    state = gradient.gradient_search(problem, passes, GradientConfig(), streams, 2)
     smooth = gradient.smooth_steps(passes // 2)
     assert (state.queries <= passes).all()
     assert state.alternate is not None
     alone = SearchState.empty(x)
-    smooth_l0_run(adapter, space, distance, Untargeted(), x, labels, None, smooth, alone)
+    problem = Problem(adapter, space, distance, Untargeted(), x, labels)
+    smooth_l0_run(problem, smooth, alone)
     assert bool((state.best_norm <= alone.best_norm).all())
     other = distance.norm(state.alternate)
     both = torch.stack([state.best_norm, torch.where(other > 0, other, math.inf)])
@@ -171,26 +173,15 @@ def test_a_short_l0_search_is_the_smooth_run_alone_and_flags_unusable_gradients(
     streams = Streams.for_samples(0, ["a", "b", "c"])
     passes = 2 * gradient.SMOOTH_ALONE - 2
     labels = model(x).argmax(1)
-    state = gradient.gradient_search(
-        TorchAdapter(model),
-        space,
-        lp("l0"),
-        Untargeted(),
-        x,
-        labels,
-        None,
-        passes,
-        GradientConfig(),
-        streams,
-        2,
-    )
+    problem = Problem(TorchAdapter(model), space, lp("l0"), Untargeted(), x, labels)
+    state = gradient.gradient_search(problem, passes, GradientConfig(), streams, 2)
     assert state.alternate is not None and not bool(state.alternate.any())
     assert (state.queries == passes).all() and bool(torch.isfinite(state.best_norm).all())
     alone = SearchState.empty(x)
-    smooth_l0_run(TorchAdapter(model), space, lp("l0"), Untargeted(), x, labels, None,
-                  passes // 2, alone)  # fmt: skip
+    problem = Problem(TorchAdapter(model), space, lp("l0"), Untargeted(), x, labels)
+    smooth_l0_run(problem, passes // 2, alone)
     assert torch.equal(alone.best_delta, state.best_delta)
-    flat = gradient.gradient_search(TorchAdapter(_Flat()), space, lp("l0"), Untargeted(), x,
-                                    torch.zeros(3, dtype=torch.long), None, passes,
-                                    GradientConfig(), streams, 2)  # fmt: skip
+    problem = Problem(TorchAdapter(_Flat()), space, lp("l0"), Untargeted(), x,
+                      torch.zeros(3, dtype=torch.long))  # fmt: skip
+    flat = gradient.gradient_search(problem, passes, GradientConfig(), streams, 2)
     assert bool(flat.flags["zero_gradients"].all()) and (flat.queries == 2).all()

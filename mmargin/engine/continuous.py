@@ -41,8 +41,8 @@ def _gradient(run: Run, x: Tensor, labels: Tensor, targets: Tensor | None, passe
               streams: Streams, classes: int) -> SearchState:  # fmt: skip
     if not run.model.differentiable:
         raise ValueError("the gradient strategy needs a differentiable model adapter")
-    return gradient_search(run.model, run.space, run.distance, run.goal, x, labels, targets,
-                           passes, run.spec.gradient, streams, classes)  # fmt: skip
+    return gradient_search(run.problem(x, labels, targets), passes, run.spec.gradient, streams,
+                           classes)  # fmt: skip
 
 
 def _decision(run: Run, x: Tensor, labels: Tensor, targets: Tensor | None, passes: int,

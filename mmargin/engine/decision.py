@@ -32,6 +32,7 @@ from torch import Tensor
 from mmargin.engine.decision_core import Ctx, bisect, keep_best, make_context
 from mmargin.engine.decision_shrink import refine
 from mmargin.engine.gradient import gradient_search
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import DecisionConfig, SearchSpec
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.goals import Goal
@@ -100,8 +101,8 @@ def hybrid_search(
     if not model.differentiable:
         return decision_search(model, space, distance, goal, x, labels, targets,
                                per_sample_budget, spec, streams, pool)  # fmt: skip
-    first = gradient_search(model, space, distance, goal, x, labels, targets, budget // 3,
-                            spec.gradient, streams, classes)  # fmt: skip
+    problem = Problem(model, space, distance, goal, x, labels, targets)
+    first = gradient_search(problem, budget // 3, spec.gradient, streams, classes)
     seeds = torch.where(per_sample(torch.isfinite(first.best_norm), x), first.best_delta, 0.0)
     rest = per_sample_budget - first.queries
     second = decision_search(model, space, distance, goal, x, labels, targets, rest, spec,

@@ -33,6 +33,7 @@ from torch import Tensor
 from mmargin.engine import indicators, probe
 from mmargin.engine.baseline import random_margins, with_random
 from mmargin.engine.counting import BudgetExhausted, CountingAdapter
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import ReportFn, SearchSpec
 from mmargin.engine.state import Streams
 from mmargin.errors import RunError
@@ -91,6 +92,11 @@ class Run:
     spec: SearchSpec
     report: ReportFn | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def problem(self, x: Tensor, labels: Tensor, targets: Tensor | None) -> Problem:
+        """The problem a continuous search of the inputs ``x`` (with their ``labels`` and
+        the goal's ``targets``) solves in this run."""
+        return Problem(self.model, self.space, self.distance, self.goal, x, labels, targets)
 
     def record(self, sample: str, label: int, status: Status, **fields: Any) -> SampleResult:
         """A result record for this run's space and distance."""

@@ -25,11 +25,10 @@ from torch import Tensor
 
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.ownsteps import running
-from mmargin.engine.passes import toward
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, per_sample, usable
-from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space, l2_scale
+from mmargin.protocols import Distance, Space, l2_scale
 from mmargin.ranking import descending_values
 
 __all__ = ["LATE_RTOL", "LATE_SHARE", "Late", "epsball_run", "l0_needed"]
@@ -150,13 +149,7 @@ def l0_needed(
 
 
 def epsball_run(
-    model: ModelAdapter,
-    space: Space,
-    distance: Distance,
-    goal: Goal,
-    x: Tensor,
-    labels: Tensor,
-    targets: Tensor | None,
+    problem: Problem,
     steps: int,
     config: GradientConfig,
     start: Tensor,
@@ -168,7 +161,7 @@ def epsball_run(
     only: Tensor | None = None,
     lengths: Tensor | None = None,
 ) -> None:
-    """``steps`` adaptive-ε steps from ``x + start``, recording every improvement in
+    """``steps`` adaptive-ε steps from ``problem.x + start``, recording every improvement in
     ``state`` (see the module docstring); ``against`` (per sample) drives the pairwise loss
     toward that class, ``late`` watches the final run, ``check`` flags unusable gradients
     at the first step, ``stop`` lets samples leave the run early (:mod:`.legstop`),
@@ -185,6 +178,7 @@ def epsball_run(
     where a device sync is free, the first-order boundary estimate is computed only for
     the rows that use it (no flip yet).
     """
+    x, space, distance = problem.x, problem.space, problem.distance
     batch = x.shape[0]
     delta = start.clone()
     eps = distance.norm(delta)
@@ -206,7 +200,7 @@ def epsball_run(
     anneal = _Anneal(steps, config, own, x)
     host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
     # a goal may read its flip test off the loss the step has already computed
-    flipped: Callable[[Tensor, Tensor], Tensor] | None = getattr(goal, "flipped", None)
+    flipped: Callable[[Tensor, Tensor], Tensor] | None = getattr(problem.goal, "flipped", None)
     pending = 0  # steps every sample took and ``state.queries`` has not counted yet
     try:
         for k in range(steps):
@@ -222,9 +216,8 @@ def epsball_run(
             if isinstance(idx, Tensor) and idx.numel() == 0:
                 break
             delta, eps, found = _step(
-                model, space, distance, goal, x, labels, targets, anneal, config, state,
-                against, late, check, k, idx, delta, eps, found, stall, active, free, host,
-                flipped, stop,
+                problem, anneal, config, state, against, late, check, k, idx, delta, eps,
+                found, stall, active, free, host, flipped, stop,
             )  # fmt: skip
             if every:
                 pending += 1
@@ -239,24 +232,24 @@ def epsball_run(
 
 
 def _step(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, targets: Tensor | None, anneal: _Anneal, config: GradientConfig,
-    state: SearchState, against: Tensor | None, late: Late | None, check: bool, k: int,
-    idx: Tensor | slice, delta: Tensor, eps: Tensor, found: Tensor, stall: Tensor,
-    active: Tensor, free: Tensor, host: bool,
-    flipped: Callable[[Tensor, Tensor], Tensor] | None, stop: LegStop | None = None,
+    problem: Problem, anneal: _Anneal, config: GradientConfig, state: SearchState,
+    against: Tensor | None, late: Late | None, check: bool, k: int, idx: Tensor | slice,
+    delta: Tensor, eps: Tensor, found: Tensor, stall: Tensor, active: Tensor, free: Tensor,
+    host: bool, flipped: Callable[[Tensor, Tensor], Tensor] | None,
+    stop: LegStop | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Step ``k`` of :func:`epsball_run` for the rows ``idx`` (``slice(None)``: all, and the
     whole tensors are used and rebound, never gathered or copied back). Returns the new
     ``delta``, ``eps`` and ``found``; the passes are counted by the caller."""
     every = isinstance(idx, slice)
-    xi, li = (x, labels) if every else (x[idx], labels[idx])
-    ti = targets[idx] if targets is not None else None
+    space, distance, x = problem.space, problem.distance, problem.x
+    sub = problem if every else problem.rows(idx)
+    xi = sub.x
     # ``delta`` is the loop's own tensor, rebound after every step: no copy needed
     di = (delta if every else delta[idx]).requires_grad_(True)
-    scores = model(xi + di)
+    scores = problem.model(xi + di)
     # with ``against``: the pairwise loss toward one chosen class (the flip test stays the goal's)
-    loss = goal.loss(scores, li, ti) if against is None else toward(scores, li, against[idx])
+    loss = sub.loss(scores, None if against is None else against[idx])
     grad = _raw_gradient(loss, di)
     first = k == 0 and check
     finite = torch.isfinite(grad.flatten(1).abs().amax(dim=1)) if first else None
@@ -280,7 +273,7 @@ def _step(
     if flipped is not None and against is None:  # the goal's test on its own loss
         is_adv = flipped(scores, loss)
     else:
-        is_adv = goal.is_adversarial(scores, li, ti)
+        is_adv = sub.is_adversarial(scores)
     norms = distance.norm(di)
     best = state.best_norm if every else state.best_norm[idx]
     # a zero perturbation of a correctly classified input is never a flip (only a

@@ -31,11 +31,11 @@ from mmargin.engine.passes import (
     search_legs,
     split_steps,
 )
+from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
-from mmargin.goals import Goal, Untargeted
-from mmargin.protocols import Distance, ModelAdapter, Space
+from mmargin.goals import Untargeted
 
 __all__ = ["GradientConfig", "gradient_search", "input_gradient", "rank_classes"]
 
@@ -65,21 +65,15 @@ def input_gradient(loss: Tensor, inputs: Tensor, retain: bool = False) -> tuple[
 
 
 def gradient_search(
-    model: ModelAdapter,
-    space: Space,
-    distance: Distance,
-    goal: Goal,
-    x: Tensor,
-    labels: Tensor,
-    targets: Tensor | None,
+    problem: Problem,
     passes: int,
     config: GradientConfig,
     streams: Streams,
     classes: int,
 ) -> SearchState:
-    """Spend at most ``passes`` forward + backward passes per sample on a batch (a step is
-    2: one forward, one backward pass), split over restarts. ``classes`` is the number of
-    scores the model returns.
+    """Spend at most ``passes`` forward + backward passes per sample on the batch of
+    ``problem`` (a step is 2: one forward, one backward pass), split over restarts.
+    ``classes`` is the number of scores the model returns.
 
     Returns the smallest adversarial perturbation found per sample (``inf`` norm and a
     zero perturbation where none was found) and the passes each sample used.
@@ -95,11 +89,10 @@ def gradient_search(
     (:mod:`mmargin.engine.smooth_l0`) after the others: the better of its best flip and
     theirs is the result, the other one the state's ``alternate``.
     """
-    smooth = smooth_steps(passes // 2) if distance.p == 0.0 else 0
-    state = _search(model, space, distance, goal, x, labels, targets, passes - 2 * smooth,
-                    config, streams, classes)  # fmt: skip
+    smooth = smooth_steps(passes // 2) if problem.distance.p == 0.0 else 0
+    state = _search(problem, passes - 2 * smooth, config, streams, classes)
     if smooth:
-        _smooth_alternate(model, space, distance, goal, x, labels, targets, smooth, state)
+        _smooth_alternate(problem, smooth, state)
     return state
 
 
@@ -108,18 +101,16 @@ def smooth_steps(steps: int) -> int:
     return steps if steps < SMOOTH_ALONE else int(steps * SMOOTH_SHARE)
 
 
-def _smooth_alternate(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, targets: Tensor | None, steps: int, state: SearchState,
-) -> None:  # fmt: skip
+def _smooth_alternate(problem: Problem, steps: int, state: SearchState) -> None:
     """The smooth-L0 run of ``steps`` steps on its own record (the samples without usable
     gradients sit out; when no other run went first, it flags them), then per sample the
     smaller of its best flip and ``state``'s as ``state``'s best, the other as
     ``state.alternate`` (zero where that one found none)."""
+    x = problem.x
     own = SearchState.empty(x)
     own.flags = dict(state.flags)
     first = "zero_gradients" not in state.flags and not bool(state.queries.any())
-    smooth_l0_run(model, space, distance, goal, x, labels, targets, steps, own, check=first)
+    smooth_l0_run(problem, steps, own, check=first)
     state.queries += own.queries
     state.flags.update(own.flags)
     swap = own.best_norm < state.best_norm
@@ -133,11 +124,10 @@ def _smooth_alternate(
 
 
 def _search(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, targets: Tensor | None, passes: int, config: GradientConfig,
-    streams: Streams, classes: int,
-) -> SearchState:  # fmt: skip
+    problem: Problem, passes: int, config: GradientConfig, streams: Streams, classes: int
+) -> SearchState:
     """The runs of :func:`gradient_search` other than the smooth-L0 run, in ``passes``."""
+    x, space, distance, goal = problem.x, problem.space, problem.distance, problem.goal
     state = SearchState.empty(x)
     steps = passes // 2
     runs = config.restarts + 1
@@ -148,13 +138,13 @@ def _search(
         count = min(max(config.candidates, config.probes + 1, runs - 1), classes - 1)
         cost = 1 + count  # one forward pass, one backward pass per candidate class
         if count >= 1 and (passes - cost) // 2 >= runs:
-            ranked = rank_classes(model, space, distance, x, labels, count)
+            ranked = rank_classes(problem, count)
             state.queries += cost
             steps -= (cost + 1) // 2
         else:
             runs = 1  # too few passes to rank classes and restart: one plain run
     if ranked is not None:
-        _class_aware(model, space, distance, goal, x, labels, steps, config, state, ranked)
+        _class_aware(problem, steps, config, state, ranked)
         return state
     per_run = steps // runs
     if per_run < 1:
@@ -171,24 +161,23 @@ def _search(
             ).to(x)
             start = distance.project(direction * per_sample(radius * 10, x), radius)
             start = space.project(x, start)
-        epsball_run(
-            model, space, distance, goal, x, labels, targets, per_run, config, start, state,
-            None, late if run == runs - 1 else None, check=run == 0,
-        )  # fmt: skip
+        epsball_run(problem, per_run, config, start, state, None,
+                    late if run == runs - 1 else None, check=run == 0)  # fmt: skip
     late.judge(state)
     return state
 
 
 def _class_aware(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, steps: int, config: GradientConfig, state: SearchState, ranked: Tensor,
-) -> None:  # fmt: skip
+    problem: Problem, steps: int, config: GradientConfig, state: SearchState, ranked: Tensor
+) -> None:
     """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
     on L2 a Lagrangian run (from the clean input: after the first run only so that
     samples without usable gradients are known and skipped; outside the short plan a
     second one after it, :func:`~mmargin.engine.lagrangian.second_steps`), the class
     probes, on L1 a Lagrangian run from the best flip, and refinements warm-started from
-    the best flip toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`)."""
+    the best flip toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`).
+    Untargeted searches only (their goal reads no targets)."""
+    x, labels, distance = problem.x, problem.labels, problem.distance
     lagrange = lagrangian_steps(steps, distance.p, config)
     second = second_steps(steps, distance.p, config) if lagrange else 0
     plan = search_legs(steps, distance.p, config, lagrange + second)
@@ -211,41 +200,32 @@ def _class_aware(
         late = Late.over(leg.steps, state) if last else None
         stop = LegStop.for_leg(leg.kind, leg.steps, config.leg_window, config.leg_rtol,
                                config.hopeless, state)  # fmt: skip
-        epsball_run(
-            model, space, distance, goal, x, labels, None, leg.steps, config, start, state,
-            against, late, check=n == 0, stop=stop,
-        )  # fmt: skip
+        epsball_run(problem, leg.steps, config, start, state, against, late, check=n == 0,
+                    stop=stop)  # fmt: skip
         if late is not None:
             late.judge(state)
         # never before the first run: it flags the samples without usable gradients
         if n == slot and lagrange:
             begin = state.best_delta.clone() if warm else None
             first = lagrangian_lr(steps, distance.p, config)
-            lagrangian_run(model, space, distance, goal, x, labels, None, lagrange, state,
-                           start=begin, lr_init=first)  # fmt: skip
+            lagrangian_run(problem, lagrange, state, start=begin, lr_init=first)
             if second:  # a second basin: from the clean input, another first step
-                lagrangian_run(model, space, distance, goal, x, labels, None, second, state,
-                               lr_init=config.lagrangian_second_lr)  # fmt: skip
+                lagrangian_run(problem, second, state, lr_init=config.lagrangian_second_lr)
     # the steps the probes' early exits left unspent: L2 a second Lagrangian run, L1 the
     # knapsack polish of the best flip, L∞ a refinement of it toward the runner-up class
-    spend_unspent(model, space, distance, goal, x, labels, steps, before, state, config, ranked)
+    spend_unspent(problem, steps, before, state, config, ranked)
 
 
-def rank_classes(
-    model: ModelAdapter,
-    space: Space,
-    distance: Distance,
-    x: Tensor,
-    labels: Tensor,
-    count: int,
-) -> Tensor:
-    """Candidate classes per sample, nearest first by first-order distance at ``x``.
+def rank_classes(problem: Problem, count: int) -> Tensor:
+    """Candidate classes per sample, nearest first by first-order distance at ``problem.x``
+    (the problem's goal and targets play no part: the classes are the model's).
 
     Only the ``count`` highest-scoring other classes are ranked (one backward pass each),
     so the cost stays bounded for models with many classes.
     """
+    x, labels, space, distance = problem.x, problem.labels, problem.space, problem.distance
     xr = x.clone().requires_grad_(True)
-    scores = model(xr)
+    scores = problem.model(xr)
     masked = scores.detach().clone()
     masked.scatter_(1, labels.unsqueeze(1), float("-inf"))
     count = min(count, scores.shape[1] - 1)

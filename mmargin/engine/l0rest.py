@@ -33,6 +33,7 @@ from torch import Tensor
 
 from mmargin.engine.finish import line_search
 from mmargin.engine.gradient import SMOOTH_SHARE
+from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.sparse import sparse_finish, support_size
 from mmargin.engine.state import SearchState
@@ -77,8 +78,8 @@ def _once(
         return None
     t = None if targets is None else targets[go]
     own = SearchState.empty(x[go])
-    smooth_l0_run(model, space, distance, goal, x[go], labels[go], t, int(steps[go].max()),
-                  own, lengths=steps[go])  # fmt: skip
+    smooth_l0_run(Problem(model, space, distance, goal, x[go], labels[go], t),
+                  int(steps[go].max()), own, lengths=steps[go])  # fmt: skip
     used[go] += own.queries
     found = torch.isfinite(own.best_norm).nonzero().squeeze(1)
     if found.numel() == 0:

@@ -59,11 +59,11 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.ownsteps import compact, running
-from mmargin.engine.passes import is_short, toward
+from mmargin.engine.passes import is_short
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, per_sample
-from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space
+from mmargin.protocols import Distance
 
 __all__ = [
     "decay",
@@ -222,13 +222,7 @@ def _constraint(loss: Tensor, scores: Tensor) -> Tensor:
 
 
 def lagrangian_run(
-    model: ModelAdapter,
-    space: Space,
-    distance: Distance,
-    goal: Goal,
-    x: Tensor,
-    labels: Tensor,
-    targets: Tensor | None,
+    problem: Problem,
     steps: int,
     state: SearchState,
     against: Tensor | None = None,
@@ -246,6 +240,7 @@ def lagrangian_run(
     the ``steps`` it takes (its run decays over its own length, as if run alone for
     exactly those steps); a sample leaves the batch when its steps are done, so samples of
     different lengths share one batched run (:mod:`mmargin.engine.leftover`)."""
+    x, space, distance = problem.x, problem.space, problem.distance
     batch = x.shape[0]
     dead = state.flags.get("zero_gradients")
     rows = torch.arange(batch, device=x.device)
@@ -255,8 +250,8 @@ def lagrangian_run(
         rows = rows[only[rows]]
     if rows.numel() == 0 or steps < 1:
         return
-    xi, yi = x[rows], labels[rows]
-    ti = targets[rows] if targets is not None else None
+    sub = problem.rows(rows)  # the searching samples
+    xi = sub.x
     ai = against[rows] if against is not None else None
     n = rows.numel()
     delta = torch.zeros_like(xi) if start is None else start[rows].clone()
@@ -284,15 +279,16 @@ def lagrangian_run(
         if own is not None and (keep := running(own, k)) is not None:
             if not bool(keep.any()):
                 return
-            rows, xi, yi, delta, square, moment, mu, rho, lr, found, first, previous, own = (
-                compact(keep, rows, xi, yi, delta, square, moment, mu, rho, lr, found, first,
-                        previous, own))  # fmt: skip
+            rows, delta, square, moment, mu, rho, lr, found, first, previous, own = compact(
+                keep, rows, delta, square, moment, mu, rho, lr, found, first, previous, own
+            )
+            sub = sub.rows(keep)
+            xi = sub.x
             reduction = reduction[keep] if isinstance(reduction, Tensor) else reduction
-            ti = ti[keep] if ti is not None else None
             ai = ai[keep] if ai is not None else None
         d = delta.clone().requires_grad_(True)
-        scores = model(xi + d)
-        loss = goal.loss(scores, yi, ti) if ai is None else toward(scores, yi, ai)
+        scores = problem.model(xi + d)
+        loss = sub.loss(scores, ai)
         c = _constraint(loss, scores)
         state.queries[rows] += 2
         if k > 0:
@@ -302,7 +298,7 @@ def lagrangian_run(
             previous = c.detach()
         elif k == 0:
             previous = c.detach()
-        is_adv = goal.is_adversarial(scores.detach(), yi, ti)
+        is_adv = sub.is_adversarial(scores.detach())
         norms = distance.norm(d.detach())
         moved = d.detach().flatten(1).abs().amax(dim=1) > 0
         best = state.best_norm[rows]

@@ -73,10 +73,9 @@ from mmargin.engine.epsball import epsball_run
 from mmargin.engine.lagrangian import l1_weights, lagrangian_run
 from mmargin.engine.passes import ANNEAL_STEPS, probe_classes
 from mmargin.engine.polish import POLISH_MAX_STEPS, polish_run
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
-from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = [
     "REFINE_MIN_STEPS",
@@ -110,8 +109,7 @@ def unspent_steps(steps: int, before: Tensor, state: SearchState) -> Tensor:
 
 
 def spend_unspent(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, steps: int, before: Tensor, state: SearchState, config: GradientConfig,
+    problem: Problem, steps: int, before: Tensor, state: SearchState, config: GradientConfig,
     ranked: Tensor | None = None,
 ) -> None:  # fmt: skip
     """Give each sample that has a flip its unspent steps (:func:`unspent_steps`): on L2
@@ -124,6 +122,7 @@ def spend_unspent(
     search's candidate classes, nearest first; without them L∞ spends nothing) other than
     the best flip's. Each: one batched call, each sample for its own steps
     (:mod:`mmargin.engine.ownsteps`); other distances spend nothing."""
+    distance = problem.distance
     polish = distance.p == 1.0 and config.unspent_polish
     second = distance.p == 2.0 and config.unspent_lr > 0
     refine = distance.p == math.inf and config.unspent_refine and ranked is not None
@@ -141,13 +140,12 @@ def spend_unspent(
     # one batched call: each sample leaves it when its own steps are done (.ownsteps)
     longest = int(left[ready].max())
     if polish:
-        polish_run(model, space, distance, goal, x, labels, longest, state,
-                   l1_weights(distance, x), only=ready, lengths=left)  # fmt: skip
+        polish_run(problem, longest, state, l1_weights(distance, problem.x), only=ready,
+                   lengths=left)  # fmt: skip
     elif second:
-        lagrangian_run(model, space, distance, goal, x, labels, None, longest, state,
-                       only=ready, lr_init=config.unspent_lr, lengths=left)  # fmt: skip
+        lagrangian_run(problem, longest, state, only=ready, lr_init=config.unspent_lr,
+                       lengths=left)  # fmt: skip
     elif ranked is not None:  # the runner-up: the nearest ranked class but the best flip's
         other = probe_classes(ranked, state.best_class, 1)[:, 0]
-        epsball_run(model, space, distance, goal, x, labels, None, longest, config,
-                    state.best_delta, state, other, check=False, only=ready,
-                    lengths=left)  # fmt: skip
+        epsball_run(problem, longest, config, state.best_delta, state, other, check=False,
+                    only=ready, lengths=left)  # fmt: skip

@@ -29,10 +29,8 @@ from torch import Tensor
 
 from mmargin.engine.finish import bisect_scale
 from mmargin.engine.ownsteps import compact, running
-from mmargin.engine.passes import toward
+from mmargin.engine.problem import Problem
 from mmargin.engine.state import SearchState, per_sample
-from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = ["POLISH_MAX_STEPS", "POLISH_MIN_STEPS", "knapsack", "polish_run", "shrink"]
 
@@ -78,28 +76,27 @@ def knapsack(room: Tensor, grad: Tensor, weights: Tensor, need: Tensor) -> Tenso
 
 
 @torch.no_grad()
-def shrink(model: ModelAdapter, space: Space, goal: Goal, x: Tensor, labels: Tensor,
-           delta: Tensor, passes: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """Bisection on the scale ``s ∈ [0, 1]`` of each flip ``delta`` toward ``x`` with
-    ``passes`` forward passes: the smallest flipping ``s·delta`` seen, ``s`` (1: none
+def shrink(problem: Problem, delta: Tensor, passes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Bisection on the scale ``s ∈ [0, 1]`` of each flip ``delta`` toward ``problem.x``
+    with ``passes`` forward passes: the smallest flipping ``s·delta`` seen, ``s`` (1: none
     smaller flipped; ``delta`` itself is returned) and the scores at it
     (:func:`~mmargin.engine.finish.bisect_scale` on ``x + project(x, s·delta)``)."""
+    x, space = problem.x, problem.space
 
     def point(s: Tensor) -> Tensor:
         return x + space.project(x, delta * per_sample(s, delta))
 
-    hi, scores = bisect_scale(model, goal, labels, None, point, passes, x)
+    hi, scores = bisect_scale(problem.model, problem.goal, problem.labels, problem.targets,
+                              point, passes, x)  # fmt: skip
     out = space.project(x, delta * per_sample(hi, delta))
     return out, hi, scores if scores is not None else torch.zeros(0)
 
 
-def _linearise(
-    model: ModelAdapter, x: Tensor, labels: Tensor, against: Tensor, delta: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Scores, pairwise loss toward ``against`` and its gradient at ``x + delta``."""
+def _linearise(problem: Problem, against: Tensor, delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores, pairwise loss toward ``against`` and its gradient at ``problem.x + delta``."""
     d = delta.detach().clone().requires_grad_(True)
-    scores = model(x + d)
-    loss = toward(scores, labels, against)
+    scores = problem.model(problem.x + d)
+    loss = problem.loss(scores, against)
     (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
     if grad is None:
         grad = torch.zeros_like(d)
@@ -107,12 +104,7 @@ def _linearise(
 
 
 def polish_run(
-    model: ModelAdapter,
-    space: Space,
-    distance: Distance,
-    goal: Goal,
-    x: Tensor,
-    labels: Tensor,
+    problem: Problem,
     steps: int,
     state: SearchState,
     weights: Tensor,
@@ -125,7 +117,9 @@ def polish_run(
     the samples to polish (all by default). ``lengths``: per sample, how many of the
     ``steps`` it takes; it leaves the batch when they are done and ends where a polish of
     exactly its length, on it alone, ends (:mod:`mmargin.engine.ownsteps`). A sample with
-    fewer than :data:`POLISH_MIN_STEPS` steps is left alone."""
+    fewer than :data:`POLISH_MIN_STEPS` steps is left alone. A candidate is a flip by the
+    problem's goal (and targets)."""
+    x, labels, space, distance = problem.x, problem.labels, problem.space, problem.distance
     own = lengths.clamp(max=steps) if lengths is not None else torch.full_like(labels, steps)
     chosen = torch.isfinite(state.best_norm) & (state.best_class >= 0)
     chosen &= own >= POLISH_MIN_STEPS  # the bisection and one linearisation
@@ -138,16 +132,16 @@ def polish_run(
     rows = chosen.nonzero().squeeze(1)
     if rows.numel() == 0:
         return
-    xi, yi, ci = x[rows], labels[rows], state.best_class[rows]
+    sub, ci = problem.rows(rows), state.best_class[rows]
     n = rows.numel()
     flat = weights.flatten(1)
-    base, scale, scores = shrink(model, space, goal, xi, yi, state.best_delta[rows], SHRINK)
+    base, scale, scores = shrink(sub, state.best_delta[rows], SHRINK)
     state.queries[rows] += SHRINK
     norms = distance.norm(base)
     smaller = (scale < 1) & (norms < state.best_norm[rows])
     if bool(smaller.any()):
         state.record(rows[smaller], norms[smaller], base[smaller], scores[smaller])
-    _, loss, grad = _linearise(model, xi, yi, ci, base)
+    _, loss, grad = _linearise(sub, ci, base)
     state.queries[rows] += 2
     t = torch.ones(n, dtype=x.dtype, device=x.device)
     over = torch.full_like(t, OVERSHOOT)
@@ -158,20 +152,22 @@ def polish_run(
         if knap is not None and (keep := running(knap, k)) is not None:
             if not bool(keep.any()):
                 return
-            rows, xi, yi, ci, base, grad, loss, t, over, knap = compact(
-                keep, rows, xi, yi, ci, base, grad, loss, t, over, knap
+            rows, ci, base, grad, loss, t, over, knap = compact(
+                keep, rows, ci, base, grad, loss, t, over, knap
             )
+            sub = sub.rows(keep)
+        xi = sub.x
         # the room from the clean input to the bound, against the gradient
         room = space.project(xi, -grad.sign() * FAR).abs().flatten(1)
         g = grad.flatten(1)
         clean = loss - (g * base.flatten(1)).sum(dim=1)  # the linearised loss at x
         target = knapsack(room, g, flat, clean * (1 + over)).view_as(base)
         cand = space.project(xi, base + per_sample(t, base) * (target - base))
-        scores, c_loss, c_grad = _linearise(model, xi, yi, ci, cand)
+        scores, c_loss, c_grad = _linearise(sub, ci, cand)
         state.queries[rows] += 2
         norms = distance.norm(cand)
         moved = cand.flatten(1).abs().amax(dim=1) > 0
-        better = goal.is_adversarial(scores, yi, None) & moved & (norms < state.best_norm[rows])
+        better = sub.is_adversarial(scores) & moved & (norms < state.best_norm[rows])
         if bool(better.any()):
             state.record(rows[better], norms[better], cand[better], scores[better])
         b = per_sample(better.to(x.dtype), base)

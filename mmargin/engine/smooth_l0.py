@@ -35,9 +35,10 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.ownsteps import compact, running
+from mmargin.engine.problem import Problem
 from mmargin.engine.state import SearchState, per_sample, usable
-from mmargin.goals import Goal, flip_tolerance
-from mmargin.protocols import Distance, ModelAdapter, Space
+from mmargin.goals import flip_tolerance
+from mmargin.protocols import Distance
 
 __all__ = ["smooth_l0_run"]
 
@@ -72,13 +73,7 @@ def _position_size(distance: Distance, u: Tensor) -> Tensor:
 
 
 def smooth_l0_run(
-    model: ModelAdapter,
-    space: Space,
-    distance: Distance,
-    goal: Goal,
-    x: Tensor,
-    labels: Tensor,
-    targets: Tensor | None,
+    problem: Problem,
     steps: int,
     state: SearchState,
     check: bool = False,
@@ -89,6 +84,7 @@ def smooth_l0_run(
     ``check`` the first step flags ``zero_gradients`` and stops the samples whose gradient
     is unusable, as the ε-ball search's first step does
     (:func:`~mmargin.engine.state.usable`)."""
+    x, space, distance = problem.x, problem.space, problem.distance
     batch = x.shape[0]
     dead = state.flags.get("zero_gradients")
     rows = torch.arange(batch, device=x.device)
@@ -100,8 +96,8 @@ def smooth_l0_run(
     if rows.numel() == 0:
         return
     steps = int(own.max())
-    xi, yi = x[rows], labels[rows]
-    ti = targets[rows] if targets is not None else None
+    sub = problem.rows(rows)  # the searching samples
+    xi = sub.x
     magnitude = xi.flatten(1).abs().amax(dim=1)
     scale = per_sample(torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude)), xi)
     u = torch.zeros_like(xi)  # the change as a share of the input's largest magnitude
@@ -113,16 +109,17 @@ def smooth_l0_run(
     for k in range(steps):
         keep = running(own, k)
         if keep is not None:  # the samples whose own steps are done leave
-            rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own = compact(
-                keep, rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own
+            rows, scale, u, avg, avg_sq, tau, lr, own = compact(
+                keep, rows, scale, u, avg, avg_sq, tau, lr, own
             )
-            ti = ti[keep] if ti is not None else None
+            sub = sub.rows(keep)
+            xi = sub.x
         v = u.clone().requires_grad_(True)
         d = v * scale
-        scores = model(xi + d)
+        scores = problem.model(xi + d)
         state.queries[rows] += 2
-        loss = goal.loss(scores, yi, ti)
-        is_adv = goal.is_adversarial(scores.detach(), yi, ti)
+        loss = sub.loss(scores)
+        is_adv = sub.is_adversarial(scores.detach())
         dd = d.detach()
         norms = distance.norm(dd)
         moved = dd.flatten(1).abs().amax(dim=1) > 0
@@ -144,10 +141,11 @@ def smooth_l0_run(
             ok = usable(distance, xi, free, loss.detach(), finite)
             if not bool(ok.all()):  # those samples leave (their pass is counted)
                 state.flag("zero_gradients", rows[~ok])
-                rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv = (
-                    t[ok] for t in (rows, xi, yi, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv)
+                rows, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv = compact(
+                    ok, rows, scale, u, avg, avg_sq, tau, lr, own, grad, is_adv
                 )
-                ti = ti[ok] if ti is not None else None
+                sub = sub.rows(ok)
+                xi = sub.x
                 if rows.numel() == 0:
                     return
         peak = grad.flatten(1).abs().amax(dim=1).clamp(min=1e-12)
