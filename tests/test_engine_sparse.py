@@ -21,6 +21,7 @@ import torch
 from mmargin.adapters import TorchAdapter
 from mmargin.distances import lp, pixel_l0
 from mmargin.engine import minimal_flip
+from mmargin.engine.problem import Problem
 from mmargin.engine.sparse import positions, sparse_finish
 from mmargin.engine.spec import SearchSpec
 from mmargin.goals import Untargeted
@@ -157,8 +158,8 @@ def test_the_batched_stage_matches_each_sample_alone_and_keeps_each_budget() -> 
 
     def stage(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         adapter, counter = F.torch_adapter(model)
-        delta, used = sparse_finish(adapter, space, distance, goal, xt[rows], start[rows],
-                                    labels[rows], None, passes[rows])  # fmt: skip
+        problem = Problem(adapter, space, distance, goal, xt[rows], labels[rows])
+        delta, used = sparse_finish(problem, start[rows], passes[rows])
         return delta, used, counter.passes
 
     delta, used, seen = stage(list(range(len(x))))

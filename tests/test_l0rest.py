@@ -53,8 +53,8 @@ def _rest(model: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor, distance
           left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     space = box(0.0, 1.0, sample_shape=x.shape[1:])
     labels = model(x).argmax(1)
-    return spend_rest(TorchAdapter(model), space, distance, Untargeted(), x, delta, labels,
-                      None, left)  # fmt: skip
+    problem = Problem(TorchAdapter(model), space, distance, Untargeted(), x, labels)
+    return spend_rest(problem, delta, left)
 
 
 @pytest.mark.parametrize(

@@ -140,7 +140,7 @@ def test_the_stage_shrinks_the_alternate_with_the_passes_left() -> None:
     adapter = TorchAdapter(model)
 
     def stage(alt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return sparse_finish(adapter, space, distance, goal, x, minimal, labels, None, passes,
+        return sparse_finish(Problem(adapter, space, distance, goal, x, labels), minimal, passes,
                              alt)  # fmt: skip
 
     alone, used_alone = stage(None)

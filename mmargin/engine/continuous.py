@@ -27,35 +27,34 @@ from mmargin.engine.fallback import FELL_BACK, MESSAGE, decision_fallback
 from mmargin.engine.finish import apply_exact, line_search
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.l0rest import spend_rest
+from mmargin.engine.problem import Problem
 from mmargin.engine.sparse import sparse_finish, sparse_passes
 from mmargin.engine.spec import NUDGES, ExactFn, Plan, ReportFn, SearchSpec
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Goal
 from mmargin.results import SampleResult
 
-SearchFn = Callable[[Run, Tensor, Tensor, "Tensor | None", int, Streams, int], SearchState]
-"""``search(run, x, labels, targets, passes, streams, classes)`` → what it found."""
+SearchFn = Callable[[Run, Problem, int, Streams, int], SearchState]
+"""``search(run, problem, passes, streams, classes)`` → what it found."""
 
 
-def _gradient(run: Run, x: Tensor, labels: Tensor, targets: Tensor | None, passes: int,
-              streams: Streams, classes: int) -> SearchState:  # fmt: skip
+def _gradient(run: Run, problem: Problem, passes: int, streams: Streams,
+              classes: int) -> SearchState:  # fmt: skip
     if not run.model.differentiable:
         raise ValueError("the gradient strategy needs a differentiable model adapter")
-    return gradient_search(run.problem(x, labels, targets), passes, run.spec.gradient, streams,
-                           classes)  # fmt: skip
+    return gradient_search(problem, passes, run.spec.gradient, streams, classes)
 
 
-def _decision(run: Run, x: Tensor, labels: Tensor, targets: Tensor | None, passes: int,
-              streams: Streams, classes: int) -> SearchState:  # fmt: skip
+def _decision(run: Run, problem: Problem, passes: int, streams: Streams,
+              classes: int) -> SearchState:  # fmt: skip
+    x = problem.x
     budget = torch.full((x.shape[0],), passes, dtype=torch.long, device=x.device)
-    return decision_search(run.model, run.space, run.distance, run.goal, x, labels, targets,
-                           budget, run.spec, streams, _pool(run))  # fmt: skip
+    return decision_search(problem, budget, run.spec, streams, _pool(run))
 
 
-def _hybrid(run: Run, x: Tensor, labels: Tensor, targets: Tensor | None, passes: int,
-            streams: Streams, classes: int) -> SearchState:  # fmt: skip
-    return hybrid_search(run.model, run.space, run.distance, run.goal, x, labels, targets,
-                         passes, run.spec, streams, classes, _pool(run))  # fmt: skip
+def _hybrid(run: Run, problem: Problem, passes: int, streams: Streams,
+            classes: int) -> SearchState:  # fmt: skip
+    return hybrid_search(problem, passes, run.spec, streams, classes, _pool(run))
 
 
 def _pool(run: Run) -> Tensor | None:
@@ -100,18 +99,16 @@ class ContinuousSearch:
         """Search, line-search and ask the exact hook for the samples ``rows`` of ``batch``."""
         plan = self.plan(run)
         sel = torch.as_tensor(rows, dtype=torch.long, device=batch.labels.device)
-        x, labels = batch.inputs[sel], batch.labels[sel]
-        targets = batch.targets[sel] if batch.targets is not None else None
+        problem = run.problem(batch.inputs, batch.labels, batch.targets).rows(sel)
+        x = problem.x
         streams = batch.streams.subset(rows)
         if self.name == "exact" or plan.search < 1:
             state = SearchState.empty(x)
         else:
-            state = STRATEGIES[self.name](run, x, labels, targets, plan.search, streams,
-                                          batch.classes)  # fmt: skip
+            state = STRATEGIES[self.name](run, problem, plan.search, streams, batch.classes)
             if self.name == "gradient":
-                state = decision_fallback(run.model, run.space, run.distance, run.goal, x,
-                                          labels, targets, plan.search, state, run.spec,
-                                          streams, _pool(run))  # fmt: skip
+                state = decision_fallback(problem, plan.search, state, run.spec, streams,
+                                          _pool(run))  # fmt: skip
         queries = state.queries.clone()
         best, norms = torch.zeros_like(x), torch.full_like(state.best_norm, math.inf)
         found = torch.isfinite(state.best_norm)
@@ -119,28 +116,18 @@ class ContinuousSearch:
         if found.any():
             f = found.nonzero().squeeze(1)
             sparse = self.name != "exact" and _sparse_reserve(run) > 0
-            delta, passes, seen = line_search(
-                run.model, run.space, run.goal, x[f], state.best_delta[f], labels[f],
-                targets[f] if targets is not None else None,
-                0 if sparse else plan.line_search, check=True,
-            )  # fmt: skip
+            delta, passes, seen = line_search(problem.rows(f), state.best_delta[f],
+                                              0 if sparse else plan.line_search, check=True)
             queries[f] += passes
             if sparse:  # L0: the line search's steps and what the search left go to the stage
                 s = f[seen]
                 left = _sparse_reserve(run) + plan.line_search + plan.search - state.queries[s]
                 other = None if state.alternate is None else state.alternate[s]
-                delta[seen], used = sparse_finish(
-                    run.model, run.space, run.distance, run.goal, x[s], delta[seen],
-                    labels[s], targets[s] if targets is not None else None, left.clamp(min=0),
-                    other,
-                )  # fmt: skip
+                flips = problem.rows(s)
+                delta[seen], used = sparse_finish(flips, delta[seen], left.clamp(min=0), other)
                 queries[s] += used
                 # what the stage left: more smooth-L0 runs, shrunk (mmargin.engine.l0rest)
-                delta[seen], more = spend_rest(
-                    run.model, run.space, run.distance, run.goal, x[s], delta[seen],
-                    labels[s], targets[s] if targets is not None else None,
-                    (left - used).clamp(min=0),
-                )  # fmt: skip
+                delta[seen], more = spend_rest(flips, delta[seen], (left - used).clamp(min=0))
                 queries[s] += more
             best[f] = delta
             norms[f] = run.distance.norm(delta)
@@ -148,8 +135,8 @@ class ContinuousSearch:
         out = []
         scale = run.distance.norm(x)
         for j, i in enumerate(rows):
-            out.append(self._finish(run, batch.ids[i], x, labels, targets, j, best, norms,
-                                    int(queries[j]), float(scale[j]),
+            out.append(self._finish(run, batch.ids[i], problem.rows(slice(j, j + 1)), j, best,
+                                    norms, int(queries[j]), float(scale[j]),
                                     bool(unverified[j])))  # fmt: skip
             out[-1].indicators = state.raised(j)
             if FELL_BACK in out[-1].indicators:
@@ -158,21 +145,18 @@ class ContinuousSearch:
         return out
 
     def _finish(
-        self, run: Run, sample: str, x: Tensor, labels: Tensor, targets: Tensor | None,
-        j: int, best: Tensor, norms: Tensor, queries: int, scale: float, unverified: bool,
+        self, run: Run, sample: str, one: Problem, j: int, best: Tensor, norms: Tensor,
+        queries: int, scale: float, unverified: bool,
     ) -> Candidate:  # fmt: skip
-        """The exact hook for one sample, then its candidate. A search candidate no pass saw
-        flip bounds nothing: the exact hook is asked as if none was found, and its verified
-        flip wins (``auto`` never drops a verified flip for an unverified one)."""
+        """The exact hook for sample ``j`` (``one``: its row of the problem), then its
+        candidate. A search candidate no pass saw flip bounds nothing: the exact hook is
+        asked as if none was found, and its verified flip wins (``auto`` never drops a
+        verified flip for an unverified one)."""
         method, lower, notes, bound = self.name, None, [], None
         if self.exact is not None and run.spec.exact != "never":
             left = run.spec.budget - 2 - queries - run.spec.report_passes - run.spec.baseline_passes
             upper = math.inf if unverified else float(norms[j])
-            got = apply_exact(
-                self.exact, run.model, run.space, run.distance, run.goal, x[j : j + 1],
-                labels[j : j + 1], None if targets is None else targets[j : j + 1],
-                upper, sample, left,
-            )  # fmt: skip
+            got = apply_exact(self.exact, one, upper, sample, left)
             queries += got.passes
             lower, notes, bound = got.lower, got.notes, got.bound_method
             if got.delta is not None:
@@ -187,7 +171,7 @@ class ContinuousSearch:
                 why = f"no flip exists in this space (proven by {method})"
             return Candidate(None, math.inf, lower, method, queries, scale, why, extras,
                              bound_method=bound)  # fmt: skip
-        adversarial = run.space.finalize(x[j : j + 1], x[j : j + 1] + best[j : j + 1])[0]
+        adversarial = run.space.finalize(one.x, one.x + best[j : j + 1])[0]
         message = "; ".join(notes)
         return Candidate(adversarial, margin, lower, method, queries, scale, message, extras,
                          bound_method=bound)  # fmt: skip

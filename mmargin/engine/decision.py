@@ -35,8 +35,6 @@ from mmargin.engine.gradient import gradient_search
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import DecisionConfig, SearchSpec
 from mmargin.engine.state import SearchState, Streams, per_sample
-from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = ["DecisionConfig", "decision_search", "hybrid_search"]
 
@@ -49,18 +47,18 @@ _EXTRA_NOISE_ROUNDS = 256
 
 
 def decision_search(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, targets: Tensor | None, budget: Tensor, spec: SearchSpec,
-    streams: Streams, pool: Tensor | None = None, seeds: Tensor | None = None,
+    problem: Problem, budget: Tensor, spec: SearchSpec, streams: Streams,
+    pool: Tensor | None = None, seeds: Tensor | None = None,
 ) -> SearchState:  # fmt: skip
-    """Search a batch with decisions only, within ``budget`` passes per sample (``(B,)``).
+    """Search the batch of ``problem`` with decisions only, within ``budget`` passes per
+    sample (``(B,)``).
 
     ``pool`` holds starting rows ``(M, ...)`` that do not depend on the batch; ``seeds``
     (shaped like ``x``, zero rows for none) are perturbations from another search to try
     as starting points, scaled by 1-3 before the space finalises them.
     """
-    config = spec.decision
-    ctx = make_context(model, space, distance, goal, x, labels, targets, budget, streams, config)
+    x, config = problem.x, spec.decision
+    ctx = make_context(problem, budget, streams, config)
     state = SearchState.empty(x)
     flat_pool = None if pool is None else pool.to(x).flatten(1)
     owner, delta = _find_flips(ctx, None if seeds is None else seeds.flatten(1), flat_pool)
@@ -90,23 +88,20 @@ def decision_search(
 
 
 def hybrid_search(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, targets: Tensor | None, budget: int, spec: SearchSpec, streams: Streams,
-    classes: int, pool: Tensor | None = None,
+    problem: Problem, budget: int, spec: SearchSpec, streams: Streams, classes: int,
+    pool: Tensor | None = None,
 ) -> SearchState:  # fmt: skip
     """The gradient strategy for a sixth of the passes, then :func:`decision_search` seeded
     with its (relaxed) flips for each sample's rest; the decision search alone without
     gradients."""
+    x = problem.x
     per_sample_budget = torch.full((x.shape[0],), budget, dtype=torch.long, device=x.device)
-    if not model.differentiable:
-        return decision_search(model, space, distance, goal, x, labels, targets,
-                               per_sample_budget, spec, streams, pool)  # fmt: skip
-    problem = Problem(model, space, distance, goal, x, labels, targets)
+    if not problem.model.differentiable:
+        return decision_search(problem, per_sample_budget, spec, streams, pool)
     first = gradient_search(problem, budget // 3, spec.gradient, streams, classes)
     seeds = torch.where(per_sample(torch.isfinite(first.best_norm), x), first.best_delta, 0.0)
     rest = per_sample_budget - first.queries
-    second = decision_search(model, space, distance, goal, x, labels, targets, rest, spec,
-                             streams, pool, seeds=seeds)  # fmt: skip
+    second = decision_search(problem, rest, spec, streams, pool, seeds=seeds)
     second.queries += first.queries
     if "zero_gradients" in first.flags:  # the decision phase searched them anyway
         second.flags["zero_gradients"] = first.flags["zero_gradients"]

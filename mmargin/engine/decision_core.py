@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mmargin.distances import LpDistance
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import DecisionConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Goal
@@ -97,12 +98,13 @@ class Ctx:
         return self.oracle.ask(self.x[owner] + delta, owner)
 
 
-def make_context(model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-                 labels: Tensor, targets: Tensor | None, budget: Tensor, streams: Streams,
+def make_context(problem: Problem, budget: Tensor, streams: Streams,
                  config: DecisionConfig) -> Ctx:  # fmt: skip
     """Flat rows, per-coordinate reach (how far each may move each way), weights, groups."""
+    x, space, distance = problem.x, problem.space, problem.distance
     shape = tuple(x.shape[1:])
-    oracle = Oracle(model, goal, labels, targets, budget, shape, config.chunk)
+    oracle = Oracle(problem.model, problem.goal, problem.labels, problem.targets, budget, shape,
+                    config.chunk)  # fmt: skip
     flat = x.flatten(1)
     hi = space.project(x, torch.full_like(x, 1e30)).flatten(1).clamp(min=0)
     lo = space.project(x, torch.full_like(x, -1e30)).flatten(1).clamp(max=0)

@@ -14,10 +14,9 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.decision import decision_search
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import SearchSpec
 from mmargin.engine.state import SearchState, Streams
-from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space
 
 FELL_BACK = "decision_fallback"
 """The state flag of samples that the decision strategy searched in place of gradients."""
@@ -27,9 +26,8 @@ MESSAGE = ("gradients unusable (zero, NaN or unavailable): searched with the dec
 
 
 def decision_fallback(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    labels: Tensor, targets: Tensor | None, passes: int, state: SearchState, spec: SearchSpec,
-    streams: Streams, pool: Tensor | None,
+    problem: Problem, passes: int, state: SearchState, spec: SearchSpec, streams: Streams,
+    pool: Tensor | None,
 ) -> SearchState:  # fmt: skip
     """Search with decisions the samples of ``state`` flagged ``zero_gradients`` that have no
     flip yet, each within the ``passes`` it was given less what it spent; returns ``state``
@@ -41,11 +39,7 @@ def decision_fallback(
     if rows.numel() == 0:
         return state
     left = (passes - state.queries[rows]).clamp(min=0)
-    sub = decision_search(
-        model, space, distance, goal, x[rows], labels[rows],
-        None if targets is None else targets[rows], left, spec,
-        streams.subset(rows), pool,
-    )  # fmt: skip
+    sub = decision_search(problem.rows(rows), left, spec, streams.subset(rows), pool)
     state.queries[rows] += sub.queries
     state.best_delta[rows] = sub.best_delta
     state.best_norm[rows] = sub.best_norm

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from mmargin.engine.problem import Problem
 from mmargin.engine.spec import NUDGES, ExactFn
 from mmargin.engine.state import per_sample
 from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space
+from mmargin.protocols import ModelAdapter
 
 OVERCLAIM_RTOL = 1e-3
 OVERCLAIM_ATOL = 1e-5
@@ -49,17 +50,10 @@ def bisect_scale(
 
 @torch.no_grad()
 def line_search(
-    model: ModelAdapter,
-    space: Space,
-    goal: Goal,
-    x: Tensor,
-    delta: Tensor,
-    labels: Tensor,
-    targets: Tensor | None,
-    steps: int,
-    check: bool = False,
+    problem: Problem, delta: Tensor, steps: int, check: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Shrink each adversarial ``delta`` toward ``x`` by bisection on its scale t ∈ [0, 1].
+    """Shrink each adversarial ``delta`` toward ``problem.x`` by bisection on its scale
+    t ∈ [0, 1].
 
     ``x + delta`` should be adversarial; the returned perturbation ``t·delta`` (finalised by
     the space) still is, with the smallest t bisection found. Returns it, the forward
@@ -67,19 +61,19 @@ def line_search(
     bisection never met a flip spends one more pass on the finalised ``x + delta`` itself
     (a search on a relaxation may hold a point that is no flip once finalised).
     """
+    x, space, model = problem.x, problem.space, problem.model
     batch = x.shape[0]
 
     def point(t: Tensor) -> Tensor:
         return space.finalize(x, x + delta * per_sample(t, delta))
 
-    hi, _ = bisect_scale(model, goal, labels, targets, point, steps, x)
+    hi, _ = bisect_scale(model, problem.goal, problem.labels, problem.targets, point, steps, x)
     passes = torch.full((batch,), steps, dtype=torch.long, device=x.device)
     out = space.finalize(x, x + delta * per_sample(hi, delta))
     seen = hi < 1
     unseen = (~seen).nonzero().squeeze(1)
     if check and unseen.numel():
-        t = targets[unseen] if targets is not None else None
-        seen[unseen] = goal.is_adversarial(model(out[unseen]), labels[unseen], t)
+        seen[unseen] = problem.rows(unseen).is_adversarial(model(out[unseen]))
         passes[unseen] += 1
     return out - x, passes, seen
 
@@ -124,16 +118,16 @@ class ExactOutcome:
 
 
 def apply_exact(
-    exact: ExactFn, model: ModelAdapter, space: Space, distance: Distance, goal: Goal,
-    x: Tensor, label: Tensor, target: Tensor | None, upper: float, sample: str, left: int,
-) -> ExactOutcome:  # fmt: skip
-    """Ask the exact hook about one sample (``x`` is ``(1, ...)``) whose search found a flip
-    of size ``upper`` (``inf``: none); use its adversarial when it verifies (nudged outward
-    at most ``left`` times, one pass each) and is smaller.
+    exact: ExactFn, problem: Problem, upper: float, sample: str, left: int
+) -> ExactOutcome:
+    """Ask the exact hook about one sample (``problem`` holds one row: ``x`` is ``(1, ...)``)
+    whose search found a flip of size ``upper`` (``inf``: none); use its adversarial when it
+    verifies (nudged outward at most ``left`` times, one pass each) and is smaller.
 
     A lower bound above the flip we hold is an over-claim: it is discarded, with a warning
     naming the plugin, and the sample is not labelled exact.
     """
+    x, label, target = problem.x, problem.labels, problem.targets
     out = ExactOutcome()
     found = exact(x[0].detach().cpu().numpy(), int(label[0]),
                   None if target is None else int(target[0]),
@@ -146,8 +140,8 @@ def apply_exact(
     best = upper
     if found.adversarial is not None:
         adv = torch.as_tensor(found.adversarial, dtype=x.dtype, device=x.device).view_as(x)
-        candidate, ok, out.passes = _nudge(model, space, goal, x, adv, label, target, left)
-        size = float(distance.norm(candidate - x)[0])
+        candidate, ok, out.passes = _nudge(problem, adv, left)
+        size = float(problem.distance.norm(candidate - x)[0])
         if ok and size <= upper:
             out.delta, out.size, out.method = candidate - x, size, f"exact:{found.method}"
             best = size
@@ -167,16 +161,16 @@ def apply_exact(
 
 
 def _nudge(
-    model: ModelAdapter, space: Space, goal: Goal, x: Tensor, adv: Tensor, label: Tensor,
-    target: Tensor | None, left: int, steps: Sequence[float] = NUDGES,
-) -> tuple[Tensor, bool, int]:  # fmt: skip
+    problem: Problem, adv: Tensor, left: int, steps: Sequence[float] = NUDGES
+) -> tuple[Tensor, bool, int]:
     """Scale ``adv - x`` outward until the model verifies the flip; one pass per try, at
     most ``left`` tries."""
-    candidate = x
+    x = candidate = problem.x
     tries = 0
     for step in steps[: max(left, 0)]:
-        candidate = space.finalize(x, x + (adv - x) * (1 + step))
+        candidate = problem.space.finalize(x, x + (adv - x) * (1 + step))
         tries += 1
-        if bool(verify(model, goal, candidate, label, target).adversarial[0]):
+        checked = verify(problem.model, problem.goal, candidate, problem.labels, problem.targets)
+        if bool(checked.adversarial[0]):
             return candidate, True, tries
     return candidate, False, tries

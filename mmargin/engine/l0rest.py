@@ -37,8 +37,6 @@ from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.sparse import sparse_finish, support_size
 from mmargin.engine.state import SearchState
-from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = ["REST_MIN", "REST_SHARE", "spend_rest"]
 
@@ -49,53 +47,44 @@ REST_MIN = 40
 """Fewer unspent passes than this: nothing runs (too few steps to anneal)."""
 
 
-def spend_rest(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    delta: Tensor, labels: Tensor, targets: Tensor | None, left: Tensor,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Within ``left[i]`` passes for sample ``i`` (each ``x + delta`` a verified flip): a
-    second smooth-L0 run, its best flip checked and shrunk; returns the flip with fewer
-    positions of the two (``delta``'s on a tie) and the passes each sample used."""
+def spend_rest(problem: Problem, delta: Tensor, left: Tensor) -> tuple[Tensor, Tensor]:
+    """Within ``left[i]`` passes for sample ``i`` (each ``problem.x + delta`` a verified
+    flip): a second smooth-L0 run, its best flip checked and shrunk; returns the flip with
+    fewer positions of the two (``delta``'s on a tie) and the passes each sample used."""
     used = torch.zeros_like(left)
     out = delta.clone()
     while True:
-        more = _once(model, space, distance, goal, x, out, labels, targets, left - used)
+        more = _once(problem, out, left - used)
         if more is None:
             return out, used
         out, spent = more
         used += spent
 
 
-def _once(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    delta: Tensor, labels: Tensor, targets: Tensor | None, left: Tensor,
-) -> tuple[Tensor, Tensor] | None:  # fmt: skip
+def _once(problem: Problem, delta: Tensor, left: Tensor) -> tuple[Tensor, Tensor] | None:
     used = torch.zeros_like(left)
     out = delta.clone()
     steps = torch.where(left >= REST_MIN, (left.double() * REST_SHARE).long() // 2, 0)
     go = (steps > 0).nonzero().squeeze(1)
     if go.numel() == 0:
         return None
-    t = None if targets is None else targets[go]
-    own = SearchState.empty(x[go])
-    smooth_l0_run(Problem(model, space, distance, goal, x[go], labels[go], t),
-                  int(steps[go].max()), own, lengths=steps[go])  # fmt: skip
+    runs = problem.rows(go)
+    own = SearchState.empty(runs.x)
+    smooth_l0_run(runs, int(steps[go].max()), own, lengths=steps[go])
     used[go] += own.queries
     found = torch.isfinite(own.best_norm).nonzero().squeeze(1)
     if found.numel() == 0:
         return out, used
     g = go[found]
-    tg = None if targets is None else targets[g]
-    checked, passes, seen = line_search(model, space, goal, x[g], own.best_delta[found],
-                                        labels[g], tg, 0, check=True)  # fmt: skip
+    checked, passes, seen = line_search(problem.rows(g), own.best_delta[found], 0, check=True)
     used[g] += passes
     g, checked = g[seen], checked[seen]
     if g.numel() == 0:
         return out, used
     rest = (left[g] - used[g]).clamp(min=0)
-    shrunk, spent = sparse_finish(model, space, distance, goal, x[g], checked, labels[g],
-                                  None if targets is None else targets[g], rest)  # fmt: skip
+    shrunk, spent = sparse_finish(problem.rows(g), checked, rest)
     used[g] += spent
+    distance = problem.distance
     fewer = support_size(distance, shrunk) < support_size(distance, out[g])
     out[g[fewer]] = shrunk[fewer]
     return out, used

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mmargin.goals import Goal
-from mmargin.protocols import Distance, ModelAdapter, Space
+from mmargin.engine.problem import Problem
+from mmargin.protocols import Distance, Space
 
 SPARSE_SHARE = 0.4
 """The share of a sample's budget set aside for this stage when the distance is L0."""
@@ -82,15 +82,14 @@ class _Sample:
 
 
 def sparse_finish(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    delta: Tensor, labels: Tensor, targets: Tensor | None, passes: Tensor,
-    alternates: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Shrink the support of each verified adversarial ``x + delta`` within ``passes[i]``
-    forward + backward passes for sample ``i``; with ``alternates`` (a second, unverified
-    flip per sample, zero where none), the passes the first shrink leaves shrink that
-    one too (:func:`_both`). Returns the new perturbations (finalised, each a flip a pass
-    has seen, or the input one) and the passes each sample used."""
+    problem: Problem, delta: Tensor, passes: Tensor, alternates: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Shrink the support of each verified adversarial ``problem.x + delta`` within
+    ``passes[i]`` forward + backward passes for sample ``i``; with ``alternates`` (a
+    second, unverified flip per sample, zero where none), the passes the first shrink
+    leaves shrink that one too (:func:`_both`). Returns the new perturbations (finalised,
+    each a flip a pass has seen, or the input one) and the passes each sample used."""
+    x, space, distance = problem.x, problem.space, problem.distance
     out = delta.clone()
     samples = [_Sample(x[i : i + 1], int(passes[i])) for i in range(x.shape[0])]
     runs = {
@@ -108,8 +107,7 @@ def sparse_finish(
             if rows:
                 sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
                 d = torch.cat([asks[i][1] for i in rows])
-                t = None if targets is None else targets[sel]
-                got = answer(model, space, distance, goal, x[sel], d, labels[sel], t)
+                got = answer(problem.rows(sel), d)
                 answers.update(zip(rows, got, strict=True))
         for i, reply in answers.items():
             samples[i].left -= 1 if asks[i][0] == FLIP else 2
@@ -130,33 +128,28 @@ def _advance(
         del runs[i]
 
 
-def _forward(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    delta: Tensor, labels: Tensor, targets: Tensor | None,
-) -> list[Answer]:  # fmt: skip
-    """One batched forward pass on the finalised candidates ``x + delta``."""
+def _forward(problem: Problem, delta: Tensor) -> list[Answer]:
+    """One batched forward pass on the finalised candidates ``problem.x + delta``."""
+    x, space = problem.x, problem.space
     candidate = space.finalize(x, x + space.project(x, delta))
     with torch.no_grad():
-        scores = model(candidate)
-    ok = goal.is_adversarial(scores, labels, targets) & torch.isfinite(scores).flatten(1).all(1)
+        scores = problem.model(candidate)
+    ok = problem.is_adversarial(scores) & torch.isfinite(scores).flatten(1).all(1)
     moved = candidate - x
-    return _answers(distance, moved, moved, ok)
+    return _answers(problem.distance, moved, moved, ok)
 
 
-def _gradient(
-    model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
-    delta: Tensor, labels: Tensor, targets: Tensor | None,
-) -> list[Answer]:  # fmt: skip
-    """The loss gradients at ``x + delta`` (one batched forward + backward pass). Not the
+def _gradient(problem: Problem, delta: Tensor) -> list[Answer]:
+    """The loss gradients at ``problem.x + delta`` (one batched forward + backward pass). Not the
     space's free gradient: a coordinate already at its bound keeps its share (``project``
     holds the box and the mask when positions are pushed)."""
     d = delta.clone().requires_grad_(True)
     with torch.enable_grad():
-        scores = model(x + d)
-        loss = goal.loss(scores, labels, targets)
+        scores = problem.model(problem.x + d)
+        loss = problem.loss(scores)
         (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
     grad = torch.zeros_like(delta) if grad is None else torch.nan_to_num(grad, 0.0, 0.0, 0.0)
-    return _answers(distance, grad, delta, goal.is_adversarial(scores.detach(), labels, targets))
+    return _answers(problem.distance, grad, delta, problem.is_adversarial(scores.detach()))
 
 
 def _answers(distance: Distance, values: Tensor, point: Tensor, ok: Tensor) -> list[Answer]:
