@@ -241,13 +241,7 @@ def lagrangian_run(
     exactly those steps); a sample leaves the batch when its steps are done, so samples of
     different lengths share one batched run (:mod:`mmargin.engine.leftover`)."""
     x, space, distance = problem.x, problem.space, problem.distance
-    batch = x.shape[0]
-    dead = state.flags.get("zero_gradients")
-    rows = torch.arange(batch, device=x.device)
-    if dead is not None:
-        rows = rows[~dead]
-    if only is not None:
-        rows = rows[only[rows]]
+    rows = state.searching(only)
     if rows.numel() == 0 or steps < 1:
         return
     sub = problem.rows(rows)  # the searching samples

@@ -86,10 +86,7 @@ def smooth_l0_run(
     (:func:`~mmargin.engine.state.usable`)."""
     x, space, distance = problem.x, problem.space, problem.distance
     batch = x.shape[0]
-    dead = state.flags.get("zero_gradients")
-    rows = torch.arange(batch, device=x.device)
-    if dead is not None:
-        rows = rows[~dead]
+    rows = state.searching()
     own = torch.full((batch,), steps, device=x.device) if lengths is None else lengths.clone()
     own = own.to(device=x.device, dtype=torch.long)[rows]
     rows, own = rows[own > 0], own[own > 0]

@@ -53,6 +53,18 @@ class SearchState:
         mask = self.flags.setdefault(name, torch.zeros_like(self.queries, dtype=torch.bool))
         mask[rows] = True
 
+    def searching(self, only: Tensor | None = None) -> Tensor:
+        """The rows a run searches, ascending: every sample but those flagged
+        ``zero_gradients`` (they left the search at its first step), within ``only`` (a
+        boolean mask) when given."""
+        rows = torch.arange(self.queries.shape[0], device=self.queries.device)
+        dead = self.flags.get("zero_gradients")
+        if dead is not None:
+            rows = rows[~dead]
+        if only is not None:
+            rows = rows[only[rows]]
+        return rows
+
     def raised(self, row: int) -> list[str]:
         """The flags raised for sample ``row``, sorted."""
         return sorted(name for name, mask in self.flags.items() if bool(mask[row]))
