@@ -55,15 +55,29 @@ MOMENTUM = 0.75
 """Weight of the previous gradients in that search's running sum."""
 FAR = 1e6
 """A step long enough to reach the box's bound on any coordinate the space lets move."""
-FLIP, GRADIENT = "flip", "gradient"
-"""What a sample's search asks for: a forward pass on a candidate (1 pass) or the loss
-gradient at a point (2 passes)."""
+FLIP, GRADIENT, DESCEND = "flip", "gradient", "descend"
+"""What a sample's search asks for: a forward pass on a candidate (1 pass), the loss
+gradient at a point (2 passes), or a step of a descent from a local minimum (the gradient
+at a point, 2 passes, and the step's next point, which :func:`sparse_finish` computes for
+every descending sample of the round at once: :func:`_descent_steps`)."""
 
-Ask = tuple[str, Tensor]
-"""One request of a sample's search: its kind and the perturbation ``(1, ...)`` it is about."""
+
+@dataclass
+class _Walk:
+    """A descent's state between its steps: the running sum of its scaled gradients (the
+    caller replaces it after each step) and the positions it keeps."""
+
+    total: Tensor
+    k: int
+
+
+Ask = tuple[str, Tensor, "_Walk | None"]
+"""One request of a sample's search: its kind, the perturbation ``(1, ...)`` it is about
+and, for :data:`DESCEND`, the descent's state."""
 Answer = tuple[Tensor, bool, int]
-"""The reply: the finalised candidate (:data:`FLIP`) or the gradient (:data:`GRADIENT`),
-whether the model saw the flip there and how many positions the candidate changes."""
+"""The reply: the finalised candidate (:data:`FLIP`), the gradient (:data:`GRADIENT`) or
+the descent's next point (:data:`DESCEND`), whether the model saw the flip at the asked
+point and how many positions it changes."""
 Shrink = Generator[Ask, Answer, Tensor]
 """A sample's search: yields asks, receives answers, returns its best flip."""
 
@@ -104,13 +118,17 @@ def sparse_finish(
     while asks:
         answers: dict[int, Answer] = {}
         for kind, answer in ((FLIP, _forward), (GRADIENT, _gradient)):
-            rows = [i for i, (k, _) in asks.items() if k == kind]
+            # a descent step is a gradient ask: one batched forward + backward for both
+            rows = [i for i, (k, _, _) in asks.items() if (k == FLIP) == (kind == FLIP)]
             if rows:
                 sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
                 d = torch.cat([asks[i][1] for i in rows])
                 t = None if targets is None else targets[sel]
                 got = answer(model, space, distance, goal, x[sel], d, labels[sel], t)
                 answers.update(zip(rows, got, strict=True))
+        walking = [i for i, (k, _, _) in asks.items() if k == DESCEND]
+        if walking:
+            _descend_all(space, distance, x, walking, asks, answers)
         for i, reply in answers.items():
             samples[i].left -= 1 if asks[i][0] == FLIP else 2
             _advance(runs, asks, out, i, reply)
@@ -128,6 +146,49 @@ def _advance(
         out[i : i + 1] = done.value
         asks.pop(i, None)
         del runs[i]
+
+
+def _descend_all(
+    space: Space, distance: Distance, x: Tensor, rows: list[int], asks: dict[int, Ask],
+    answers: dict[int, Answer],
+) -> None:  # fmt: skip
+    """The descent steps of the samples ``rows`` from their gradients in ``answers``, at
+    once: each answer's value becomes the sample's next point, its walk's sum the new one."""
+    walks = [asks[i][2] for i in rows]
+    assert all(w is not None for w in walks)
+    sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
+    total = torch.cat([w.total for w in walks if w is not None])
+    k = torch.as_tensor([w.k for w in walks if w is not None], device=x.device)
+    point = torch.cat([asks[i][1] for i in rows])
+    grad = torch.cat([answers[i][0] for i in rows])
+    nxt, total = _descent_steps(space, distance, x[sel], grad, point, total, k)
+    for j, (i, w) in enumerate(zip(rows, walks, strict=True)):
+        assert w is not None
+        w.total = total[j : j + 1]
+        _, flips, size = answers[i]
+        answers[i] = (nxt[j : j + 1], flips, size)
+
+
+def _descent_steps(
+    space: Space, distance: Distance, x: Tensor, grad: Tensor, point: Tensor, total: Tensor,
+    k: Tensor,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """One step of :func:`_descend` for every row: the running sum ``total`` takes the
+    gradient scaled by its largest entry (momentum :data:`MOMENTUM`), and the next point is
+    the top ``k`` positions by that sum, pushed to the bound against it. Row by row the
+    arithmetic of a sample alone (elementwise, a per-row maximum, a stable sort per row)."""
+    shape = (-1,) + (1,) * (grad.dim() - 1)
+    scale = grad.flatten(1).abs().amax(dim=1).clamp(min=1e-30).view(shape)
+    total = MOMENTUM * total + grad / scale
+    pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
+    order = _shares(distance, total, pushed).flatten(1).argsort(dim=1, descending=True,
+                                                                stable=True)  # fmt: skip
+    rank = torch.empty_like(order)
+    places = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    rank.scatter_(1, order, places)
+    keep = rank < k.unsqueeze(1)
+    nxt = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
+    return nxt, total
 
 
 def _forward(
@@ -214,7 +275,7 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
         count = int(moved.sum())
         if count <= 1:
             break
-        grad, ok, _ = yield GRADIENT, best
+        grad, ok, _ = yield GRADIENT, best, None
         if not ok:  # the flip we hold always flipped; a model that disagrees ends the stage
             break
         # every position pushed to the bound against the gradient (where it has none, as is)
@@ -227,7 +288,7 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
             lo, hi = 0, count  # the fewest top positions that flip, by bisection
             while hi - lo > 1 and sample.left >= 1:  # count - 1 first: if it fails, all fail
                 mid = hi - 1 if hi == count else (lo + hi) // 2
-                candidate, flips, size = yield FLIP, _within(distance, pushed, rank < mid)
+                candidate, flips, size = yield FLIP, _within(distance, pushed, rank < mid), None
                 if flips and size < count:
                     hi, found = mid, candidate
                 else:
@@ -241,7 +302,7 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
                     break
                 keep = moved.clone()
                 keep[order[j]] = False
-                candidate, flips, size = yield FLIP, _within(distance, best, keep)
+                candidate, flips, size = yield FLIP, _within(distance, best, keep), None
                 if flips and size < count:
                     found = candidate
                     break
@@ -263,7 +324,7 @@ def _both(
     best = yield from _shrink(space, distance, sample, delta)
     if other is None or not bool(other.any()) or sample.left < 4:
         return best
-    start, flips, _ = yield FLIP, other
+    start, flips, _ = yield FLIP, other, None
     if not flips:
         return best
     found = yield from _shrink(space, distance, sample, start)
@@ -279,19 +340,14 @@ def _descend(
     adds it to a running sum (momentum :data:`MOMENTUM`) and moves to the top ``k``
     positions by that sum, pushed to the bound against it. At most :data:`PATIENCE` steps;
     the first flip with fewer positions than ``start`` is returned, else ``None``."""
-    x = sample.x
-    total = torch.zeros_like(start)
+    walk = _Walk(torch.zeros_like(start), k)
     point = start
     for _ in range(PATIENCE):
         if sample.left < 2:
             break
-        grad, flips, size = yield GRADIENT, point
+        # the caller takes the step (:func:`_descent_steps`) for every descending sample
+        after, flips, size = yield DESCEND, point, walk
         if flips and size <= k:
             return point
-        scale = grad.abs().amax().clamp(min=1e-30)
-        total = MOMENTUM * total + grad / scale
-        pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
-        order = _shares(distance, total, pushed).flatten().argsort(descending=True, stable=True)
-        keep = _ranks(order) < k
-        point = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
+        point = after
     return None
