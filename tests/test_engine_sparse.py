@@ -171,3 +171,47 @@ def test_the_batched_stage_matches_each_sample_alone_and_keeps_each_budget() -> 
         assert torch.equal(alone[0], delta[i]) and int(used_alone[0]) == int(used[i])
         flips = model(xt[i : i + 1] + delta[i : i + 1]).argmax(1)
         assert int(flips[0]) == 1
+
+
+def _descent_step_alone(space: Any, distance: Any, x: torch.Tensor, grad: torch.Tensor,
+                        point: torch.Tensor, total: torch.Tensor,
+                        k: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One descent step of one sample as the stage took it before the steps were batched."""
+    from mmargin.engine.sparse import FAR, MOMENTUM, _ranks, _shares, _within
+
+    scale = grad.abs().amax().clamp(min=1e-30)
+    total = MOMENTUM * total + grad / scale
+    pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
+    order = _shares(distance, total, pushed).flatten().argsort(descending=True, stable=True)
+    keep = _ranks(order) < k
+    point = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
+    return point, total
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_batched_descent_steps_are_each_sample_alone(channels: int, grouped: bool) -> None:
+    """The descent steps of every descending sample of a round at once: each row bit for
+    bit the step the sample took alone (ties in the running sum, zero gradients, positions
+    at a bound)."""
+    from mmargin.engine.sparse import _descent_steps
+
+    g = torch.Generator().manual_seed(channels + 2 * grouped)
+    shape = (9, channels, 5, 4)
+    x = torch.rand(shape, generator=g)
+    x[0, :, :2] = 0.0  # at the lower bound
+    x[1, :, 2:] = 1.0
+    grad = torch.randn(shape, generator=g)
+    grad[2] = 0.0  # no gradient at all
+    grad[3] = torch.randint(-2, 3, shape[1:], generator=g).float()  # ties
+    total = torch.randn(shape, generator=g) * (torch.rand(shape, generator=g) < 0.5)
+    point = (torch.rand(shape, generator=g) - x) * (torch.rand(shape, generator=g) < 0.3)
+    k = torch.randint(1, 12, (shape[0],), generator=g)
+    space = box(0.0, 1.0, sample_shape=shape[1:])
+    distance = pixel_l0(lp("l0")) if grouped else lp("l0")
+    nxt, summed = _descent_steps(space, distance, x, grad, point, total, k)
+    for i in range(shape[0]):
+        one = slice(i, i + 1)
+        alone = _descent_step_alone(space, distance, x[one], grad[one], point[one], total[one],
+                                    int(k[i]))  # fmt: skip
+        assert torch.equal(nxt[one], alone[0]) and torch.equal(summed[one], alone[1])

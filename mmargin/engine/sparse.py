@@ -45,6 +45,7 @@ from torch import Tensor
 
 from mmargin.goals import Goal
 from mmargin.protocols import Distance, ModelAdapter, Space
+from mmargin.ranking import top_stable
 
 SPARSE_SHARE = 0.4
 """The share of a sample's budget set aside for this stage when the distance is L0."""
@@ -176,17 +177,13 @@ def _descent_steps(
     """One step of :func:`_descend` for every row: the running sum ``total`` takes the
     gradient scaled by its largest entry (momentum :data:`MOMENTUM`), and the next point is
     the top ``k`` positions by that sum, pushed to the bound against it. Row by row the
-    arithmetic of a sample alone (elementwise, a per-row maximum, a stable sort per row)."""
+    arithmetic of a sample alone (elementwise, a per-row maximum, the first ``k`` of a
+    stable descending sort per row: :func:`~mmargin.ranking.top_stable`)."""
     shape = (-1,) + (1,) * (grad.dim() - 1)
     scale = grad.flatten(1).abs().amax(dim=1).clamp(min=1e-30).view(shape)
     total = MOMENTUM * total + grad / scale
     pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
-    order = _shares(distance, total, pushed).flatten(1).argsort(dim=1, descending=True,
-                                                                stable=True)  # fmt: skip
-    rank = torch.empty_like(order)
-    places = torch.arange(order.shape[1], device=order.device).expand_as(order)
-    rank.scatter_(1, order, places)
-    keep = rank < k.unsqueeze(1)
+    keep = top_stable(_shares(distance, total, pushed).flatten(1), k)
     nxt = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
     return nxt, total
 
