@@ -259,7 +259,10 @@ def _ranks(order: Tensor) -> Tensor:
 
 def _within(distance: Distance, delta: Tensor, keep: Tensor) -> Tensor:
     """``delta`` on the flat positions where ``keep`` holds only, clean elsewhere."""
-    shape = positions(distance, delta).shape
+    group = getattr(distance, "group_axis", None)
+    shape = list(delta.shape)
+    if group is not None:  # the shape of ``positions(distance, delta)``, not computed
+        del shape[group]
     return delta * _expand(distance, keep.view(shape), delta)
 
 
