@@ -65,11 +65,12 @@ every descending sample of the round at once: :func:`_descent_steps`)."""
 
 @dataclass
 class _Walk:
-    """A descent's state between its steps: the running sum of its scaled gradients (the
-    caller replaces it after each step) and the positions it keeps."""
+    """A descent's state between its steps: the positions it keeps and whether it has
+    taken none yet (its running sum of scaled gradients is the caller's: a row of one
+    tensor for the batch, zeroed at the walk's first step)."""
 
-    total: Tensor
     k: int
+    fresh: bool = True
 
 
 Ask = tuple[str, Tensor, "_Walk | None"]
@@ -79,6 +80,9 @@ Answer = tuple[Tensor, bool, int]
 """The reply: the finalised candidate (:data:`FLIP`), the gradient (:data:`GRADIENT`) or
 the descent's next point (:data:`DESCEND`), whether the model saw the flip at the asked
 point and how many positions it changes."""
+Replies = tuple[Tensor, list[bool], list[int]]
+"""A batched pass's replies: the values ``(B, ...)``, per row whether it flipped and how many
+positions it changes."""
 Shrink = Generator[Ask, Answer, Tensor]
 """A sample's search: yields asks, receives answers, returns its best flip."""
 
@@ -116,20 +120,28 @@ def sparse_finish(
     asks: dict[int, Ask] = {}
     for i in list(runs):
         _advance(runs, asks, out, i, None)
+    sums = torch.zeros_like(x)  # each sample's descent: its running sum (:class:`_Walk`)
     while asks:
         answers: dict[int, Answer] = {}
-        for kind, answer in ((FLIP, _forward), (GRADIENT, _gradient)):
-            # a descent step is a gradient ask: one batched forward + backward for both
-            rows = [i for i, (k, _, _) in asks.items() if (k == FLIP) == (kind == FLIP)]
-            if rows:
-                sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
-                d = torch.cat([asks[i][1] for i in rows])
-                t = None if targets is None else targets[sel]
-                got = answer(model, space, distance, goal, x[sel], d, labels[sel], t)
-                answers.update(zip(rows, got, strict=True))
-        walking = [i for i, (k, _, _) in asks.items() if k == DESCEND]
-        if walking:
-            _descend_all(space, distance, x, walking, asks, answers)
+        # a descent step is a gradient ask: one batched forward + backward for both
+        for gradient in (False, True):
+            rows = [i for i, (k, _, _) in asks.items() if (k != FLIP) == gradient]
+            if not rows:
+                continue
+            sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
+            d = torch.cat([asks[i][1] for i in rows])
+            t = None if targets is None else targets[sel]
+            answer = _gradient if gradient else _forward
+            values, flips, sizes = answer(model, space, distance, goal, x[sel], d, labels[sel], t)
+            walking = [j for j, i in enumerate(rows) if asks[i][0] == DESCEND]
+            if walking:  # their answer is the next point: the steps at once
+                nxt = _descend_all(space, distance, x, sums, rows, walking, asks, values, d)
+                if len(walking) == len(rows):
+                    values = nxt
+                else:  # ``values`` is this pass's own gradient tensor
+                    values[torch.as_tensor(walking, dtype=torch.long, device=x.device)] = nxt
+            for j, i in enumerate(rows):
+                answers[i] = (values[j : j + 1], flips[j], sizes[j])
         for i, reply in answers.items():
             samples[i].left -= 1 if asks[i][0] == FLIP else 2
             _advance(runs, asks, out, i, reply)
@@ -150,24 +162,26 @@ def _advance(
 
 
 def _descend_all(
-    space: Space, distance: Distance, x: Tensor, rows: list[int], asks: dict[int, Ask],
-    answers: dict[int, Answer],
-) -> None:  # fmt: skip
-    """The descent steps of the samples ``rows`` from their gradients in ``answers``, at
-    once: each answer's value becomes the sample's next point, its walk's sum the new one."""
-    walks = [asks[i][2] for i in rows]
-    assert all(w is not None for w in walks)
-    sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
-    total = torch.cat([w.total for w in walks if w is not None])
-    k = torch.as_tensor([w.k for w in walks if w is not None], device=x.device)
-    point = torch.cat([asks[i][1] for i in rows])
-    grad = torch.cat([answers[i][0] for i in rows])
-    nxt, total = _descent_steps(space, distance, x[sel], grad, point, total, k)
-    for j, (i, w) in enumerate(zip(rows, walks, strict=True)):
-        assert w is not None
-        w.total = total[j : j + 1]
-        _, flips, size = answers[i]
-        answers[i] = (nxt[j : j + 1], flips, size)
+    space: Space, distance: Distance, x: Tensor, sums: Tensor, rows: list[int],
+    walking: list[int], asks: dict[int, Ask], grad: Tensor, point: Tensor,
+) -> Tensor:  # fmt: skip
+    """The descent steps of the samples ``rows[j]`` for ``j`` in ``walking`` at once, from
+    their gradients ``grad[j]`` at ``point[j]``: their next points, in that order. Each
+    sample's running sum is its row of ``sums`` (zeroed where its walk starts)."""
+    walks = [asks[rows[j]][2] for j in walking]
+    ids = [rows[j] for j in walking]
+    fresh = [i for i, w in zip(ids, walks, strict=True) if w is not None and w.fresh]
+    if fresh:
+        sums[torch.as_tensor(fresh, dtype=torch.long, device=x.device)] = 0.0
+    sel = torch.as_tensor(ids, dtype=torch.long, device=x.device)
+    pick = torch.as_tensor(walking, dtype=torch.long, device=x.device)
+    k = torch.as_tensor([0 if w is None else w.k for w in walks], device=x.device)
+    for w in walks:
+        if w is not None:
+            w.fresh = False
+    nxt, total = _descent_steps(space, distance, x[sel], grad[pick], point[pick], sums[sel], k)
+    sums[sel] = total
+    return nxt
 
 
 def _descent_steps(
@@ -191,20 +205,20 @@ def _descent_steps(
 def _forward(
     model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
     delta: Tensor, labels: Tensor, targets: Tensor | None,
-) -> list[Answer]:  # fmt: skip
+) -> Replies:  # fmt: skip
     """One batched forward pass on the finalised candidates ``x + delta``."""
     candidate = space.finalize(x, x + space.project(x, delta))
     with torch.no_grad():
         scores = model(candidate)
     ok = goal.is_adversarial(scores, labels, targets) & torch.isfinite(scores).flatten(1).all(1)
     moved = candidate - x
-    return _answers(distance, moved, moved, ok)
+    return _replies(distance, moved, moved, ok)
 
 
 def _gradient(
     model: ModelAdapter, space: Space, distance: Distance, goal: Goal, x: Tensor,
     delta: Tensor, labels: Tensor, targets: Tensor | None,
-) -> list[Answer]:  # fmt: skip
+) -> Replies:  # fmt: skip
     """The loss gradients at ``x + delta`` (one batched forward + backward pass). Not the
     space's free gradient: a coordinate already at its bound keeps its share (``project``
     holds the box and the mask when positions are pushed)."""
@@ -214,15 +228,13 @@ def _gradient(
         loss = goal.loss(scores, labels, targets)
         (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
     grad = torch.zeros_like(delta) if grad is None else torch.nan_to_num(grad, 0.0, 0.0, 0.0)
-    return _answers(distance, grad, delta, goal.is_adversarial(scores.detach(), labels, targets))
+    return _replies(distance, grad, delta, goal.is_adversarial(scores.detach(), labels, targets))
 
 
-def _answers(distance: Distance, values: Tensor, point: Tensor, ok: Tensor) -> list[Answer]:
-    """One answer per row: its ``values``, whether it flipped and the positions ``point``
-    changes there."""
+def _replies(distance: Distance, values: Tensor, point: Tensor, ok: Tensor) -> Replies:
+    """The rows' ``values``, whether each flipped and the positions ``point`` changes there."""
     counts = positions(distance, point).flatten(1).sum(1).tolist()
-    flips = ok.tolist()
-    return [(values[j : j + 1], bool(flips[j]), int(counts[j])) for j in range(len(counts))]
+    return values, [bool(f) for f in ok.tolist()], [int(c) for c in counts]
 
 
 def positions(distance: Distance, delta: Tensor) -> Tensor:
@@ -340,7 +352,7 @@ def _descend(
     adds it to a running sum (momentum :data:`MOMENTUM`) and moves to the top ``k``
     positions by that sum, pushed to the bound against it. At most :data:`PATIENCE` steps;
     the first flip with fewer positions than ``start`` is returned, else ``None``."""
-    walk = _Walk(torch.zeros_like(start), k)
+    walk = _Walk(k)
     point = start
     for _ in range(PATIENCE):
         if sample.left < 2:
