@@ -73,9 +73,11 @@ class _Walk:
     fresh: bool = True
 
 
-Ask = tuple[str, Tensor, "_Walk | None"]
+Ask = tuple[str, Tensor, "Tensor | _Walk | None"]
 """One request of a sample's search: its kind, the perturbation ``(1, ...)`` it is about
-and, for :data:`DESCEND`, the descent's state."""
+and, for :data:`FLIP`, the flat positions of it to keep (a boolean ``(positions,)``;
+``None``: all; the caller builds every candidate of a round at once), for
+:data:`DESCEND` the descent's state."""
 Answer = tuple[Tensor, bool, int]
 """The reply: the finalised candidate (:data:`FLIP`), the gradient (:data:`GRADIENT`) or
 the descent's next point (:data:`DESCEND`), whether the model saw the flip at the asked
@@ -130,6 +132,8 @@ def sparse_finish(
                 continue
             sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
             d = torch.cat([asks[i][1] for i in rows])
+            if not gradient:  # a candidate asked as a point and its positions to keep
+                d = _kept(distance, d, [asks[i][2] for i in rows])
             t = None if targets is None else targets[sel]
             answer = _gradient if gradient else _forward
             values, flips, sizes = answer(model, space, distance, goal, x[sel], d, labels[sel], t)
@@ -161,6 +165,23 @@ def _advance(
         del runs[i]
 
 
+def _kept(distance: Distance, d: Tensor, keep: list[Tensor | _Walk | None]) -> Tensor:
+    """The candidates of a round's forward pass: row ``j`` of ``d`` on the flat positions
+    ``keep[j]`` (a boolean ``(positions,)``; ``None``: all of them), at once."""
+    if all(k is None for k in keep):
+        return d
+    every = None
+    masks = []
+    for k in keep:
+        if not isinstance(k, Tensor):
+            if every is None:
+                every = torch.ones(positions(distance, d[:1]).numel(), dtype=torch.bool,
+                                   device=d.device)  # fmt: skip
+            k = every
+        masks.append(k)
+    return _within(distance, d, torch.stack(masks))
+
+
 def _descend_all(
     space: Space, distance: Distance, x: Tensor, sums: Tensor, rows: list[int],
     walking: list[int], asks: dict[int, Ask], grad: Tensor, point: Tensor,
@@ -168,7 +189,7 @@ def _descend_all(
     """The descent steps of the samples ``rows[j]`` for ``j`` in ``walking`` at once, from
     their gradients ``grad[j]`` at ``point[j]``: their next points, in that order. Each
     sample's running sum is its row of ``sums`` (zeroed where its walk starts)."""
-    walks = [asks[rows[j]][2] for j in walking]
+    walks = [w if isinstance(w := asks[rows[j]][2], _Walk) else None for j in walking]
     ids = [rows[j] for j in walking]
     fresh = [i for i, w in zip(ids, walks, strict=True) if w is not None and w.fresh]
     if fresh:
@@ -300,7 +321,7 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
             lo, hi = 0, count  # the fewest top positions that flip, by bisection
             while hi - lo > 1 and sample.left >= 1:  # count - 1 first: if it fails, all fail
                 mid = hi - 1 if hi == count else (lo + hi) // 2
-                candidate, flips, size = yield FLIP, _within(distance, pushed, rank < mid), None
+                candidate, flips, size = yield FLIP, pushed, rank < mid
                 if flips and size < count:
                     hi, found = mid, candidate
                 else:
@@ -308,13 +329,13 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
             if found is not None:
                 break
         if found is None:  # no top set flips: restore one position alone, least gain first
-            order = torch.where(moved, gain, torch.inf).argsort(stable=True)
+            order = torch.where(moved, gain, torch.inf).argsort(stable=True)[:count].tolist()
             for j in range(count):
                 if sample.left < 1:
                     break
                 keep = moved.clone()
                 keep[order[j]] = False
-                candidate, flips, size = yield FLIP, _within(distance, best, keep), None
+                candidate, flips, size = yield FLIP, best, keep
                 if flips and size < count:
                     found = candidate
                     break
