@@ -61,6 +61,8 @@ def _position_square(distance: Distance, u: Tensor) -> Tensor:
     """Each position's squared change ``(B, *positions)`` (channels summed when grouped)."""
     group = _count_axis(distance)
     sq = u.square()
+    if group is not None and u.shape[group] == 1:  # one channel: the sum is the value
+        return sq.squeeze(group)
     return sq if group is None else sq.sum(dim=group)
 
 
@@ -68,7 +70,9 @@ def _position_size(distance: Distance, u: Tensor) -> Tensor:
     """Each position's largest change ``|u|``, broadcast back onto the coordinates."""
     group = _count_axis(distance)
     size = u.abs()
-    return size if group is None else size.amax(dim=group, keepdim=True).expand_as(u)
+    if group is None or u.shape[group] == 1:  # one channel: the largest is the value
+        return size
+    return size.amax(dim=group, keepdim=True).expand_as(u)
 
 
 def smooth_l0_run(
@@ -161,4 +165,4 @@ def smooth_l0_run(
         lr = STEP * (0.1 + 0.9 * (1 + torch.cos(math.pi * k / own.double())) / 2)
         move = (TAU_RATE * lr).to(tau.dtype)
         tau = (tau + torch.where(is_adv, move, -move)).clamp(0.0, 1.0)
-        u = u.masked_fill_(_position_size(distance, u) < per_sample(tau, u), 0.0)
+        u = torch.where(_position_size(distance, u) < per_sample(tau, u), 0.0, u)
