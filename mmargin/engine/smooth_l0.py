@@ -36,7 +36,7 @@ from torch import Tensor
 
 from mmargin.engine.ownsteps import compact, running
 from mmargin.engine.state import SearchState, per_sample, usable
-from mmargin.goals import Goal, flip_tolerance
+from mmargin.goals import Goal, flip_tolerance, flips_from_loss
 from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = ["smooth_l0_run"]
@@ -126,7 +126,7 @@ def smooth_l0_run(
         scores = model(xi + d)
         state.queries[rows] += 2
         loss = goal.loss(scores, yi, ti)
-        is_adv = goal.is_adversarial(scores.detach(), yi, ti)
+        is_adv = flips_from_loss(goal, scores.detach(), loss.detach(), yi, ti)
         dd = d.detach()
         norms = distance.norm(dd)
         moved = dd.flatten(1).abs().amax(dim=1) > 0

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mmargin.goals import Goal
+from mmargin.goals import Goal, flips_from_loss
 from mmargin.protocols import Distance, ModelAdapter, Space
 from mmargin.ranking import top_stable
 
@@ -249,7 +249,8 @@ def _gradient(
         loss = goal.loss(scores, labels, targets)
         (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
     grad = torch.zeros_like(delta) if grad is None else torch.nan_to_num(grad, 0.0, 0.0, 0.0)
-    return _replies(distance, grad, delta, goal.is_adversarial(scores.detach(), labels, targets))
+    ok = flips_from_loss(goal, scores.detach(), loss.detach(), labels, targets)
+    return _replies(distance, grad, delta, ok)
 
 
 def _replies(distance: Distance, values: Tensor, point: Tensor, ok: Tensor) -> Replies:
