@@ -29,7 +29,13 @@ time — a forward pass on a candidate or a gradient — and decides alone what 
 its arithmetic is its own whatever shares the batch. :func:`sparse_finish` runs all of them
 in lock step: each round, every sample still shrinking asks once and the asks are answered
 by one batched forward pass and one batched forward + backward pass. A sample whose stage
-ends, or whose passes run out, leaves the rounds; each pass is counted to its sample.
+ends, or whose passes run out, leaves the rounds; each pass is counted to its sample. The
+work between passes that every sample does alike is done for the round's samples at once,
+row by row the same numbers as alone: a candidate is asked as a point and the positions
+to keep (the forward pass masks them all), and a descent step's next point is computed for
+every descending sample together (:func:`_descent_steps`; the running sums are rows of one
+tensor). On a small model the per-sample tensor calls were most of the stage's time (an
+MNIST MLP, 100 images at 1000 passes: ~810k torch calls in the L0 search, ~177k now).
 
 Every candidate goes through the space's ``project`` (mask, box) and ``finalize`` and is kept
 only when a forward pass on it saw the flip; the driver re-verifies the result.
