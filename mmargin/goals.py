@@ -89,6 +89,19 @@ class _LossFlip(GoalBase):
         return loss < -flip_tolerance(scores)
 
 
+def flips_from_loss(
+    goal: Goal, scores: Tensor, loss: Tensor, labels: Tensor, targets: Tensor | None = None
+) -> Tensor:
+    """``goal.is_adversarial(scores, labels, targets)`` read off ``loss``, the goal's own
+    loss of ``scores`` already computed, when the goal can (``flipped``: the same test
+    without computing the loss again); else the goal's test itself."""
+    flipped = getattr(goal, "flipped", None)
+    if callable(flipped):
+        out: Tensor = flipped(scores, loss)
+        return out
+    return goal.is_adversarial(scores, labels, targets)
+
+
 def _best_other(scores: Tensor, exclude: Tensor) -> tuple[Tensor, Tensor]:
     """Max score and its class over all classes except ``exclude`` (per sample)."""
     masked = scores.clone()

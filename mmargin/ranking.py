@@ -4,7 +4,9 @@ Two things an L0 step ranks, every step, for a whole batch:
 
 * the first-order count of positions a sample still needs (:func:`descending_values`:
   the row's values, largest first, whose running sum reaches the loss), and
-* the ε-ball projection (:func:`top_mask`: which ``floor(ε)`` positions are kept).
+* the ε-ball projection (:func:`top_mask`: which ``floor(ε)`` positions are kept),
+* and the support-shrinking stage's descent (:func:`top_stable`: the ``k`` first
+  positions of a stable descending sort, ties at the cut to the lower index).
 
 ``torch.sort`` and ``torch.topk`` on CPU rank (value, index) pairs and are many times
 slower than numpy's sort of the values alone (vectorised; about 14× on a batch of 100
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["descending_values", "top_mask", "top_mask_torch"]
+__all__ = ["descending_values", "top_mask", "top_mask_torch", "top_stable"]
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 _PARTIAL = 64
@@ -97,3 +99,34 @@ def top_mask(size: Tensor, eps: Tensor) -> Tensor:
     if ties.numel():
         out[ties] = top_mask_torch(size[ties], k[ties], most)
     return out
+
+
+def top_stable(values: Tensor, k: Tensor) -> Tensor:
+    """The ``k`` (per row) first entries of each row of ``values`` (2-D) in a stable
+    descending sort, as a boolean mask: where ``values.argsort(dim=1, descending=True,
+    stable=True)`` ranks an entry below ``k``, the same mask. On CPU without NaN, from
+    numpy's sort of the values (a stable ``argsort`` of a batch is many times slower):
+    every entry above the row's ``k``-th largest value, then of the entries equal to it
+    the first ones by index, as many as the ``k`` still need."""
+    width = values.shape[1]
+    counts = k.clamp(min=0, max=width)
+    if _host_sortable(values) and width > 1 and counts.device.type == "cpu":
+        array = values.detach().numpy()
+        if not np.isnan(array).any():
+            need = counts.numpy()
+            rows = np.arange(len(array))
+            cut = np.sort(array, axis=1)[rows, width - np.maximum(need, 1)][:, None]
+            above = array > cut
+            tied = array == cut
+            left = need - above.sum(axis=1)  # the tied entries the row still takes
+            keep = above | tied
+            crowd = np.flatnonzero(tied.sum(axis=1) > left)  # more tied than it takes
+            if crowd.size:
+                first = tied[crowd].cumsum(axis=1) <= left[crowd, None]
+                keep[crowd] = above[crowd] | (tied[crowd] & first)
+            keep[need == 0] = False
+            return torch.from_numpy(keep)
+    order = values.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(width, device=values.device).expand_as(order))
+    return rank < counts.unsqueeze(1)

@@ -186,3 +186,19 @@ def test_genuine_per_sample_failures_stay_per_sample() -> None:
     assert all(results[i].status is not Status.ERROR for i in (0, 1, 3, 5))
     one = minimal_flip(CallableAdapter(flaky), box(), lp("l2"), x[2:3], labels[2:3])
     assert one[0].status is Status.ERROR  # one sample, not a set-up mistake: no RunError
+
+
+def test_flips_from_loss_is_the_goals_own_test() -> None:
+    """The flip test read off an already computed loss is the goal's ``is_adversarial``:
+    goals with ``flipped`` use it, the others (a threshold) their own test."""
+    from mmargin.goals import Targeted, Threshold, Untargeted, flips_from_loss
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 4, generator=g)
+    scores[:8, 1] = scores[:8, 0]  # ties at the top
+    labels = torch.randint(0, 4, (64,), generator=g)
+    for goal in (Untargeted(), Targeted(2), Threshold(threshold=0.5)):
+        targets = goal.targets_for(labels)
+        loss = goal.loss(scores, labels, targets)
+        got = flips_from_loss(goal, scores, loss, labels, targets)
+        assert torch.equal(got, goal.is_adversarial(scores, labels, targets))

@@ -172,3 +172,112 @@ def test_the_batched_stage_matches_each_sample_alone_and_keeps_each_budget() -> 
         assert torch.equal(alone[0], delta[i]) and int(used_alone[0]) == int(used[i])
         flips = model(xt[i : i + 1] + delta[i : i + 1]).argmax(1)
         assert int(flips[0]) == 1
+
+
+def _descent_step_alone(space: Any, distance: Any, x: torch.Tensor, grad: torch.Tensor,
+                        point: torch.Tensor, total: torch.Tensor,
+                        k: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One descent step of one sample as the stage took it before the steps were batched."""
+    from mmargin.engine.sparse import FAR, MOMENTUM, _ranks, _shares, _within
+
+    scale = grad.abs().amax().clamp(min=1e-30)
+    total = MOMENTUM * total + grad / scale
+    pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
+    order = _shares(distance, total, pushed).flatten().argsort(descending=True, stable=True)
+    keep = _ranks(order) < k
+    point = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
+    return point, total
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_batched_descent_steps_are_each_sample_alone(channels: int, grouped: bool) -> None:
+    """The descent steps of every descending sample of a round at once: each row bit for
+    bit the step the sample took alone (ties in the running sum, zero gradients, positions
+    at a bound)."""
+    from mmargin.engine.sparse import _descent_steps
+
+    g = torch.Generator().manual_seed(channels + 2 * grouped)
+    shape = (9, channels, 5, 4)
+    x = torch.rand(shape, generator=g)
+    x[0, :, :2] = 0.0  # at the lower bound
+    x[1, :, 2:] = 1.0
+    grad = torch.randn(shape, generator=g)
+    grad[2] = 0.0  # no gradient at all
+    grad[3] = torch.randint(-2, 3, shape[1:], generator=g).float()  # ties
+    total = torch.randn(shape, generator=g) * (torch.rand(shape, generator=g) < 0.5)
+    point = (torch.rand(shape, generator=g) - x) * (torch.rand(shape, generator=g) < 0.3)
+    k = torch.randint(1, 12, (shape[0],), generator=g)
+    space = box(0.0, 1.0, sample_shape=shape[1:])
+    distance = pixel_l0(lp("l0")) if grouped else lp("l0")
+    nxt, summed = _descent_steps(space, distance, x, grad, point, total, k)
+    for i in range(shape[0]):
+        one = slice(i, i + 1)
+        alone = _descent_step_alone(space, distance, x[one], grad[one], point[one], total[one],
+                                    int(k[i]))  # fmt: skip
+        assert torch.equal(nxt[one], alone[0]) and torch.equal(summed[one], alone[1])
+
+
+class _Bumpy(torch.nn.Module):
+    """A nonlinear two-class model whose rows do not interact (elementwise terms, row sums):
+    ``s = w·x + b − Σ v·relu(x − 0.5)²``; its pushed supports have local minima, so the stage
+    restores positions one at a time and descends from them."""
+
+    def __init__(self, w: torch.Tensor, v: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w, self.v, self.b = w, v, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bump = (torch.relu(x - 0.5).square() * self.v).flatten(1).sum(dim=1)
+        s = (x.flatten(1) * self.w.flatten()).sum(dim=1) + self.b - bump
+        return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+
+def test_the_batched_descents_match_each_sample_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a model with local minima the descents of several samples share rounds (their
+    steps taken at once, :func:`mmargin.engine.sparse._descent_steps`), and candidates of
+    several samples one forward pass; every flip and pass count is the sample's alone and
+    the one the stage gave before its steps were batched, with an alternate flip to shrink
+    as well, and no sample spends more than it was given."""
+    import mmargin.engine.sparse as sparse
+
+    g = torch.Generator().manual_seed(3)
+    shape = (3, 5, 5)
+    n = 10
+    w = torch.randn(shape, generator=g)
+    v = torch.rand(shape, generator=g) * 8
+    x = torch.rand((n, *shape), generator=g) * 0.6 + 0.2
+    model = _Bumpy(w, v, 0.0)
+    model.b = float(-model(x)[:, 0].min()) + 2.0
+    distance, goal = pixel_l0(lp("l0")), Untargeted()
+    space = box(0.0, 1.0, sample_shape=shape)
+    start = torch.where(w > 0, 0.0, 1.0).expand_as(x) - x  # every position pushed
+    other = torch.where(torch.rand(x.shape, generator=g) < 0.5, start, 0.0)
+    labels = torch.zeros(n, dtype=torch.long)
+    assert (model(x).argmax(1) == 0).all() and (model(x + start).argmax(1) == 1).all()
+    passes = torch.as_tensor([3, 7, 40, 90, 150, 200, 260, 300, 400, 500])
+    rounds = []
+    steps = sparse._descent_steps
+
+    def counted(*args: Any) -> Any:
+        rounds.append(args[2].shape[0])
+        return steps(*args)
+
+    monkeypatch.setattr(sparse, "_descent_steps", counted)
+
+    def stage(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        adapter, counter = F.torch_adapter(model)
+        problem = Problem(adapter, space, distance, goal, x[rows], labels[rows])
+        delta, used = sparse_finish(problem, start[rows], passes[rows], other[rows])
+        return delta, used, counter.passes
+
+    delta, used, seen = stage(list(range(n)))
+    assert max(rounds) > 1  # descents of several samples shared a round
+    # what the stage gave when each sample's steps were its own calls (b5932ae)
+    assert positions(distance, delta).flatten(1).sum(1).tolist() == [24, 3, 1, 1, 1, 1, 2, 1, 2, 2]
+    assert used.tolist() == [3, 7, 15, 15, 15, 65, 188, 28, 188, 188]
+    assert (used <= passes).all() and int(used.sum()) == seen
+    for i in range(n):
+        alone, used_alone, _ = stage([i])
+        assert torch.equal(alone[0], delta[i]) and int(used_alone[0]) == int(used[i])
+        assert int(model(x[i : i + 1] + delta[i : i + 1]).argmax(1)[0]) == 1

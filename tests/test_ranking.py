@@ -15,7 +15,7 @@ import torch
 
 from mmargin.distances import lp
 from mmargin.engine.epsball import l0_needed
-from mmargin.ranking import descending_values, top_mask, top_mask_torch
+from mmargin.ranking import descending_values, top_mask, top_mask_torch, top_stable
 from mmargin.spaces import box
 
 
@@ -149,3 +149,37 @@ def test_top_mask_on_both_sides_of_the_partial_sort_range(most: int) -> None:
     eps = torch.rand(30, generator=_gen(12)) * (most + 1)
     eps[0] = float(most)
     assert torch.equal(top_mask(size, eps), _old_mask(size, eps))
+
+
+def _stable_ranks_below(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """What the support-shrinking stage computed before :func:`top_stable`: the ranks of a
+    stable descending argsort, below ``k``."""
+    order = values.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(values.shape[1]).expand_as(order))
+    return rank < k.clamp(min=0, max=values.shape[1]).unsqueeze(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("width", [1, 2, 50, 784])
+def test_top_stable_is_the_stable_argsort_mask(seed: int, dtype: torch.dtype, width: int) -> None:
+    """Continuous rows, heavy ties (the cut inside a run of equal values), zeros of both
+    signs, negatives and infinities; k from 0 to past the width: the same mask."""
+    values = _sizes(seed, width=width, dtype=dtype) - 0.25
+    g = _gen(seed + 200)
+    values[5] = torch.where(values[5] > 0, 0.0, -0.0).to(dtype)  # zeros of both signs
+    values[6, : width // 2] = math.inf
+    values[7, width // 3 :] = -math.inf
+    k = torch.randint(0, width + 3, (values.shape[0],), generator=g)
+    k[0], k[1] = 0, width
+    got = top_stable(values, k)
+    assert got.dtype == torch.bool
+    assert torch.equal(got, _stable_ranks_below(values, k))
+
+
+def test_top_stable_with_nan_falls_back_to_torch() -> None:
+    values = _sizes(3) - 0.5
+    values[2, 4] = math.nan
+    k = torch.full((values.shape[0],), 7)
+    assert torch.equal(top_stable(values, k), _stable_ranks_below(values, k))

@@ -185,3 +185,20 @@ def test_a_short_l0_search_is_the_smooth_run_alone_and_flags_unusable_gradients(
                       torch.zeros(3, dtype=torch.long))  # fmt: skip
     flat = gradient.gradient_search(problem, passes, GradientConfig(), streams, 2)
     assert bool(flat.flags["zero_gradients"].all()) and (flat.queries == 2).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_one_channel_position_sizes_are_the_grouped_ones(channels: int) -> None:
+    """The one-channel shortcuts of the smooth count (no sum, no maximum over a channel
+    axis of length 1) give the grouped computation's numbers, signed zeros included."""
+    from mmargin.engine.smooth_l0 import _position_size, _position_square
+
+    g = torch.Generator().manual_seed(channels)
+    u = torch.randn(4, channels, 5, 6, generator=g) * (
+        torch.rand(4, channels, 5, 6, generator=g) < 0.5
+    )
+    u[0, 0, 0, 0] = -0.0
+    distance = pixel_l0(lp("l0"))
+    assert torch.equal(_position_square(distance, u), u.square().sum(dim=1))
+    size = _position_size(distance, u)
+    assert torch.equal(size, u.abs().amax(dim=1, keepdim=True).expand_as(u))

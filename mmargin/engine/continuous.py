@@ -116,8 +116,9 @@ class ContinuousSearch:
         if found.any():
             f = found.nonzero().squeeze(1)
             sparse = self.name != "exact" and _sparse_reserve(run) > 0
-            delta, passes, seen = line_search(problem.rows(f), state.best_delta[f],
-                                              0 if sparse else plan.line_search, check=True)
+            delta, passes, seen = line_search(
+                problem.rows(f), state.best_delta[f], 0 if sparse else plan.line_search, check=True
+            )
             queries[f] += passes
             if sparse:  # L0: the line search's steps and what the search left go to the stage
                 s = f[seen]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from mmargin.engine.passes import toward
-from mmargin.goals import Goal
+from mmargin.goals import Goal, flips_from_loss
 from mmargin.protocols import Distance, ModelAdapter, Space
 
 __all__ = ["Problem"]
@@ -53,3 +53,8 @@ class Problem:
     def is_adversarial(self, scores: Tensor) -> Tensor:
         """The goal's flip test of ``scores``, one row per sample."""
         return self.goal.is_adversarial(scores, self.labels, self.targets)
+
+    def flips(self, scores: Tensor, loss: Tensor) -> Tensor:
+        """:meth:`is_adversarial` of ``scores`` read off ``loss``, the goal's own loss of
+        them already computed, where the goal can (:func:`~mmargin.goals.flips_from_loss`)."""
+        return flips_from_loss(self.goal, scores, loss, self.labels, self.targets)

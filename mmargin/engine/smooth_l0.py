@@ -62,6 +62,8 @@ def _position_square(distance: Distance, u: Tensor) -> Tensor:
     """Each position's squared change ``(B, *positions)`` (channels summed when grouped)."""
     group = _count_axis(distance)
     sq = u.square()
+    if group is not None and u.shape[group] == 1:  # one channel: the sum is the value
+        return sq.squeeze(group)
     return sq if group is None else sq.sum(dim=group)
 
 
@@ -69,7 +71,9 @@ def _position_size(distance: Distance, u: Tensor) -> Tensor:
     """Each position's largest change ``|u|``, broadcast back onto the coordinates."""
     group = _count_axis(distance)
     size = u.abs()
-    return size if group is None else size.amax(dim=group, keepdim=True).expand_as(u)
+    if group is None or u.shape[group] == 1:  # one channel: the largest is the value
+        return size
+    return size.amax(dim=group, keepdim=True).expand_as(u)
 
 
 def smooth_l0_run(
@@ -116,7 +120,7 @@ def smooth_l0_run(
         scores = problem.model(xi + d)
         state.queries[rows] += 2
         loss = sub.loss(scores)
-        is_adv = sub.is_adversarial(scores.detach())
+        is_adv = sub.flips(scores.detach(), loss.detach())
         dd = d.detach()
         norms = distance.norm(dd)
         moved = dd.flatten(1).abs().amax(dim=1) > 0
@@ -131,9 +135,9 @@ def smooth_l0_run(
         (grad,) = torch.autograd.grad(total.sum(), v, allow_unused=True)
         if grad is None:
             return
-        finite = torch.isfinite(grad.flatten(1).abs().amax(dim=1))
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        if first:  # at the clean input the count's gradient is 0: this is the loss's
+        finite = torch.isfinite(grad.flatten(1).abs().amax(dim=1)) if first else None
+        grad = grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # autograd's own tensor
+        if finite is not None:  # at the clean input the count's gradient is 0: the loss's
             free = space.free_gradient(xi, dd, grad / scale)
             ok = usable(distance, xi, free, loss.detach(), finite)
             if not bool(ok.all()):  # those samples leave (their pass is counted)
@@ -145,13 +149,14 @@ def smooth_l0_run(
                 xi = sub.x
                 if rows.numel() == 0:
                     return
+        # in place where a tensor is this step's own: the same numbers, fewer buffers
         peak = grad.flatten(1).abs().amax(dim=1).clamp(min=1e-12)
-        grad = grad / per_sample(peak, grad)
+        grad = grad.div_(per_sample(peak, grad))
         avg.lerp_(grad, 1 - b1)
         avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denom = (avg_sq / (1 - b2 ** (k + 1))).sqrt_().add_(1e-8)
-        u = u - per_sample((lr / (1 - b1 ** (k + 1))).to(u.dtype), u) * avg / denom
-        u = space.project(xi, u * scale) / scale
+        step = (avg * per_sample((lr / (1 - b1 ** (k + 1))).to(u.dtype), u)).div_(denom)
+        u = space.project(xi, u.sub_(step).mul_(scale)).div_(scale)
         lr = STEP * (0.1 + 0.9 * (1 + torch.cos(math.pi * k / own.double())) / 2)
         move = (TAU_RATE * lr).to(tau.dtype)
         tau = (tau + torch.where(is_adv, move, -move)).clamp(0.0, 1.0)
