@@ -70,6 +70,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.epsball import epsball_run
+from mmargin.engine.exchange import exchange_run, reserved_steps
 from mmargin.engine.lagrangian import l1_weights, lagrangian_run
 from mmargin.engine.passes import ANNEAL_STEPS, probe_classes
 from mmargin.engine.polish import POLISH_MAX_STEPS, polish_run
@@ -141,8 +142,23 @@ def spend_unspent(
     # one batched call: each sample leaves it when its own steps are done (.ownsteps)
     longest = int(left[ready].max())
     if polish:
-        polish_run(model, space, distance, goal, x, labels, longest, state,
-                   l1_weights(distance, x), only=ready, lengths=left)  # fmt: skip
+        weights = l1_weights(distance, x)
+        # a long search reserved steps for the exchange: it goes first, the polish after it
+        # takes back its overshoot; otherwise the polish first and the exchange on the rest
+        first = reserved_steps(steps, distance.p, config) > 0
+        if first:
+            exchange_run(model, space, distance, goal, x, labels, state, weights,
+                         unspent_steps(steps, before, state), ranked, only=ready)  # fmt: skip
+            # the class round spends an odd count of passes: its half step is spent too
+            spent = torch.div(state.queries - before + 1, 2, rounding_mode="floor")
+            left = (steps - spent).clamp(max=POLISH_MAX_STEPS)
+            ready &= left >= 1
+        if bool(ready.any()):
+            polish_run(model, space, distance, goal, x, labels, int(left[ready].max()),
+                       state, weights, only=ready, lengths=left)  # fmt: skip
+        if not first:
+            exchange_run(model, space, distance, goal, x, labels, state, weights,
+                         unspent_steps(steps, before, state), ranked, only=ready)  # fmt: skip
     elif second:
         lagrangian_run(model, space, distance, goal, x, labels, None, longest, state,
                        only=ready, lr_init=config.unspent_lr, lengths=left)  # fmt: skip
