@@ -97,9 +97,9 @@ def test_a_wasteful_flip_of_a_linear_model_reaches_the_closed_form_minimum(seed:
 
 def test_on_relu_networks_never_below_the_milp_minimum_and_closer_to_it() -> None:
     """Polished flips of a small ReLU network (its fixed points), then exchanged with the
-    search's ranking of the classes: every flip is verified, none is larger than before or
-    below the exact minimum (MILP, HiGHS), some get closer to it, no sample spends more
-    than its steps."""
+    search's ranking of the classes (every kind of round, ``keep`` too): every flip is
+    verified, none is larger than before or below the exact minimum (MILP, HiGHS), some
+    get closer to it, no sample spends more than its steps."""
     net, x, labels, start = relu_flips(7, 20)
     space, distance = box(0.0, 1.0), lp("l1")
     weights = l1_weights(distance, x)
@@ -110,9 +110,9 @@ def test_on_relu_networks_never_below_the_milp_minimum_and_closer_to_it() -> Non
         scores = net(x)
     ranked = scores.clone().scatter_(1, labels[:, None], -math.inf).argsort(dim=1, descending=True)
     ranked = ranked[:, :2]  # the two other classes, by score
-    lengths = torch.tensor([RESERVE, ROUND, 2 * ROUND + 1, 0, RESERVE + 5] * 4)
+    lengths = torch.tensor([RESERVE, ROUND, 2 * ROUND + 1, 0, RESERVE + ROUND] * 4)
     exchange_run(net, space, distance, Untargeted(), x, labels, state, weights, lengths,
-                 ranked)  # fmt: skip
+                 ranked, kinds=(*KINDS, "keep"))  # fmt: skip
     spent = (state.queries - polished.queries) // 2
     assert bool((spent <= lengths).all())
     flips = torch.isfinite(polished.best_norm)

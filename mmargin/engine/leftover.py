@@ -70,7 +70,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.epsball import epsball_run
-from mmargin.engine.exchange import exchange_run, reserved_steps
+from mmargin.engine.exchange import KINDS, exchange_run, reserved_steps
 from mmargin.engine.lagrangian import l1_weights, lagrangian_run
 from mmargin.engine.passes import ANNEAL_STEPS, probe_classes
 from mmargin.engine.polish import POLISH_MAX_STEPS, polish_run
@@ -108,6 +108,12 @@ def unspent_steps(steps: int, before: Tensor, state: SearchState) -> Tensor:
     """Per sample, the steps of a search of ``steps`` steps its runs have not spent
     (``before``: its queries when the search's runs began; a step is 2 queries)."""
     return steps - torch.div(state.queries - before, 2, rounding_mode="floor")
+
+
+def _left(steps: int, before: Tensor, state: SearchState) -> Tensor:
+    """:func:`unspent_steps` where a half-spent step counts as spent (the exchange's
+    ``class`` round spends an odd count of passes)."""
+    return steps - torch.div(state.queries - before + 1, 2, rounding_mode="floor")
 
 
 def spend_unspent(
@@ -149,16 +155,14 @@ def spend_unspent(
         if first:
             exchange_run(model, space, distance, goal, x, labels, state, weights,
                          unspent_steps(steps, before, state), ranked, only=ready)  # fmt: skip
-            # the class round spends an odd count of passes: its half step is spent too
-            spent = torch.div(state.queries - before + 1, 2, rounding_mode="floor")
-            left = (steps - spent).clamp(max=POLISH_MAX_STEPS)
+            left = _left(steps, before, state).clamp(max=POLISH_MAX_STEPS)
             ready &= left >= 1
         if bool(ready.any()):
             polish_run(model, space, distance, goal, x, labels, int(left[ready].max()),
                        state, weights, only=ready, lengths=left)  # fmt: skip
-        if not first:
-            exchange_run(model, space, distance, goal, x, labels, state, weights,
-                         unspent_steps(steps, before, state), ranked, only=ready)  # fmt: skip
+        exchange_run(model, space, distance, goal, x, labels, state, weights,
+                     _left(steps, before, state), ranked, only=ready,
+                     kinds=("keep",) if first else KINDS)  # fmt: skip
     elif second:
         lagrangian_run(model, space, distance, goal, x, labels, None, longest, state,
                        only=ready, lr_init=config.unspent_lr, lengths=left)  # fmt: skip
