@@ -11,7 +11,7 @@ import torch
 from engine_fakes import copy_state, exact_flip, far_box, linear_search, random_linear, relu_flips
 
 from mmargin.distances import lp
-from mmargin.engine.exchange import exchange_run, reserved_steps
+from mmargin.engine.exchange import KINDS, exchange_run, reserved_steps
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, l1_weights, lagrangian_lr, lagrangian_run
 from mmargin.engine.leftover import SECOND_MIN_STEPS, spend_unspent, unspent_steps
@@ -214,7 +214,7 @@ def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps
     assert reserved_steps(steps, 1.0, GradientConfig()) == 0
     exchange_run(net, space, distance, Untargeted(), x, labels, grouped,
                  l1_weights(distance, x), unspent_steps(steps, before, grouped), None,
-                 only=found)  # fmt: skip
+                 only=found, kinds=(*KINDS, "keep"))  # fmt: skip
     assert int(ready.sum()) >= 20 and len(set(capped[ready].tolist())) >= 5
     assert bool((grouped.queries > start.queries + 2 * capped * ready).any())  # it exchanged
     for name in ("best_class", "queries"):

@@ -174,7 +174,7 @@ def spend_unspent(
                        state, weights, only=ready, lengths=left)  # fmt: skip
         exchange_run(model, space, distance, goal, x, labels, state, weights,
                      _left(steps, before, state), ranked, only=ready,
-                     kinds=("keep",) if first else KINDS)  # fmt: skip
+                     kinds=("keep",) if first else (*KINDS, "keep"))  # fmt: skip
     elif second:
         lagrangian_run(model, space, distance, goal, x, labels, None, longest, state,
                        only=ready, lr_init=config.unspent_lr, lengths=left)  # fmt: skip
