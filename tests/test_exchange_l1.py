@@ -51,11 +51,13 @@ def test_the_rounds_paid_and_the_reserve() -> None:
     lengths = torch.tensor([0, ROUND - 1, ROUND, int(total[1]) - 1, int(total[2]), RESERVE, 999])
     assert rounds_paid(lengths).tolist() == [0, 0, 1, 1, 3, len(KINDS), len(KINDS)]
     assert int(total[-1]) == RESERVE
-    config = GradientConfig()
+    config = GradientConfig(exchange_reserve=True)
     assert reserved_steps(470, 1.0, config) == RESERVE  # 1000 passes, 10 classes
     assert reserved_steps(236, 1.0, config) == 0  # 500 passes: a refinement of 81 steps
     assert reserved_steps(470, 2.0, config) == reserved_steps(470, math.inf, config) == 0
-    assert reserved_steps(470, 1.0, GradientConfig(unspent_polish=False)) == 0
+    assert reserved_steps(470, 1.0, GradientConfig()) == 0  # off by default
+    off = GradientConfig(exchange_reserve=True, unspent_polish=False)
+    assert reserved_steps(470, 1.0, off) == 0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -47,14 +47,12 @@ length: at 500 passes 3 lengths, the leftover's time 0.58–0.82× on the tuning
 
 The polish stops at a fixed point of its linearisation, which on a piecewise-linear model
 can be several % above the exact minimum; the L1 exchange (:mod:`mmargin.engine.exchange`)
-walks from other starts (another support, the clean input, another class). A long L1
-search (:func:`~mmargin.engine.exchange.reserved_steps`: 1000 passes on 10 classes) keeps
-its four rounds' steps out of its last refinement and runs them first, then the polish,
-then the exchange's ``keep`` round on what is left; a shorter one runs the polish first
-and the exchange on the rest. On the tuning digits MLP (L1, 1000 passes, found / exact
-against the MILP) the worst of 299 extra points went from 1.156 to 1.010 and the stored
-50 points' from 1.020 to 1.001; on 146 points not looked at while designing it, the share
-above 1.001 went from 7.5 % to 3.4 % (its worst, 1.083, in another class, unchanged).
+walks from other starts (another support, the clean input, another class) on the steps
+the polish left. With ``GradientConfig.exchange_reserve`` (off by default: it cost on the
+FGSM-short robust CNN, see the exchange's module) a long L1 search
+(:func:`~mmargin.engine.exchange.reserved_steps`: 1000 passes on 10 classes) keeps its
+four rounds' steps out of its last refinement and runs them first, then the polish, then
+the exchange's ``keep`` round on what is left.
 
 On L∞ (``GradientConfig.unspent_refine``, off by default) the unspent steps go to one more
 ε-ball refinement of the best flip, driving the pairwise loss toward the runner-up class:
