@@ -11,6 +11,7 @@ import torch
 from engine_fakes import copy_state, exact_flip, far_box, linear_search, random_linear, relu_flips
 
 from mmargin.distances import lp
+from mmargin.engine.exchange import KINDS, exchange_run, reserved_steps
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, l1_weights, lagrangian_lr, lagrangian_run
 from mmargin.engine.leftover import SECOND_MIN_STEPS, spend_unspent, unspent_steps
@@ -163,10 +164,12 @@ def test_a_250_pass_search_reaches_the_closed_form(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_l1_polish_on_the_leftover_only_ever_improves_alinear_search(seed: int) -> None:
-    """L1, 1000 passes on a linear model: with the polish every planned run is the same
-    (same flips before it), so no sample ends worse than without it, none below the
-    closed-form L1 minimum, all within the budget; and the samples that had steps left
-    end within 1.001× of the closed form."""
+    """L1, 1000 passes on a linear model: with the polish (and the exchange after it)
+    every planned run is the same (same flips before it), so no sample ends worse than
+    without it, none below the closed-form L1 minimum, all within the budget; and the
+    samples that had steps left end within 1.001× of the closed form. With the exchange's
+    reserve (``exchange_reserve``: its steps come out of the last refinement, so that run
+    is shorter, and it runs before the polish) no sample ends more than 0.1 % worse."""
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         exact = exact_flip(model, x, model(x).argmax(dim=1), dual=float("inf"))
@@ -181,18 +184,25 @@ def test_the_l1_polish_on_the_leftover_only_ever_improves_alinear_search(seed: i
     assert bool((on.best_norm[polished] <= exact[polished] * 1.001).all()), (on.best_norm / exact)[
         polished
     ].tolist()
+    kept = linear_search(model, x, GradientConfig(exchange_reserve=True), "l1")
+    assert bool((kept.queries <= 1000).all())
+    assert bool((kept.best_norm <= off.best_norm * 1.001).all())
+    assert bool((kept.best_norm >= exact * (1 - 1e-5)).all())
 
 
 def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps() -> None:
     """L1: one batched polish ends, bit for bit, where one polish per distinct number of
     unspent steps ends (each sample's steps capped at POLISH_MAX_STEPS, those with fewer
-    than POLISH_MIN_STEPS untouched), on a ReLU network where the polish's steps differ.
+    than POLISH_MIN_STEPS untouched), on a ReLU network where the polish's steps differ;
+    then the exchange (:mod:`mmargin.engine.exchange`) spends what the polish left.
     Float64: in float32 a matrix product of 3 rows can differ in the last bit from the same
-    rows in a larger batch (BLAS kernels by size), which would blur "bit for bit"."""
+    rows in a larger batch (BLAS kernels by size), which would blur "bit for bit"; in
+    float64 it can too, in the last bit (2 of 36 samples at 1e-16 once the exchange left
+    the batched polish other rows than before), so the flips agree to 1e-12."""
     net, x, labels, start = relu_flips(11, 36)
     steps = 100
     space, distance = box(0.0, 1.0), lp("l1")
-    left = torch.tensor([3, 4, 5, 9, 16, 30, 7, 12, 6] * 4)  # unspent steps per sample
+    left = torch.tensor([3, 4, 5, 9, 16, 30, 7, 12, 6, 40, 33, 45] * 3)  # unspent steps
     start.queries = 2 * (steps - left)
     before = torch.zeros_like(start.queries)
 
@@ -200,13 +210,23 @@ def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps
     problem = Problem(net, space, distance, Untargeted(), x, labels)
     spend_unspent(problem, steps, before, batched, GradientConfig())
     grouped = copy_state(start)  # the oracle: one polish_run per distinct count, as before
+    found = torch.isfinite(start.best_norm)
     capped = left.clamp(max=POLISH_MAX_STEPS)
-    ready = (capped >= POLISH_MIN_STEPS) & torch.isfinite(start.best_norm)
+    ready = (capped >= POLISH_MIN_STEPS) & found
     for length in sorted(set(capped[ready].tolist())):
         problem = Problem(net, space, distance, Untargeted(), x, labels)
         polish_run(problem, int(length), grouped, l1_weights(distance, x),
                    only=ready & (capped == length))  # fmt: skip
+    # then the exchange on the steps the polish left (a short search reserves none)
+    assert reserved_steps(steps, 1.0, GradientConfig()) == 0
+    exchange_run(problem, grouped, l1_weights(distance, x),
+                 unspent_steps(steps, before, grouped), None, only=found,
+                 kinds=(*KINDS, "keep"))  # fmt: skip
     assert int(ready.sum()) >= 20 and len(set(capped[ready].tolist())) >= 5
-    for name in ("best_norm", "best_delta", "best_class", "queries"):
+    assert bool((grouped.queries > start.queries + 2 * capped * ready).any())  # it exchanged
+    for name in ("best_class", "queries"):
         assert torch.equal(getattr(batched, name), getattr(grouped, name)), name
+    for name in ("best_norm", "best_delta"):  # to the last bits of float64 (see above)
+        assert torch.allclose(getattr(batched, name), getattr(grouped, name), rtol=1e-12,
+                              atol=1e-14), name  # fmt: skip
     assert bool((batched.best_norm < start.best_norm).any())  # it does polish

@@ -12,10 +12,13 @@ counts every forward or backward pass per sample.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
 from mmargin.engine.epsball import Late, epsball_run
+from mmargin.engine.exchange import reserved_steps
 from mmargin.engine.lagrangian import (
     lagrangian_lr,
     lagrangian_run,
@@ -181,6 +184,9 @@ def _class_aware(
     lagrange = lagrangian_steps(steps, distance.p, config)
     second = second_steps(steps, distance.p, config) if lagrange else 0
     plan = search_legs(steps, distance.p, config, lagrange + second)
+    if keep := reserved_steps(steps, distance.p, config):
+        # a long L1 search keeps steps of its last refinement for the exchange (.exchange)
+        plan[-1] = replace(plan[-1], steps=plan[-1].steps - keep)
     slot, warm = lagrangian_slot(distance.p, [(leg.kind, leg.steps) for leg in plan])
     before = state.queries.clone()
     candidates = None

@@ -45,6 +45,15 @@ samples whose probes left early, at most ``POLISH_MAX_STEPS`` steps each, in one
 polish like L2's run (``polish_run(lengths=...)``; bit-identical to one polish per distinct
 length: at 500 passes 3 lengths, the leftover's time 0.58–0.82× on the tuning models).
 
+The polish stops at a fixed point of its linearisation, which on a piecewise-linear model
+can be several % above the exact minimum; the L1 exchange (:mod:`mmargin.engine.exchange`)
+walks from other starts (another support, the clean input, another class) on the steps
+the polish left. With ``GradientConfig.exchange_reserve`` (off by default: it cost on the
+FGSM-short robust CNN, see the exchange's module) a long L1 search
+(:func:`~mmargin.engine.exchange.reserved_steps`: 1000 passes on 10 classes) keeps its
+four rounds' steps out of its last refinement and runs them first, then the polish, then
+the exchange's ``keep`` round on what is left.
+
 On L∞ (``GradientConfig.unspent_refine``, off by default) the unspent steps go to one more
 ε-ball refinement of the best flip, driving the pairwise loss toward the runner-up class:
 the nearest ranked class other than the best flip's, again in one batched run
@@ -70,6 +79,7 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.epsball import epsball_run
+from mmargin.engine.exchange import KINDS, exchange_run, reserved_steps
 from mmargin.engine.lagrangian import l1_weights, lagrangian_run
 from mmargin.engine.passes import ANNEAL_STEPS, probe_classes
 from mmargin.engine.polish import POLISH_MAX_STEPS, polish_run
@@ -108,6 +118,12 @@ def unspent_steps(steps: int, before: Tensor, state: SearchState) -> Tensor:
     return steps - torch.div(state.queries - before, 2, rounding_mode="floor")
 
 
+def _left(steps: int, before: Tensor, state: SearchState) -> Tensor:
+    """:func:`unspent_steps` where a half-spent step counts as spent (the exchange's
+    ``class`` round spends an odd count of passes)."""
+    return steps - torch.div(state.queries - before + 1, 2, rounding_mode="floor")
+
+
 def spend_unspent(
     problem: Problem, steps: int, before: Tensor, state: SearchState, config: GradientConfig,
     ranked: Tensor | None = None,
@@ -116,7 +132,8 @@ def spend_unspent(
     (``config.unspent_lr`` > 0, at least :data:`SECOND_MIN_STEPS` left) a Lagrangian run
     from the clean input, first step ``config.unspent_lr``; on L1 (``config.unspent_polish``)
     the knapsack polish of its best flip, at most ``POLISH_MAX_STEPS`` long (the polish
-    leaves alone the samples with fewer steps than it needs, ``POLISH_MIN_STEPS``); on L∞
+    leaves alone the samples with fewer steps than it needs, ``POLISH_MIN_STEPS``), and the
+    exchange rounds (before the polish in a search that reserved steps for them); on L∞
     (``config.unspent_refine``, at least :data:`REFINE_MIN_STEPS` left) an ε-ball
     refinement of its best flip toward the nearest class of ``ranked`` (per sample, the
     search's candidate classes, nearest first; without them L∞ spends nothing) other than
@@ -140,8 +157,20 @@ def spend_unspent(
     # one batched call: each sample leaves it when its own steps are done (.ownsteps)
     longest = int(left[ready].max())
     if polish:
-        polish_run(problem, longest, state, l1_weights(distance, problem.x), only=ready,
-                   lengths=left)  # fmt: skip
+        weights = l1_weights(distance, problem.x)
+        # a long search reserved steps for the exchange: it goes first, the polish after it
+        # takes back its overshoot; otherwise the polish first and the exchange on the rest
+        first = reserved_steps(steps, distance.p, config) > 0
+        if first:
+            exchange_run(problem, state, weights, unspent_steps(steps, before, state), ranked,
+                         only=ready)  # fmt: skip
+            left = _left(steps, before, state).clamp(max=POLISH_MAX_STEPS)
+            ready &= left >= 1
+        if bool(ready.any()):
+            polish_run(problem, int(left[ready].max()), state, weights, only=ready,
+                       lengths=left)  # fmt: skip
+        exchange_run(problem, state, weights, _left(steps, before, state), ranked, only=ready,
+                     kinds=("keep",) if first else (*KINDS, "keep"))  # fmt: skip
     elif second:
         lagrangian_run(problem, longest, state, only=ready, lr_init=config.unspent_lr,
                        lengths=left)  # fmt: skip

@@ -110,7 +110,9 @@ class GradientConfig:
     On L2, the steps a sample's runs left unspent (probes it left early) go to a second
     Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off); on L1,
     with ``unspent_polish``, to the knapsack polish of the best flip
-    (:mod:`mmargin.engine.polish`; both :mod:`mmargin.engine.leftover`); on L∞, with
+    (:mod:`mmargin.engine.polish`) and the exchange rounds (:mod:`mmargin.engine.exchange`;
+    with ``exchange_reserve``, off by default, a long search keeps their steps out of its
+    last refinement; all in :mod:`mmargin.engine.leftover`); on L∞, with
     ``unspent_refine`` (off by default), to a second refinement of the best flip toward
     the runner-up class (the nearest ranked class other than the best flip's).
 
@@ -150,6 +152,7 @@ class GradientConfig:
     unspent_lr: float = 0.2
     unspent_polish: bool = True
     unspent_refine: bool = False
+    exchange_reserve: bool = False
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -179,6 +182,10 @@ class GradientConfig:
         if not isinstance(self.unspent_refine, bool):
             raise ValueError(
                 f"gradient.unspent_refine: expected true or false, got {self.unspent_refine!r}"
+            )
+        if not isinstance(self.exchange_reserve, bool):
+            raise ValueError(
+                f"gradient.exchange_reserve: expected true or false, got {self.exchange_reserve!r}"
             )
         if not isinstance(self.unspent_polish, bool):
             raise ValueError(
