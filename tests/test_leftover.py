@@ -41,8 +41,10 @@ def test_the_search_spends_the_probes_leftover_and_stays_on_the_closed_form(seed
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         exact = exact_flip(model, x, model(x).argmax(dim=1))
-    off = linear_search(model, x, GradientConfig(unspent_lr=0.0, lagrangian_second=0.0))
-    on = linear_search(model, x, GradientConfig(lagrangian_second=0.0))
+    # every probe runs (to its exit): the leftover is what the exits leave
+    off = linear_search(model, x, GradientConfig(unspent_lr=0.0, lagrangian_second=0.0,
+                                                 skip_far_probes=False))  # fmt: skip
+    on = linear_search(model, x, GradientConfig(lagrangian_second=0.0, skip_far_probes=False))
     assert bool((on.queries <= 1000).all())
     full = int(on.queries.max())  # every step spent (1000, or 999 after an odd ranking cost)
     left = torch.div(full - off.queries, 2, rounding_mode="floor")

@@ -72,8 +72,9 @@ def test_the_leftover_spends_the_exits_steps_and_stays_on_the_closed_form(seed: 
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     exact = exact_flip(model, x, labels, 1.0)
-    off = linear_search(model, x, GradientConfig(), "linf")
-    on = linear_search(model, x, ON, "linf")
+    # every probe runs (to its exit): the leftover is what the exits leave
+    off = linear_search(model, x, GradientConfig(skip_far_probes=False), "linf")
+    on = linear_search(model, x, dataclasses.replace(ON, skip_far_probes=False), "linf")
     assert bool((on.queries <= 1000).all())
     full = int(on.queries.max())
     left = torch.div(full - off.queries, 2, rounding_mode="floor")

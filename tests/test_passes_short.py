@@ -180,6 +180,7 @@ def test_a_search_below_the_split_ranks_no_classes_and_spends_every_pass(
         raise AssertionError("a one-run search ranked classes")
 
     monkeypatch.setattr(gradient, "rank_classes", refuse)
+    monkeypatch.setattr(gradient, "rank_reach", refuse)
     assert bool((_search(3, 12, 4, p, 2 * steps) == 2 * steps).all())
 
 

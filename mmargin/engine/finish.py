@@ -48,6 +48,16 @@ def bisect_scale(
     return hi, scores
 
 
+PLAIN_SHARE = 1 / 3
+"""The share of a line search's steps that bisect as usual before the boundary test
+(:func:`line_search`): 4 of 12, scales 1/2 to 15/16. Testing the rung first (no usual
+steps) measured the same on the tuning models (L2 and L∞, 250–1000 passes, 200 images: no
+flip more than 0.05 % larger) and saves 4 more passes on a flip on the boundary; the usual
+steps are kept against a flip region that the path from the clean input meets only away
+from the flip itself, which plain bisection finds when one of these steps lands in it
+(``tests/test_line_rung.py``)."""
+
+
 @torch.no_grad()
 def line_search(
     problem: Problem, delta: Tensor, steps: int, check: bool = False
@@ -60,6 +70,16 @@ def line_search(
     passes each sample used and whether a pass saw it flip. With ``check``, a sample whose
     bisection never met a flip spends one more pass on the finalised ``x + delta`` itself
     (a search on a relaxation may hold a point that is no flip once finalised).
+
+    The first :data:`PLAIN_SHARE` of the ``steps`` bisect as usual (scales 1/2, 3/4, …);
+    where none of them flipped, the next pass tests the last rung a bisection of ``steps``
+    passes could reach, ``t = 1 − 2^−steps``: a flip the search left on the boundary (most
+    flips of a search that converged) does not flip there, and its line search ends,
+    where bisection would have spent every step to end at t = 1 (the same result unless
+    the flips along its path lie only between the usual steps' last scale and that rung).
+    The others bisect between them with the steps left (to within ``2^−(steps−1)`` instead
+    of ``2^−steps``: those flips shrink by under ``2^−steps/3``), so no sample spends more
+    passes than it did with plain bisection.
     """
     x, space, model = problem.x, problem.space, problem.model
     batch = x.shape[0]
@@ -67,8 +87,40 @@ def line_search(
     def point(t: Tensor) -> Tensor:
         return space.finalize(x, x + delta * per_sample(t, delta))
 
-    hi, _ = bisect_scale(model, problem.goal, problem.labels, problem.targets, point, steps, x)
-    passes = torch.full((batch,), steps, dtype=torch.long, device=x.device)
+    plain = int(steps * PLAIN_SHARE)
+    hi, _ = bisect_scale(model, problem.goal, problem.labels, problem.targets, point, plain, x)
+    passes = torch.full((batch,), plain, dtype=torch.long, device=x.device)
+    if steps > plain:  # none flipped yet: is the flip on the boundary?
+        lo = 1 - 2.0**-plain
+        top = 1 - 2.0 ** -min(steps, 20)  # below 1 in single precision
+        rest = hi == 1
+        idx = rest.nonzero().squeeze(1)
+        if idx.numel():  # one pass for those rows only (the counter counts rows)
+            sub = problem.rows(idx)
+            xr, dr = sub.x, delta[idx]
+            held = sub.is_adversarial(model(space.finalize(xr, xr + dr * top)))
+            passes[idx] += 1
+            rest = torch.zeros_like(rest)
+            rest[idx[held]] = True  # the flip held at the rung: bisect [lo, top] with the rest
+            hi[idx[held]] = top
+        go = (hi < 1) & ~rest  # a usual step flipped: the bisection goes on as before
+        for rows, span in ((go, None), (rest, (lo, top))):
+            idx = rows.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            sub = problem.rows(idx)
+            xg, dg = sub.x, delta[idx]
+            a = torch.full_like(hi[idx], span[0]) if span else hi[idx] - 2.0**-plain
+            b = torch.full_like(hi[idx], span[1]) if span else hi[idx]
+
+            def inner(t: Tensor, xg: Tensor = xg, dg: Tensor = dg, a: Tensor = a,
+                      b: Tensor = b) -> Tensor:  # fmt: skip
+                return space.finalize(xg, xg + dg * per_sample(a + (b - a) * t, dg))
+
+            more = steps - plain - (1 if span else 0)  # the rung took one
+            got, _ = bisect_scale(model, sub.goal, sub.labels, sub.targets, inner, more, xg)
+            hi[idx] = torch.where(got < 1, a + (b - a) * got, b)
+            passes[idx] += more
     out = space.finalize(x, x + delta * per_sample(hi, delta))
     seen = hi < 1
     unseen = (~seen).nonzero().squeeze(1)

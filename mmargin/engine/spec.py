@@ -119,7 +119,10 @@ class GradientConfig:
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
     (0 = never); with ``leg_window`` > 0, a sample whose flip in a run fell by no more than
-    ``leg_rtol`` over that share of the run's steps (0 = never, the default).
+    ``leg_rtol`` over that share of the run's steps (0 = never, the default). With
+    ``skip_far_probes`` (the default; L∞ only, :func:`mmargin.engine.gradient.skip_allowance`)
+    a probe is not run at all for a sample whose probe class's first-order distance at the
+    clean input is out of ``hopeless``'s reach (:func:`mmargin.engine.legstop.out_of_reach`).
     """
 
     alpha_init: float = 1.0
@@ -131,6 +134,7 @@ class GradientConfig:
     leg_window: float = 0.0
     leg_rtol: float = 1e-3
     hopeless: float = 1.5
+    skip_far_probes: bool = True
     split_min: int = 0
     split_min_l2: int = 75
     split_min_l1: int = 75
@@ -186,6 +190,10 @@ class GradientConfig:
         if not isinstance(self.exchange_reserve, bool):
             raise ValueError(
                 f"gradient.exchange_reserve: expected true or false, got {self.exchange_reserve!r}"
+            )
+        if not isinstance(self.skip_far_probes, bool):
+            raise ValueError(
+                f"gradient.skip_far_probes: expected true or false, got {self.skip_far_probes!r}"
             )
         if not isinstance(self.unspent_polish, bool):
             raise ValueError(
