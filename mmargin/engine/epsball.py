@@ -18,7 +18,6 @@ and the polish.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -199,8 +198,6 @@ def epsball_run(
         whole = False
     anneal = _Anneal(steps, config, own, x)
     host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
-    # a goal may read its flip test off the loss the step has already computed
-    flipped: Callable[[Tensor, Tensor], Tensor] | None = getattr(problem.goal, "flipped", None)
     pending = 0  # steps every sample took and ``state.queries`` has not counted yet
     try:
         for k in range(steps):
@@ -217,7 +214,7 @@ def epsball_run(
                 break
             delta, eps, found = _step(
                 problem, anneal, config, state, against, late, check, k, idx, delta, eps,
-                found, stall, active, free, host, flipped, stop,
+                found, stall, active, free, host, stop,
             )  # fmt: skip
             if every:
                 pending += 1
@@ -235,8 +232,7 @@ def _step(
     problem: Problem, anneal: _Anneal, config: GradientConfig, state: SearchState,
     against: Tensor | None, late: Late | None, check: bool, k: int, idx: Tensor | slice,
     delta: Tensor, eps: Tensor, found: Tensor, stall: Tensor, active: Tensor, free: Tensor,
-    host: bool, flipped: Callable[[Tensor, Tensor], Tensor] | None,
-    stop: LegStop | None = None,
+    host: bool, stop: LegStop | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Step ``k`` of :func:`epsball_run` for the rows ``idx`` (``slice(None)``: all, and the
     whole tensors are used and rebound, never gathered or copied back). Returns the new
@@ -270,10 +266,8 @@ def _step(
             state.flag("zero_gradients", where)
             active[where] = False
 
-    if flipped is not None and against is None:  # the goal's test on its own loss
-        is_adv = flipped(scores, loss)
-    else:
-        is_adv = sub.is_adversarial(scores)
+    # the goal's test, read off its own loss where the step computed that loss
+    is_adv = sub.is_adversarial(scores) if against is not None else sub.flips(scores, loss)
     norms = distance.norm(di)
     best = state.best_norm if every else state.best_norm[idx]
     # a zero perturbation of a correctly classified input is never a flip (only a
