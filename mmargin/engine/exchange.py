@@ -74,7 +74,7 @@ from torch import Tensor
 
 from mmargin.engine.lagrangian import lagrangian_steps, second_steps
 from mmargin.engine.passes import probe_classes, search_legs, toward
-from mmargin.engine.polish import FAR, OVERSHOOT, knapsack
+from mmargin.engine.polish import OVERSHOOT, knapsack, linearise, room
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
@@ -124,25 +124,6 @@ def rounds_paid(lengths: Tensor, kinds: tuple[str, ...] = KINDS) -> Tensor:
     return paid
 
 
-def _linearise(
-    model: ModelAdapter, x: Tensor, labels: Tensor, against: Tensor, delta: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Scores, pairwise loss toward ``against`` and its gradient at ``x + delta``."""
-    d = delta.detach().clone().requires_grad_(True)
-    scores = model(x + d)
-    loss = toward(scores, labels, against)
-    (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
-    if grad is None:
-        grad = torch.zeros_like(d)
-    return scores.detach(), loss.detach(), torch.nan_to_num(grad)
-
-
-def _room(space: Space, x: Tensor, grad: Tensor, keep: Tensor) -> Tensor:
-    """Per coordinate, how far it can move against ``grad`` from ``x`` (0 where ``keep``
-    is 0), flattened."""
-    return (space.project(x, -grad.sign() * FAR) * keep).abs().flatten(1)
-
-
 def _nearest_class(
     model: ModelAdapter, space: Space, x: Tensor, labels: Tensor, delta: Tensor,
     candidates: Tensor, weights: Tensor,
@@ -160,7 +141,7 @@ def _nearest_class(
         grad = torch.nan_to_num(grad)
         g = grad.flatten(1)
         clean = loss.detach() - (g * d.detach().flatten(1)).sum(dim=1)
-        step = knapsack(_room(space, x, grad, torch.ones_like(x)), g, weights, clean)
+        step = knapsack(room(space, x, grad), g, weights, clean)
         reach = -(g * step).sum(dim=1) >= clean * (1 - 1e-6)
         cost = (step.abs() * weights).sum(dim=1)
         costs.append(torch.where(reach, cost, torch.full_like(cost, torch.inf)))
@@ -188,13 +169,7 @@ def exchange_run(
     by default). Each smaller verified flip is recorded in ``state``."""
     model, space, distance = problem.model, problem.space, problem.distance
     x, labels = problem.x, problem.labels
-    chosen = torch.isfinite(state.best_norm) & (state.best_class >= 0)
-    chosen &= state.best_class != labels
-    if only is not None:
-        chosen &= only
-    dead = state.flags.get("zero_gradients")
-    if dead is not None:
-        chosen &= ~dead
+    chosen = state.flipped_away(labels, only)
     flat_w = weights.flatten(1)
     cost = (state.best_delta.flatten(1).abs() * flat_w).detach()
     support = (cost > 0).sum(dim=1)
@@ -234,7 +209,7 @@ def exchange_run(
         elif kind == "keep":
             # linearised at the best flip: of its support, keep only the coordinate with the
             # best gain per unit of L1 cost, leave out the others, walk from there
-            _, loss, grad = _linearise(model, xi, yi, ci, base)
+            _, loss, grad = linearise(sub, ci, base)
             state.queries[rows] += 2
             used = cost[rows] > 0
             gain = grad.flatten(1).abs() / flat_w
@@ -243,15 +218,15 @@ def exchange_run(
             keep[torch.arange(n, device=x.device), gain.argmax(dim=1)] = 1.0
             keep = keep.view_as(xi)
         else:
-            _, loss, grad = _linearise(model, xi, yi, ci, base)
+            _, loss, grad = linearise(sub, ci, base)
             state.queries[rows] += 2
         over = torch.full((n,), OVERSHOOT, dtype=x.dtype, device=x.device)
         for _ in range(ROUND - 1):
             g = grad.flatten(1)
             clean = loss - (g * base.flatten(1)).sum(dim=1)  # the linearised loss at x
-            step = knapsack(_room(space, xi, grad, keep), g, flat_w, clean * (1 + over))
+            step = knapsack(room(space, xi, grad, keep), g, flat_w, clean * (1 + over))
             base = space.project(xi, step.view_as(xi))
-            scores, loss, grad = _linearise(model, xi, yi, ci, base)
+            scores, loss, grad = linearise(sub, ci, base)
             state.queries[rows] += 2
             norms = distance.norm(base)
             adv = sub.is_adversarial(scores)

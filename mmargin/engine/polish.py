@@ -31,6 +31,7 @@ from mmargin.engine.finish import bisect_scale
 from mmargin.engine.ownsteps import compact, running
 from mmargin.engine.problem import Problem
 from mmargin.engine.state import SearchState, per_sample
+from mmargin.protocols import Space
 
 __all__ = ["POLISH_MAX_STEPS", "POLISH_MIN_STEPS", "knapsack", "polish_run", "shrink"]
 
@@ -92,7 +93,14 @@ def shrink(problem: Problem, delta: Tensor, passes: int) -> tuple[Tensor, Tensor
     return out, hi, scores if scores is not None else torch.zeros(0)
 
 
-def _linearise(problem: Problem, against: Tensor, delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def room(space: Space, x: Tensor, grad: Tensor, keep: Tensor | None = None) -> Tensor:
+    """Per coordinate, how far it can move against ``grad`` from ``x`` to the space's bound
+    (0 where ``keep`` is 0), flattened: the knapsack's room."""
+    far = space.project(x, -grad.sign() * FAR)
+    return (far if keep is None else far * keep).abs().flatten(1)
+
+
+def linearise(problem: Problem, against: Tensor, delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Scores, pairwise loss toward ``against`` and its gradient at ``problem.x + delta``."""
     d = delta.detach().clone().requires_grad_(True)
     scores = problem.model(problem.x + d)
@@ -121,14 +129,8 @@ def polish_run(
     problem's goal (and targets)."""
     x, labels, space, distance = problem.x, problem.labels, problem.space, problem.distance
     own = lengths.clamp(max=steps) if lengths is not None else torch.full_like(labels, steps)
-    chosen = torch.isfinite(state.best_norm) & (state.best_class >= 0)
-    chosen &= own >= POLISH_MIN_STEPS  # the bisection and one linearisation
-    if only is not None:
-        chosen &= only
-    chosen &= state.best_class != labels
-    dead = state.flags.get("zero_gradients")
-    if dead is not None:
-        chosen &= ~dead
+    # the bisection and one linearisation need POLISH_MIN_STEPS
+    chosen = state.flipped_away(labels, only) & (own >= POLISH_MIN_STEPS)
     rows = chosen.nonzero().squeeze(1)
     if rows.numel() == 0:
         return
@@ -141,7 +143,7 @@ def polish_run(
     smaller = (scale < 1) & (norms < state.best_norm[rows])
     if bool(smaller.any()):
         state.record(rows[smaller], norms[smaller], base[smaller], scores[smaller])
-    _, loss, grad = _linearise(sub, ci, base)
+    _, loss, grad = linearise(sub, ci, base)
     state.queries[rows] += 2
     t = torch.ones(n, dtype=x.dtype, device=x.device)
     over = torch.full_like(t, OVERSHOOT)
@@ -157,13 +159,11 @@ def polish_run(
             )
             sub = sub.rows(keep)
         xi = sub.x
-        # the room from the clean input to the bound, against the gradient
-        room = space.project(xi, -grad.sign() * FAR).abs().flatten(1)
         g = grad.flatten(1)
         clean = loss - (g * base.flatten(1)).sum(dim=1)  # the linearised loss at x
-        target = knapsack(room, g, flat, clean * (1 + over)).view_as(base)
+        target = knapsack(room(space, xi, grad), g, flat, clean * (1 + over)).view_as(base)
         cand = space.project(xi, base + per_sample(t, base) * (target - base))
-        scores, c_loss, c_grad = _linearise(sub, ci, cand)
+        scores, c_loss, c_grad = linearise(sub, ci, cand)
         state.queries[rows] += 2
         norms = distance.norm(cand)
         moved = cand.flatten(1).abs().amax(dim=1) > 0

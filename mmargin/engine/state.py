@@ -65,6 +65,17 @@ class SearchState:
             rows = rows[only[rows]]
         return rows
 
+    def flipped_away(self, labels: Tensor, only: Tensor | None = None) -> Tensor:
+        """Per sample (a boolean mask), whether a run that starts from the best flip has one
+        to start from: a flip found, into another class than ``labels``, a usable gradient
+        (no ``zero_gradients`` flag), within ``only`` when given."""
+        chosen = torch.isfinite(self.best_norm) & (self.best_class >= 0)
+        chosen &= self.best_class != labels
+        if only is not None:
+            chosen &= only
+        dead = self.flags.get("zero_gradients")
+        return chosen if dead is None else chosen & ~dead
+
     def raised(self, row: int) -> list[str]:
         """The flags raised for sample ``row``, sorted."""
         return sorted(name for name, mask in self.flags.items() if bool(mask[row]))
