@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     sys.path.insert(0, str(BENCH))
     import zoo
+    from image_provenance import cpu_kernels
 
     member = zoo.MEMBERS.get(args.model)
     if (member is not None and member.data != "digits") or (
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": "python bench/exact_ratio.py " + " ".join(argv or sys.argv[1:]),
+        "cpu": cpu_kernels(),
         "norms": [],
     }
     for norm in args.norms:

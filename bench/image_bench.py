@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from image_provenance import import_libraries, provenance, version
+from image_provenance import cpu_kernels, import_libraries, provenance, version
 from image_report import combine, json_dist, markdown, restore_report, write
 from image_timing import log, paired_timing, timing_targets
 from metrics import TIMING_THRESHOLD, score_runs
@@ -407,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "python": platform.python_version(),
             "machine": platform.machine(),
+            "cpu": cpu_kernels(),
             "mmargin_source": source,
             "environment": {
                 k: os.environ.get(k)

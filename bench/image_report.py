@@ -159,7 +159,10 @@ def combine(
         ),
         "combined_from": [
             {
-                **{k: r["meta"].get(k) for k in ("command", "started", "total_seconds", "models")},
+                **{
+                    k: r["meta"].get(k)
+                    for k in ("command", "started", "total_seconds", "models", "cpu")
+                },
                 "norms": want,
             }
             for r, want in zip(reports, taken, strict=True)
@@ -168,6 +171,21 @@ def combine(
         "total_cpu_seconds": sum(r["meta"].get("total_cpu_seconds") or 0.0 for r in reports),
     }
     return {"meta": meta, "models": models}
+
+
+def _cpu_line(meta: dict[str, Any]) -> list[str]:
+    """The CPU and kernel level the run's figures came from (absent in runs before session
+    11): rerunning on other kernels moves distances at rounding level, and more on robust
+    models."""
+    cpu = meta.get("cpu")
+    if not cpu:
+        return []
+    capped = {k: v for k, v in cpu.get("environment", {}).items() if v}
+    return [
+        f"- CPU {cpu.get('model')}; torch kernels {cpu.get('torch_capability')}; "
+        f"{' '.join(cpu.get('isa_flags', [])) or 'no AVX2'}"
+        + (f"; capped by {', '.join(f'{k}={v}' for k, v in capped.items())}" if capped else "")
+    ]
 
 
 def _only(report: dict[str, Any], norms: list[str] | None) -> dict[str, Any]:
@@ -334,6 +352,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- budgets: {', '.join(map(str, budgets))} forward+backward passes per sample "
         f"(measured by one shared counter; main budget {meta['budget']}); device "
         f"{meta['device']}, torch threads {meta['threads']}",
+        *_cpu_line(meta),
         f"- torch {meta['versions'].get('torch')}, foolbox {meta['versions'].get('foolbox')}, "
         f"adv-lib {meta['versions'].get('adv-lib')}, torchattacks "
         f"{meta['versions'].get('torchattacks')}; {meta['started']}",

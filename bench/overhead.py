@@ -323,6 +323,7 @@ def markdown(record: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the tables; returns the exit status."""
     args = _parse(argv)
+    from image_provenance import cpu_kernels
     from zoo import load
 
     from mmargin_image.data import load_mnist
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "cpu": cpu_kernels(),
         "threads": args.threads,
         "steps": args.steps,
         "repeats": args.repeats,

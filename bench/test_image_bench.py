@@ -284,6 +284,26 @@ def test_combine_runs_of_single_models(tmp_path: Path) -> None:
         image_report.combine([_synthetic_report(), _synthetic_report()])
 
 
+def test_the_report_says_which_cpu_kernels_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    import image_provenance
+
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    cpu = image_provenance.cpu_kernels()
+    assert cpu["environment"]["DNNL_MAX_CPU_ISA"] == "AVX2"
+    assert cpu["environment"]["ATEN_CPU_CAPABILITY"] is None
+    assert cpu["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    report = _synthetic_report()
+    report["meta"]["cpu"] = cpu
+    assert "capped by DNNL_MAX_CPU_ISA=AVX2" in image_report.markdown(report)
+    # each combined run keeps its own record; a run from before the record renders without it
+    b = _synthetic_report()
+    b["models"] = {"m2": b["models"].pop("m1")}
+    combined = image_report.combine([report, b])
+    assert [part["cpu"] for part in combined["meta"]["combined_from"]] == [cpu, None]
+    assert "- CPU " not in image_report.markdown(b)
+
+
 def test_combine_joins_runs_of_one_model_over_other_norms() -> None:
     a, b = _synthetic_report(), _synthetic_report()
     b["models"]["m1"]["norms"] = {"l2": b["models"]["m1"]["norms"].pop("l0")}
