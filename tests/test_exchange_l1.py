@@ -15,6 +15,7 @@ from engine_fakes import copy_state, random_linear, relu_flips
 from scipy.optimize import linprog
 
 from mmargin.distances import lp
+from mmargin.engine import exchange
 from mmargin.engine.exchange import (
     COSTS,
     KINDS,
@@ -158,3 +159,40 @@ def test_samples_of_different_lengths_share_one_exchange_as_if_each_ran_alone() 
         assert int(alone.queries[0]) == int(state.queries[i])
         assert int(state.queries[i]) <= 2 * int(lengths[i])
         assert float(state.best_norm[i]) == pytest.approx(float(alone.best_norm[0]), rel=1e-12)
+
+
+def test_every_round_in_one_batch_ends_as_one_walk_per_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rounds of all samples walk in one batch (a sample once per round it runs): bit
+    for bit what one walk per round, run in the rounds' order, records; no sample spends
+    more than its steps."""
+    net, x, labels, start = relu_flips(2, 24)
+    space, distance = box(0.0, 1.0), lp("l1")
+    weights = l1_weights(distance, x)
+    ranked = torch.stack([(labels + 1) % 3, (labels + 2) % 3], dim=1)
+    lengths = torch.tensor([RESERVE + ROUND, ROUND, 2 * ROUND, 3 * ROUND + 1, RESERVE,
+                            RESERVE + ROUND - 1] * 4)  # fmt: skip
+    kinds = (*KINDS, "keep")
+
+    def exchange_all(state: SearchState) -> None:
+        exchange_run(Problem(net, space, distance, Untargeted(), x, labels), state, weights,
+                     lengths, ranked, kinds=kinds)  # fmt: skip
+
+    batched = copy_state(start)
+    exchange_all(batched)
+    walk = exchange._walk
+
+    def one_by_one(problem: Problem, state: SearchState, walks: list, *rest: object) -> None:
+        for w in walks:
+            walk(problem, state, [w], *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exchange, "_walk", one_by_one)
+    single = copy_state(start)
+    exchange_all(single)
+    assert torch.equal(batched.best_norm, single.best_norm)
+    assert torch.equal(batched.best_delta, single.best_delta)
+    assert torch.equal(batched.best_class, single.best_class)
+    assert torch.equal(batched.queries, single.queries)
+    assert bool((batched.queries <= 2 * lengths).all())
+    assert bool((batched.best_norm < start.best_norm).sum() >= 3)  # the rounds did find some

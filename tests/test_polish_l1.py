@@ -14,7 +14,7 @@ from scipy.optimize import linprog
 
 from mmargin.distances import lp
 from mmargin.engine.lagrangian import l1_weights
-from mmargin.engine.polish import POLISH_MIN_STEPS, knapsack, polish_run, shrink
+from mmargin.engine.polish import POLISH_MIN_STEPS, PREFIX, knapsack, polish_run, shrink
 from mmargin.engine.problem import Problem
 from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
@@ -65,6 +65,41 @@ def _toward_exact(model: torch.nn.Linear, x: torch.Tensor, label: int, j: int) -
     need = float((w @ x.double() + b)[label] - (w @ x.double() + b)[j])
     room = torch.where(a > 0, x.double(), 1 - x.double())
     return _lp_knapsack(room.numpy(), a.numpy(), np.ones(len(a)), need)
+
+
+def _ranked_whole(room: torch.Tensor, grad: torch.Tensor, weights: torch.Tensor,
+                  need: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """The knapsack with every coordinate of every row ranked (one full sort)."""
+    gain = grad.abs() * room
+    order = (grad.abs() / weights).argsort(dim=1, descending=True)
+    sorted_gain = gain.gather(1, order)
+    before = sorted_gain.cumsum(dim=1) - sorted_gain
+    want = need.clamp(min=0).unsqueeze(1)
+    share = ((want - before) / sorted_gain.clamp(min=1e-30)).clamp(0.0, 1.0)
+    share = torch.where(sorted_gain > 0, share, torch.zeros_like(share))
+    return -grad.sign() * (torch.zeros_like(share).scatter_(1, order, share) * room)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_partial_ranking_gives_the_whole_rankings_knapsack(seed: int) -> None:
+    """Rows whose need the :data:`PREFIX` best coordinates meet, rows that need more of
+    them, rows that cannot reach it and rows that need nothing, in one batch: bit for bit
+    the knapsack of a full ranking, and each row the same alone as in the batch."""
+    gen = torch.Generator().manual_seed(seed)
+    d = 4 * PREFIX + 17
+    grad = torch.randn(8, d, generator=gen)
+    grad[:, :5] = 0.0
+    room = torch.rand(8, d, generator=gen)
+    room[:, 5:9] = 0.0  # at the bound: gain 0 whatever the ratio
+    weights = 0.5 + torch.rand(1, d, generator=gen)
+    total = (grad.abs() * room).sum(dim=1)
+    share = torch.tensor([0.01, 0.05, 0.3, 0.6, 0.95, 1.0, 2.0, -1.0])  # 2.0: unreachable
+    need = total * share
+    got = knapsack(room, grad, weights, need)
+    assert torch.equal(got, _ranked_whole(room, grad, weights, need))
+    for i in range(8):
+        alone = knapsack(room[i : i + 1], grad[i : i + 1], weights, need[i : i + 1])
+        assert torch.equal(alone, got[i : i + 1])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -54,6 +54,9 @@ same flips on digits_mlp (50 MILP points), mnist_cnn and tune_cnn_fgsm (100 imag
 each), and the digits search took 1.27 s instead of 2.02 s."""
 FAR = 1e6
 """Beyond any box: :meth:`Space.project` of a step this long gives the room to the bound."""
+PREFIX = 64
+"""The knapsack's partial ranking: how many of a row's best coordinates it ranks first
+(an L1 flip of the engine moves a few dozen of 784 pixels)."""
 
 
 def knapsack(room: Tensor, grad: Tensor, weights: Tensor, need: Tensor) -> Tensor:
@@ -61,19 +64,43 @@ def knapsack(room: Tensor, grad: Tensor, weights: Tensor, need: Tensor) -> Tenso
     ``−grad · δ`` reaches ``need`` (``(B,)``), each coordinate moving against its gradient
     by at most ``room`` (``≥ 0``): the fractional knapsack, best gain per unit cost first.
     Rows that cannot reach ``need`` move every coordinate its whole room; rows with
-    ``need ≤ 0`` do not move."""
+    ``need ≤ 0`` do not move.
+
+    Only the coordinates that move are ranked: the :data:`PREFIX` best first (a partial
+    ranking, ``topk``: a full sort of a 784-pixel row costs ~4× as much on CPU), and a row
+    whose prefix does not reach ``need`` is ranked whole. The coordinates after the prefix
+    of a row it reaches move 0 either way (the better ones already give ``need``), so the
+    result is the full ranking's, bit for bit (up to the order of exactly tied ratios)."""
     gain = grad.abs() * room  # the most each coordinate can give
     ratio = grad.abs() / weights
-    order = ratio.argsort(dim=1, descending=True)
-    sorted_gain = gain.gather(1, order)
-    before = sorted_gain.cumsum(dim=1) - sorted_gain  # what the better coordinates give
     want = need.clamp(min=0).unsqueeze(1)
-    # share of its room each coordinate moves: 1 while the better ones fall short, then
-    # the partial one, then 0
+    width = ratio.shape[1]
+    if width <= PREFIX:
+        order = ratio.argsort(dim=1, descending=True)
+        share, _ = _shares(gain, order, want)
+        amount = torch.zeros_like(share).scatter_(1, order, share) * room
+        return -grad.sign() * amount
+    order = ratio.topk(PREFIX, dim=1).indices
+    share, total = _shares(gain, order, want)
+    moved = torch.zeros_like(gain).scatter_(1, order, share)
+    short = (total < want.squeeze(1)).nonzero().squeeze(1)  # the prefix falls short
+    if short.numel():
+        whole = ratio[short].argsort(dim=1, descending=True)
+        rest, _ = _shares(gain[short], whole, want[short])
+        moved[short] = torch.zeros_like(rest).scatter_(1, whole, rest)
+    return -grad.sign() * (moved * room)
+
+
+def _shares(gain: Tensor, order: Tensor, want: Tensor) -> tuple[Tensor, Tensor]:
+    """The knapsack's share of its room each coordinate of ``order`` (best first) moves:
+    1 while the better ones fall short of ``want``, then the partial one, then 0; and per
+    row what the coordinates of ``order`` give together."""
+    sorted_gain = gain.gather(1, order)
+    total = sorted_gain.cumsum(dim=1)
+    before = total - sorted_gain  # what the better coordinates give
     share = ((want - before) / sorted_gain.clamp(min=1e-30)).clamp(0.0, 1.0)
     share = torch.where(sorted_gain > 0, share, torch.zeros_like(share))
-    amount = torch.zeros_like(share).scatter_(1, order, share) * room
-    return -grad.sign() * amount
+    return share, total[:, -1]
 
 
 @torch.no_grad()
