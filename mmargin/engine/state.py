@@ -32,9 +32,10 @@ def moved(delta: Tensor, norms: Tensor, host: bool) -> Tensor:
     if not host:
         return delta.flatten(1).abs().amax(dim=1) > 0
     out = norms > 0
+    if bool(out.all()):
+        return out
     rest = (~out).nonzero().squeeze(1)
-    if rest.numel():
-        out[rest] = delta[rest].flatten(1).abs().amax(dim=1) > 0
+    out[rest] = delta[rest].flatten(1).abs().amax(dim=1) > 0
     return out
 
 
