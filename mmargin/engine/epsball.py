@@ -22,11 +22,12 @@ import math
 import torch
 from torch import Tensor
 
+from mmargin.distances import LpDistance
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.ownsteps import running
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
-from mmargin.engine.state import SearchState, per_sample, usable
+from mmargin.engine.state import SearchState, moved, per_sample, usable
 from mmargin.protocols import Distance, Space, l2_scale
 from mmargin.ranking import descending_values
 
@@ -272,10 +273,10 @@ def _step(
     best = state.best_norm if every else state.best_norm[idx]
     # a zero perturbation of a correctly classified input is never a flip (only a
     # non-deterministic model calls it one)
-    moved = di.flatten(1).abs().amax(dim=1) > 0
-    improved = is_adv & (norms < best) & moved
+    still = moved(di, norms, host)
+    improved = is_adv & (norms < best) & still
     if stop is not None:
-        stop.seen(idx, norms, is_adv & moved)
+        stop.seen(idx, norms, is_adv & still)
     # (``best`` is the state's own tensor while every sample searches: read it first)
     significant = is_adv & (norms < best * (1 - config.rtol)) if config.patience > 0 else None
     if every:  # masked writes: no device-to-host sync per step
@@ -293,6 +294,7 @@ def _step(
     now_found = was_found | is_adv
 
     up, down, alpha = anneal.at(k, idx)  # 1 + γ, 1 − γ, α
+    size = torch.linalg.vector_norm(grad.flatten(1), dim=1)  # the step's gradient norm
     e = eps if every else eps[idx]
     grow = e * up
     # the first-order distance to the boundary (overshot a little so the step lands past
@@ -302,8 +304,9 @@ def _step(
         if distance.p == 0.0:  # coordinates needed, not loss / ‖∇‖₁ (which is < 1)
             reach = norms + l0_needed(space, distance, xi, di, grad, loss,
                                       searching if host else None)  # fmt: skip
-        else:
-            reach = norms + loss.clamp(min=0) / distance.dual_norm(grad).clamp(min=1e-12)
+        else:  # plain L2 is its own dual: the step's gradient norm is the dual norm
+            dual = size if _self_dual(distance) else distance.dual_norm(grad)
+            reach = norms + loss.clamp(min=0) / dual.clamp(min=1e-12)
         grow = torch.where(was_found, grow, torch.maximum(reach * up + 1e-12, grow))
     best = state.best_norm if every else state.best_norm[idx]
     e = torch.where(is_adv, torch.minimum(e * down, best), grow)
@@ -311,7 +314,7 @@ def _step(
         e = e.clamp(min=1.0)
 
     length = alpha * l2_scale(distance.p, e, free if every else free[idx])
-    gnorm = torch.linalg.vector_norm(grad.flatten(1), dim=1).clamp(min=1e-12)
+    gnorm = size.clamp(min=1e-12)
     # the step, in place: ``di`` is this loop's own tensor (``grad`` may be the space's)
     di = di.sub_(grad * per_sample(length / gnorm, grad))
     di = space.project(xi, distance.project(di, e))
@@ -324,6 +327,12 @@ def _step(
         done = found[idx] & (stall[idx] >= config.patience)
         active[idx] = ~done
     return delta, eps, found
+
+
+def _self_dual(distance: Distance) -> bool:
+    """Whether ``distance`` is the plain (unweighted) L2 norm, whose dual norm is the L2
+    norm itself, computed by the same ``linalg.vector_norm`` call."""
+    return isinstance(distance, LpDistance) and distance.p == 2.0 and distance.weights is None
 
 
 def _raw_gradient(loss: Tensor, inputs: Tensor) -> Tensor:

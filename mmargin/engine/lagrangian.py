@@ -62,7 +62,7 @@ from mmargin.engine.ownsteps import compact, running
 from mmargin.engine.passes import is_short
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
-from mmargin.engine.state import SearchState, per_sample
+from mmargin.engine.state import SearchState, moved, per_sample
 from mmargin.protocols import Distance
 
 __all__ = [
@@ -268,61 +268,72 @@ def lagrangian_run(
         reduction = torch.tensor(rates, device=x.device, dtype=x.dtype)
     # L1: the distance's proximal step (soft-thresholding) instead of its subgradient
     weights = l1_weights(distance, xi) if distance.p == 1.0 else None
-    for k in range(steps):
-        # some samples' own steps are done: they leave the batch (.ownsteps)
-        if own is not None and (keep := running(own, k)) is not None:
-            if not bool(keep.any()):
+    host = x.device.type == "cpu"  # reading a value back costs nothing
+    spent = 0  # steps every row of ``rows`` took that ``state.queries`` has not counted yet
+    try:
+        for k in range(steps):
+            # some samples' own steps are done: they leave the batch (.ownsteps)
+            if own is not None and (keep := running(own, k)) is not None:
+                if not bool(keep.any()):
+                    return
+                state.queries[rows] += 2 * spent
+                spent = 0
+                rows, delta, square, moment, mu, rho, lr, found, first, previous, own = compact(
+                    keep, rows, delta, square, moment, mu, rho, lr, found, first, previous, own
+                )
+                sub = sub.rows(keep)
+                xi = sub.x
+                reduction = reduction[keep] if isinstance(reduction, Tensor) else reduction
+                ai = ai[keep] if ai is not None else None
+            # ``delta`` is the loop's own tensor (a fresh one after every step): no copy
+            d = delta.requires_grad_(True)
+            delta = d.detach()
+            scores = problem.model(xi + d)
+            loss = sub.loss(scores, ai)
+            c = _constraint(loss, scores)
+            spent += 1  # counted in ``state.queries`` when the rows change or the run ends
+            if k > 0:
+                mu = torch.lerp(mu, _p2_slope(c.detach(), rho, mu), 1 - AVERAGE).clamp(1e-6, 1e12)
+            if k > 0 and (k + 1) % CHECK == 0:
+                rho = torch.where(found | (c.detach() < IMPROVE * previous), rho, GROW * rho)
+                previous = c.detach()
+            elif k == 0:
+                previous = c.detach()
+            plain = scores.detach()
+            # the goal's test, read off its own loss where the step computed that loss
+            is_adv = sub.flips(plain, loss.detach()) if ai is None else sub.is_adversarial(plain)
+            smooth = k == 0 or weights is not None  # the L1 distance is stepped by its prox
+            size = None if smooth else distance.norm(d)  # the norm once: its value and gradient
+            norms = distance.norm(delta) if size is None else size.detach()
+            best = state.best_norm[rows]
+            better = is_adv & (norms < best) & moved(delta, norms, host)
+            hit = better.nonzero().squeeze(1)
+            if hit.numel():
+                state.record(rows[hit], norms[hit], delta[hit], plain[hit])
+            first.masked_fill_(is_adv & ~found, k)  # the loop's own tensor
+            found |= is_adv
+            total = _p2(c, rho, mu) if size is None else size + _p2(c, rho, mu)
+            (grad,) = torch.autograd.grad(total.sum(), d, allow_unused=True)
+            if grad is None:
                 return
-            rows, delta, square, moment, mu, rho, lr, found, first, previous, own = compact(
-                keep, rows, delta, square, moment, mu, rho, lr, found, first, previous, own
-            )
-            sub = sub.rows(keep)
-            xi = sub.x
-            reduction = reduction[keep] if isinstance(reduction, Tensor) else reduction
-            ai = ai[keep] if ai is not None else None
-        d = delta.clone().requires_grad_(True)
-        scores = problem.model(xi + d)
-        loss = sub.loss(scores, ai)
-        c = _constraint(loss, scores)
-        state.queries[rows] += 2
-        if k > 0:
-            mu = torch.lerp(mu, _p2_slope(c.detach(), rho, mu), 1 - AVERAGE).clamp(1e-6, 1e12)
-        if k > 0 and (k + 1) % CHECK == 0:
-            rho = torch.where(found | (c.detach() < IMPROVE * previous), rho, GROW * rho)
-            previous = c.detach()
-        elif k == 0:
-            previous = c.detach()
-        is_adv = sub.is_adversarial(scores.detach())
-        norms = distance.norm(d.detach())
-        moved = d.detach().flatten(1).abs().amax(dim=1) > 0
-        best = state.best_norm[rows]
-        better = is_adv & moved & (norms < best)
-        if bool(better.any()):
-            state.record(rows[better], norms[better], d.detach()[better],
-                         scores.detach()[better])  # fmt: skip
-        first = torch.where(is_adv & ~found, torch.full_like(first, k), first)
-        found |= is_adv
-        smooth = k == 0 or weights is not None  # the L1 distance is stepped by its prox
-        total = _p2(c, rho, mu) if smooth else distance.norm(d) + _p2(c, rho, mu)
-        (grad,) = torch.autograd.grad(total.sum(), d, allow_unused=True)
-        if grad is None:
-            return
-        # the raw gradient, as ALMA takes it: RMSProp's statistics include the components
-        # the box blocks (zeroing them there lost ground on the robust tuning model);
-        # the projection below keeps the box and the frozen coordinates
-        grad = torch.nan_to_num(grad)
-        span = ((steps if own is None else own) - first).clamp(min=1)
-        t = (k - first).clamp(min=0) / span  # 0 at the first flip, 1 at the end
-        step = lr * reduction**t
-        # the tail: down to LR_REDUCTION by the end (a factor 1 where already there)
-        if isinstance(reduction, Tensor) or reduction > LR_REDUCTION:
-            step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
-        square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
-        root = square.sqrt().add_(1e-8)  # RMSProp's denominator, also the prox's
-        moment.mul_(AVERAGE).addcdiv_(grad, root)
-        scaled = per_sample(step, moment)
-        delta = delta - moment * scaled
-        if weights is not None and k > 0:  # soft-thresholding: L1's proximal map
-            cut = scaled * weights / root
-            delta = (delta.abs() - cut).clamp_(min=0).mul_(delta.sign())
-        delta = space.project(xi, delta)
+            # the raw gradient, as ALMA takes it: RMSProp's statistics include the components
+            # the box blocks (zeroing them there lost ground on the robust tuning model);
+            # the projection below keeps the box and the frozen coordinates
+            grad = torch.nan_to_num(grad)
+            span = ((steps if own is None else own) - first).clamp(min=1)
+            t = (k - first).clamp(min=0) / span  # 0 at the first flip, 1 at the end
+            step = lr * reduction**t
+            # the tail: down to LR_REDUCTION by the end (a factor 1 where already there)
+            if isinstance(reduction, Tensor) or reduction > LR_REDUCTION:
+                step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
+            square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
+            root = square.sqrt().add_(1e-8)  # RMSProp's denominator, also the prox's
+            moment.mul_(AVERAGE).addcdiv_(grad, root)
+            scaled = per_sample(step, moment)
+            delta = delta - moment * scaled
+            if weights is not None and k > 0:  # soft-thresholding: L1's proximal map
+                cut = scaled * weights / root
+                delta = (delta.abs() - cut).clamp_(min=0).mul_(delta.sign())
+            delta = space.project(xi, delta)
+    finally:
+        state.queries[rows] += 2 * spent

@@ -24,6 +24,21 @@ def per_sample(values: Tensor, like: Tensor) -> Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
+def moved(delta: Tensor, norms: Tensor, host: bool) -> Tensor:
+    """Per sample, whether the perturbation ``delta`` moved at all (some entry is not 0),
+    given its ``norms`` under any distance: a norm above 0 has a non-zero entry, so on the
+    host (where reading ``norms`` back is free) only the rows whose norm is 0 or NaN are
+    read (a norm can underflow to 0); elsewhere every row is, without a sync."""
+    if not host:
+        return delta.flatten(1).abs().amax(dim=1) > 0
+    out = norms > 0
+    if bool(out.all()):
+        return out
+    rest = (~out).nonzero().squeeze(1)
+    out[rest] = delta[rest].flatten(1).abs().amax(dim=1) > 0
+    return out
+
+
 @dataclass
 class SearchState:
     """Best adversarial perturbation per sample (``inf`` norm where none was found), the
