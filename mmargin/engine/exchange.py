@@ -245,7 +245,8 @@ def _walk(
         c_ci, c_loss, c_grad = _nearest_class(model, space, picked.x, picked.labels,
                                               base[chosen], others, flat_w)  # fmt: skip
         ci[chosen], loss[chosen], grad[chosen] = c_ci, c_loss, c_grad
-        state.queries.index_add_(0, rows[chosen], torch.full_like(rows[chosen], 1 + CHOICES))
+        paid = torch.full_like(rows[chosen], 1 + others.shape[1])  # one forward, K backward
+        state.queries.index_add_(0, rows[chosen], paid)
     lin = plain.nonzero().squeeze(1)
     if lin.numel():
         _, p_loss, p_grad = linearise(sub.rows(lin), ci[lin], base[lin])
