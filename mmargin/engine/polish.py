@@ -30,7 +30,7 @@ from torch import Tensor
 from mmargin.engine.finish import bisect_scale
 from mmargin.engine.ownsteps import compact, running
 from mmargin.engine.problem import Problem
-from mmargin.engine.state import SearchState, per_sample
+from mmargin.engine.state import SearchState, moved, per_sample
 from mmargin.protocols import Space
 
 __all__ = ["POLISH_MAX_STEPS", "POLISH_MIN_STEPS", "knapsack", "polish_run", "shrink"]
@@ -82,13 +82,13 @@ def knapsack(room: Tensor, grad: Tensor, weights: Tensor, need: Tensor) -> Tenso
         return -grad.sign() * amount
     order = ratio.topk(PREFIX, dim=1).indices
     share, total = _shares(gain, order, want)
-    moved = torch.zeros_like(gain).scatter_(1, order, share)
+    taken = torch.zeros_like(gain).scatter_(1, order, share)
     short = (total < want.squeeze(1)).nonzero().squeeze(1)  # the prefix falls short
     if short.numel():
         whole = ratio[short].argsort(dim=1, descending=True)
         rest, _ = _shares(gain[short], whole, want[short])
-        moved[short] = torch.zeros_like(rest).scatter_(1, whole, rest)
-    return -grad.sign() * (moved * room)
+        taken[short] = torch.zeros_like(rest).scatter_(1, whole, rest)
+    return -grad.sign() * (taken * room)
 
 
 def _shares(gain: Tensor, order: Tensor, want: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,6 +155,7 @@ def polish_run(
     fewer than :data:`POLISH_MIN_STEPS` steps is left alone. A candidate is a flip by the
     problem's goal (and targets)."""
     x, labels, space, distance = problem.x, problem.labels, problem.space, problem.distance
+    host = x.device.type == "cpu"  # reading a value back costs nothing
     own = lengths.clamp(max=steps) if lengths is not None else torch.full_like(labels, steps)
     # the bisection and one linearisation need POLISH_MIN_STEPS
     chosen = state.flipped_away(labels, only) & (own >= POLISH_MIN_STEPS)
@@ -193,8 +194,8 @@ def polish_run(
         scores, c_loss, c_grad = linearise(sub, ci, cand)
         state.queries[rows] += 2
         norms = distance.norm(cand)
-        moved = cand.flatten(1).abs().amax(dim=1) > 0
-        better = sub.is_adversarial(scores) & moved & (norms < state.best_norm[rows])
+        still = moved(cand, norms, host)
+        better = sub.is_adversarial(scores) & still & (norms < state.best_norm[rows])
         if bool(better.any()):
             state.record(rows[better], norms[better], cand[better], scores[better])
         b = per_sample(better.to(x.dtype), base)

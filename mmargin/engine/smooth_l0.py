@@ -36,7 +36,7 @@ from torch import Tensor
 
 from mmargin.engine.ownsteps import compact, running
 from mmargin.engine.problem import Problem
-from mmargin.engine.state import SearchState, per_sample, usable
+from mmargin.engine.state import SearchState, moved, per_sample, usable
 from mmargin.goals import flip_tolerance
 from mmargin.protocols import Distance
 
@@ -89,6 +89,7 @@ def smooth_l0_run(
     is unusable, as the ε-ball search's first step does
     (:func:`~mmargin.engine.state.usable`)."""
     x, space, distance = problem.x, problem.space, problem.distance
+    host = x.device.type == "cpu"  # reading a value back costs nothing
     batch = x.shape[0]
     rows = state.searching()
     own = torch.full((batch,), steps, device=x.device) if lengths is None else lengths.clone()
@@ -123,8 +124,7 @@ def smooth_l0_run(
         is_adv = sub.flips(scores.detach(), loss.detach())
         dd = d.detach()
         norms = distance.norm(dd)
-        moved = dd.flatten(1).abs().amax(dim=1) > 0
-        better = is_adv & moved & (norms < state.best_norm[rows])
+        better = is_adv & moved(dd, norms, host) & (norms < state.best_norm[rows])
         if bool(better.any()):
             state.record(rows[better], norms[better], dd[better], scores.detach()[better])
         sq = _position_square(distance, v).flatten(1)
