@@ -26,7 +26,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-TUNING = ("mnist_cnn", "tune_cnn_fgsm", "tune_cnn_fgsm_short", "digits_mlp")
+TUNING = (
+    "mnist_cnn",
+    "tune_cnn_fgsm",
+    "tune_cnn_fgsm_short",
+    "tune_cnn_bn",
+    "tune_mlp",
+    "digits_mlp",
+)
 
 
 class _Twin(nn.Module):

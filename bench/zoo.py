@@ -5,7 +5,9 @@ Two sets, kept apart on purpose (see ``bench/zoo/README.md``):
 - **tuning**: the models the engine's defaults may be developed against — the shipped
   MNIST CNN and digits MLP (``mmargin_image.models``) and two adversarially trained CNNs:
   one of the same LeNet shape trained for 8 epochs (``tune_cnn_fgsm``) and one with
-  average pooling trained for 2 (``tune_cnn_fgsm_short``);
+  average pooling trained for 2 (``tune_cnn_fgsm_short``); and, so that batch-norm CNNs
+  and MNIST MLPs have a tuning stand-in of their own, a LeNet-shaped CNN with batch norm
+  (``tune_cnn_bn``) and an MLP 784-300-100-10 (``tune_mlp``);
 - **evaluation**: models no default was ever tuned on, with other architectures, seeds and
   training — a CNN with batch norm, a plain MLP, an FGSM-with-random-start L∞ trained
   all-convolutional CNN, and a digits MLP for the exact (MILP) ratios.
@@ -90,6 +92,18 @@ class AvgPoolCNN(_Body):
         )  # fmt: skip
 
 
+class BnLeNet(_Body):
+    """conv 1→16 (5×5) BN ReLU max-pool, conv 16→32 (5×5) BN ReLU max-pool, 512→100 ReLU,
+    100→10: a batch-norm CNN of another shape than the evaluation set's :class:`BnCNN`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            nn.Conv2d(1, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 100), nn.ReLU(), nn.Linear(100, 10),
+        )  # fmt: skip
+
+
 def _mlp(*widths: int) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in itertools.pairwise(widths):
@@ -133,6 +147,14 @@ MEMBERS: dict[str, Member] = {
         Member(
             "tune_cnn_fgsm_short", "tuning", "mnist", AvgPoolCNN, "CNN with average pooling",
             training="fgsm-rs", eps=0.3, epochs=2, seed=11,
+        ),
+        Member(
+            "tune_cnn_bn", "tuning", "mnist", BnLeNet, "LeNet-shaped CNN with batch norm",
+            epochs=2, seed=12,
+        ),
+        Member(
+            "tune_mlp", "tuning", "mnist", lambda: _mlp(784, 300, 100, 10),
+            "MLP 784-300-100-10", epochs=4, seed=13,
         ),
         Member(
             "eval_cnn_bn", "evaluation", "mnist", BnCNN, "CNN with batch norm", epochs=4,
