@@ -34,6 +34,7 @@ from mmargin.engine.passes import (
     refine_classes,
     search_legs,
     split_steps,
+    won_probes,
 )
 from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
@@ -197,7 +198,10 @@ def _class_aware(
     the best flip toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`).
     Untargeted searches only (their goal reads no targets). ``reach``: the first-order
     distances of the ``ranked`` classes at ``x``; a probe whose class is out of reach
-    (:func:`~mmargin.engine.legstop.out_of_reach`) is not run."""
+    (:func:`~mmargin.engine.legstop.out_of_reach`) is not run. In a short L2 plan a sample
+    whose Lagrangian run beat its first run skips the last probes
+    (:func:`~mmargin.engine.passes.won_probes`): its last refinement runs for its own steps
+    plus theirs, in the same batched run as the others' (``epsball_run(lengths=...)``)."""
     x, labels, distance = problem.x, problem.labels, problem.distance
     lagrange = lagrangian_steps(steps, distance.p, config)
     second = second_steps(steps, distance.p, config) if lagrange else 0
@@ -209,11 +213,20 @@ def _class_aware(
     before = state.queries.clone()
     skipped = torch.zeros_like(before)  # per sample, steps not run that count as spent
     candidates = None
+    # per sample, whether its Lagrangian run beat the ε-ball run before it (then it skips
+    # the last ``drop`` probes, whose steps its last refinement takes: .passes.won_probes)
+    drop = won_probes(steps, distance.p, config, plan) if lagrange else 0
+    won = torch.zeros_like(state.best_norm, dtype=torch.bool)
+    handed = torch.zeros_like(before)  # per sample, probe steps its last refinement takes
+    last_probe = max((leg.index for leg in plan if leg.kind == "probe" and leg.steps), default=-1)
+    last_refine = max((n for n, leg in enumerate(plan) if leg.kind == "refine" and leg.steps),
+                      default=-1)  # fmt: skip
     for n, leg in enumerate(plan):
         if leg.steps < 1:
             continue
         start = torch.zeros_like(x)
-        against = only = None
+        against = only = lengths = None
+        length = leg.steps
         if leg.kind == "probe":
             if candidates is None:
                 candidates = probe_classes(ranked, state.best_class, config.probes)
@@ -224,26 +237,35 @@ def _class_aware(
             mark = first_mark(leg.kind, leg.steps, config.hopeless)
             allowance = skip_allowance(distance.p, config) if mark else 0.0
             far = out_of_reach(ranked, reach, against, state, allowance)
-            skipped += mark * far.to(skipped.dtype)
-            only = ~far
+            gone = won & (leg.index > last_probe - drop)  # a probe handed to the refinement
+            skipped += mark * (far & ~gone).to(skipped.dtype)
+            handed += leg.steps * gone.to(handed.dtype)
+            only = ~far & ~gone
         elif leg.kind == "refine":
             against = refine_classes(state.best_class, ranked, labels)
             start = state.best_delta.clone()
+            if n == last_refine and bool(handed.any()):  # each sample for its own steps
+                lengths = leg.steps + handed
+                length = int(lengths.max())
         last = n == len(plan) - 1
+        # (watched over the planned run's last steps: those of most samples)
         late = Late.over(leg.steps, state) if last else None
         stop = LegStop.for_leg(leg.kind, leg.steps, config.leg_window, config.leg_rtol,
                                config.hopeless, state)  # fmt: skip
-        epsball_run(problem, leg.steps, config, start, state, against, late, check=n == 0,
-                    stop=stop, only=only)  # fmt: skip
+        epsball_run(problem, length, config, start, state, against, late, check=n == 0,
+                    stop=stop, only=only, lengths=lengths)  # fmt: skip
         if late is not None:
             late.judge(state)
         # never before the first run: it flags the samples without usable gradients
         if n == slot and lagrange:
             begin = state.best_delta.clone() if warm else None
             first = lagrangian_lr(steps, distance.p, config)
+            prior = state.best_norm.clone()
             lagrangian_run(problem, lagrange, state, start=begin, lr_init=first)
             if second:  # a second basin: from the clean input, another first step
                 lagrangian_run(problem, second, state, lr_init=config.lagrangian_second_lr)
+            if drop:
+                won = state.best_norm < prior
     # the steps the probes' early exits left unspent: L2 a second Lagrangian run, L1 the
     # knapsack polish of the best flip, L∞ a refinement of it toward the runner-up class;
     # a probe not run leaves them what it would have left had it run to its first exit

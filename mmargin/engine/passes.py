@@ -16,7 +16,10 @@ the tuning models at 100, 250 and 500 passes): legs of a few dozen steps are too
 anneal, so an L2 or L1 search of under ~150 passes is one plain run, nothing ranked (the
 ranking alone costs 10 passes); an L2 search of under ~800 passes spends half its steps
 on the Lagrangian run and has two class probes instead of three; a longer one has a second
-Lagrangian run (:func:`mmargin.engine.lagrangian.second_steps`). L∞ keeps the split at
+Lagrangian run (:func:`mmargin.engine.lagrangian.second_steps`). Where the short plan's
+probes are too short for the hopeless exit, a sample whose Lagrangian run beat its first
+ε-ball run skips the last probe and refines its best flip for longer (:func:`won_probes`:
+a choice per sample, read off its own two runs). L∞ keeps the split at
 every budget (one plain run lost there at 250 passes in session 4: mnist_cnn 0.988 →
 0.92). L1 splits from ~150 passes: a plain run up to ~600 passes was mixed on the tuning
 models at 250 and 500 (mnist_cnn down 0.02, the robust CNNs up) and lost on the
@@ -27,8 +30,8 @@ mnist_cnn and digits_mlp, whose nearest class a probe finds).
 
 Nothing here is per model: the plan is a function of the steps and the distance only,
 the shares are fractions of the steps left after ranking, and every choice is per sample
-(its own ranking, its own best), so a sample's result never depends on the other
-samples of its batch.
+(its own ranking, its own best, which of its runs won), so a sample's result never
+depends on the other samples of its batch.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mmargin.engine.legstop import first_mark
 from mmargin.engine.spec import GradientConfig
 
 __all__ = [
@@ -50,6 +54,7 @@ __all__ = [
     "search_legs",
     "split_steps",
     "toward",
+    "won_probes",
 ]
 
 ANNEAL_STEPS = 8
@@ -114,6 +119,49 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
     if p == 1.0 and steps < config.short_steps:
         probes = min(probes, config.short_probes_l1)
     return legs(steps - spent, config.restarts, probes, config.first_share, share)
+
+
+def won_probes(steps: int, p: float, config: GradientConfig, plan: list[Leg]) -> int:
+    """How many of the last probes of a class-aware search of ``steps`` steps on the Lp
+    distance ``p`` (its ε-ball runs: ``plan``) a sample skips when its Lagrangian run beat
+    its first ε-ball run (a smaller flip), the skipped probes' steps going to its last
+    refinement: ``config.won_probes`` in a short L2 plan (:func:`is_short`) that has a
+    refinement and whose probes are too short for the hopeless exit
+    (:func:`mmargin.engine.legstop.first_mark`: a longer probe leaves by itself where its
+    class is hopeless), otherwise none.
+
+    Measured (L2, images 0–199, pooled with ALMA, DDN, FMN and every run compared; halves
+    0–99 / 100–199): at 250 passes (two probes of 8 steps) a sample whose Lagrangian run
+    beat its first run got a smaller final flip from 8 more refinement steps than from its
+    last probe: tune_cnn_fgsm 0.7974 → 0.8034 (0.7961 / 0.7448 → 0.8020 / 0.7533),
+    tune_cnn_fgsm_short 0.8843 → 0.8899 (0.9055 / 0.8307 → 0.9113 / 0.8377), tune_cnn_bn
+    0.9761 → 0.9770, mnist_cnn 0.9921 → 0.9924, tune_mlp 0.9959 (both halves up or
+    unchanged everywhere), at the same passes. Where the Lagrangian run won, the probes
+    rarely found a smaller flip on the robust CNNs (2 of 43 and 9 of 60 samples, 100
+    images) against 4 of 11 on tune_cnn_bn, whose Lagrangian wins are narrower: skipping
+    both probes gained on the robust CNNs (0.8017 and 0.8939) but lost on tune_cnn_bn
+    (0.9732) and mnist_cnn (0.9913), where a probe had found a nearer class after a
+    Lagrangian win of 1 %; skipping them only after a win of over 10 % kept tune_cnn_bn
+    but gained less than the last probe alone. At 500 passes (probes of 17 steps, with the
+    exit) skipping the last probe moved optimality by under 0.001 (tune_cnn_bn 0.9870 →
+    0.9866, tune_cnn_fgsm 0.8693 → 0.8696) at 1–3 % more passes per sample, hence only
+    probes without the exit. Screens on images 0–99 at 250 passes, both probes skipped:
+    giving their steps to the Lagrangian run instead of the refinement (that run
+    lengthened per sample from the start of its tail on, where its own flip so far beat
+    the first run's) left tune_cnn_fgsm unchanged where the refinement gained 0.011;
+    a warm Lagrangian run from the best flip before the refinement gained about what the
+    refinement did and lost as much on tune_cnn_bn. At 1000 passes (three probes of 24
+    steps, with the exit) handing probes to the refinement gained nothing on the robust
+    CNNs (tune_cnn_fgsm within 0.0012) at 3–7 % more passes, and lost on tune_cnn_bn
+    (0.9946 → 0.9852 skipping all three, 0.9939 → 0.9924 the last two)."""
+    if not (p == 2.0 and is_short(steps, p, config)):
+        return 0
+    if not any(leg.kind == "refine" and leg.steps >= 1 for leg in plan):
+        return 0
+    if any(leg.kind == "probe" and first_mark(leg.kind, leg.steps, config.hopeless)
+           for leg in plan):  # fmt: skip
+        return 0
+    return config.won_probes
 
 
 def probe_classes(ranked: Tensor, found: Tensor, count: int) -> Tensor:

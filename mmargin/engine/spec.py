@@ -106,7 +106,10 @@ class GradientConfig:
     them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1) and has
     ``short_probes`` probes of ``short_probe_share``; an L1 search of fewer than
     ``short_steps`` steps has at most ``short_probes_l1`` probes (of ``probe_share``), the
-    steps of the others going to the refinements.
+    steps of the others going to the refinements. In a short L2 search whose probes are
+    too short for the hopeless exit (250 passes), a sample whose Lagrangian run found a
+    smaller flip than its first ε-ball run skips the last ``won_probes`` probes and its
+    last refinement takes their steps (:func:`mmargin.engine.passes.won_probes`; 0 = off).
     On L2, the steps a sample's runs left unspent (probes it left early) go to a second
     Lagrangian run from the clean input with first step ``unspent_lr`` (0 = off); on L1,
     with ``unspent_polish``, to the knapsack polish of the best flip
@@ -144,6 +147,7 @@ class GradientConfig:
     short_probes: int = 2
     short_probe_share: float = 0.15
     short_probes_l1: int = 2
+    won_probes: int = 0
     restarts: int = 1
     candidates: int = 9
     probes: int = 3
@@ -168,6 +172,7 @@ class GradientConfig:
             check_int("gradient", name, getattr(self, name), 0, MAX_BUDGET)
         check_int("gradient", "short_probes", self.short_probes, 0, 1000)
         check_int("gradient", "short_probes_l1", self.short_probes_l1, 0, 1000)
+        check_int("gradient", "won_probes", self.won_probes, 0, 1000)
         check_float("gradient", "short_probe_share", self.short_probe_share, 0.0, 1.0)
         check_float("gradient", "short_lagrangian", self.short_lagrangian, 0.0, 0.9)
         check_float("gradient", "short_lagrangian_lr", self.short_lagrangian_lr, 1e-6, 10.0)
