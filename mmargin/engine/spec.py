@@ -147,7 +147,7 @@ class GradientConfig:
     short_probes: int = 2
     short_probe_share: float = 0.15
     short_probes_l1: int = 2
-    won_probes: int = 0
+    won_probes: int = 1
     restarts: int = 1
     candidates: int = 9
     probes: int = 3
