@@ -22,7 +22,7 @@ from mmargin.l1ball import threshold
 from mmargin.protocols import Distance, l2_scale
 from mmargin.ranking import top_mask
 
-__all__ = ["Distance", "LpDistance", "fit_distance", "lp", "pixel_l0"]
+__all__ = ["Distance", "LpDistance", "fit_distance", "lp", "pixel_l0", "plain_l2"]
 
 _TINY = 1e-12
 
@@ -167,6 +167,12 @@ def lp(name: str, weights: Tensor | None = None, units: str = "") -> LpDistance:
     if key not in _LP_NAMES:
         raise ValueError(f"unknown Lp distance {name!r}; expected one of {sorted(_LP_NAMES)}")
     return LpDistance(name=key, p=_LP_NAMES[key], weights=weights, units=units)
+
+
+def plain_l2(distance: Any) -> bool:
+    """Whether ``distance`` is the plain (unweighted) L2 norm of :class:`LpDistance`: its own
+    dual norm, computed by one ``linalg.vector_norm`` call, with the gradient ``δ / ‖δ‖``."""
+    return isinstance(distance, LpDistance) and distance.p == 2.0 and distance.weights is None
 
 
 def pixel_l0(distance: Any) -> Any:

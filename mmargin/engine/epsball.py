@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from mmargin.distances import LpDistance
+from mmargin.distances import plain_l2
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.ownsteps import running
 from mmargin.engine.problem import Problem
@@ -305,7 +305,7 @@ def _step(
             reach = norms + l0_needed(space, distance, xi, di, grad, loss,
                                       searching if host else None)  # fmt: skip
         else:  # plain L2 is its own dual: the step's gradient norm is the dual norm
-            dual = size if _self_dual(distance) else distance.dual_norm(grad)
+            dual = size if plain_l2(distance) else distance.dual_norm(grad)
             reach = norms + loss.clamp(min=0) / dual.clamp(min=1e-12)
         grow = torch.where(was_found, grow, torch.maximum(reach * up + 1e-12, grow))
     best = state.best_norm if every else state.best_norm[idx]
@@ -327,12 +327,6 @@ def _step(
         done = found[idx] & (stall[idx] >= config.patience)
         active[idx] = ~done
     return delta, eps, found
-
-
-def _self_dual(distance: Distance) -> bool:
-    """Whether ``distance`` is the plain (unweighted) L2 norm, whose dual norm is the L2
-    norm itself, computed by the same ``linalg.vector_norm`` call."""
-    return isinstance(distance, LpDistance) and distance.p == 2.0 and distance.weights is None
 
 
 def _raw_gradient(loss: Tensor, inputs: Tensor) -> Tensor:
