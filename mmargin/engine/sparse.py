@@ -236,9 +236,7 @@ def _probe_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors
     alt = [j for j, k in enumerate(kinds) if k == _ALTERNATE]
     sel = _index(ids, device)
     d = torch.empty((len(ids), *t.best.shape[1:]), dtype=t.best.dtype, device=device)
-    mask = None
-    if bis or res:
-        mask = torch.ones((len(ids), t.moved.shape[1]), dtype=torch.bool, device=device)
+    mask = torch.ones((len(ids), t.moved.shape[1]), dtype=torch.bool, device=device)
     if bis:
         b = _index(bis, device)
         s = sel[b]
@@ -264,7 +262,7 @@ def _probe_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors
         assert t.alternates is not None
         b = _index(alt, device)
         d[b] = t.alternates[sel[b]]
-    if mask is not None:
+    if bis or res:  # (alternates alone are asked as they are)
         d = _within(problem.distance, d, mask)
     values, flipped, sizes = _forward(problem.rows(sel), d)
     kept, keep_rows, first = [], [], []
@@ -324,9 +322,9 @@ def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tens
     at = [j for j, i in enumerate(ids) if rows[i].ask == _GRADIENT]
     starts = [[i for j in walking if rows[i := ids[j]].steps == 0 and rows[i].start == s]
               for s in (0, 1)]  # fmt: skip
-    for s, source in zip(starts, (t.best, t.pushed), strict=True):
-        if s:  # a descent starts: from the flip, or from every position pushed
-            f = _index(s, device)
+    for begin, source in zip(starts, (t.best, t.pushed), strict=True):
+        if begin:  # a descent starts: from the flip, or from every position pushed
+            f = _index(begin, device)
             t.point[f] = source[f]
             t.sums[f] = 0.0
     if walking and not at:
