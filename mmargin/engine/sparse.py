@@ -24,18 +24,24 @@ With passes left when that ends, the same runs from a second flip of the search 
 ``alternate``: the smooth-L0 run's best or the ε-ball runs', whichever is not the first),
 checked by one forward pass first; the result with fewer positions is kept.
 
-Each sample's search is a coroutine (:func:`_shrink`) that asks for one model pass at a
-time — a forward pass on a candidate or a gradient — and decides alone what to ask next, so
-its arithmetic is its own whatever shares the batch. :func:`sparse_finish` runs all of them
-in lock step: each round, every sample still shrinking asks once and the asks are answered
-by one batched forward pass and one batched forward + backward pass. A sample whose stage
-ends, or whose passes run out, leaves the rounds; each pass is counted to its sample. The
-work between passes that every sample does alike is done for the round's samples at once,
-row by row the same numbers as alone: a candidate is asked as a point and the positions
-to keep (the forward pass masks them all), and a descent step's next point is computed for
-every descending sample together (:func:`_descent_steps`; the running sums are rows of one
-tensor). On a small model the per-sample tensor calls were most of the stage's time (an
-MNIST MLP, 100 images at 1000 passes: ~810k torch calls in the L0 search, ~177k now).
+Each sample asks for one model pass at a time — a forward pass on a candidate or a
+gradient — and decides alone what to ask next, so its arithmetic is its own whatever shares
+the batch. :func:`sparse_finish` runs all samples in lock step: each round, every sample
+still shrinking asks once and the asks are answered by one batched forward pass
+(:func:`_probe_round`) and one batched forward + backward pass (:func:`_gradient_round`),
+rows in sample order. A sample whose stage ends, or whose passes run out, leaves the
+rounds; each pass is counted to its sample. A sample's place in the steps above is plain
+integers (:class:`_Row`: the bisection's bounds, the position restored, the descent's
+steps); its tensors are its rows of batch tensors (:class:`_Tensors`), and the work
+between passes is done for the round's samples at once, row by row the same numbers as
+alone: the pushed points and shares at a round's gradients, the rankings of the
+bisections and restores that start (one stable sort of their rows), the candidates (rows
+gathered, one mask), the descent steps (:func:`_descent_steps`). On a small model the
+per-sample tensor calls were most of the stage's time (an MNIST MLP, 100 images at 1000
+passes: ~810k torch calls in the L0 search with a coroutine and its own tensor calls per
+sample, ~185k with the descent steps batched (session 10), ~146k with every sample's
+bookkeeping batched: the same model calls on the same rows, the same results, bit for
+bit; the coroutine version is kept as the tests' reference, tests/sparse_reference.py).
 
 Every candidate goes through the space's ``project`` (mask, box) and ``finalize`` and is kept
 only when a forward pass on it saw the flip; the driver re-verifies the result.
