@@ -241,34 +241,40 @@ def _probe_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors
     res = [j for j, k in enumerate(kinds) if k == _RESTORE]
     alt = [j for j, k in enumerate(kinds) if k == _ALTERNATE]
     sel = _index(ids, device)
-    d = torch.empty((len(ids), *t.best.shape[1:]), dtype=t.best.dtype, device=device)
-    mask = torch.ones((len(ids), t.moved.shape[1]), dtype=torch.bool, device=device)
+    parts: list[tuple[list[int], Tensor, Tensor | None]] = []  # rows, points, masks
     if bis:
-        b = _index(bis, device)
-        s = sel[b]
+        s = _subset(sel, bis, len(ids), device)
         fresh = [ids[j] for j in bis if rows[ids[j]].opening()]
         if fresh:
             _rank(t, _index(fresh, device), [rows[i].pool for i in fresh])
-        d[b] = t.pushed[s]
         mid = torch.as_tensor([rows[ids[j]].mid for j in bis], device=device)
-        mask[b] = t.rank[s] < mid.unsqueeze(1)
+        parts.append((bis, _take(t.pushed, s), _take(t.rank, s) < mid.unsqueeze(1)))
     if res:
-        b = _index(res, device)
-        s = sel[b]
+        s = _subset(sel, res, len(ids), device)
         fresh = [ids[j] for j in res if rows[ids[j]].j == 0]
         if fresh:  # least share first, the flip's positions only
             f = _index(fresh, device)
-            t.order[f] = _stable_order(torch.where(t.moved[f], t.gain[f], torch.inf), False)
-        d[b] = t.best[s]
-        keep = t.moved[s].clone()
+            score = torch.where(_take(t.moved, f), _take(t.gain, f), torch.inf)
+            t.order.index_copy_(0, f, _stable_order(score, False))
+        keep = _take(t.moved, s)
         at = torch.as_tensor([rows[ids[j]].j for j in res], dtype=torch.long, device=device)
         keep[torch.arange(len(res), device=device), t.order[s, at]] = False
-        mask[b] = keep
+        parts.append((res, _take(t.best, s), keep))
     if alt:
         assert t.alternates is not None
-        b = _index(alt, device)
-        d[b] = t.alternates[sel[b]]
+        parts.append((alt, _take(t.alternates, _subset(sel, alt, len(ids), device)), None))
+    if len(parts) == 1:
+        d, mask = parts[0][1], parts[0][2]
+    else:
+        d = torch.empty((len(ids), *t.best.shape[1:]), dtype=t.best.dtype, device=device)
+        mask = torch.ones((len(ids), t.moved.shape[1]), dtype=torch.bool, device=device)
+        for where, points, masks in parts:
+            b = _index(where, device)
+            d.index_copy_(0, b, points)
+            if masks is not None:
+                mask.index_copy_(0, b, masks)
     if bis or res:  # (alternates alone are asked as they are)
+        assert mask is not None
         d = _within(problem.distance, d, mask)
     values, flipped, sizes = _forward(problem.rows(sel), d)
     kept, keep_rows, first = [], [], []
@@ -302,9 +308,27 @@ def _probe_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors
             _top(r)
     if first:
         f = _index(first, device)
-        t.first[f] = t.best[f]
+        t.first.index_copy_(0, f, _take(t.best, f))
     if kept:
-        t.best[_index(keep_rows, device)] = values[_index(kept, device)]
+        t.best.index_copy_(
+            0, _index(keep_rows, device), _take(values, _subset(None, kept, len(ids), device))
+        )
+
+
+def _take(values: Tensor, index: Tensor | None) -> Tensor:
+    """The rows ``index`` of ``values`` (a copy); ``None``: all of them (``values`` itself)."""
+    return values if index is None else values.index_select(0, index)
+
+
+def _subset(
+    sel: Tensor | None, where: list[int], total: int, device: torch.device
+) -> Tensor | None:
+    """The entries ``where`` of the index ``sel`` (``None``: of ``range(total)``), as an
+    index; ``None`` where they are all ``total`` of them (``where`` ascending, distinct)."""
+    if len(where) == total:
+        return sel
+    at = torch.as_tensor(where, dtype=torch.long, device=device)
+    return at if sel is None else sel.index_select(0, at)
 
 
 def _rank(t: _Tensors, sel: Tensor, pools: list[int]) -> None:
@@ -321,9 +345,10 @@ def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tens
     """One batched forward + backward pass at the flips (the loop's gradient) and descent
     points of the samples ``ids`` (ascending), the descent steps taken at once, and each
     sample's next step from its reply."""
-    x, space, distance = problem.x, problem.space, problem.distance
-    device = x.device
+    space, distance = problem.space, problem.distance
+    device = problem.x.device
     sel = _index(ids, device)
+    sub = problem.rows(sel)
     walking = [j for j, i in enumerate(ids) if rows[i].ask == _DESCEND]
     at = [j for j, i in enumerate(ids) if rows[i].ask == _GRADIENT]
     starts = [[i for j in walking if rows[i := ids[j]].steps == 0 and rows[i].start == s]
@@ -331,30 +356,32 @@ def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tens
     for begin, source in zip(starts, (t.best, t.pushed), strict=True):
         if begin:  # a descent starts: from the flip, or from every position pushed
             f = _index(begin, device)
-            t.point[f] = source[f]
+            t.point.index_copy_(0, f, _take(source, f))
             t.sums[f] = 0.0
-    if walking and not at:
-        d = t.point[sel]
+    w = _subset(None, walking, len(ids), device)
+    g = _subset(None, at, len(ids), device)
+    if not at:
+        d = _take(t.point, sel)
     else:
-        d = t.best[sel]
+        d = _take(t.best, sel)
         if walking:
-            w = _index(walking, device)
-            d[w] = t.point[sel[w]]
-    grad, flipped, sizes = _gradient(problem.rows(sel), d)
+            assert w is not None
+            d.index_copy_(0, w, _take(t.point, sel.index_select(0, w)))
+    grad, flipped, sizes = _gradient(sub, d)
     nxt = None
     if walking:
-        w = _index(walking, device)
-        s = sel[w]
+        s = sel if w is None else sel.index_select(0, w)
         k = torch.as_tensor([rows[ids[j]].count - 1 for j in walking], device=device)
-        nxt, t.sums[s] = _descent_steps(space, distance, x[s], grad[w], d[w], t.sums[s], k)
+        nxt, total = _descent_steps(space, distance, _take(sub.x, w), _take(grad, w),
+                                    _take(d, w), _take(t.sums, s), k)  # fmt: skip
+        t.sums.index_copy_(0, s, total)
     if at:
-        g = _index(at, device)
-        s = sel[g]
-        point, slope = d[g], grad[g]
-        t.moved[s] = positions(distance, point).flatten(1)
-        pushed = space.project(x[s], torch.where(slope != 0, -slope.sign() * FAR, point))
-        t.pushed[s] = pushed
-        t.gain[s] = _shares(distance, slope, pushed).flatten(1)
+        s = sel if g is None else sel.index_select(0, g)
+        point, slope = _take(d, g), _take(grad, g)
+        t.moved.index_copy_(0, s, positions(distance, point).flatten(1))
+        pushed = space.project(_take(sub.x, g), torch.where(slope != 0, -slope.sign() * FAR, point))
+        t.pushed.index_copy_(0, s, pushed)
+        t.gain.index_copy_(0, s, _shares(distance, slope, pushed).flatten(1))
     found, found_at, going, going_at = [], [], [], []
     step = 0
     for j, i in enumerate(ids):
@@ -379,10 +406,12 @@ def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tens
             _descend(r)
         step += 1
     if found:
-        t.best[_index(found, device)] = d[_index(found_at, device)]
+        t.best.index_copy_(0, _index(found, device), _take(d, _index(found_at, device)))
     if going:
         assert nxt is not None
-        t.point[_index(going, device)] = nxt[_index(going_at, device)]
+        t.point.index_copy_(
+            0, _index(going, device), _take(nxt, _subset(None, going_at, step, device))
+        )
 
 
 def _stable_order(values: Tensor, descending: bool) -> Tensor:
