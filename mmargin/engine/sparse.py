@@ -39,7 +39,7 @@ bisections and restores that start (one stable sort of their rows), the candidat
 gathered, one mask), the descent steps (:func:`_descent_steps`). On a small model the
 per-sample tensor calls were most of the stage's time (an MNIST MLP, 100 images at 1000
 passes: ~810k torch calls in the L0 search with a coroutine and its own tensor calls per
-sample, ~185k with the descent steps batched (session 10), ~146k with every sample's
+sample, ~185k with the descent steps batched (session 10), ~143k with every sample's
 bookkeeping batched: the same model calls on the same rows, the same results, bit for
 bit; the coroutine version is kept as the tests' reference, tests/sparse_reference.py).
 
