@@ -281,3 +281,106 @@ def test_the_batched_descents_match_each_sample_alone(monkeypatch: pytest.Monkey
         alone, used_alone, _ = stage([i])
         assert torch.equal(alone[0], delta[i]) and int(used_alone[0]) == int(used[i])
         assert int(model(x[i : i + 1] + delta[i : i + 1]).argmax(1)[0]) == 1
+
+
+class _Recorded(torch.nn.Module):
+    """A model that keeps a copy of every input it is called on."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.model(x)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_the_batched_bookkeeping_is_the_per_sample_search(grouped: bool) -> None:
+    """The stage keeps every sample's place in plain integers and its tensors as rows of
+    batch tensors (rankings, restores' orders, pushed points made once per round for every
+    sample asking); the per-sample coroutines it replaced (tests/sparse_reference.py)
+    are the reference: on a model with local minima, with passes that end samples in every
+    phase (bisections, restores, both descents, the alternate's check and its shrink),
+    every model call has the same inputs in the same order, and every flip and pass count
+    is the same, bit for bit."""
+    import sparse_reference
+
+    g = torch.Generator().manual_seed(11)
+    shape = (2, 4, 4)
+    n = 32
+    w = torch.randn(shape, generator=g)
+    v = torch.rand(shape, generator=g) * 8
+    x = torch.rand((n, *shape), generator=g) * 0.6 + 0.2
+    model = _Bumpy(w, v, 0.0)
+    model.b = float(-model(x)[:, 0].min()) + 2.0
+    distance, goal = (pixel_l0(lp("l0")) if grouped else lp("l0")), Untargeted()
+    space = box(0.0, 1.0, sample_shape=shape)
+    pushed = torch.where(w > 0, 0.0, 1.0).expand_as(x) - x
+    part = torch.where(torch.rand(x.shape, generator=g) < 0.6, pushed, 0.0)
+    start = torch.where(_per_row(model(x + part).argmax(1) == 1), part, pushed)
+    other = torch.where(torch.rand(x.shape, generator=g) < 0.5, pushed, 0.0)
+    other[::4] = 0.0  # no alternate
+    start[:2], other[:2] = 0.0, pushed[:2]  # nothing to shrink: at once to the alternate
+    labels = torch.zeros(n, dtype=torch.long)
+    passes = torch.arange(n) * 11 % 71 + torch.arange(n)
+    passes[:2] = torch.as_tensor([3, 4])  # too few for the alternate, just enough
+
+    def stage(finish: Any) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        recorded = _Recorded(model)
+        adapter, _ = F.torch_adapter(recorded)
+        problem = Problem(adapter, space, distance, goal, x, labels)
+        delta, used = finish(problem, start, passes, other)
+        return delta, used, recorded.inputs
+
+    delta, used, calls = stage(sparse_finish)
+    want, want_used, want_calls = stage(sparse_reference.sparse_finish)
+    assert len(calls) == len(want_calls) > 20
+    assert all(torch.equal(a, b) for a, b in zip(calls, want_calls, strict=True))
+    assert torch.equal(delta, want) and torch.equal(used, want_used)
+    assert (used <= passes).all()
+    assert len(set(positions(distance, delta).flatten(1).sum(1).tolist())) > 2
+
+
+def test_stable_orders_are_torchs() -> None:
+    """The stage's row-wise stable sorts (numpy's on CPU) are torch's ``argsort(stable=True)``
+    permutations: ties (zeros of both signs), infinities, and rows with NaN (torch's)."""
+    from mmargin.engine.sparse import _ranks_of, _stable_order
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randint(-3, 4, (6, 40), generator=g).float() * 0.5
+    values[values == 0.5] = -0.0
+    values[:, :4] = -torch.inf
+    values[1, 7] = torch.inf
+    values[2, 9] = torch.nan
+    for descending in (True, False):
+        order = _stable_order(values, descending)
+        want = values.argsort(dim=1, descending=descending, stable=True)
+        assert torch.equal(order, want)
+        rank = _ranks_of(order)
+        for i in range(values.shape[0]):
+            assert torch.equal(torch.gather(rank[i], 0, order[i]), torch.arange(40))
+
+
+def _per_row(flags: torch.Tensor) -> torch.Tensor:
+    return flags.view(-1, 1, 1, 1)
+
+
+def test_the_batched_rankings_are_each_sample_alone() -> None:
+    """The bisection's rankings of a round's samples at once, some of all positions (pool
+    0), some of the flip's own (pool 1): each row the ranking the sample made alone."""
+    from mmargin.engine.sparse import _rank, _ranks, _Tensors
+
+    g = torch.Generator().manual_seed(4)
+    n, width = 7, 30
+    delta = torch.zeros((n, width))
+    moved = torch.rand((n, width), generator=g) < 0.4
+    t = _Tensors(delta, moved, None)
+    t.gain = torch.randint(-2, 3, (n, width), generator=g).float()  # ties
+    pools = [0, 1, 1, 0, 1, 0, 1]
+    sel = torch.arange(n)
+    _rank(t, sel, pools)
+    for i, pool in enumerate(pools):
+        score = t.gain[i] if pool == 0 else torch.where(moved[i], t.gain[i], -torch.inf)
+        assert torch.equal(t.rank[i], _ranks(score.argsort(descending=True, stable=True)))

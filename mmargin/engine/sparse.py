@@ -24,18 +24,24 @@ With passes left when that ends, the same runs from a second flip of the search 
 ``alternate``: the smooth-L0 run's best or the ε-ball runs', whichever is not the first),
 checked by one forward pass first; the result with fewer positions is kept.
 
-Each sample's search is a coroutine (:func:`_shrink`) that asks for one model pass at a
-time — a forward pass on a candidate or a gradient — and decides alone what to ask next, so
-its arithmetic is its own whatever shares the batch. :func:`sparse_finish` runs all of them
-in lock step: each round, every sample still shrinking asks once and the asks are answered
-by one batched forward pass and one batched forward + backward pass. A sample whose stage
-ends, or whose passes run out, leaves the rounds; each pass is counted to its sample. The
-work between passes that every sample does alike is done for the round's samples at once,
-row by row the same numbers as alone: a candidate is asked as a point and the positions
-to keep (the forward pass masks them all), and a descent step's next point is computed for
-every descending sample together (:func:`_descent_steps`; the running sums are rows of one
-tensor). On a small model the per-sample tensor calls were most of the stage's time (an
-MNIST MLP, 100 images at 1000 passes: ~810k torch calls in the L0 search, ~177k now).
+Each sample asks for one model pass at a time — a forward pass on a candidate or a
+gradient — and decides alone what to ask next, so its arithmetic is its own whatever shares
+the batch. :func:`sparse_finish` runs all samples in lock step: each round, every sample
+still shrinking asks once and the asks are answered by one batched forward pass
+(:func:`_probe_round`) and one batched forward + backward pass (:func:`_gradient_round`),
+rows in sample order. A sample whose stage ends, or whose passes run out, leaves the
+rounds; each pass is counted to its sample. A sample's place in the steps above is plain
+integers (:class:`_Row`: the bisection's bounds, the position restored, the descent's
+steps); its tensors are its rows of batch tensors (:class:`_Tensors`), and the work
+between passes is done for the round's samples at once, row by row the same numbers as
+alone: the pushed points and shares at a round's gradients, the rankings of the
+bisections and restores that start (one stable sort of their rows), the candidates (rows
+gathered, one mask), the descent steps (:func:`_descent_steps`). On a small model the
+per-sample tensor calls were most of the stage's time (an MNIST MLP, 100 images at 1000
+passes: ~810k torch calls in the L0 search with a coroutine and its own tensor calls per
+sample, ~185k with the descent steps batched (session 10), ~143k with every sample's
+bookkeeping batched: the same model calls on the same rows, the same results, bit for
+bit; the coroutine version is kept as the tests' reference, tests/sparse_reference.py).
 
 Every candidate goes through the space's ``project`` (mask, box) and ``finalize`` and is kept
 only when a forward pass on it saw the flip; the driver re-verifies the result.
@@ -43,9 +49,7 @@ only when a forward pass on it saw the flip; the driver re-verifies the result.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
-
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -62,37 +66,9 @@ MOMENTUM = 0.75
 """Weight of the previous gradients in that search's running sum."""
 FAR = 1e6
 """A step long enough to reach the box's bound on any coordinate the space lets move."""
-FLIP, GRADIENT, DESCEND = "flip", "gradient", "descend"
-"""What a sample's search asks for: a forward pass on a candidate (1 pass), the loss
-gradient at a point (2 passes), or a step of a descent from a local minimum (the gradient
-at a point, 2 passes, and the step's next point, which :func:`sparse_finish` computes for
-every descending sample of the round at once: :func:`_descent_steps`)."""
-
-
-@dataclass
-class _Walk:
-    """A descent's state between its steps: the positions it keeps and whether it has
-    taken none yet (its running sum of scaled gradients is the caller's: a row of one
-    tensor for the batch, zeroed at the walk's first step)."""
-
-    k: int
-    fresh: bool = True
-
-
-Ask = tuple[str, Tensor, "Tensor | _Walk | None"]
-"""One request of a sample's search: its kind, the perturbation ``(1, ...)`` it is about
-and, for :data:`FLIP`, the flat positions of it to keep (a boolean ``(positions,)``;
-``None``: all; the caller builds every candidate of a round at once), for
-:data:`DESCEND` the descent's state."""
-Answer = tuple[Tensor, bool, int]
-"""The reply: the finalised candidate (:data:`FLIP`), the gradient (:data:`GRADIENT`) or
-the descent's next point (:data:`DESCEND`), whether the model saw the flip at the asked
-point and how many positions it changes."""
 Replies = tuple[Tensor, list[bool], list[int]]
 """A batched pass's replies: the values ``(B, ...)``, per row whether it flipped and how many
 positions it changes."""
-Shrink = Generator[Ask, Answer, Tensor]
-"""A sample's search: yields asks, receives answers, returns its best flip."""
 
 
 def sparse_passes(budget: int) -> int:
@@ -100,12 +76,93 @@ def sparse_passes(budget: int) -> int:
     return int(budget * SPARSE_SHARE)
 
 
-@dataclass
-class _Sample:
-    """One sample's stage: its input ``(1, ...)`` and the passes it has left."""
+_GRADIENT, _BISECT, _RESTORE, _DESCEND, _ALTERNATE = range(5)
+"""What a sample asks for in a round: the gradient at its flip (2 passes); a forward pass
+on a bisection probe, on its flip with one position restored or on its alternate flip (1
+pass each); a descent step (the gradient at its point, 2 passes, and the step's next
+point)."""
+_FIRST, _ONLY, _SECOND = range(3)
+"""Which shrink a sample is in: the first with an alternate flip still to try, the only one
+(no alternate, or it did not flip), the second (from the alternate)."""
 
-    x: Tensor
-    left: int
+
+class _Row:
+    """One sample's place in the stage, in plain integers (its tensors are its rows of the
+    stage's batch tensors): the passes it has ``left``, which shrink it is in (``run``),
+    what it asks next (``ask``; ``None``: done), its flip's positions (``count``) and the
+    counters of the loops of :func:`sparse_finish`'s steps 3 and 4."""
+
+    __slots__ = ("ask", "count", "found", "hi", "j", "left", "lo", "mid", "pool", "run",
+                 "size", "start", "steps")  # fmt: skip
+
+    def __init__(self, left: int, count: int, run: int) -> None:
+        self.left, self.count, self.run = left, count, run
+        self.ask: int | None = None
+        self.found = False
+        self.pool = self.lo = self.hi = self.mid = self.j = self.start = self.steps = 0
+        self.size = 0  # the positions of the smaller flip found (the next loop's count)
+
+    def opening(self) -> bool:
+        """Whether the bisection's next probe is its first (its ranking not made yet)."""
+        return self.lo == 0 and self.hi == self.count
+
+
+def _top(r: _Row) -> None:
+    """The top of a shrink's loop: the gradient at the flip, or the shrink ends."""
+    if r.left < 3 or r.count <= 1:
+        _end(r)
+    else:
+        r.ask = _GRADIENT
+
+
+def _bisect(r: _Row) -> None:
+    """The next probe of the bisection for the fewest top-ranked positions that flip (one
+    position fewer than the flip first), of all positions (pool 0), then of the flip's own
+    (pool 1); neither: the restores."""
+    if r.hi - r.lo > 1 and r.left >= 1:
+        r.mid = r.hi - 1 if r.hi == r.count else (r.lo + r.hi) // 2
+        r.ask = _BISECT
+    elif r.found:
+        _again(r)
+    elif r.pool == 0:
+        r.pool, r.lo, r.hi = 1, 0, r.count
+        _bisect(r)
+    else:
+        r.j = 0
+        _restore(r)
+
+
+def _restore(r: _Row) -> None:
+    """The next position restored alone (least share first); none left: the descents."""
+    if r.j < r.count and r.left >= 1:
+        r.ask = _RESTORE
+    else:
+        r.start, r.steps = 0, 0
+        _descend(r)
+
+
+def _descend(r: _Row) -> None:
+    """The next step of the descent on one position fewer from the flip (``start`` 0), then
+    from every position pushed (1); neither finds a flip: the shrink ends."""
+    if r.steps < PATIENCE and r.left >= 2:
+        r.ask = _DESCEND
+    elif r.start == 0:
+        r.start, r.steps = 1, 0
+        _descend(r)
+    else:
+        _end(r)
+
+
+def _again(r: _Row) -> None:
+    """A smaller flip found (already the sample's row of ``best``): the loop from it."""
+    r.count = r.size
+    _top(r)
+
+
+def _end(r: _Row) -> None:
+    """A shrink ends: one forward pass on the alternate flip when the sample has one to try
+    and the passes, else the sample is done."""
+    r.ask = _ALTERNATE if r.run == _FIRST and r.left >= 4 else None
 
 
 def sparse_finish(
@@ -114,99 +171,265 @@ def sparse_finish(
     """Shrink the support of each verified adversarial ``problem.x + delta`` within
     ``passes[i]`` forward + backward passes for sample ``i``; with ``alternates`` (a
     second, unverified flip per sample, zero where none), the passes the first shrink
-    leaves shrink that one too (:func:`_both`). Returns the new perturbations (finalised,
-    each a flip a pass has seen, or the input one) and the passes each sample used."""
-    x, space, distance = problem.x, problem.space, problem.distance
-    out = delta.clone()
-    samples = [_Sample(x[i : i + 1], int(passes[i])) for i in range(x.shape[0])]
-    runs = {
-        i: _both(space, distance, s, delta[i : i + 1],
-                 None if alternates is None else alternates[i : i + 1])
-        for i, s in enumerate(samples)
-    }  # fmt: skip
-    asks: dict[int, Ask] = {}
-    for i in list(runs):
-        _advance(runs, asks, out, i, None)
-    sums = torch.zeros_like(x)  # each sample's descent: its running sum (:class:`_Walk`)
-    while asks:
-        answers: dict[int, Answer] = {}
-        # a descent step is a gradient ask: one batched forward + backward for both
-        for gradient in (False, True):
-            rows = [i for i, (k, _, _) in asks.items() if (k != FLIP) == gradient]
-            if not rows:
+    leaves shrink that one too: the flip with fewer positions of the two results (the
+    first's on a tie). Returns the new perturbations (finalised, each a flip a pass has
+    seen, or the input one) and the passes each sample used."""
+    x, distance = problem.x, problem.distance
+    device = x.device
+    t = _Tensors(delta, positions(distance, delta).flatten(1), alternates)
+    counts = t.moved.sum(1).tolist()
+    some = [False] * len(counts)
+    if alternates is not None:
+        some = alternates.flatten(1).any(1).tolist()
+    rows = [_Row(int(p), int(c), _FIRST if a else _ONLY)
+            for p, c, a in zip(passes.tolist(), counts, some, strict=True)]  # fmt: skip
+    for r in rows:
+        _top(r)
+    while True:
+        probes = [i for i, r in enumerate(rows) if r.ask in (_BISECT, _RESTORE, _ALTERNATE)]
+        steps = [i for i, r in enumerate(rows) if r.ask in (_GRADIENT, _DESCEND)]
+        if not probes and not steps:
+            break
+        if probes:
+            _probe_round(problem, rows, probes, t)
+        if steps:
+            _gradient_round(problem, rows, steps, t)
+    out = t.best
+    second = [i for i, r in enumerate(rows) if r.run == _SECOND]
+    if second:
+        sel = _index(second, device)
+        fewer = support_size(distance, t.best[sel]) < support_size(distance, t.first[sel])
+        out[sel] = torch.where(_per_row(fewer, out), t.best[sel], t.first[sel])
+    used = [int(p) - r.left for p, r in zip(passes.tolist(), rows, strict=True)]
+    return out, torch.as_tensor(used, dtype=torch.long, device=device)
+
+
+class _Tensors:
+    """The stage's per-sample tensors, one row per sample: the flip (``best``), the first
+    shrink's result (``first``, where the second runs), the alternate flips, and what the
+    last gradient at the flip gave (its positions ``moved``, the point ``pushed``, the
+    shares ``gain``, the bisection's ``rank`` and the restores' ``order``), a descent's
+    ``point`` and running sum ``sums``."""
+
+    def __init__(self, delta: Tensor, moved: Tensor, alternates: Tensor | None) -> None:
+        self.best = delta.clone()
+        self.first = torch.zeros_like(delta)
+        self.alternates = alternates
+        self.moved = moved
+        self.pushed = torch.zeros_like(delta)
+        self.point = torch.zeros_like(delta)
+        self.sums = torch.zeros_like(delta)
+        self.gain = torch.zeros(moved.shape, dtype=delta.dtype, device=delta.device)
+        self.rank = torch.zeros(moved.shape, dtype=torch.long, device=delta.device)
+        self.order = torch.zeros(moved.shape, dtype=torch.long, device=delta.device)
+
+
+def _index(ids: list[int], device: torch.device) -> Tensor:
+    return torch.as_tensor(ids, dtype=torch.long, device=device)
+
+
+def _per_row(values: Tensor, like: Tensor) -> Tensor:
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _probe_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors) -> None:
+    """One batched forward pass on the candidates of the samples ``ids`` (ascending) and
+    each sample's next step from its reply."""
+    device = problem.x.device
+    kinds = [rows[i].ask for i in ids]
+    bis = [j for j, k in enumerate(kinds) if k == _BISECT]
+    res = [j for j, k in enumerate(kinds) if k == _RESTORE]
+    alt = [j for j, k in enumerate(kinds) if k == _ALTERNATE]
+    sel = _index(ids, device)
+    parts: list[tuple[list[int], Tensor, Tensor | None]] = []  # rows, points, masks
+    if bis:
+        s = _subset(sel, bis, len(ids), device)
+        fresh = [ids[j] for j in bis if rows[ids[j]].opening()]
+        if fresh:
+            _rank(t, _index(fresh, device), [rows[i].pool for i in fresh])
+        mid = torch.as_tensor([rows[ids[j]].mid for j in bis], device=device)
+        parts.append((bis, _take(t.pushed, s), _take(t.rank, s) < mid.unsqueeze(1)))
+    if res:
+        s = _subset(sel, res, len(ids), device)
+        fresh = [ids[j] for j in res if rows[ids[j]].j == 0]
+        if fresh:  # least share first, the flip's positions only
+            f = _index(fresh, device)
+            score = torch.where(_take(t.moved, f), _take(t.gain, f), torch.inf)
+            t.order.index_copy_(0, f, _stable_order(score, False))
+        keep = _take(t.moved, s)
+        at = torch.as_tensor([rows[ids[j]].j for j in res], dtype=torch.long, device=device)
+        keep[torch.arange(len(res), device=device), t.order[s, at]] = False
+        parts.append((res, _take(t.best, s), keep))
+    if alt:
+        assert t.alternates is not None
+        parts.append((alt, _take(t.alternates, _subset(sel, alt, len(ids), device)), None))
+    if len(parts) == 1:
+        d, mask = parts[0][1], parts[0][2]
+    else:
+        d = torch.empty((len(ids), *t.best.shape[1:]), dtype=t.best.dtype, device=device)
+        mask = torch.ones((len(ids), t.moved.shape[1]), dtype=torch.bool, device=device)
+        for where, points, masks in parts:
+            b = _index(where, device)
+            d.index_copy_(0, b, points)
+            if masks is not None:
+                mask.index_copy_(0, b, masks)
+    if bis or res:  # (alternates alone are asked as they are)
+        assert mask is not None
+        d = _within(problem.distance, d, mask)
+    values, flipped, sizes = _forward(problem.rows(sel), d)
+    kept, keep_rows, first = [], [], []
+    for j, i in enumerate(ids):
+        r, ok, size = rows[i], flipped[j], sizes[j]
+        r.left -= 1
+        if r.ask == _BISECT:
+            if ok and size < r.count:
+                r.hi, r.found, r.size = r.mid, True, size
+                kept.append(j)
+                keep_rows.append(i)
+            else:
+                r.lo = r.mid
+            _bisect(r)
+        elif r.ask == _RESTORE:
+            if ok and size < r.count:
+                r.size = size
+                kept.append(j)
+                keep_rows.append(i)
+                _again(r)
+            else:
+                r.j += 1
+                _restore(r)
+        elif not ok:  # the alternate did not flip: the first shrink's flip stays
+            r.run, r.ask = _ONLY, None
+        else:  # the second shrink, from the alternate's candidate
+            r.run, r.count = _SECOND, size
+            first.append(i)
+            kept.append(j)
+            keep_rows.append(i)
+            _top(r)
+    if first:
+        f = _index(first, device)
+        t.first.index_copy_(0, f, _take(t.best, f))
+    if kept:
+        t.best.index_copy_(
+            0, _index(keep_rows, device), _take(values, _subset(None, kept, len(ids), device))
+        )
+
+
+def _take(values: Tensor, index: Tensor | None) -> Tensor:
+    """The rows ``index`` of ``values`` (a copy); ``None``: all of them (``values`` itself)."""
+    return values if index is None else values.index_select(0, index)
+
+
+def _subset(
+    sel: Tensor | None, where: list[int], total: int, device: torch.device
+) -> Tensor | None:
+    """The entries ``where`` of the index ``sel`` (``None``: of ``range(total)``), as an
+    index; ``None`` where they are all ``total`` of them (``where`` ascending, distinct)."""
+    if len(where) == total:
+        return sel
+    at = torch.as_tensor(where, dtype=torch.long, device=device)
+    return at if sel is None else sel.index_select(0, at)
+
+
+def _rank(t: _Tensors, sel: Tensor, pools: list[int]) -> None:
+    """The bisection's ranking of the samples ``sel`` (their first probe next): every
+    position by its share (pool 0), or the flip's own positions only (pool 1)."""
+    score = t.gain[sel]
+    if any(pools):
+        own = torch.as_tensor(pools, dtype=torch.bool, device=sel.device).unsqueeze(1)
+        score = torch.where(own & ~t.moved[sel], -torch.inf, score)
+    t.rank[sel] = _ranks_of(_stable_order(score, True))
+
+
+def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors) -> None:
+    """One batched forward + backward pass at the flips (the loop's gradient) and descent
+    points of the samples ``ids`` (ascending), the descent steps taken at once, and each
+    sample's next step from its reply."""
+    space, distance = problem.space, problem.distance
+    device = problem.x.device
+    sel = _index(ids, device)
+    sub = problem.rows(sel)
+    walking = [j for j, i in enumerate(ids) if rows[i].ask == _DESCEND]
+    at = [j for j, i in enumerate(ids) if rows[i].ask == _GRADIENT]
+    starts = [[i for j in walking if rows[i := ids[j]].steps == 0 and rows[i].start == s]
+              for s in (0, 1)]  # fmt: skip
+    for begin, source in zip(starts, (t.best, t.pushed), strict=True):
+        if begin:  # a descent starts: from the flip, or from every position pushed
+            f = _index(begin, device)
+            t.point.index_copy_(0, f, _take(source, f))
+            t.sums[f] = 0.0
+    w = _subset(None, walking, len(ids), device)
+    g = _subset(None, at, len(ids), device)
+    if not at:
+        d = _take(t.point, sel)
+    else:
+        d = _take(t.best, sel)
+        if walking:
+            assert w is not None
+            d.index_copy_(0, w, _take(t.point, sel.index_select(0, w)))
+    grad, flipped, sizes = _gradient(sub, d)
+    nxt = None
+    if walking:
+        s = sel if w is None else sel.index_select(0, w)
+        k = torch.as_tensor([rows[ids[j]].count - 1 for j in walking], device=device)
+        nxt, total = _descent_steps(space, distance, _take(sub.x, w), _take(grad, w),
+                                    _take(d, w), _take(t.sums, s), k)  # fmt: skip
+        t.sums.index_copy_(0, s, total)
+    if at:
+        s = sel if g is None else sel.index_select(0, g)
+        point, slope = _take(d, g), _take(grad, g)
+        t.moved.index_copy_(0, s, positions(distance, point).flatten(1))
+        pushed = space.project(_take(sub.x, g), torch.where(slope != 0, -slope.sign() * FAR, point))
+        t.pushed.index_copy_(0, s, pushed)
+        t.gain.index_copy_(0, s, _shares(distance, slope, pushed).flatten(1))
+    found, found_at, going, going_at = [], [], [], []
+    step = 0
+    for j, i in enumerate(ids):
+        r, ok, size = rows[i], flipped[j], sizes[j]
+        r.left -= 2
+        if r.ask == _GRADIENT:
+            if not ok:  # the flip we hold always flipped; a model that disagrees ends it
+                _end(r)
                 continue
-            sel = torch.as_tensor(rows, dtype=torch.long, device=x.device)
-            d = torch.cat([asks[i][1] for i in rows])
-            if not gradient:  # a candidate asked as a point and its positions to keep
-                d = _kept(distance, d, [asks[i][2] for i in rows])
-            answer = _gradient if gradient else _forward
-            values, flips, sizes = answer(problem.rows(sel), d)
-            walking = [j for j, i in enumerate(rows) if asks[i][0] == DESCEND]
-            if walking:  # their answer is the next point: the steps at once
-                nxt = _descend_all(space, distance, x, sums, rows, walking, asks, values, d)
-                if len(walking) == len(rows):
-                    values = nxt
-                else:  # ``values`` is this pass's own gradient tensor
-                    values[torch.as_tensor(walking, dtype=torch.long, device=x.device)] = nxt
-            for j, i in enumerate(rows):
-                answers[i] = (values[j : j + 1], flips[j], sizes[j])
-        for i, reply in answers.items():
-            samples[i].left -= 1 if asks[i][0] == FLIP else 2
-            _advance(runs, asks, out, i, reply)
-    used = [int(passes[i]) - s.left for i, s in enumerate(samples)]
-    return out, torch.as_tensor(used, dtype=torch.long, device=x.device)
+            r.found, r.pool, r.lo, r.hi = False, 0, 0, r.count
+            _bisect(r)
+            continue
+        r.steps += 1
+        if ok and size <= r.count - 1:
+            r.size = size
+            found.append(i)
+            found_at.append(j)
+            _again(r)
+        else:
+            going.append(i)
+            going_at.append(step)
+            _descend(r)
+        step += 1
+    if found:
+        t.best.index_copy_(0, _index(found, device), _take(d, _index(found_at, device)))
+    if going:
+        assert nxt is not None
+        t.point.index_copy_(
+            0, _index(going, device), _take(nxt, _subset(None, going_at, step, device))
+        )
 
 
-def _advance(
-    runs: dict[int, Shrink], asks: dict[int, Ask], out: Tensor, i: int, reply: Answer | None
-) -> None:
-    """Hand sample ``i``'s search its answer and note its next ask, or its result when done."""
-    try:
-        asks[i] = next(runs[i]) if reply is None else runs[i].send(reply)
-    except StopIteration as done:
-        out[i : i + 1] = done.value
-        asks.pop(i, None)
-        del runs[i]
+def _stable_order(values: Tensor, descending: bool) -> Tensor:
+    """Each row's ``argsort(stable=True)`` (2-D ``values``), from numpy's stable sort on CPU
+    without NaN (the same permutation: a stable sort's order is unique)."""
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+        array = values.numpy()
+        if not np.isnan(array).any():
+            key = np.negative(array) if descending else array
+            return torch.from_numpy(np.argsort(key, axis=1, kind="stable"))
+    return values.argsort(dim=1, descending=descending, stable=True)
 
 
-def _kept(distance: Distance, d: Tensor, keep: list[Tensor | _Walk | None]) -> Tensor:
-    """The candidates of a round's forward pass: row ``j`` of ``d`` on the flat positions
-    ``keep[j]`` (a boolean ``(positions,)``; ``None``: all of them), at once."""
-    if all(k is None for k in keep):
-        return d
-    every = None
-    masks = []
-    for k in keep:
-        if not isinstance(k, Tensor):
-            if every is None:
-                every = torch.ones(positions(distance, d[:1]).numel(), dtype=torch.bool,
-                                   device=d.device)  # fmt: skip
-            k = every
-        masks.append(k)
-    return _within(distance, d, torch.stack(masks))
-
-
-def _descend_all(
-    space: Space, distance: Distance, x: Tensor, sums: Tensor, rows: list[int],
-    walking: list[int], asks: dict[int, Ask], grad: Tensor, point: Tensor,
-) -> Tensor:  # fmt: skip
-    """The descent steps of the samples ``rows[j]`` for ``j`` in ``walking`` at once, from
-    their gradients ``grad[j]`` at ``point[j]``: their next points, in that order. Each
-    sample's running sum is its row of ``sums`` (zeroed where its walk starts)."""
-    walks = [w if isinstance(w := asks[rows[j]][2], _Walk) else None for j in walking]
-    ids = [rows[j] for j in walking]
-    fresh = [i for i, w in zip(ids, walks, strict=True) if w is not None and w.fresh]
-    if fresh:
-        sums[torch.as_tensor(fresh, dtype=torch.long, device=x.device)] = 0.0
-    sel = torch.as_tensor(ids, dtype=torch.long, device=x.device)
-    pick = torch.as_tensor(walking, dtype=torch.long, device=x.device)
-    k = torch.as_tensor([0 if w is None else w.k for w in walks], device=x.device)
-    for w in walks:
-        if w is not None:
-            w.fresh = False
-    nxt, total = _descent_steps(space, distance, x[sel], grad[pick], point[pick], sums[sel], k)
-    sums[sel] = total
-    return nxt
+def _ranks_of(order: Tensor) -> Tensor:
+    """Each row's inverse permutation of ``order`` (2-D): every position's place."""
+    rank = torch.empty_like(order)
+    places = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return rank.scatter_(1, order, places)
 
 
 def _descent_steps(
@@ -297,90 +520,3 @@ def _within(distance: Distance, delta: Tensor, keep: Tensor) -> Tensor:
     if group is not None:  # the shape of ``positions(distance, delta)``, not computed
         del shape[group]
     return delta * _expand(distance, keep.view(shape), delta)
-
-
-def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) -> Shrink:
-    """The stage for one sample; returns its best flip (the input one if none is better).
-    Asks only for what its passes left (``sample.left``, kept by the caller) can pay."""
-    x, best = sample.x, delta
-    while sample.left >= 3:
-        moved = positions(distance, best).flatten()
-        count = int(moved.sum())
-        if count <= 1:
-            break
-        grad, ok, _ = yield GRADIENT, best, None
-        if not ok:  # the flip we hold always flipped; a model that disagrees ends the stage
-            break
-        # every position pushed to the bound against the gradient (where it has none, as is)
-        pushed = space.project(x, torch.where(grad != 0, -grad.sign() * FAR, best))
-        gain = _shares(distance, grad, pushed).flatten()
-        found = None
-        for pool in (None, moved):  # the best positions of all, then of the flip's
-            score = gain if pool is None else torch.where(pool, gain, -torch.inf)
-            rank = _ranks(score.argsort(descending=True, stable=True))
-            lo, hi = 0, count  # the fewest top positions that flip, by bisection
-            while hi - lo > 1 and sample.left >= 1:  # count - 1 first: if it fails, all fail
-                mid = hi - 1 if hi == count else (lo + hi) // 2
-                candidate, flips, size = yield FLIP, pushed, rank < mid
-                if flips and size < count:
-                    hi, found = mid, candidate
-                else:
-                    lo = mid
-            if found is not None:
-                break
-        if found is None:  # no top set flips: restore one position alone, least gain first
-            order = torch.where(moved, gain, torch.inf).argsort(stable=True)[:count].tolist()
-            for j in range(count):
-                if sample.left < 1:
-                    break
-                keep = moved.clone()
-                keep[order[j]] = False
-                candidate, flips, size = yield FLIP, best, keep
-                if flips and size < count:
-                    found = candidate
-                    break
-        for start in (best, pushed):  # the flip's own positions, then all of them pushed
-            if found is None:
-                found = yield from _descend(space, distance, sample, start, count - 1)
-        if found is None:
-            break
-        best = found
-    return best
-
-
-def _both(
-    space: Space, distance: Distance, sample: _Sample, delta: Tensor, other: Tensor | None
-) -> Shrink:
-    """The stage from ``delta``; then, with passes left and a non-zero ``other``, one
-    forward pass checks that ``other`` flips and the stage runs from it too: the flip with
-    fewer positions of the two results (the first's on a tie)."""
-    best = yield from _shrink(space, distance, sample, delta)
-    if other is None or not bool(other.any()) or sample.left < 4:
-        return best
-    start, flips, _ = yield FLIP, other, None
-    if not flips:
-        return best
-    found = yield from _shrink(space, distance, sample, start)
-    fewer = support_size(distance, found) < support_size(distance, best)
-    return found if bool(fewer) else best
-
-
-def _descend(
-    space: Space, distance: Distance, sample: _Sample, start: Tensor, k: int
-) -> Generator[Ask, Answer, Tensor | None]:
-    """Search for a flip on ``k`` positions: from the top ``k`` positions of ``start``,
-    each step takes the gradient at the point (its forward pass says whether it flips),
-    adds it to a running sum (momentum :data:`MOMENTUM`) and moves to the top ``k``
-    positions by that sum, pushed to the bound against it. At most :data:`PATIENCE` steps;
-    the first flip with fewer positions than ``start`` is returned, else ``None``."""
-    walk = _Walk(k)
-    point = start
-    for _ in range(PATIENCE):
-        if sample.left < 2:
-            break
-        # the caller takes the step (:func:`_descent_steps`) for every descending sample
-        after, flips, size = yield DESCEND, point, walk
-        if flips and size <= k:
-            return point
-        point = after
-    return None
