@@ -131,3 +131,61 @@ def test_box_gradient_and_projection_match_masks() -> None:
             assert torch.equal(
                 space.free_gradient(x, delta, grad), _blocked_reference(space, x, delta, grad)
             )
+
+
+def _four_pass_free_gradient(
+    space: ContinuousSpace, x: torch.Tensor, delta: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
+    """The box gradient as it was computed before the comparisons: four float passes per
+    limit (``sign(clamp(hi − point, 0)) · −max``, ``sign(clamp(point − lo, 0)) · max``)."""
+    lo, hi, mask = space._tensors(x)
+    big = torch.finfo(grad.dtype).max
+    point = x + delta
+    floor = (hi - point).clamp_(min=0).sign_().mul_(-big)
+    ceiling = point.sub_(lo).clamp_(min=0).sign_().mul_(big)
+    grad = torch.clamp(grad, floor, ceiling)
+    return grad if mask is None else grad * mask
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32 if t.dtype == torch.float32 else torch.int64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_box_gradient_limits_match_the_four_pass_form_bit_for_bit(dtype: torch.dtype) -> None:
+    """The limits picked by comparisons give the clamp of the float passes they replaced,
+    bit for bit (signed zeros included): points inside, on, past and below the bounds,
+    infinite bounds, signed zeros in the inputs, perturbations and gradients, a NaN
+    gradient, the largest finite values."""
+    gen = torch.Generator().manual_seed(11)
+    spaces = [
+        ContinuousSpace(lower=0.0, upper=1.0),
+        ContinuousSpace(lower=-0.0, upper=0.0),
+        ContinuousSpace(
+            lower=np.array([-np.inf, 0.0, 0.5, -1.0, 0.0]),
+            upper=np.array([np.inf, 1.0, 0.5, 2.0, np.inf]),
+            mask=np.array([1.0, 1.0, 0.0, 1.0, 1.0]),
+        ),
+    ]
+    big = torch.finfo(dtype).max
+    specials = torch.tensor([0.0, -0.0, 1.0, -1.0, 1e-40, -1e-40, big, -big, 0.5], dtype=dtype)
+    for space in spaces:
+        for _ in range(40):
+            x = torch.rand(16, 5, generator=gen, dtype=dtype)
+            x[x < 0.3], x[x > 0.8] = 0.0, 1.0  # on the bounds
+            x[:, 2] = 0.5
+            x[0, :] = -0.0
+            delta = torch.randn(16, 5, generator=gen, dtype=dtype) * 0.5
+            pick = torch.randint(0, len(specials), (16, 5), generator=gen)
+            some = torch.rand(16, 5, generator=gen) < 0.3
+            delta[some] = specials[pick[some]]
+            delta[1] = 1.0 - x[1]  # onto the upper bound, or past it by rounding
+            delta[2] = -x[2]  # onto the lower bound
+            grad = torch.randn(16, 5, generator=gen, dtype=dtype)
+            some = torch.rand(16, 5, generator=gen) < 0.3
+            grad[some] = specials[pick[some]]
+            grad[3, 1] = float("nan")
+            got = space.free_gradient(x, delta, grad)
+            want = _four_pass_free_gradient(space, x, delta, grad)
+            assert got.dtype == want.dtype == dtype
+            assert torch.equal(_bits(got), _bits(want))
