@@ -48,9 +48,6 @@ class ContinuousSpace:
     _cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor | None]] = field(
         default_factory=dict, repr=False, compare=False
     )
-    _limits: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
 
     @property
     def coordinate_groups(self) -> list[np.ndarray] | None:
@@ -136,31 +133,15 @@ class ContinuousSpace:
 
         One clamp of ``grad`` between per-coordinate limits: at the upper bound ``grad``
         may not go below 0 (a descent step would go up), at the lower bound not above 0,
-        anywhere else it is free. The limits are picked by one comparison each
-        (``−max`` / ``−0.0`` below the upper bound / at or past it, ``max`` / ``+0.0`` above
-        the lower bound / at or below it): the same tensors, bit for bit, as the four float
-        passes each that made them before (``sign(clamp(hi − point, 0)) · −max``; torch's
-        sign of a zero or NaN is +0, and ``hi − point > 0`` exactly where ``point < hi``
-        without flush-to-zero), in two passes each (``tests/test_step_kernels.py``)."""
+        anywhere else it is free. Only float passes (boolean masks over a batch cost
+        several float passes on CPU)."""
         lo, hi, mask = self._tensors(x)
-        low, at_hi, high, at_lo = self._limits_of(grad)
+        big = torch.finfo(grad.dtype).max
         point = x + delta
-        floor = torch.where(point < hi, low, at_hi)  # -0.0 at (or past) the upper bound
-        ceiling = torch.where(point > lo, high, at_lo)  # +0.0 at (or below) the lower bound
+        floor = (hi - point).clamp_(min=0).sign_().mul_(-big)  # 0 at the upper bound
+        ceiling = point.sub_(lo).clamp_(min=0).sign_().mul_(big)  # 0 at the lower bound
         grad = torch.clamp(grad, floor, ceiling)
         return grad if mask is None else grad * mask
-
-    def _limits_of(self, like: Tensor) -> tuple[Tensor, ...]:
-        """The values :meth:`free_gradient` clamps between, as 0-dim tensors of ``like``'s
-        dtype and device: ``−max``, ``−0.0``, ``max``, ``+0.0``."""
-        key = (like.device, like.dtype)
-        if key not in self._limits:
-            big = torch.finfo(like.dtype).max
-            self._limits[key] = tuple(
-                torch.tensor(v, dtype=like.dtype, device=like.device)
-                for v in (-big, -0.0, big, 0.0)
-            )
-        return self._limits[key]
 
     def finalize(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """Map a candidate onto the valid set before it is verified (default: the box)."""
