@@ -61,11 +61,24 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     if rows.numel() == 0:
         return flat
     if rows.numel() == flat.shape[0]:
-        theta = threshold(size, eps).unsqueeze(1)
-        return flat - flat.clamp(min=-theta, max=theta)
+        return _soft_threshold(flat, threshold(size, eps).unsqueeze(1))
     part = flat[rows]
     theta = threshold(size[rows], eps[rows]).unsqueeze(1)
-    return flat.index_copy(0, rows, part - part.clamp(min=-theta, max=theta))
+    return flat.index_copy(0, rows, _soft_threshold(part, theta))
+
+
+def _soft_threshold(flat: Tensor, theta: Tensor) -> Tensor:
+    """``flat − clamp(flat, −θ, θ)`` with one θ per row (``(B, 1)``), the clamp taken as a
+    maximum then a minimum (what torch's clamp computes): torch's three-operand clamp with
+    a bound broadcast along each row costs ~3× the two binary ops on CPU (69 against 24 µs
+    on a batch of 100 MNIST rows). The same numbers bit for bit wherever θ > 0; where an
+    entry equals a bound the two may hand back either operand, which for non-zero values
+    are the same bits, so only a row with θ = 0 exactly may get the other sign of a zero
+    (torch's clamp itself gives either there, by the batch's layout), which the box
+    projection after every step undoes (``tests/test_step_kernels.py``)."""
+    kept = torch.maximum(flat, -theta)
+    torch.minimum(kept, theta, out=kept)
+    return torch.sub(flat, kept, out=kept)
 
 
 def _project_l0(flat: Tensor, eps: Tensor) -> Tensor:

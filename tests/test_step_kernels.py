@@ -131,3 +131,35 @@ def test_box_gradient_and_projection_match_masks() -> None:
             assert torch.equal(
                 space.free_gradient(x, delta, grad), _blocked_reference(space, x, delta, grad)
             )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [784, 37, 64, 1])
+def test_soft_threshold_matches_the_clamp_bit_for_bit(dtype: torch.dtype, width: int) -> None:
+    """The L1 projection's soft threshold as a maximum and a minimum gives ``v − clamp(v,
+    −θ, θ)`` bit for bit: signed zeros, NaN and infinities in the rows, θ of 0, NaN and
+    infinity, widths that leave a vector tail. The one exception is a row whose θ is
+    exactly 0, where the sign of a zero may differ (torch's clamp itself gives −0.0 or +0.0
+    there depending on the batch's layout): the values are still equal."""
+    from mmargin.distances import _soft_threshold
+
+    gen = torch.Generator().manual_seed(13)
+    specials = torch.tensor(
+        [0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1e-40, -1e-40, 0.25, -0.25],
+        dtype=dtype,
+    )
+    for _ in range(30):
+        flat = torch.randn(12, width, generator=gen, dtype=dtype)
+        pick = torch.randint(0, len(specials), (12, width), generator=gen)
+        some = torch.rand(12, width, generator=gen) < 0.3
+        flat[some] = specials[pick[some]]
+        theta = torch.rand(12, 1, generator=gen, dtype=dtype) * 0.5
+        theta[0], theta[1], theta[2], theta[3] = 0.0, float("nan"), float("inf"), 0.25
+        want = flat - flat.clamp(min=-theta, max=theta)
+        got = _soft_threshold(flat, theta)
+        bits = torch.int32 if dtype == torch.float32 else torch.int64
+        nan = want.isnan()
+        assert torch.equal(got.isnan(), nan)  # NaN either way (its sign bit is no result)
+        assert torch.equal(got[~nan], want[~nan])  # the values (+0.0 == -0.0)
+        exact = ~nan & (theta != 0)  # bit for bit (signed zeros) where θ is not 0
+        assert torch.equal(got[exact].view(bits), want[exact].view(bits))
