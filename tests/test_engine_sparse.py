@@ -233,6 +233,19 @@ class _Bumpy(torch.nn.Module):
         return torch.stack([s, torch.zeros_like(s)], dim=1)
 
 
+def _bumpy_case(g: torch.Generator, shape: tuple[int, ...],
+                n: int) -> tuple[_Bumpy, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A :class:`_Bumpy` model with random weights from ``g``, ``n`` inputs of ``shape``
+    inside the box, and its offset set so that every input is classified 0 with room to
+    spare; returns the model, its linear weights and the inputs."""
+    w = torch.randn(shape, generator=g)
+    v = torch.rand(shape, generator=g) * 8
+    x = torch.rand((n, *shape), generator=g) * 0.6 + 0.2
+    model = _Bumpy(w, v, 0.0)
+    model.b = float(-model(x)[:, 0].min()) + 2.0
+    return model, w, x
+
+
 def test_the_batched_descents_match_each_sample_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a model with local minima the descents of several samples share rounds (their
     steps taken at once, :func:`mmargin.engine.sparse._descent_steps`), and candidates of
@@ -244,11 +257,7 @@ def test_the_batched_descents_match_each_sample_alone(monkeypatch: pytest.Monkey
     g = torch.Generator().manual_seed(3)
     shape = (3, 5, 5)
     n = 10
-    w = torch.randn(shape, generator=g)
-    v = torch.rand(shape, generator=g) * 8
-    x = torch.rand((n, *shape), generator=g) * 0.6 + 0.2
-    model = _Bumpy(w, v, 0.0)
-    model.b = float(-model(x)[:, 0].min()) + 2.0
+    model, w, x = _bumpy_case(g, shape, n)
     distance, goal = pixel_l0(lp("l0")), Untargeted()
     space = box(0.0, 1.0, sample_shape=shape)
     start = torch.where(w > 0, 0.0, 1.0).expand_as(x) - x  # every position pushed
@@ -310,11 +319,7 @@ def test_the_batched_bookkeeping_is_the_per_sample_search(grouped: bool) -> None
     g = torch.Generator().manual_seed(11)
     shape = (2, 4, 4)
     n = 32
-    w = torch.randn(shape, generator=g)
-    v = torch.rand(shape, generator=g) * 8
-    x = torch.rand((n, *shape), generator=g) * 0.6 + 0.2
-    model = _Bumpy(w, v, 0.0)
-    model.b = float(-model(x)[:, 0].min()) + 2.0
+    model, w, x = _bumpy_case(g, shape, n)
     distance, goal = (pixel_l0(lp("l0")) if grouped else lp("l0")), Untargeted()
     space = box(0.0, 1.0, sample_shape=shape)
     pushed = torch.where(w > 0, 0.0, 1.0).expand_as(x) - x
