@@ -22,7 +22,6 @@ from mmargin.engine.sparse import (
     _descent_steps,
     _forward,
     _gradient,
-    _ranks,
     _shares,
     _within,
     positions,
@@ -118,6 +117,13 @@ def sparse_finish(
             _advance(runs, asks, out, i, reply)
     used = [int(passes[i]) - s.left for i, s in enumerate(samples)]
     return out, torch.as_tensor(used, dtype=torch.long, device=x.device)
+
+
+def _ranks(order: Tensor) -> Tensor:
+    """Each flat position's place in ``order`` (the inverse permutation)."""
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank
 
 
 def _advance(

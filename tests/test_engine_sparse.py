@@ -178,7 +178,9 @@ def _descent_step_alone(space: Any, distance: Any, x: torch.Tensor, grad: torch.
                         point: torch.Tensor, total: torch.Tensor,
                         k: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One descent step of one sample as the stage took it before the steps were batched."""
-    from mmargin.engine.sparse import FAR, MOMENTUM, _ranks, _shares, _within
+    from sparse_reference import _ranks
+
+    from mmargin.engine.sparse import FAR, MOMENTUM, _shares, _within
 
     scale = grad.abs().amax().clamp(min=1e-30)
     total = MOMENTUM * total + grad / scale
@@ -375,7 +377,9 @@ def _per_row(flags: torch.Tensor) -> torch.Tensor:
 def test_the_batched_rankings_are_each_sample_alone() -> None:
     """The bisection's rankings of a round's samples at once, some of all positions (pool
     0), some of the flip's own (pool 1): each row the ranking the sample made alone."""
-    from mmargin.engine.sparse import _rank, _ranks, _Tensors
+    from sparse_reference import _ranks
+
+    from mmargin.engine.sparse import _rank, _Tensors
 
     g = torch.Generator().manual_seed(4)
     n, width = 7, 30

@@ -506,13 +506,6 @@ def _shares(distance: Distance, grad: Tensor, delta: Tensor) -> Tensor:
     return share if group is None else share.sum(dim=group)
 
 
-def _ranks(order: Tensor) -> Tensor:
-    """Each flat position's place in ``order`` (the inverse permutation)."""
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=order.device)
-    return rank
-
-
 def _within(distance: Distance, delta: Tensor, keep: Tensor) -> Tensor:
     """``delta`` on the flat positions where ``keep`` holds only, clean elsewhere."""
     group = getattr(distance, "group_axis", None)
