@@ -16,16 +16,16 @@ import torch
 from torch import Tensor
 
 from mmargin.engine.problem import Problem
-from mmargin.engine.sparse import (
+from mmargin.engine.sparse import PATIENCE
+from mmargin.engine.sparse_ops import (
     FAR,
-    PATIENCE,
-    _descent_steps,
-    _forward,
-    _gradient,
-    _shares,
-    _within,
+    descent_steps,
+    forward_pass,
+    gradient_pass,
     positions,
+    shares,
     support_size,
+    within,
 )
 from mmargin.protocols import Distance, Space
 
@@ -33,7 +33,7 @@ FLIP, GRADIENT, DESCEND = "flip", "gradient", "descend"
 """What a sample's search asks for: a forward pass on a candidate (1 pass), the loss
 gradient at a point (2 passes), or a step of a descent from a local minimum (the gradient
 at a point, 2 passes, and the step's next point, which :func:`sparse_finish` computes for
-every descending sample of the round at once: :func:`_descent_steps`)."""
+every descending sample of the round at once: :func:`descent_steps`)."""
 
 
 @dataclass
@@ -101,7 +101,7 @@ def sparse_finish(
             d = torch.cat([asks[i][1] for i in rows])
             if not gradient:  # a candidate asked as a point and its positions to keep
                 d = _kept(distance, d, [asks[i][2] for i in rows])
-            answer = _gradient if gradient else _forward
+            answer = gradient_pass if gradient else forward_pass
             values, flips, sizes = answer(problem.rows(sel), d)
             walking = [j for j, i in enumerate(rows) if asks[i][0] == DESCEND]
             if walking:  # their answer is the next point: the steps at once
@@ -152,7 +152,7 @@ def _kept(distance: Distance, d: Tensor, keep: list[Tensor | _Walk | None]) -> T
                                    device=d.device)  # fmt: skip
             k = every
         masks.append(k)
-    return _within(distance, d, torch.stack(masks))
+    return within(distance, d, torch.stack(masks))
 
 
 def _descend_all(
@@ -173,7 +173,7 @@ def _descend_all(
     for w in walks:
         if w is not None:
             w.fresh = False
-    nxt, total = _descent_steps(space, distance, x[sel], grad[pick], point[pick], sums[sel], k)
+    nxt, total = descent_steps(space, distance, x[sel], grad[pick], point[pick], sums[sel], k)
     sums[sel] = total
     return nxt
 
@@ -192,7 +192,7 @@ def _shrink(space: Space, distance: Distance, sample: _Sample, delta: Tensor) ->
             break
         # every position pushed to the bound against the gradient (where it has none, as is)
         pushed = space.project(x, torch.where(grad != 0, -grad.sign() * FAR, best))
-        gain = _shares(distance, grad, pushed).flatten()
+        gain = shares(distance, grad, pushed).flatten()
         found = None
         for pool in (None, moved):  # the best positions of all, then of the flip's
             score = gain if pool is None else torch.where(pool, gain, -torch.inf)
@@ -257,7 +257,7 @@ def _descend(
     for _ in range(PATIENCE):
         if sample.left < 2:
             break
-        # the caller takes the step (:func:`_descent_steps`) for every descending sample
+        # the caller takes the step (:func:`descent_steps`) for every descending sample
         after, flips, size = yield DESCEND, point, walk
         if flips and size <= k:
             return point

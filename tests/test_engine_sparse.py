@@ -22,7 +22,8 @@ from mmargin.adapters import TorchAdapter
 from mmargin.distances import lp, pixel_l0
 from mmargin.engine import minimal_flip
 from mmargin.engine.problem import Problem
-from mmargin.engine.sparse import positions, sparse_finish
+from mmargin.engine.sparse import sparse_finish
+from mmargin.engine.sparse_ops import positions
 from mmargin.engine.spec import SearchSpec
 from mmargin.goals import Untargeted
 from mmargin.results import Status
@@ -180,14 +181,14 @@ def _descent_step_alone(space: Any, distance: Any, x: torch.Tensor, grad: torch.
     """One descent step of one sample as the stage took it before the steps were batched."""
     from sparse_reference import _ranks
 
-    from mmargin.engine.sparse import FAR, MOMENTUM, _shares, _within
+    from mmargin.engine.sparse_ops import FAR, MOMENTUM, shares, within
 
     scale = grad.abs().amax().clamp(min=1e-30)
     total = MOMENTUM * total + grad / scale
     pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
-    order = _shares(distance, total, pushed).flatten().argsort(descending=True, stable=True)
+    order = shares(distance, total, pushed).flatten().argsort(descending=True, stable=True)
     keep = _ranks(order) < k
-    point = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
+    point = space.finalize(x, x + space.project(x, within(distance, pushed, keep))) - x
     return point, total
 
 
@@ -197,7 +198,7 @@ def test_batched_descent_steps_are_each_sample_alone(channels: int, grouped: boo
     """The descent steps of every descending sample of a round at once: each row bit for
     bit the step the sample took alone (ties in the running sum, zero gradients, positions
     at a bound)."""
-    from mmargin.engine.sparse import _descent_steps
+    from mmargin.engine.sparse_ops import descent_steps
 
     g = torch.Generator().manual_seed(channels + 2 * grouped)
     shape = (9, channels, 5, 4)
@@ -212,7 +213,7 @@ def test_batched_descent_steps_are_each_sample_alone(channels: int, grouped: boo
     k = torch.randint(1, 12, (shape[0],), generator=g)
     space = box(0.0, 1.0, sample_shape=shape[1:])
     distance = pixel_l0(lp("l0")) if grouped else lp("l0")
-    nxt, summed = _descent_steps(space, distance, x, grad, point, total, k)
+    nxt, summed = descent_steps(space, distance, x, grad, point, total, k)
     for i in range(shape[0]):
         one = slice(i, i + 1)
         alone = _descent_step_alone(space, distance, x[one], grad[one], point[one], total[one],
@@ -250,7 +251,7 @@ def _bumpy_case(g: torch.Generator, shape: tuple[int, ...],
 
 def test_the_batched_descents_match_each_sample_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a model with local minima the descents of several samples share rounds (their
-    steps taken at once, :func:`mmargin.engine.sparse._descent_steps`), and candidates of
+    steps taken at once, :func:`mmargin.engine.sparse_ops.descent_steps`), and candidates of
     several samples one forward pass; every flip and pass count is the sample's alone and
     the one the stage gave before its steps were batched, with an alternate flip to shrink
     as well, and no sample spends more than it was given."""
@@ -268,13 +269,13 @@ def test_the_batched_descents_match_each_sample_alone(monkeypatch: pytest.Monkey
     assert (model(x).argmax(1) == 0).all() and (model(x + start).argmax(1) == 1).all()
     passes = torch.as_tensor([3, 7, 40, 90, 150, 200, 260, 300, 400, 500])
     rounds = []
-    steps = sparse._descent_steps
+    steps = sparse.descent_steps
 
     def counted(*args: Any) -> Any:
         rounds.append(args[2].shape[0])
         return steps(*args)
 
-    monkeypatch.setattr(sparse, "_descent_steps", counted)
+    monkeypatch.setattr(sparse, "descent_steps", counted)
 
     def stage(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         adapter, counter = F.torch_adapter(model)
@@ -353,7 +354,7 @@ def test_the_batched_bookkeeping_is_the_per_sample_search(grouped: bool) -> None
 def test_stable_orders_are_torchs() -> None:
     """The stage's row-wise stable sorts (numpy's on CPU) are torch's ``argsort(stable=True)``
     permutations: ties (zeros of both signs), infinities, and rows with NaN (torch's)."""
-    from mmargin.engine.sparse import _ranks_of, _stable_order
+    from mmargin.engine.sparse_ops import ranks_of, stable_order
 
     g = torch.Generator().manual_seed(0)
     values = torch.randint(-3, 4, (6, 40), generator=g).float() * 0.5
@@ -362,10 +363,10 @@ def test_stable_orders_are_torchs() -> None:
     values[1, 7] = torch.inf
     values[2, 9] = torch.nan
     for descending in (True, False):
-        order = _stable_order(values, descending)
+        order = stable_order(values, descending)
         want = values.argsort(dim=1, descending=descending, stable=True)
         assert torch.equal(order, want)
-        rank = _ranks_of(order)
+        rank = ranks_of(order)
         for i in range(values.shape[0]):
             assert torch.equal(torch.gather(rank[i], 0, order[i]), torch.arange(40))
 

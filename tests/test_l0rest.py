@@ -20,7 +20,7 @@ from mmargin.distances import lp, pixel_l0
 from mmargin.engine.l0rest import REST_MIN, spend_rest
 from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
-from mmargin.engine.sparse import positions
+from mmargin.engine.sparse_ops import positions
 from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
 from mmargin.spaces import box

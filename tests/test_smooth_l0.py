@@ -1,5 +1,6 @@
 """The smooth-L0 run (:mod:`mmargin.engine.smooth_l0`), its place in the L0 search and the
-stage's second start (:func:`mmargin.engine.sparse._both`), against brute force.
+stage's second start (the alternate flip of :func:`mmargin.engine.sparse.sparse_finish`),
+against brute force.
 
 On a two-class linear model in a box the fewest positions that flip an input is known in
 closed form (the largest per-position gains first, checked against every support in
@@ -22,7 +23,8 @@ from mmargin.distances import lp, pixel_l0
 from mmargin.engine import gradient
 from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
-from mmargin.engine.sparse import positions, sparse_finish
+from mmargin.engine.sparse import sparse_finish
+from mmargin.engine.sparse_ops import positions
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted

@@ -35,7 +35,8 @@ from mmargin.engine.finish import line_search
 from mmargin.engine.gradient import SMOOTH_SHARE
 from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
-from mmargin.engine.sparse import sparse_finish, support_size
+from mmargin.engine.sparse import sparse_finish
+from mmargin.engine.sparse_ops import support_size
 from mmargin.engine.state import SearchState
 
 __all__ = ["REST_MIN", "REST_SHARE", "spend_rest"]

@@ -36,12 +36,13 @@ steps); its tensors are its rows of batch tensors (:class:`_Tensors`), and the w
 between passes is done for the round's samples at once, row by row the same numbers as
 alone: the pushed points and shares at a round's gradients, the rankings of the
 bisections and restores that start (one stable sort of their rows), the candidates (rows
-gathered, one mask), the descent steps (:func:`_descent_steps`). On a small model the
-per-sample tensor calls were most of the stage's time (an MNIST MLP, 100 images at 1000
-passes: ~810k torch calls in the L0 search with a coroutine and its own tensor calls per
-sample, ~185k with the descent steps batched (session 10), ~143k with every sample's
-bookkeeping batched: the same model calls on the same rows, the same results, bit for
-bit; the coroutine version is kept as the tests' reference, tests/sparse_reference.py).
+gathered, one mask), the descent steps; that arithmetic and the batched passes themselves
+are :mod:`mmargin.engine.sparse_ops`'s. On a small model the per-sample tensor calls were
+most of the stage's time (an MNIST MLP, 100 images at 1000 passes: ~810k torch calls in
+the L0 search with a coroutine and its own tensor calls per sample, ~185k with the descent
+steps batched (session 10), ~143k with every sample's bookkeeping batched: the same model
+calls on the same rows, the same results, bit for bit; the coroutine version is kept as
+the tests' reference, tests/sparse_reference.py).
 
 Every candidate goes through the space's ``project`` (mask, box) and ``finalize`` and is kept
 only when a forward pass on it saw the flip; the driver re-verifies the result.
@@ -49,26 +50,28 @@ only when a forward pass on it saw the flip; the driver re-verifies the result.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from mmargin.engine.problem import Problem
-from mmargin.protocols import Distance, Space
-from mmargin.ranking import top_stable
+from mmargin.engine.sparse_ops import (
+    FAR,
+    descent_steps,
+    forward_pass,
+    gradient_pass,
+    positions,
+    ranks_of,
+    shares,
+    stable_order,
+    support_size,
+    within,
+)
 
 SPARSE_SHARE = 0.4
 """The share of a sample's budget set aside for this stage when the distance is L0."""
 PATIENCE = 20
 """Steps each descent from a local minimum takes to look for a flip on one position fewer
 (two descents: together the 40 steps one descent took before the second was added)."""
-MOMENTUM = 0.75
-"""Weight of the previous gradients in that search's running sum."""
-FAR = 1e6
-"""A step long enough to reach the box's bound on any coordinate the space lets move."""
-Replies = tuple[Tensor, list[bool], list[int]]
-"""A batched pass's replies: the values ``(B, ...)``, per row whether it flipped and how many
-positions it changes."""
 
 
 def sparse_passes(budget: int) -> int:
@@ -255,7 +258,7 @@ def _probe_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors
         if fresh:  # least share first, the flip's positions only
             f = _index(fresh, device)
             score = torch.where(_take(t.moved, f), _take(t.gain, f), torch.inf)
-            t.order.index_copy_(0, f, _stable_order(score, False))
+            t.order.index_copy_(0, f, stable_order(score, False))
         keep = _take(t.moved, s)
         at = torch.as_tensor([rows[ids[j]].j for j in res], dtype=torch.long, device=device)
         keep[torch.arange(len(res), device=device), t.order[s, at]] = False
@@ -275,8 +278,8 @@ def _probe_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors
                 mask.index_copy_(0, b, masks)
     if bis or res:  # (alternates alone are asked as they are)
         assert mask is not None
-        d = _within(problem.distance, d, mask)
-    values, flipped, sizes = _forward(problem.rows(sel), d)
+        d = within(problem.distance, d, mask)
+    values, flipped, sizes = forward_pass(problem.rows(sel), d)
     kept, keep_rows, first = [], [], []
     for j, i in enumerate(ids):
         r, ok, size = rows[i], flipped[j], sizes[j]
@@ -338,7 +341,7 @@ def _rank(t: _Tensors, sel: Tensor, pools: list[int]) -> None:
     if any(pools):
         own = torch.as_tensor(pools, dtype=torch.bool, device=sel.device).unsqueeze(1)
         score = torch.where(own & ~t.moved[sel], -torch.inf, score)
-    t.rank[sel] = _ranks_of(_stable_order(score, True))
+    t.rank[sel] = ranks_of(stable_order(score, True))
 
 
 def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tensors) -> None:
@@ -367,12 +370,12 @@ def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tens
         if walking:
             assert w is not None
             d.index_copy_(0, w, _take(t.point, sel.index_select(0, w)))
-    grad, flipped, sizes = _gradient(sub, d)
+    grad, flipped, sizes = gradient_pass(sub, d)
     nxt = None
     if walking:
         s = sel if w is None else sel.index_select(0, w)
         k = torch.as_tensor([rows[ids[j]].count - 1 for j in walking], device=device)
-        nxt, total = _descent_steps(space, distance, _take(sub.x, w), _take(grad, w),
+        nxt, total = descent_steps(space, distance, _take(sub.x, w), _take(grad, w),
                                     _take(d, w), _take(t.sums, s), k)  # fmt: skip
         t.sums.index_copy_(0, s, total)
     if at:
@@ -381,7 +384,7 @@ def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tens
         t.moved.index_copy_(0, s, positions(distance, point).flatten(1))
         pushed = space.project(_take(sub.x, g), torch.where(slope != 0, -slope.sign() * FAR, point))
         t.pushed.index_copy_(0, s, pushed)
-        t.gain.index_copy_(0, s, _shares(distance, slope, pushed).flatten(1))
+        t.gain.index_copy_(0, s, shares(distance, slope, pushed).flatten(1))
     found, found_at, going, going_at = [], [], [], []
     step = 0
     for j, i in enumerate(ids):
@@ -412,104 +415,3 @@ def _gradient_round(problem: Problem, rows: list[_Row], ids: list[int], t: _Tens
         t.point.index_copy_(
             0, _index(going, device), _take(nxt, _subset(None, going_at, step, device))
         )
-
-
-def _stable_order(values: Tensor, descending: bool) -> Tensor:
-    """Each row's ``argsort(stable=True)`` (2-D ``values``), from numpy's stable sort on CPU
-    without NaN (the same permutation: a stable sort's order is unique)."""
-    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
-        array = values.numpy()
-        if not np.isnan(array).any():
-            key = np.negative(array) if descending else array
-            return torch.from_numpy(np.argsort(key, axis=1, kind="stable"))
-    return values.argsort(dim=1, descending=descending, stable=True)
-
-
-def _ranks_of(order: Tensor) -> Tensor:
-    """Each row's inverse permutation of ``order`` (2-D): every position's place."""
-    rank = torch.empty_like(order)
-    places = torch.arange(order.shape[1], device=order.device).expand_as(order)
-    return rank.scatter_(1, order, places)
-
-
-def _descent_steps(
-    space: Space, distance: Distance, x: Tensor, grad: Tensor, point: Tensor, total: Tensor,
-    k: Tensor,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """One step of :func:`_descend` for every row: the running sum ``total`` takes the
-    gradient scaled by its largest entry (momentum :data:`MOMENTUM`), and the next point is
-    the top ``k`` positions by that sum, pushed to the bound against it. Row by row the
-    arithmetic of a sample alone (elementwise, a per-row maximum, the first ``k`` of a
-    stable descending sort per row: :func:`~mmargin.ranking.top_stable`)."""
-    shape = (-1,) + (1,) * (grad.dim() - 1)
-    scale = grad.flatten(1).abs().amax(dim=1).clamp(min=1e-30).view(shape)
-    total = MOMENTUM * total + grad / scale
-    pushed = space.project(x, torch.where(total != 0, -total.sign() * FAR, point))
-    keep = top_stable(_shares(distance, total, pushed).flatten(1), k)
-    nxt = space.finalize(x, x + space.project(x, _within(distance, pushed, keep))) - x
-    return nxt, total
-
-
-def _forward(problem: Problem, delta: Tensor) -> Replies:
-    """One batched forward pass on the finalised candidates ``problem.x + delta``."""
-    x, space = problem.x, problem.space
-    candidate = space.finalize(x, x + space.project(x, delta))
-    with torch.no_grad():
-        scores = problem.model(candidate)
-    ok = problem.is_adversarial(scores) & torch.isfinite(scores).flatten(1).all(1)
-    moved = candidate - x
-    return _replies(problem.distance, moved, moved, ok)
-
-
-def _gradient(problem: Problem, delta: Tensor) -> Replies:
-    """The loss gradients at ``problem.x + delta`` (one batched forward + backward pass). Not the
-    space's free gradient: a coordinate already at its bound keeps its share (``project``
-    holds the box and the mask when positions are pushed)."""
-    d = delta.clone().requires_grad_(True)
-    with torch.enable_grad():
-        scores = problem.model(problem.x + d)
-        loss = problem.loss(scores)
-        (grad,) = torch.autograd.grad(loss.sum(), d, allow_unused=True)
-    grad = torch.zeros_like(delta) if grad is None else torch.nan_to_num(grad, 0.0, 0.0, 0.0)
-    ok = problem.flips(scores.detach(), loss.detach())
-    return _replies(problem.distance, grad, delta, ok)
-
-
-def _replies(distance: Distance, values: Tensor, point: Tensor, ok: Tensor) -> Replies:
-    """The rows' ``values``, whether each flipped and the positions ``point`` changes there."""
-    counts = positions(distance, point).flatten(1).sum(1).tolist()
-    return values, [bool(f) for f in ok.tolist()], [int(c) for c in counts]
-
-
-def positions(distance: Distance, delta: Tensor) -> Tensor:
-    """Where ``delta`` changes the input, in the distance's units: ``(B, *positions)``."""
-    moved = delta != 0
-    group = getattr(distance, "group_axis", None)
-    return moved if group is None else moved.any(dim=group)
-
-
-def support_size(distance: Distance, delta: Tensor) -> Tensor:
-    """How many positions each perturbation of ``delta`` changes: ``(B,)``."""
-    return positions(distance, delta).flatten(1).sum(1)
-
-
-def _expand(distance: Distance, where: Tensor, like: Tensor) -> Tensor:
-    """A per-position mask broadcast back onto the coordinates of ``like``."""
-    group = getattr(distance, "group_axis", None)
-    return where if group is None else where.unsqueeze(group).expand_as(like)
-
-
-def _shares(distance: Distance, grad: Tensor, delta: Tensor) -> Tensor:
-    """Each position's first-order share of the loss decrease, ``-∇loss·δ`` summed over it."""
-    share = -(grad * delta)
-    group = getattr(distance, "group_axis", None)
-    return share if group is None else share.sum(dim=group)
-
-
-def _within(distance: Distance, delta: Tensor, keep: Tensor) -> Tensor:
-    """``delta`` on the flat positions where ``keep`` holds only, clean elsewhere."""
-    group = getattr(distance, "group_axis", None)
-    shape = list(delta.shape)
-    if group is not None:  # the shape of ``positions(distance, delta)``, not computed
-        del shape[group]
-    return delta * _expand(distance, keep.view(shape), delta)
