@@ -173,31 +173,22 @@ def test_rows_inside_the_ball_get_level_zero() -> None:
     assert torch.equal(threshold(size, size.sum(dim=1)), torch.zeros(2))  # on the sphere
 
 
-def _float_partition_theta(size: np.ndarray, eps: np.ndarray) -> np.ndarray:
-    """:func:`mmargin.l1ball._threshold_numpy` as it was before its partition read the
-    magnitudes' bits as integers: the same steps on the floats themselves."""
-    width, rows, look = size.shape[1], np.arange(size.shape[0]), min(size.shape[1], TOP)
-    while True:
-        cut = width - look
-        part = np.partition(size, cut, axis=1)[:, cut:] if cut > 0 else size
-        top = np.sort(part, axis=1)[:, ::-1]
-        cums = np.cumsum(top, axis=1, dtype=np.float64)
-        ranks = np.arange(1, look + 1, dtype=np.float64)
-        active = top * ranks > cums - eps[:, None]
-        rho = np.maximum(np.where(active, ranks, 0.0).max(axis=1), 1.0)
-        if look == width or bool((rho < look).all()):
-            break
-        look = min(width, 4 * look)
-    return np.maximum((cums[rows, rho.astype(np.int64) - 1] - eps) / rho, 0.0)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("width", [784, 300, 64, 5])
-def test_integer_keys_pick_the_float_partition_theta(dtype: torch.dtype, width: int) -> None:
+def test_integer_keys_pick_the_float_partition_theta(
+    dtype: torch.dtype, width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The partition on the magnitudes' bits as integers gives θ bit for bit as the float
-    partition did: ties, zeros (+0 from ``abs`` of -0), +∞ and NaN (non-finite either way),
-    rows inside the ball, active sets wider than the first look, zero radius."""
+    partition did (the same function with the floats themselves as keys): ties, zeros (+0
+    from ``abs`` of -0), +∞ and NaN (non-finite either way), rows inside the ball, active
+    sets wider than the first look, zero radius."""
+    from mmargin import l1ball
     from mmargin.l1ball import _threshold_numpy
+
+    def float_partition_theta(size: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        with monkeypatch.context() as m:
+            m.setattr(l1ball, "_as_keys", lambda values: values)
+            return _threshold_numpy(size, eps)
 
     gen = torch.Generator().manual_seed(17)
     for trial in range(25):
@@ -216,7 +207,7 @@ def test_integer_keys_pick_the_float_partition_theta(dtype: torch.dtype, width: 
         eps[3] = total[3] * 0.05
         array, radii = size.numpy(), eps.numpy().astype(np.float64)
         with np.errstate(invalid="ignore"):  # ∞ − ∞ in the sums of a row holding ∞
-            got, want = _threshold_numpy(array, radii), _float_partition_theta(array, radii)
+            got, want = _threshold_numpy(array, radii), float_partition_theta(array, radii)
         assert np.array_equal(np.isfinite(got), np.isfinite(want))
         fine = np.isfinite(want)
         assert np.array_equal(got[fine], want[fine])
