@@ -140,8 +140,10 @@ def test_a_negative_step_size_is_refused_naming_the_field() -> None:
         dataclasses.replace(GradientConfig(), unspent_lr=-0.1)
 
 
-def test_only_a_short_l2_search_starts_its_lagrangian_run_with_the_larger_step() -> None:
-    config = GradientConfig()
+def test_only_a_short_l2_search_starts_its_lagrangian_run_with_its_own_step() -> None:
+    # (the default short step equals LR_INIT since the short plan's run is hastened,
+    # lagrangian.lagrangian_hasten; another value shows which plan reads it)
+    config = GradientConfig(short_lagrangian_lr=0.3)
     assert lagrangian_lr(120, 2.0, config) == config.short_lagrangian_lr != LR_INIT
     assert lagrangian_lr(config.short_steps, 2.0, config) == LR_INIT
     assert lagrangian_lr(120, 1.0, config) == lagrangian_lr(480, 1.0, config) == LR_INIT

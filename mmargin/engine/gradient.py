@@ -21,6 +21,7 @@ from torch import Tensor
 from mmargin.engine.epsball import Late, epsball_run
 from mmargin.engine.exchange import reserved_steps
 from mmargin.engine.lagrangian import (
+    lagrangian_hasten,
     lagrangian_lr,
     lagrangian_run,
     lagrangian_slot,
@@ -261,7 +262,8 @@ def _class_aware(
             begin = state.best_delta.clone() if warm else None
             first = lagrangian_lr(steps, distance.p, config)
             prior = state.best_norm.clone()
-            lagrangian_run(problem, lagrange, state, start=begin, lr_init=first)
+            hasten = lagrangian_hasten(steps, distance.p, config)
+            lagrangian_run(problem, lagrange, state, start=begin, lr_init=first, hasten=hasten)
             if second:  # a second basin: from the clean input, another first step
                 lagrangian_run(problem, second, state, lr_init=config.lagrangian_second_lr)
             if drop:

@@ -31,10 +31,11 @@ continuous space (its ``project`` keeps the box and masks) and any goal:
 How many steps the run gets (:func:`lagrangian_steps`) and where it goes
 (:func:`lagrangian_slot`) is the search's choice per distance: on L2
 ``GradientConfig.lagrangian`` of the steps, after the first ε-ball run and from the clean
-input (it reaches flips the ε-ball walk misses); on L1 ``GradientConfig.lagrangian_l1``,
-after the class probes and from the best flip so far (a sparse walk along the boundary
-before the refinements: from the clean input, every share tried lost on the robust
-tuning models); none on L∞ / L0.
+input (it reaches flips the ε-ball walk misses; in a short search the samples without a
+flip after 8 steps take growing steps until they flip, :func:`lagrangian_hasten`); on L1
+``GradientConfig.lagrangian_l1``, after the class probes and from the best flip so far (a
+sparse walk along the boundary before the refinements: from the clean input, every share
+tried lost on the robust tuning models); none on L∞ / L0.
 
 A second L1 run from the clean input *kept alongside* the ε-ball runs (not replacing the
 warm one; its steps taken from the plan's other legs) lost too (session 9, 200 images,
@@ -69,6 +70,7 @@ from mmargin.protocols import Distance
 __all__ = [
     "decay",
     "l1_weights",
+    "lagrangian_hasten",
     "lagrangian_lr",
     "lagrangian_run",
     "lagrangian_slot",
@@ -161,10 +163,64 @@ def lagrangian_lr(steps: int, p: float, config: GradientConfig) -> float:
     with the peers: tune_cnn_fgsm_short 0.889 → 0.929, tune_cnn_fgsm 0.784 → 0.824 (both
     halves of 50 up; on images 100–199 0.858 → 0.881 and 0.767 → 0.799), mnist_cnn 0.990 →
     0.993; @500 mnist_cnn lost a little (0.9982 → 0.9968) while the robust models gained
-    0.012–0.018. 0.05 lost; 0.3 was mixed between the halves."""
+    0.012–0.018. 0.05 lost; 0.3 was mixed between the halves. Since session 13 the short
+    run is hastened (:func:`lagrangian_hasten`), which reaches the first flip sooner, and
+    its first step is 0.1 again (with the hastening, 0.2 lost on tune_cnn_bn)."""
     if p == 2.0 and is_short(steps, p, config):
         return config.short_lagrangian_lr
     return LR_INIT
+
+
+def lagrangian_hasten(steps: int, p: float, config: GradientConfig) -> tuple[int, float] | None:
+    """The warm-up rule of the Lagrangian run of an untargeted search of ``steps`` steps on
+    the Lp distance ``p``: in a short L2 search (:func:`~mmargin.engine.passes.is_short`)
+    ``(short_hasten_after, short_hasten)``: from that step on, a sample without a flip yet
+    has its RMSProp statistic multiplied by ``short_hasten`` each step, so its steps grow
+    until it flips (``lagrangian_run(hasten=...)``); otherwise, or with ``short_hasten``
+    1, none.
+
+    RMSProp's statistic starts at 1 (ALMA's choice), far above the squared gradients of the
+    spread-normalised constraint, so the first steps are the gradient itself, small where
+    the model is robust: on the adversarially trained tuning CNNs the median sample first
+    flipped after 14–15 of the 60 steps of a 250-pass search (5–6 on tune_cnn_bn and
+    mnist_cnn), and the run had that much less time to walk the boundary. Starting the
+    statistic lower hastens every sample and loses where the first flips come early
+    (Lagrangian run alone, 60 steps, first step 0.2, mean best flip on images 0–199:
+    statistic 0.01: tune_cnn_fgsm 1.983 → 1.750, tune_cnn_fgsm_short 2.158 → 2.008,
+    tune_cnn_bn 1.435 → 1.505, mnist_cnn 1.574 → 1.688); hastening only the samples still
+    without a flip after 8 steps leaves those that flip early as they were.
+
+    Measured with ``(8, 0.3)`` and a first step of 0.1 (``short_lagrangian_lr``, 0.2
+    before: the hastened run no longer needs the larger step to reach its first flip), L2,
+    images 0–199, pooled with ALMA, DDN, FMN and both runs at every budget; all (halves
+    0–99 / 100–199), before → after, at 250 passes:
+    tune_cnn_fgsm 0.7895 (0.7875 / 0.7402) → 0.8374 (0.8486 / 0.7820),
+    tune_cnn_fgsm_short 0.8928 (0.9152 / 0.8302) → 0.9329 (0.9445 / 0.8831),
+    tune_cnn_bn 0.9794 (0.9788 / 0.9766) → 0.9810 (0.9798 / 0.9789),
+    mnist_cnn 0.9927 (0.9931 / 0.9911) → 0.9934 (0.9933 / 0.9911),
+    tune_mlp 0.9960 (0.9959 / 0.9945) → 0.9962 (0.9962 / 0.9948), at the same passes
+    (±0.2 per sample). At 240 / 260 / 500 passes (the robust CNNs are chaotic in the plan):
+    tune_cnn_fgsm 0.7656 / 0.7996 / 0.8546 → 0.8306 / 0.8528 / 0.9137,
+    tune_cnn_fgsm_short 0.8865 / 0.9055 / 0.9527 → 0.9433 / 0.9413 / 0.9652,
+    tune_cnn_bn 0.9546 / 0.9795 / 0.9893 → 0.9579 / 0.9814 / 0.9921,
+    mnist_cnn 0.9707 / 0.9921 / 0.9967 → 0.9778 / 0.9935 / 0.9972,
+    tune_mlp 0.9718 / 0.9966 / 0.9968 → 0.9749 / 0.9967 / 0.9988; three halves of 30
+    moved down: tune_cnn_bn's 100–199 @240 (0.9659 → 0.9631), tune_mlp's @260 (0.9963 →
+    0.9953), tune_cnn_fgsm_short's 0–99 @500 (0.9693 → 0.9660). A long plan (1000
+    passes) is unchanged. Variants at 250 in one pool (factor, from step; first step 0.1):
+    (0.4, 5) lost mnist_cnn 0.0014, (0.4, 8) 0.0028, (0.4, 6) 0.0013; (0.5, 6), (0.5, 7),
+    (0.6, 8) gained 0.013–0.048 on the robust CNNs but lost 0.0003–0.0008 on a half of
+    mnist_cnn. With the first step 0.2 every variant lost on tune_cnn_bn: (0.6, 5), (0.6,
+    8), (0.5, 6), (0.8, 5) and the statistic 0.1 or 0.01 from the start 0.0006–0.0020,
+    (0.6, 1) and (0.8, 1) 0.003–0.005. A scout (two copies of each sample's run, the
+    statistic 1 and 0.01, first step 0.2, for 10–20 steps, then per sample the copy with
+    the smaller flip going on) needs those steps from the other runs: taken from the first
+    ε-ball run it lost (mnist_cnn 0.9932 → 0.9786 with 20 steps, tune_cnn_fgsm 0.8028 →
+    0.7920 with 10); shorter runs lose on the robust CNNs more than any pick gains (the run
+    alone, tune_cnn_fgsm, mean best flip: 60 steps 1.983, 50 steps 2.299)."""
+    if p != 2.0 or not is_short(steps, p, config) or config.short_hasten >= 1.0:
+        return None
+    return config.short_hasten_after, config.short_hasten
 
 
 def decay(steps: int, clean: bool) -> float:
@@ -247,6 +303,7 @@ def lagrangian_run(
     only: Tensor | None = None,
     lr_init: float = LR_INIT,
     lengths: Tensor | None = None,
+    hasten: tuple[int, float] | None = None,
 ) -> None:
     """Spend ``steps`` steps (2 passes each) per searching sample, recording every flip in
     ``state``. ``against``: drive the pairwise loss toward these classes instead of the
@@ -256,7 +313,10 @@ def lagrangian_run(
     size, as a share of each input's largest magnitude. ``lengths``: per sample, how many of
     the ``steps`` it takes (its run decays over its own length, as if run alone for
     exactly those steps); a sample leaves the batch when its steps are done, so samples of
-    different lengths share one batched run (:mod:`mmargin.engine.leftover`)."""
+    different lengths share one batched run (:mod:`mmargin.engine.leftover`). ``hasten``:
+    ``(after, factor)``, from step ``after`` (0-based) on, each sample that has not flipped
+    yet has its RMSProp statistic multiplied by ``factor`` per step
+    (:func:`lagrangian_hasten`); a sample's own flips decide, so it runs as it would alone."""
     x, space, distance = problem.x, problem.space, problem.distance
     rows = state.searching(only)
     if rows.numel() == 0 or steps < 1:
@@ -357,6 +417,9 @@ def lagrangian_run(
             if isinstance(reduction, Tensor) or reduction > LR_REDUCTION:
                 step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
             square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
+            if hasten is not None and k >= hasten[0] and not bool(found.all()):
+                # no flip yet: the warm-up statistic shrinks, so the sample's steps grow
+                square.mul_(per_sample(torch.where(found, 1.0, hasten[1]), square))
             root = square.sqrt().add_(1e-8)  # RMSProp's denominator, also the prox's
             moment.mul_(AVERAGE).addcdiv_(grad, root)
             scaled = per_sample(step, moment)

@@ -103,7 +103,10 @@ class GradientConfig:
     :func:`~mmargin.engine.passes.is_short`): a search of fewer than ``split_min`` steps
     (on L2 ``split_min_l2``, on L1 ``split_min_l1``, if larger) is one plain run, nothing
     ranked; an L2 search of fewer than ``short_steps`` steps gives ``short_lagrangian`` of
-    them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1) and has
+    them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1; a sample
+    still without a flip after ``short_hasten_after`` of its steps has its RMSProp statistic
+    multiplied by ``short_hasten`` per step until it flips, 1 = off:
+    :func:`mmargin.engine.lagrangian.lagrangian_hasten`) and has
     ``short_probes`` probes of ``short_probe_share``; an L1 search of fewer than
     ``short_steps`` steps has at most ``short_probes_l1`` probes (of ``probe_share``), the
     steps of the others going to the refinements. In a short L2 search whose probes are
@@ -143,7 +146,9 @@ class GradientConfig:
     split_min_l1: int = 75
     short_steps: int = 400
     short_lagrangian: float = 0.5
-    short_lagrangian_lr: float = 0.2
+    short_lagrangian_lr: float = 0.1
+    short_hasten: float = 0.3
+    short_hasten_after: int = 8
     short_probes: int = 2
     short_probe_share: float = 0.15
     short_probes_l1: int = 2
@@ -176,6 +181,8 @@ class GradientConfig:
         check_float("gradient", "short_probe_share", self.short_probe_share, 0.0, 1.0)
         check_float("gradient", "short_lagrangian", self.short_lagrangian, 0.0, 0.9)
         check_float("gradient", "short_lagrangian_lr", self.short_lagrangian_lr, 1e-6, 10.0)
+        check_float("gradient", "short_hasten", self.short_hasten, 1e-6, 1.0)
+        check_int("gradient", "short_hasten_after", self.short_hasten_after, 0, MAX_BUDGET)
         check_int("gradient", "restarts", self.restarts, 0, 1000)
         check_int("gradient", "candidates", self.candidates, 1, 1000)
         check_int("gradient", "probes", self.probes, 0, 1000)
