@@ -40,37 +40,36 @@ changed one, the stored set's worst (digits-test-0119, 1.0201 × exact, found su
 
 A ``next`` round (from the clean input toward the class the next probe would have driven
 toward: the first ranked class after the first run's and the probed ones,
-:func:`~mmargin.engine.passes.next_class`) runs on L1 *before* the polish, where a
-sample's unspent steps pay for it and still leave the polish its fewest steps
-(:mod:`mmargin.engine.leftover`; ``GradientConfig.next_class``). The probes cover the
-first run's class and the three nearest others by first-order distance at the clean
-input, and on a ReLU net the nearest class can lie beyond them: on the second tuning
-digits MLP (``tune_digits_mlp``, 64-48-24-10; 120 MILP points, 1000 passes)
-digits-test-0034 was found at 1.1025 × exact in class 1 (first run class 8, probes 1, 5,
-2), the exact flip in class 4, ranked fifth (first-order 1.69 against 1.36 for class 1;
-its linearised knapsack flip 2.06 at the clean input and 3.14 at the found flip, so no
+:func:`~mmargin.engine.passes.next_class`) runs on L1 *before* the polish, where a sample's
+unspent steps pay for it and still leave the polish its fewest steps
+(:mod:`mmargin.engine.leftover`; ``GradientConfig.next_class``). The probes cover the first
+run's class and the nearest others by first-order distance at the clean input (three at
+1000 passes, two under ~800), and on a ReLU net the nearest class can lie beyond them: on
+the second tuning digits MLP (``tune_digits_mlp``, 64-48-24-10; 120 MILP points, 1000
+passes) digits-test-0034 was found at 1.1025 × exact in class 1 (first run class 8, probes
+1, 5, 2), the exact flip in class 4, ranked fifth (first-order 1.69 against 1.36 for class
+1; its linearised knapsack flip 2.06 at the clean input and 3.14 at the found flip, so no
 ``class`` round would pick it), while four knapsack steps from the clean input toward it
-reach 1.271 and the polish after it 1.0006 × exact. The sample had 16 unspent steps,
-all of which the polish took before (finding nothing). With the round: max 1.1025 →
-1.0028, median 1.00013 (unchanged), share above 1.001 5.8 → 5.0 %; the shipped
-digits_mlp's 50 stored points unchanged (median 1.00011, max 1.0025). On 300 points of
-``tune_digits_mlp`` (297 proven; the 180 after the first 120 solved only after the round
-was designed) it also took digits-test-0749 from 1.0643 to 1.0004 × (the same case: class
-7, ranked fifth, never probed): max 1.1402 → 1.1402, share above 1.001 5.1 → 4.4 %,
-median 1.00014. The max, digits-test-0499, is a flip in the right class on the wrong
-support ({8, 38} against the exact {6, 38}); the ``clean`` round reaches 1.0014 × but the
-sample has no step left for it. Walking ``clean`` before the polish as well (the polish of
-a sample with 16 steps left keeping 4) fixed it but left two others above exact by
-11 % and 1.8 % (digits-test-0853, 0442). On the MNIST tuning
-models (L1, 200 images, pooled with ALMA / FMN / FAB and every run; 250 passes unchanged,
-no sample has the steps): at 1000 passes mnist_cnn 0.9937 → 0.9943, tune_mlp 0.9988 →
-0.9990 (images 100–199 0.9988 → 0.9994), tune_cnn_fgsm 0.8848 → 0.8848 (990 / 1010:
-0.8974 / 0.8951, both unchanged), tune_cnn_bn 0.9789 → 0.9787 (990 / 1010: 0.9715 →
-0.9715, 0.9721 → 0.9720; the polish of a sample with 16 steps left has 10: 2–3 of its
-samples end 1–3 % higher), 2–6 more passes per sample; at 500 passes mnist_cnn 0.9840 →
-0.9843, tune_mlp 0.9937 → 0.9960 (images 100–199 0.9906 → 0.9957), tune_cnn_bn 0.9526 →
-0.9530, tune_cnn_fgsm unchanged (0.8422). Process CPU time of tune_mlp's L1 search at
-1000 passes (200 images, 4 alternating pairs in one process): median 3.73 → 3.77 s.
+reach 1.271 and the polish after it 1.0006 × exact. The sample had 16 unspent steps, all of
+which the polish took before (finding nothing). With the round: max 1.1025 → 1.0028, median
+1.00013 (unchanged), share above 1.001 5.8 → 5.0 %; the shipped digits_mlp's 50 stored
+points unchanged (median 1.00011, max 1.0025). On 300 points of ``tune_digits_mlp`` (297
+proven; the 180 after the first 120 solved only after the round was designed) it also took
+digits-test-0749 from 1.0643 to 1.0004 × (the same case: class 7, ranked fifth, never
+probed): max 1.1402 → 1.1402, share above 1.001 5.1 → 4.4 %, median 1.00014. The max,
+digits-test-0499, is a flip in the right class on the wrong support ({8, 38} against the
+exact {6, 38}); the ``clean`` round reaches 1.0014 × but the sample has no step left for
+it. Walking ``clean`` before the polish as well (the polish of a sample with 16 steps left
+keeping 4) fixed it but left two others above exact by 11 % and 1.8 % (digits-test-0853,
+0442). On the MNIST tuning models (L1, 200 images, pooled with ALMA / FMN / FAB and every
+run; 250 passes unchanged, no sample has the steps): at 1000 passes mnist_cnn 0.9937 →
+0.9943, tune_mlp 0.9988 → 0.9990 (images 100–199 0.9988 → 0.9994), tune_cnn_fgsm 0.8848 →
+0.8848 (990 / 1010: 0.8974 / 0.8951, both unchanged), tune_cnn_bn 0.9789 → 0.9787 (990 /
+1010: 0.9715 → 0.9715, 0.9721 → 0.9720; the polish of a sample with 16 steps left has 10:
+2–3 of its samples end 1–3 % higher), 2–6 more passes per sample; at 500 passes mnist_cnn
+0.9840 → 0.9843, tune_mlp 0.9937 → 0.9960 (images 100–199 0.9906 → 0.9957), tune_cnn_bn
+0.9526 → 0.9530, tune_cnn_fgsm unchanged (0.8422). Process CPU time of tune_mlp's L1 search
+at 1000 passes (200 images, 4 alternating pairs in one process): median 3.73 → 3.77 s.
 
 The rounds' point is the flip's support and region, not its last digit: the polish that
 follows (and the driver's line search) take back the overshoot.

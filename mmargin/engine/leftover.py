@@ -48,8 +48,8 @@ length: at 500 passes 3 lengths, the leftover's time 0.58–0.82× on the tuning
 Before the polish (``GradientConfig.next_class``, on by default) a sample whose unspent
 steps pay for it and still leave the polish its fewest (``POLISH_MIN_STEPS``) walks from the
 clean input toward the class the next probe would have taken (the exchange's ``next``
-round): the probes reach the first run's class and three more, ranked by first-order
-distance at the clean input, and on a ReLU net the nearest class can be ranked further.
+round): the probes reach the first run's class and two or three more, ranked by
+first-order distance at the clean input, and on a ReLU net the nearest class can be ranked further.
 
 The polish stops at a fixed point of its linearisation, which on a piecewise-linear model
 can be several % above the exact minimum; the L1 exchange (:mod:`mmargin.engine.exchange`)
