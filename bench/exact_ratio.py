@@ -16,6 +16,13 @@ limit (not proven optimal) are counted and left out of the ratios.
         --out bench/results/exact_ratio.json
 
 writes the JSON (per-point figures) and a Markdown table next to it (same name, ``.md``).
+
+With ``--stored RECORD`` (such a JSON, e.g. ``bench/results/exact_ratio_digits_mlp.json``)
+no MILP is solved: the search runs on the record's points and is divided by its proven
+exact margins (a minute, where the MILPs took many), printed per norm with the worst
+points (``--points`` and ``--model`` come from the record):
+
+    python bench/exact_ratio.py --stored bench/results/exact_ratio_tune_digits_mlp.json
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds a point")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "exact_ratio.json")
+    parser.add_argument("--stored", type=Path, default=None,
+                        help="reuse this record's exact margins: no MILP")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -105,6 +114,8 @@ def measure(model: Any, norm: str, points: int, budget: int, seed: int,
         exact, lower, optimal = exact_margin(layers, x[i], int(y[i]), norm, float(found[i]),
                                              time_limit)  # fmt: skip
         ratio = found[i] / exact if exact > 0 else math.inf
+        print(f"  {norm} {ids[i]}: found {found[i]:.6g} exact {exact:.6g} ratio {ratio:.5f}"
+              f"{'' if optimal else ' (not proven)'}", file=sys.stderr, flush=True)  # fmt: skip
         # the oracle relation: never below what the MILP proves (its optimum, or its bound)
         floor = exact if optimal else lower
         rows.append({"id": ids[i], "label": int(y[i]), "found": float(found[i]),
@@ -127,6 +138,34 @@ def measure(model: Any, norm: str, points: int, budget: int, seed: int,
         "worst": worst,
         "rows": rows,
     }
+
+
+def summary(ratios: list[tuple[float, str]]) -> str:
+    """One line: median, max, share above 1.001 and the four worst ``(ratio, id)``."""
+    worst = sorted(ratios, reverse=True)
+    r = np.array([q for q, _ in worst])
+    return (f"points {r.size} median {np.median(r):.5f} max {r.max():.4f} share>1.001 "
+            f"{np.mean(r > 1.001):.3f} below {int(np.sum(r < 1 - TOL))}  worst "
+            + ", ".join(f"{i} {q:.4f}" for q, i in worst[:4]))  # fmt: skip
+
+
+def stored_ratios(model: Any, record: dict[str, Any], norms: list[str], budget: int,
+                  seed: int) -> dict[str, list[tuple[float, str]]]:  # fmt: skip
+    """Per norm of ``record`` (an output of this script) in ``norms``: the search's
+    found / exact on the record's proven-optimal points, as ``(ratio, id)``."""
+    x, y, ids = load_points(model, record["points"])
+    out = {}
+    for rec in record["norms"]:
+        if rec["norm"] not in norms:
+            continue
+        known = {r["id"]: r for r in rec["rows"]}
+        if [r["id"] for r in rec["rows"]] != ids:
+            raise SystemExit("exact_ratio: the record's points are not this model's")
+        exact = {i: r["exact"] for i, r in known.items() if r["optimal"]}
+        found = found_margins(model, x, y, rec["norm"], budget, seed)
+        out[rec["norm"]] = [(float(f) / exact[i], i) for f, i in zip(found, ids, strict=True)
+                            if i in exact]  # fmt: skip
+    return out
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -164,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     import zoo
     from image_provenance import cpu_kernels
 
+    if args.stored is not None:
+        stored = json.loads(args.stored.read_text())
+        model = zoo.load(stored["model"])
+        got = stored_ratios(model, stored, args.norms, args.budget, args.seed)
+        for norm, ratios in got.items():
+            print(f"{norm}: {summary(ratios)}")
+        return 0
     member = zoo.MEMBERS.get(args.model)
     if (member is not None and member.data != "digits") or (
         member is None and args.model != "digits_mlp"

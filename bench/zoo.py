@@ -7,7 +7,9 @@ Two sets, kept apart on purpose (see ``bench/zoo/README.md``):
   one of the same LeNet shape trained for 8 epochs (``tune_cnn_fgsm``) and one with
   average pooling trained for 2 (``tune_cnn_fgsm_short``); and, so that batch-norm CNNs
   and MNIST MLPs have a tuning stand-in of their own, a LeNet-shaped CNN with batch norm
-  (``tune_cnn_bn``) and an MLP 784-300-100-10 (``tune_mlp``);
+  (``tune_cnn_bn``) and an MLP 784-300-100-10 (``tune_mlp``); and a second digits MLP
+  (``tune_digits_mlp``, 64-48-24-10) so the exact (MILP) ratios have more than one tuning
+  network;
 - **evaluation**: models no default was ever tuned on, with other architectures, seeds and
   training — a CNN with batch norm, a plain MLP, an FGSM-with-random-start L∞ trained
   all-convolutional CNN, and a digits MLP for the exact (MILP) ratios.
@@ -155,6 +157,10 @@ MEMBERS: dict[str, Member] = {
         Member(
             "tune_mlp", "tuning", "mnist", lambda: _mlp(784, 300, 100, 10),
             "MLP 784-300-100-10", epochs=4, seed=13,
+        ),
+        Member(
+            "tune_digits_mlp", "tuning", "digits", lambda: _mlp(64, 48, 24, 10),
+            "MLP 64-48-24-10", epochs=80, seed=20,
         ),
         Member(
             "eval_cnn_bn", "evaluation", "mnist", BnCNN, "CNN with batch norm", epochs=4,

@@ -13,6 +13,7 @@ import pytest
 import torch
 from engine_fakes import copy_state, random_linear, relu_flips
 from scipy.optimize import linprog
+from torch import Tensor
 
 from mmargin.distances import lp
 from mmargin.engine import exchange
@@ -97,6 +98,68 @@ def test_a_wasteful_flip_of_a_linear_model_reaches_the_closed_form_minimum(seed:
             assert int(model(x[i] + state.best_delta[i]).argmax()) != int(labels[i])
     # no ranking: the class round is skipped, the other three are paid and run
     assert state.queries.tolist() == [2 * sum(COSTS[:3])] * len(x)
+
+
+def _flip_toward(model: torch.nn.Linear, x: Tensor, label: int, j: int) -> Tensor:
+    """The closed-form L1 flip in [0, 1] of a linear model toward class ``j``, 1 % past
+    the pairwise boundary (the fractional knapsack, best gain per unit first)."""
+    w = model.weight.detach()
+    with torch.no_grad():
+        scores = model(x[None])[0]
+    a = (w[label] - w[j]).numpy()
+    need = float(scores[label] - scores[j]) * 1.01
+    room = np.where(a > 0, x.numpy(), 1 - x.numpy())
+    delta = np.zeros_like(a)
+    for i in np.argsort(-np.abs(a)):
+        move = min(room[i], need / abs(a[i]))
+        delta[i], need = -np.sign(a[i]) * move, need - abs(a[i]) * move
+        if need <= 0:
+            break
+    return torch.from_numpy(delta)[None]
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3])  # seed 1: every flip lands in the nearest class
+def test_the_next_round_walks_from_the_clean_input_toward_its_own_class(seed: int) -> None:
+    """Flips of a linear model in another class than the nearest one: the ``next`` round
+    toward the nearest class (``untried``) lands within 0.5 % above that class's
+    closed-form minimum, in that class; a sample whose ``untried`` is ``-1`` or its best
+    flip's own class is left alone; a round costs ``ROUND`` steps."""
+    model, x = random_linear(seed, d=16, k=4, n=32)
+    model, x = model.double(), x.double()
+    space, distance = box(0.0, 1.0), lp("l1")
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    costs = torch.tensor([[_toward_exact(model, x[i], int(labels[i]), j) if j != labels[i]
+                           else math.inf for j in range(4)] for i in range(len(x))])  # fmt: skip
+    near = costs.argmin(dim=1)
+    state = SearchState.empty(x)
+    for i in range(len(x)):  # a flip toward another class that lands outside the nearest
+        for j in costs[i].argsort(descending=True).tolist():
+            if j in (int(labels[i]), int(near[i])):
+                continue
+            d = _flip_toward(model, x[i], int(labels[i]), j)
+            with torch.no_grad():
+                got = model(x[i : i + 1] + d)
+            if int(got.argmax()) not in (int(labels[i]), int(near[i])):
+                state.record(torch.tensor([i]), distance.norm(d), d, got)
+                break
+    found = torch.isfinite(state.best_norm)
+    assert int(found.sum()) >= 4
+    start = state.best_norm.clone()
+    untried = near.clone()
+    left = found.nonzero().squeeze(1)[:2]  # one without a class, one toward its own
+    untried[left[0]], untried[left[1]] = -1, state.best_class[left[1]]
+    exchange_run(Problem(model, space, distance, Untargeted(), x, labels), state,
+                 l1_weights(distance, x), torch.full_like(labels, ROUND), kinds=("next",),
+                 untried=untried)  # fmt: skip
+    walked = found.clone()
+    walked[left] = False
+    assert state.queries.tolist() == (2 * ROUND * walked.long()).tolist()
+    assert state.best_norm[left].tolist() == start[left].tolist()
+    for i in walked.nonzero().squeeze(1).tolist():
+        exact = float(costs[i, near[i]])
+        assert exact * (1 - 1e-9) <= float(state.best_norm[i]) <= exact * 1.005
+        assert int(state.best_class[i]) == int(near[i])
 
 
 def test_on_relu_networks_never_below_the_milp_minimum_and_closer_to_it() -> None:

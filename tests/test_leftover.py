@@ -11,7 +11,7 @@ import torch
 from engine_fakes import copy_state, exact_flip, far_box, linear_search, random_linear, relu_flips
 
 from mmargin.distances import lp
-from mmargin.engine.exchange import KINDS, exchange_run, reserved_steps
+from mmargin.engine.exchange import KINDS, ROUND, exchange_run, reserved_steps
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, l1_weights, lagrangian_lr, lagrangian_run
 from mmargin.engine.leftover import SECOND_MIN_STEPS, spend_unspent, unspent_steps
@@ -234,3 +234,43 @@ def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps
         assert torch.allclose(getattr(batched, name), getattr(grouped, name), rtol=1e-12,
                               atol=1e-14), name  # fmt: skip
     assert bool((batched.best_norm < start.best_norm).any())  # it does polish
+
+
+def test_the_l1_leftover_walks_toward_the_untried_class_first_where_the_steps_pay() -> None:
+    """L1 with ``untried``: a sample whose unspent steps pay for the ``next`` round and still
+    leave the polish its fewest walks toward its untried class first, then polishes and
+    exchanges on what is left (the same as those three calls in turn); a sample with fewer
+    steps, or none to walk toward (``-1``), ends as without ``untried``; none spends more
+    than its steps."""
+    net, x, labels, start = relu_flips(11, 36)
+    steps = 100
+    space, distance = box(0.0, 1.0), lp("l1")
+    left = torch.tensor([3, 4, 5, 9, 16, 30, 7, 12, 6, 40, 33, 45] * 3)  # unspent steps
+    start.queries = 2 * (steps - left)
+    before = torch.zeros_like(start.queries)
+    found = torch.isfinite(start.best_norm)
+    # the class neither the label nor the best flip's (three classes), none for every fifth
+    untried = torch.where(found, 3 - labels - start.best_class, torch.full_like(labels, -1))
+    untried[::5] = -1
+    problem = Problem(net, space, distance, Untargeted(), x, labels)
+    walked = copy_state(start)
+    spend_unspent(problem, steps, before, walked, GradientConfig(), untried=untried)
+    plain = copy_state(start)
+    spend_unspent(problem, steps, before, plain, GradientConfig())
+    oracle = copy_state(start)  # the three calls in turn
+    weights = l1_weights(distance, x)
+    exchange_run(problem, oracle, weights, left - POLISH_MIN_STEPS, None, only=found,
+                 kinds=("next",), untried=untried)  # fmt: skip
+    rest = unspent_steps(steps, before, oracle).clamp(max=POLISH_MAX_STEPS)
+    polish_run(problem, int(rest.max()), oracle, weights, only=found, lengths=rest)
+    exchange_run(problem, oracle, weights, unspent_steps(steps, before, oracle), None,
+                 only=found, kinds=(*KINDS, "keep"))  # fmt: skip
+    ran = found & (untried >= 0) & (untried != start.best_class) & (left >= ROUND + 4)
+    assert POLISH_MIN_STEPS == 4 and int(ran.sum()) >= 12
+    assert bool((walked.queries <= 2 * steps).all())
+    assert torch.equal(walked.queries, oracle.queries)
+    assert torch.allclose(walked.best_norm, oracle.best_norm, rtol=1e-12, atol=1e-14)
+    assert torch.equal(walked.queries[~ran], plain.queries[~ran])
+    # (to the last bits of float64: the batches hold other rows, see the test above)
+    assert torch.allclose(walked.best_norm[~ran], plain.best_norm[~ran], rtol=1e-12, atol=1e-14)
+    assert not torch.equal(walked.queries[ran], plain.queries[ran])

@@ -12,7 +12,7 @@ from engine_fakes import random_linear
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
 from mmargin.engine.lagrangian import HORIZON, lagrangian_run
-from mmargin.engine.passes import legs, probe_classes, refine_classes
+from mmargin.engine.passes import legs, next_class, probe_classes, refine_classes
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
@@ -39,6 +39,16 @@ def test_probes_skip_the_class_already_found_and_refinements_fall_back() -> None
     assert probe_classes(ranked, found, 3).tolist() == [[3, 2, 4], [5, 6, 7], [9, 1, 0]]
     labels = torch.tensor([0, 0, 2])
     assert refine_classes(found, ranked, labels).tolist() == [1, 5, 2]
+
+
+def test_the_next_class_is_the_one_after_the_probes_or_none() -> None:
+    ranked = torch.tensor([[3, 1, 2, 4, 6], [5, 6, 7, 8, 9], [2, 9, 1, 0, 4], [3, 1, 2, 4, 6]])
+    found = torch.tensor([1, -1, 2, 6])
+    # after 3 probes: [3, 2, 4] -> 6; [5, 6, 7] -> 8; [9, 1, 0] -> 4; [3, 1, 2] -> 4
+    assert next_class(ranked, found, 3).tolist() == [6, 8, 4, 4]
+    # every ranked class other than the found one probed: none left
+    assert next_class(ranked, found, 4).tolist() == [-1, 9, -1, -1]
+    assert next_class(ranked, found, 0).tolist() == [3, 5, 9, 3]
 
 
 def _linear(seed: int, d: int = 12, k: int = 4) -> tuple[torch.nn.Linear, torch.Tensor]:

@@ -31,6 +31,7 @@ from mmargin.engine.lagrangian import (
 from mmargin.engine.leftover import spend_unspent
 from mmargin.engine.legstop import LegStop, first_mark, out_of_reach
 from mmargin.engine.passes import (
+    next_class,
     probe_classes,
     refine_classes,
     search_legs,
@@ -213,7 +214,8 @@ def _class_aware(
     slot, warm = lagrangian_slot(distance.p, [(leg.kind, leg.steps) for leg in plan])
     before = state.queries.clone()
     skipped = torch.zeros_like(before)  # per sample, steps not run that count as spent
-    candidates = None
+    candidates = untried = None
+    probes = sum(1 for leg in plan if leg.kind == "probe" and leg.steps >= 1)
     # per sample, whether its Lagrangian run beat the ε-ball run before it (then it skips
     # the last ``drop`` probes, whose steps its last refinement takes: .passes.won_probes)
     drop = won_probes(steps, distance.p, config, plan) if lagrange else 0
@@ -231,6 +233,7 @@ def _class_aware(
         if leg.kind == "probe":
             if candidates is None:
                 candidates = probe_classes(ranked, state.best_class, config.probes)
+                untried = next_class(ranked, state.best_class, probes)
             against = candidates[:, leg.index]
             # the hopeless test before the first step: only for probes long enough to have
             # one (:mod:`.legstop`); for the leftover, a probe not run left what an exit at
@@ -272,7 +275,9 @@ def _class_aware(
     # knapsack polish of the best flip, L∞ a refinement of it toward the runner-up class;
     # a probe not run leaves them what it would have left had it run to its first exit
     # test and left there (the steps before that test are saved)
-    spend_unspent(problem, steps, before - 2 * skipped, state, config, ranked)
+    # (on L1 with ``next_class``, first a walk toward the class the next probe would take)
+    nxt = untried if distance.p == 1.0 and config.next_class else None
+    spend_unspent(problem, steps, before - 2 * skipped, state, config, ranked, nxt)
 
 
 def rank_classes(problem: Problem, count: int) -> Tensor:

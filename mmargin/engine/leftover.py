@@ -45,6 +45,12 @@ samples whose probes left early, at most ``POLISH_MAX_STEPS`` steps each, in one
 polish like L2's run (``polish_run(lengths=...)``; bit-identical to one polish per distinct
 length: at 500 passes 3 lengths, the leftover's time 0.58–0.82× on the tuning models).
 
+Before the polish (``GradientConfig.next_class``, on by default) a sample whose unspent
+steps pay for it and still leave the polish its fewest (``POLISH_MIN_STEPS``) walks from the
+clean input toward the class the next probe would have taken (the exchange's ``next``
+round): the probes reach the first run's class and two or three more, ranked by
+first-order distance at the clean input, and on a ReLU net the nearest class can be ranked further.
+
 The polish stops at a fixed point of its linearisation, which on a piecewise-linear model
 can be several % above the exact minimum; the L1 exchange (:mod:`mmargin.engine.exchange`)
 walks from other starts (another support, the clean input, another class) on the steps
@@ -82,7 +88,7 @@ from mmargin.engine.epsball import epsball_run
 from mmargin.engine.exchange import KINDS, exchange_run, reserved_steps
 from mmargin.engine.lagrangian import l1_weights, lagrangian_run
 from mmargin.engine.passes import ANNEAL_STEPS, probe_classes
-from mmargin.engine.polish import POLISH_MAX_STEPS, polish_run
+from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
@@ -126,14 +132,16 @@ def _left(steps: int, before: Tensor, state: SearchState) -> Tensor:
 
 def spend_unspent(
     problem: Problem, steps: int, before: Tensor, state: SearchState, config: GradientConfig,
-    ranked: Tensor | None = None,
+    ranked: Tensor | None = None, untried: Tensor | None = None,
 ) -> None:  # fmt: skip
     """Give each sample that has a flip its unspent steps (:func:`unspent_steps`): on L2
     (``config.unspent_lr`` > 0, at least :data:`SECOND_MIN_STEPS` left) a Lagrangian run
     from the clean input, first step ``config.unspent_lr``; on L1 (``config.unspent_polish``)
     the knapsack polish of its best flip, at most ``POLISH_MAX_STEPS`` long (the polish
     leaves alone the samples with fewer steps than it needs, ``POLISH_MIN_STEPS``), and the
-    exchange rounds (before the polish in a search that reserved steps for them); on L∞
+    exchange rounds (before the polish in a search that reserved steps for them), with
+    ``untried`` (per sample the class the next probe would have taken, ``-1``: none) first
+    the exchange's ``next`` round toward it where the steps leave the polish its fewest; on L∞
     (``config.unspent_refine``, at least :data:`REFINE_MIN_STEPS` left) an ε-ball
     refinement of its best flip toward the nearest class of ``ranked`` (per sample, the
     search's candidate classes, nearest first; without them L∞ spends nothing) other than
@@ -161,6 +169,13 @@ def spend_unspent(
         # a long search reserved steps for the exchange: it goes first, the polish after it
         # takes back its overshoot; otherwise the polish first and the exchange on the rest
         first = reserved_steps(steps, distance.p, config) > 0
+        if untried is not None and not first:
+            # a walk toward the nearest class no run drove toward, from the clean input,
+            # where the polish keeps its fewest steps after it (.exchange, ``next``)
+            spare = unspent_steps(steps, before, state) - POLISH_MIN_STEPS
+            exchange_run(problem, state, weights, spare, ranked, only=ready, kinds=("next",),
+                         untried=untried)  # fmt: skip
+            left = unspent_steps(steps, before, state).clamp(max=POLISH_MAX_STEPS)
         if first:
             exchange_run(problem, state, weights, unspent_steps(steps, before, state), ranked,
                          only=ready)  # fmt: skip

@@ -51,6 +51,7 @@ __all__ = [
     "Leg",
     "is_short",
     "legs",
+    "next_class",
     "probe_classes",
     "refine_classes",
     "search_legs",
@@ -177,6 +178,15 @@ def probe_classes(ranked: Tensor, found: Tensor, count: int) -> Tensor:
     if kept.shape[1] < count:
         kept = torch.cat([kept, kept[:, -1:].expand(-1, count - kept.shape[1])], dim=1)
     return kept
+
+
+def next_class(ranked: Tensor, found: Tensor, probes: int) -> Tensor:
+    """Per sample, the ranked candidate class the next probe would drive toward after
+    ``probes`` probes: the ``probes + 1``-th ranked class other than ``found``, ``-1``
+    where there is none."""
+    kept = probe_classes(ranked, found, probes + 1)[:, -1]
+    enough = (ranked != found.unsqueeze(1)).sum(dim=1) > probes
+    return torch.where(enough, kept, torch.full_like(kept, -1))
 
 
 def refine_classes(best_class: Tensor, ranked: Tensor, labels: Tensor) -> Tensor:

@@ -118,7 +118,8 @@ class GradientConfig:
     with ``unspent_polish``, to the knapsack polish of the best flip
     (:mod:`mmargin.engine.polish`) and the exchange rounds (:mod:`mmargin.engine.exchange`;
     with ``exchange_reserve``, off by default, a long search keeps their steps out of its
-    last refinement; all in :mod:`mmargin.engine.leftover`); on L∞, with
+    last refinement; with ``next_class``, first a walk from the clean input toward the
+    nearest ranked class no probe drove toward; all in :mod:`mmargin.engine.leftover`); on L∞, with
     ``unspent_refine`` (off by default), to a second refinement of the best flip toward
     the runner-up class (the nearest ranked class other than the best flip's).
 
@@ -166,6 +167,7 @@ class GradientConfig:
     unspent_polish: bool = True
     unspent_refine: bool = False
     exchange_reserve: bool = False
+    next_class: bool = True
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -202,6 +204,10 @@ class GradientConfig:
         if not isinstance(self.exchange_reserve, bool):
             raise ValueError(
                 f"gradient.exchange_reserve: expected true or false, got {self.exchange_reserve!r}"
+            )
+        if not isinstance(self.next_class, bool):
+            raise ValueError(
+                f"gradient.next_class: expected true or false, got {self.next_class!r}"
             )
         if not isinstance(self.skip_far_probes, bool):
             raise ValueError(
