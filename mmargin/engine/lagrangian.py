@@ -224,7 +224,11 @@ def lagrangian_hasten(steps: int, p: float, config: GradientConfig) -> tuple[int
     mnist_cnn's halves move down by 0.0005–0.0011 at 990–1010 (mostly one sample, #71,
     +4–5 %, a basin changed) while its whole stays within ±0.0004. Hastening the first run
     only (the second's samples flip within its first steps on tune_cnn_bn: bit-identical
-    there) gained less: tune_cnn_fgsm_short 0.9706, mnist_cnn 0.9968 @1000.
+    there) gained less: tune_cnn_fgsm_short 0.9706, mnist_cnn 0.9968 @1000. Hastening from
+    step 16 (pool with it added, @1000): mnist_cnn and tune_cnn_bn bit-identical to the
+    plain runs (every sample flips by then; 990 too), the robust CNNs gained far less
+    (tune_cnn_fgsm 0.9061 → 0.9077, step 8: 0.9284; tune_cnn_fgsm_short 0.9577 → 0.9649,
+    step 8: 0.9768).
 
     Variants at 250 in one pool (factor, from step; first step 0.1):
     (0.4, 5) lost mnist_cnn 0.0014, (0.4, 8) 0.0028, (0.4, 6) 0.0013; (0.5, 6), (0.5, 7),
