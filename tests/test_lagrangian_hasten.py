@@ -1,4 +1,4 @@
-"""The short L2 plan's hastened Lagrangian run
+"""The L2 plans' hastened Lagrangian runs
 (:func:`mmargin.engine.lagrangian.lagrangian_hasten`): which plans have it, which samples
 it touches (those without a flip after its first steps), per-sample independence and the
 budget."""
@@ -6,6 +6,7 @@ budget."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,17 +23,28 @@ from mmargin.goals import Untargeted
 from mmargin.spaces import box
 
 
-def test_only_a_short_l2_plan_hastens_its_lagrangian_run() -> None:
-    config = GradientConfig()
+def test_only_l2_plans_hasten_their_lagrangian_runs() -> None:
+    """Short L2 plans with ``short_hasten``, long ones with ``long_hasten``, each off at 1;
+    no other distance."""
+    config = GradientConfig(long_hasten=0.5)
     hasten = (config.short_hasten_after, config.short_hasten)
     assert lagrangian_hasten(120, 2.0, config) == hasten  # 250 passes
     assert lagrangian_hasten(config.short_steps - 1, 2.0, config) == hasten
-    assert lagrangian_hasten(config.short_steps, 2.0, config) is None  # the long plan
+    long = (config.short_hasten_after, 0.5)
+    assert lagrangian_hasten(config.short_steps, 2.0, config) == long  # the long plan
+    assert lagrangian_hasten(498, 2.0, config) == long  # 1000 passes
     for p in (1.0, math.inf, 0.0):
         assert lagrangian_hasten(120, p, config) is None
-    assert lagrangian_hasten(120, 2.0, GradientConfig(short_hasten=1.0)) is None  # off
-    for bad in ({"short_hasten": 0.0}, {"short_hasten": 1.5}, {"short_hasten_after": -1}):
-        with pytest.raises(ValueError, match="short_hasten"):
+        assert lagrangian_hasten(498, p, config) is None
+    short_off = GradientConfig(short_hasten=1.0)
+    assert lagrangian_hasten(120, 2.0, short_off) is None
+    assert lagrangian_hasten(498, 2.0, short_off) is not None
+    long_off = GradientConfig(long_hasten=1.0)
+    assert lagrangian_hasten(120, 2.0, long_off) is not None
+    assert lagrangian_hasten(498, 2.0, long_off) is None
+    for bad in ({"short_hasten": 0.0}, {"short_hasten": 1.5}, {"short_hasten_after": -1},
+                {"long_hasten": 0.0}, {"long_hasten": 1.5}):  # fmt: skip
+        with pytest.raises(ValueError, match=next(iter(bad))):
             GradientConfig(**bad)
 
 
@@ -117,7 +129,9 @@ def test_a_hastened_sample_gets_the_same_result_alone_as_in_its_batch() -> None:
                                                               rel=1e-5)  # fmt: skip
 
 
-def test_the_search_hastens_only_its_short_plans_lagrangian_run(monkeypatch: Any) -> None:
+def test_the_search_hastens_each_of_its_lagrangian_runs(monkeypatch: Any) -> None:
+    """The long plan's two runs with ``long_hasten`` (none with it 1), the short plan's one
+    with ``short_hasten``."""
     calls: list[tuple[int, Any]] = []
 
     def spy(*args: Any, **kw: Any) -> None:
@@ -127,7 +141,11 @@ def test_the_search_hastens_only_its_short_plans_lagrangian_run(monkeypatch: Any
     monkeypatch.setattr(gradient, "lagrangian_run", spy)
     model, x = random_linear(2, 12, 4, 4)
     config = GradientConfig(unspent_lr=0.0)
-    linear_search(model, x, config)  # 1000 passes: the long plan, two runs, none hastened
+    state = linear_search(model, x, config)  # 1000 passes: the long plan, two runs
+    assert bool((state.queries <= 1000).all())
+    assert [h for _, h in calls] == [(config.short_hasten_after, config.long_hasten)] * 2
+    calls.clear()
+    linear_search(model, x, replace(config, long_hasten=1.0))
     assert len(calls) == 2 and all(h is None for _, h in calls)
     calls.clear()
     with torch.no_grad():

@@ -268,7 +268,8 @@ def _class_aware(
             hasten = lagrangian_hasten(steps, distance.p, config)
             lagrangian_run(problem, lagrange, state, start=begin, lr_init=first, hasten=hasten)
             if second:  # a second basin: from the clean input, another first step
-                lagrangian_run(problem, second, state, lr_init=config.lagrangian_second_lr)
+                lagrangian_run(problem, second, state, lr_init=config.lagrangian_second_lr,
+                               hasten=hasten)  # fmt: skip
             if drop:
                 won = state.best_norm < prior
     # the steps the probes' early exits left unspent: L2 a second Lagrangian run, L1 the

@@ -31,11 +31,11 @@ continuous space (its ``project`` keeps the box and masks) and any goal:
 How many steps the run gets (:func:`lagrangian_steps`) and where it goes
 (:func:`lagrangian_slot`) is the search's choice per distance: on L2
 ``GradientConfig.lagrangian`` of the steps, after the first ε-ball run and from the clean
-input (it reaches flips the ε-ball walk misses; in a short search the samples without a
-flip after 8 steps take growing steps until they flip, :func:`lagrangian_hasten`); on L1
-``GradientConfig.lagrangian_l1``, after the class probes and from the best flip so far (a
-sparse walk along the boundary before the refinements: from the clean input, every share
-tried lost on the robust tuning models); none on L∞ / L0.
+input (it reaches flips the ε-ball walk misses; the samples without a flip after 8 steps
+take growing steps until they flip, :func:`lagrangian_hasten`, in the long plan's second
+run too); on L1 ``GradientConfig.lagrangian_l1``, after the class probes and from the best
+flip so far (a sparse walk along the boundary before the refinements: from the clean
+input, every share tried lost on the robust tuning models); none on L∞ / L0.
 
 A second L1 run from the clean input *kept alongside* the ε-ball runs (not replacing the
 warm one; its steps taken from the plan's other legs) lost too (session 9, 200 images,
@@ -172,12 +172,13 @@ def lagrangian_lr(steps: int, p: float, config: GradientConfig) -> float:
 
 
 def lagrangian_hasten(steps: int, p: float, config: GradientConfig) -> tuple[int, float] | None:
-    """The warm-up rule of the Lagrangian run of an untargeted search of ``steps`` steps on
-    the Lp distance ``p``: in a short L2 search (:func:`~mmargin.engine.passes.is_short`)
-    ``(short_hasten_after, short_hasten)``: from that step on, a sample without a flip yet
-    has its RMSProp statistic multiplied by ``short_hasten`` each step, so its steps grow
-    until it flips (``lagrangian_run(hasten=...)``); otherwise, or with ``short_hasten``
-    1, none.
+    """The warm-up rule of the Lagrangian runs of an untargeted search of ``steps`` steps on
+    the Lp distance ``p``: on L2 ``(short_hasten_after, factor)``, the factor
+    ``short_hasten`` in a short search (:func:`~mmargin.engine.passes.is_short`, its one
+    run) and ``long_hasten`` in a longer one (both its runs from the clean input, the
+    second's included): from that step on, a sample without a flip yet has its RMSProp
+    statistic multiplied by the factor each step, so its steps grow until it flips
+    (``lagrangian_run(hasten=...)``); on other distances, or with the factor 1, none.
 
     RMSProp's statistic starts at 1 (ALMA's choice), far above the squared gradients of the
     spread-normalised constraint, so the first steps are the gradient itself, small where
@@ -206,8 +207,30 @@ def lagrangian_hasten(steps: int, p: float, config: GradientConfig) -> tuple[int
     mnist_cnn 0.9707 / 0.9921 / 0.9967 → 0.9778 / 0.9935 / 0.9972,
     tune_mlp 0.9718 / 0.9966 / 0.9968 → 0.9749 / 0.9967 / 0.9988; three halves of 30
     moved down: tune_cnn_bn's 100–199 @240 (0.9659 → 0.9631), tune_mlp's @260 (0.9963 →
-    0.9953), tune_cnn_fgsm_short's 0–99 @500 (0.9693 → 0.9660). A long plan (1000
-    passes) is unchanged. Variants at 250 in one pool (factor, from step; first step 0.1):
+    0.9953), tune_cnn_fgsm_short's 0–99 @500 (0.9693 → 0.9660).
+
+    The long plan's runs (``long_hasten``, session 13): its first run (first step 0.1) and
+    its second (``lagrangian_second_lr``, 0.5) hastened with ``(8, 0.3)``, L2, images
+    0–199, pooled with ALMA, DDN, FMN and every run of the comparison (990/1000/1010), all
+    (halves) before → after @1000:
+    tune_cnn_fgsm 0.9123 (0.9141 / 0.8774) → 0.9346 (0.9292 / 0.9215),
+    tune_cnn_fgsm_short 0.9603 (0.9642 / 0.9429) → 0.9795 (0.9844 / 0.9659),
+    tune_cnn_bn 0.9929 (0.9925 / 0.9922) → 0.9935 (0.9928 / 0.9929),
+    mnist_cnn 0.9971 (0.9978 / 0.9964) → 0.9973 (0.9971 / 0.9967),
+    tune_mlp 0.9984 (0.9991 / 0.9966) → 0.9986 (0.9995 / 0.9966), at the same passes
+    (±1.3 per sample); @1010: tune_cnn_fgsm 0.9078 → 0.9501, tune_cnn_fgsm_short 0.9595 →
+    0.9795 (each half up), tune_cnn_bn 0.9938 → 0.9943, mnist_cnn 0.9968 → 0.9969,
+    tune_mlp 0.9978 → 0.9989; @990 tune_cnn_bn 0.9917 → 0.9927, mnist_cnn 0.9966 → 0.9962.
+    mnist_cnn's halves move down by 0.0005–0.0011 at 990–1010 (mostly one sample, #71,
+    +4–5 %, a basin changed) while its whole stays within ±0.0004. Hastening the first run
+    only (the second's samples flip within its first steps on tune_cnn_bn: bit-identical
+    there) gained less: tune_cnn_fgsm_short 0.9706, mnist_cnn 0.9968 @1000. Hastening from
+    step 16 (pool with it added, @1000): mnist_cnn and tune_cnn_bn bit-identical to the
+    plain runs (every sample flips by then; 990 too), the robust CNNs gained far less
+    (tune_cnn_fgsm 0.9061 → 0.9077, step 8: 0.9284; tune_cnn_fgsm_short 0.9577 → 0.9649,
+    step 8: 0.9768).
+
+    Variants at 250 in one pool (factor, from step; first step 0.1):
     (0.4, 5) lost mnist_cnn 0.0014, (0.4, 8) 0.0028, (0.4, 6) 0.0013; (0.5, 6), (0.5, 7),
     (0.6, 8) gained 0.013–0.048 on the robust CNNs but lost 0.0003–0.0008 on a half of
     mnist_cnn; (0.2, 8) +0.0003, (0.3, 6) −0.0007, (0.3, 10) −0.0014 on mnist_cnn, each
@@ -223,9 +246,12 @@ def lagrangian_hasten(steps: int, p: float, config: GradientConfig) -> tuple[int
     ε-ball run it lost (mnist_cnn 0.9932 → 0.9786 with 20 steps, tune_cnn_fgsm 0.8028 →
     0.7920 with 10); shorter runs lose on the robust CNNs more than any pick gains (the run
     alone, tune_cnn_fgsm, mean best flip: 60 steps 1.983, 50 steps 2.299)."""
-    if p != 2.0 or not is_short(steps, p, config) or config.short_hasten >= 1.0:
+    if p != 2.0:
         return None
-    return config.short_hasten_after, config.short_hasten
+    factor = config.short_hasten if is_short(steps, p, config) else config.long_hasten
+    if factor >= 1.0:
+        return None
+    return config.short_hasten_after, factor
 
 
 def decay(steps: int, clean: bool) -> float:

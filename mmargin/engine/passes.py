@@ -18,7 +18,7 @@ ranking alone costs 10 passes); an L2 search of under ~800 passes spends half it
 on the Lagrangian run (whose samples without a flip after its first steps take growing
 steps, :func:`mmargin.engine.lagrangian.lagrangian_hasten`) and has two class probes
 instead of three; a longer one has a second Lagrangian run
-(:func:`mmargin.engine.lagrangian.second_steps`). Where the short plan's
+(:func:`mmargin.engine.lagrangian.second_steps`; both hastened alike). Where the short plan's
 probes are too short for the hopeless exit, a sample whose Lagrangian run beat its first
 ε-ball run skips the last probe and refines its best flip for longer (:func:`won_probes`:
 a choice per sample, read off its own two runs). L∞ keeps the split at

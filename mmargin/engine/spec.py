@@ -95,7 +95,9 @@ class GradientConfig:
     (:mod:`mmargin.engine.lagrangian`: it holds up on adversarially trained models, where
     the ε-ball search loses ground) and, outside the short plan, ``lagrangian_second`` of
     them to a second one right after it, also from the clean input, with first step
-    ``lagrangian_second_lr`` (it settles in other basins); on L1 ``lagrangian_l1`` of them
+    ``lagrangian_second_lr`` (it settles in other basins; in both, a sample still without a
+    flip after ``short_hasten_after`` steps has its RMSProp statistic multiplied by
+    ``long_hasten`` per step until it flips, 1 = off); on L1 ``lagrangian_l1`` of them
     (a sparse, proximal run from the best flip after the probes; on L∞ / L0 none). Then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
     ``probe_share``, and ``restarts`` refinements of the best flip share what is left.
@@ -150,6 +152,7 @@ class GradientConfig:
     short_lagrangian_lr: float = 0.1
     short_hasten: float = 0.3
     short_hasten_after: int = 8
+    long_hasten: float = 0.3
     short_probes: int = 2
     short_probe_share: float = 0.15
     short_probes_l1: int = 2
@@ -185,6 +188,7 @@ class GradientConfig:
         check_float("gradient", "short_lagrangian_lr", self.short_lagrangian_lr, 1e-6, 10.0)
         check_float("gradient", "short_hasten", self.short_hasten, 1e-6, 1.0)
         check_int("gradient", "short_hasten_after", self.short_hasten_after, 0, MAX_BUDGET)
+        check_float("gradient", "long_hasten", self.long_hasten, 1e-6, 1.0)
         check_int("gradient", "restarts", self.restarts, 0, 1000)
         check_int("gradient", "candidates", self.candidates, 1, 1000)
         check_int("gradient", "probes", self.probes, 0, 1000)
