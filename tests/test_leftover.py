@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 from engine_fakes import copy_state, exact_flip, far_box, linear_search, random_linear, relu_flips
+from torch import Tensor, nn
 
 from mmargin.distances import lp
 from mmargin.engine.exchange import KINDS, ROUND, exchange_run, reserved_steps
@@ -194,6 +195,15 @@ def test_the_l1_polish_on_the_leftover_only_ever_improves_alinear_search(seed: i
     assert bool((kept.best_norm >= exact * (1 - 1e-5)).all())
 
 
+def _l1_leftover_case() -> tuple[nn.Module, Tensor, Tensor, SearchState, Tensor]:
+    """The L1 leftover tests' case: 36 flips on a ReLU network and each sample's unspent
+    steps of a 100-step search (``queries`` set to match)."""
+    net, x, labels, start = relu_flips(11, 36)
+    left = torch.tensor([3, 4, 5, 9, 16, 30, 7, 12, 6, 40, 33, 45] * 3)  # unspent steps
+    start.queries = 2 * (100 - left)
+    return net, x, labels, start, left
+
+
 def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps() -> None:
     """L1: one batched polish ends, bit for bit, where one polish per distinct number of
     unspent steps ends (each sample's steps capped at POLISH_MAX_STEPS, those with fewer
@@ -203,12 +213,9 @@ def test_the_l1_leftover_polishes_every_sample_for_exactly_its_own_unspent_steps
     rows in a larger batch (BLAS kernels by size), which would blur "bit for bit"; in
     float64 it can too, in the last bit (2 of 36 samples at 1e-16 once the exchange left
     the batched polish other rows than before), so the flips agree to 1e-12."""
-    net, x, labels, start = relu_flips(11, 36)
-    steps = 100
+    net, x, labels, start, left = _l1_leftover_case()
+    steps, before = 100, torch.zeros_like(start.queries)
     space, distance = box(0.0, 1.0), lp("l1")
-    left = torch.tensor([3, 4, 5, 9, 16, 30, 7, 12, 6, 40, 33, 45] * 3)  # unspent steps
-    start.queries = 2 * (steps - left)
-    before = torch.zeros_like(start.queries)
 
     batched = copy_state(start)
     problem = Problem(net, space, distance, Untargeted(), x, labels)
@@ -242,12 +249,9 @@ def test_the_l1_leftover_walks_toward_the_untried_class_first_where_the_steps_pa
     exchanges on what is left (the same as those three calls in turn); a sample with fewer
     steps, or none to walk toward (``-1``), ends as without ``untried``; none spends more
     than its steps."""
-    net, x, labels, start = relu_flips(11, 36)
-    steps = 100
+    net, x, labels, start, left = _l1_leftover_case()
+    steps, before = 100, torch.zeros_like(start.queries)
     space, distance = box(0.0, 1.0), lp("l1")
-    left = torch.tensor([3, 4, 5, 9, 16, 30, 7, 12, 6, 40, 33, 45] * 3)  # unspent steps
-    start.queries = 2 * (steps - left)
-    before = torch.zeros_like(start.queries)
     found = torch.isfinite(start.best_norm)
     # the class neither the label nor the best flip's (three classes), none for every fifth
     untried = torch.where(found, 3 - labels - start.best_class, torch.full_like(labels, -1))
