@@ -448,8 +448,10 @@ def lagrangian_run(
             if isinstance(reduction, Tensor) or reduction > LR_REDUCTION:
                 step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
             square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
-            if hasten is not None and k >= hasten[0] and not bool(found.all()):
-                # no flip yet: the warm-up statistic shrinks, so the sample's steps grow
+            if hasten is not None and k >= hasten[0] and (not host or not bool(found.all())):
+                # no flip yet: the warm-up statistic shrinks, so the sample's steps grow (a
+                # flipped row is multiplied by 1, exactly: the read-back only saves the call,
+                # and off the CPU it is skipped like the other reads)
                 square.mul_(per_sample(torch.where(found, 1.0, hasten[1]), square))
             root = square.sqrt().add_(1e-8)  # RMSProp's denominator, also the prox's
             moment.mul_(AVERAGE).addcdiv_(grad, root)
