@@ -30,6 +30,7 @@ TUNING = (
     "mnist_cnn",
     "tune_cnn_fgsm",
     "tune_cnn_fgsm_short",
+    "tune_cnn_pgd",
     "tune_cnn_bn",
     "tune_mlp",
     "digits_mlp",

@@ -21,6 +21,9 @@ def test_sets_are_disjoint_and_cover_the_zoo() -> None:
     assert tuning.isdisjoint(evaluation)
     assert tuning | evaluation == set(zoo.names())
     assert {"mnist_cnn", "digits_mlp", "tune_cnn_fgsm"} <= tuning
+    # the tuning set has robust models of both training families (L∞ FGSM and L2 PGD)
+    tuned = {zoo.MEMBERS[n].training for n in tuning if n in zoo.MEMBERS}
+    assert {"fgsm-rs", "pgd-l2"} <= tuned
     # the evaluation set has an adversarially trained model and a batch-norm model
     trainings = {zoo.MEMBERS[n].training for n in evaluation}
     assert trainings & {"fgsm-rs", "pgd-l2"}

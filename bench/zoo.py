@@ -3,10 +3,12 @@
 Two sets, kept apart on purpose (see ``bench/zoo/README.md``):
 
 - **tuning**: the models the engine's defaults may be developed against — the shipped
-  MNIST CNN and digits MLP (``mmargin_image.models``) and two adversarially trained CNNs:
+  MNIST CNN and digits MLP (``mmargin_image.models``) and three adversarially trained CNNs:
   one of the same LeNet shape trained for 8 epochs (``tune_cnn_fgsm``) and one with
-  average pooling trained for 2 (``tune_cnn_fgsm_short``); and, so that batch-norm CNNs
-  and MNIST MLPs have a tuning stand-in of their own, a LeNet-shaped CNN with batch norm
+  average pooling trained for 2 (``tune_cnn_fgsm_short``), both FGSM (L∞), and a wider
+  max-pool CNN trained with L2 PGD (``tune_cnn_pgd``: another training family, so an L2
+  rule is not fitted to the FGSM-trained pair); and, so that batch-norm CNNs and MNIST
+  MLPs have a tuning stand-in of their own, a LeNet-shaped CNN with batch norm
   (``tune_cnn_bn``) and an MLP 784-300-100-10 (``tune_mlp``); and a second digits MLP
   (``tune_digits_mlp``, 64-48-24-10) so the exact (MILP) ratios have more than one tuning
   network;
@@ -106,6 +108,19 @@ class BnLeNet(_Body):
         )  # fmt: skip
 
 
+class WideMaxPoolCNN(_Body):
+    """conv 1→32 (5×5) ReLU max-pool, conv 32→64 (5×5) ReLU max-pool, 1024→128 ReLU,
+    128→10: a wider max-pool CNN without batch norm, of another shape than every
+    evaluation model (the L2 PGD-trained tuning model's architecture)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10),
+        )  # fmt: skip
+
+
 def _mlp(*widths: int) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in itertools.pairwise(widths):
@@ -149,6 +164,12 @@ MEMBERS: dict[str, Member] = {
         Member(
             "tune_cnn_fgsm_short", "tuning", "mnist", AvgPoolCNN, "CNN with average pooling",
             training="fgsm-rs", eps=0.3, epochs=2, seed=11,
+        ),
+        Member(
+            # one epoch: 5-step PGD costs ~30 min of a shared 2-core machine per epoch; ε
+            # ramps up over that epoch (so the last batches train at ε = 2)
+            "tune_cnn_pgd", "tuning", "mnist", WideMaxPoolCNN, "wide max-pool CNN",
+            training="pgd-l2", eps=2.0, epochs=1, seed=14,
         ),
         Member(
             "tune_cnn_bn", "tuning", "mnist", BnLeNet, "LeNet-shaped CNN with batch norm",
