@@ -99,7 +99,14 @@ lost on the adversarially trained tune_cnn_fgsm, whose probes above 1.1 × at th
 still won (optimality 0.9485 → 0.9446 at 500 passes, 0.9956 → 0.9941 at 1000, 3 of 200
 images up to 12 % worse). With the stall condition 0124 leaves its probe toward 5 with 19
 steps and the walk toward 0 takes it to 1.0030 × (max over the 117 points 1.0206 →
-1.0075, median 1.00004 unchanged; digits_mlp's 50 unchanged).
+1.0075, median 1.00004 unchanged; digits_mlp's 50 unchanged). Image L∞ (200 images, base
+and new pooled): at 500 passes mnist_cnn 0.9976 → 0.9986, tune_cnn_fgsm 0.9485 → 0.9488,
+tune_cnn_fgsm_short 0.9686 → 0.9699 (2, 3 and 5 images better, none worse, both halves up
+or level); at 250 and 1000 passes and on tune_mlp and tune_cnn_bn every distance the
+same. The walks spend the passes the exits saved: per sample at 1000 passes ~885 → ~970
+(tune_mlp 881 → 967, process CPU of its search 3.05 → 3.50 s, median of 3 alternating
+runs on a loaded machine), at 500 ~410 → ~485. Capping the walk at a probe's length (47
+steps at 1000 passes) kept 941 passes on tune_mlp; not measured further.
 """
 
 from __future__ import annotations
