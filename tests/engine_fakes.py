@@ -82,6 +82,20 @@ def random_linear(seed: int, d: int, k: int, n: int) -> tuple[torch.nn.Linear, T
     return model, 0.3 + 0.4 * torch.rand(n, d, generator=gen)
 
 
+def linear_nearest(
+    seed: int, d: int, k: int, n: int
+) -> tuple[torch.nn.Linear, Tensor, Tensor, Tensor]:
+    """A :func:`random_linear` model and points in float64, their labels and each point's
+    highest-scoring other class (the class its L1 flips below drive toward)."""
+    model, x = random_linear(seed, d=d, k=k, n=n)
+    model, x = model.double(), x.double()
+    with torch.no_grad():
+        scores = model(x)
+    labels = scores.argmax(dim=1)
+    target = scores.clone().scatter_(1, labels[:, None], -torch.inf).argmax(dim=1)
+    return model, x, labels, target
+
+
 def knapsack_flip(model: torch.nn.Linear, x: Tensor, label: int, j: int,
                   past: float = 1.01) -> Tensor:  # fmt: skip
     """The closed-form L1 flip in [0, 1] of a linear model toward class ``j``, ``past``

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_fakes import copy_state, knapsack_flip, random_linear, relu_flips
+from engine_fakes import copy_state, knapsack_flip, linear_nearest, random_linear, relu_flips
 from scipy.optimize import linprog
 
 from mmargin.distances import lp
@@ -67,12 +67,9 @@ def test_a_wasteful_flip_of_a_linear_model_reaches_the_closed_form_minimum(seed:
     """The minimal flip toward the nearest class, plus the coordinate with the worst gain
     per unit moved across its whole room: exchanged, it lands within 0.5 % above the
     closed-form minimum toward that class, never below it, verified by the model."""
-    model, x = random_linear(seed, d=16, k=3, n=6)
-    model, x = model.double(), x.double()
+    model, x, labels, target = linear_nearest(seed, d=16, k=3, n=6)
     with torch.no_grad():
         scores = model(x)
-    labels = scores.argmax(dim=1)
-    target = scores.clone().scatter_(1, labels[:, None], -math.inf).argmax(dim=1)
     space, distance = box(0.0, 1.0), lp("l1")
     w = model.weight.detach()
     a = w[labels] - w[target]  # the margin toward the target falls along −a

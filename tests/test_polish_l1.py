@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_fakes import copy_state, knapsack_flip, random_linear, relu_flips
+from engine_fakes import copy_state, knapsack_flip, linear_nearest, random_linear, relu_flips
 from scipy.optimize import linprog
 
 from mmargin.distances import lp
@@ -145,12 +145,7 @@ def test_a_flip_at_its_linearisations_minimum_leaves_the_polish_with_its_steps(s
     bisection and one linearisation) and leaves the rest unspent, its flip never worse; the
     same flip 0.5 % or 30 % past the boundary is polished for all 16 steps down to the
     minimum."""
-    model, x = random_linear(seed, d=20, k=4, n=6)
-    model, x = model.double(), x.double()
-    with torch.no_grad():
-        scores = model(x)
-    labels = scores.argmax(dim=1)
-    target = scores.clone().scatter_(1, labels[:, None], -math.inf).argmax(dim=1)
+    model, x, labels, target = linear_nearest(seed, d=20, k=4, n=6)
     space, distance = box(0.0, 1.0), lp("l1")
     problem = Problem(model, space, distance, Untargeted(), x, labels)
     for past, steps in ((1.0002, POLISH_MIN_STEPS), (1.005, 16), (1.3, 16)):
