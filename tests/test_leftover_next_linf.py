@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from engine_fakes import closed_form_flips, copy_state, far_box, random_linear
+from engine_fakes import closed_form_flips, copy_state, far_box, linear_search, random_linear
 
 from mmargin.distances import lp
 from mmargin.engine.epsball import epsball_run
@@ -99,7 +99,9 @@ def test_a_stalled_probe_above_the_late_allowance_leaves_at_the_second_test_on_l
     """At a probe's second hopeless test, with ``stalled`` 1.1 (``late_hopeless`` on L∞): a
     probe at 1.2× the best whose flip has not fallen since the first test leaves; one that
     fell to 1.2× from 1.3× stays, and so does one stalled at 1.05×; without it (0, the
-    other distances) all three stay under the halfway allowance (1.25 for 1.5)."""
+    other distances) all three stay under the halfway allowance (1.25 for 1.5). The probe
+    that left so is marked ``gave_up`` (its sample's unspent steps go to the ``next`` probe);
+    a row already out of the leg is not, even where its flip would qualify."""
     config = GradientConfig()
     assert late_allowance(math.inf, config) == config.late_hopeless == 1.1
     assert late_allowance(1.0, config) == late_allowance(2.0, config) == 0.0
@@ -117,8 +119,37 @@ def test_a_stalled_probe_above_the_late_allowance_leaves_at_the_second_test_on_l
             if k + 1 < 2 * stop.mark:
                 assert active.tolist() == [True, True, True]
         assert active.tolist() == want
+        gave_up = None if stop.gave_up is None else stop.gave_up.tolist()
+        assert gave_up == (None if stalled == 0.0 else [True, False, False])
+    # a row that left the leg before (``active`` cleared by another rule) is not marked
+    stop = LegStop.for_leg("probe", 40, 0.0, 1e-3, 1.5, state, 1.1)
+    assert stop is not None
+    active = torch.tensor([False, True, True])
+    for k in range(2 * stop.mark):
+        stop.seen(slice(None), torch.tensor([1.2, 1.2, 1.05]), flips)
+        stop.after(k, state, active)
+    assert stop.gave_up is not None
+    assert stop.gave_up.tolist() == [False, True, False]
 
 
 def test_a_late_allowance_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="late_hopeless"):
         dataclasses.replace(GradientConfig(), late_hopeless=0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_only_samples_a_probe_left_stalled_walk(seed: int) -> None:
+    """A 1000-pass L∞ search of a linear model: most samples end with more than
+    REFINE_MIN_STEPS unspent, but with ``next_class`` only one, whose probe toward a far
+    class sat at its own minimum, walks (a walk for every sample with spare steps would
+    spend them all); every other sample's search is the same as without ``next_class``,
+    and the walker ends no worse."""
+    model, x = random_linear(seed, 24, 6, 12)
+    on = linear_search(model, x, GradientConfig(), "linf")
+    off = linear_search(model, x, dataclasses.replace(GradientConfig(), next_class=False), "linf")
+    assert int(((1000 - off.queries) // 2 >= REFINE_MIN_STEPS).sum()) > len(x) // 2
+    walked = on.queries != off.queries
+    assert int(walked.sum()) == 1
+    assert bool((on.queries[walked] > off.queries[walked]).all())
+    assert torch.equal(on.best_norm[~walked], off.best_norm[~walked])
+    assert bool((on.best_norm <= off.best_norm).all())

@@ -229,6 +229,8 @@ def _class_aware(
     drop = won_probes(steps, distance.p, config, plan) if lagrange else 0
     won = torch.zeros_like(state.best_norm, dtype=torch.bool)
     handed = torch.zeros_like(before)  # per sample, probe steps its last refinement takes
+    # per sample, whether a probe left it at the stalled test (.legstop; L∞ only)
+    stuck = torch.zeros_like(state.best_norm, dtype=torch.bool)
     last_probe = max((leg.index for leg in plan if leg.kind == "probe" and leg.steps), default=-1)
     last_refine = max((n for n, leg in enumerate(plan) if leg.kind == "refine" and leg.steps),
                       default=-1)  # fmt: skip
@@ -269,6 +271,8 @@ def _class_aware(
                     stop=stop, only=only, lengths=lengths)  # fmt: skip
         if late is not None:
             late.judge(state)
+        if stop is not None and stop.gave_up is not None:
+            stuck |= stop.gave_up
         # never before the first run: it flags the samples without usable gradients
         if n == slot and lagrange:
             begin = state.best_delta.clone() if warm else None
@@ -286,8 +290,11 @@ def _class_aware(
     # a probe not run leaves them what it would have left had it run to its first exit
     # test and left there (the steps before that test are saved)
     # (on L1 with ``next_class``, first a walk toward the class the next probe would take)
-    # (on L∞ a probe of that class from the clean input)
+    # (on L∞ a probe of that class from the clean input, for the samples a probe left
+    # stalled far from their best: the first-order ranking misled them)
     nxt = untried if distance.p in (1.0, math.inf) and config.next_class else None
+    if nxt is not None and distance.p == math.inf:
+        nxt = nxt.where(stuck, -1)
     spend_unspent(problem, steps, before - 2 * skipped, state, config, ranked, nxt)
 
 

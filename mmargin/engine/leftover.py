@@ -76,37 +76,41 @@ default because on the MNIST tuning models (L∞ @1000, 200 images pooled with F
 it moved no pooled optimality (1–2 samples of 200 better by > 0.1 %) while spending the
 3–8 % of passes the exits save.
 
-With ``GradientConfig.next_class`` (on by default) an L∞ sample with at least
-:data:`REFINE_MIN_STEPS` unspent steps instead runs a probe from the clean input toward the
-class the next probe would have taken (:func:`~mmargin.engine.passes.next_class`, the
-L1 ``next`` round's class), for exactly its unspent steps; the refinement above keeps the
-samples without such a class. The probes follow the first-order ranking at the clean
-input, and on a ReLU net the nearest class can be ranked past them: on ``tune_digits_mlp``
-(117 proven MILP points, 1000 passes) digits-test-0124 was found at 1.0206 × exact in
-class 1 (first run class 7, probes 1, 6, 5), the exact flip in class 0, ranked fifth
-(first-order 0.155 against 0.100 for class 1, so the probe skip's test would call it out of
-reach and the walk does not apply that test). A probe toward class 0 from the clean input
-reaches 1.0106 × in 8 steps, 1.002 × in 24. The sample had spent every step: its probes
-toward 6 and 5 ran to their ends at 1.09 × and 1.19 × its best, never winning (the one
-toward 5 did not fall at all after its first hopeless test). So on L∞ the probes' second
-hopeless test (at 60 % of a probe) also lets leave a probe more than
-``GradientConfig.late_hopeless`` = 1.1 × the best whose own flip has not fallen since the
-first test (:class:`~mmargin.engine.legstop.LegStop`, ``stalled``). Measured before
-choosing it (L∞, 1000 passes, every probe's own flip per step): no probe it lets leave won
-by its end on tune_digits_mlp (15 probes), tune_mlp (20) or tune_cnn_bn (0). A plain
-1.1 × allowance instead (no stall condition: 69, 136 and 173 probes, none winning there)
-lost on the adversarially trained tune_cnn_fgsm, whose probes above 1.1 × at that test
-still won (optimality 0.9485 → 0.9446 at 500 passes, 0.9956 → 0.9941 at 1000, 3 of 200
+With ``GradientConfig.next_class`` (on by default) an L∞ sample that a probe left stalled
+(below) and that has at least :data:`REFINE_MIN_STEPS` unspent steps instead runs a probe
+from the clean input toward the class the next probe would have taken
+(:func:`~mmargin.engine.passes.next_class`, the L1 ``next`` round's class), for exactly its
+unspent steps; the refinement above keeps the other samples. The probes follow the
+first-order ranking at the clean input, and on a ReLU net the nearest class can be ranked
+past them: on ``tune_digits_mlp`` (117 proven MILP points, 1000 passes) digits-test-0124
+was found at 1.0206 × exact in class 1 (first run class 7, probes 1, 6, 5), the exact flip
+in class 0, ranked fifth (first-order 0.155 against 0.100 for class 1, so the probe skip's
+test would call it out of reach and the walk does not apply that test). A probe toward
+class 0 from the clean input reaches 1.0106 × in 8 steps, 1.002 × in 24. The sample had
+spent every step: its probes toward 6 and 5 ran to their ends at 1.09 × and 1.19 × its
+best, never winning (the one toward 5 did not fall at all after its first hopeless test).
+So on L∞ the probes' second hopeless test (at 60 % of a probe) also lets leave a probe more
+than ``GradientConfig.late_hopeless`` = 1.1 × the best whose own flip has not fallen since
+the first test (:class:`~mmargin.engine.legstop.LegStop`, ``stalled``, ``gave_up``).
+Measured before choosing it (L∞, 1000 passes, every probe's own flip per step): no probe it
+lets leave won by its end on tune_digits_mlp (15 probes), tune_mlp (20) or tune_cnn_bn (0).
+A plain 1.1 × allowance instead (no stall condition: 69, 136 and 173 probes, none winning
+there) lost on the adversarially trained tune_cnn_fgsm, whose probes above 1.1 × at that
+test still won (optimality 0.9485 → 0.9446 at 500 passes, 0.9956 → 0.9941 at 1000, 3 of 200
 images up to 12 % worse). With the stall condition 0124 leaves its probe toward 5 with 19
-steps and the walk toward 0 takes it to 1.0030 × (max over the 117 points 1.0206 →
-1.0075, median 1.00004 unchanged; digits_mlp's 50 unchanged). Image L∞ (200 images, base
-and new pooled): at 500 passes mnist_cnn 0.9976 → 0.9986, tune_cnn_fgsm 0.9485 → 0.9488,
-tune_cnn_fgsm_short 0.9686 → 0.9699 (2, 3 and 5 images better, none worse, both halves up
-or level); at 250 and 1000 passes and on tune_mlp and tune_cnn_bn every distance the
-same. The walks spend the passes the exits saved: per sample at 1000 passes ~885 → ~970
-(tune_mlp 881 → 967, process CPU of its search 3.05 → 3.50 s, median of 3 alternating
-runs on a loaded machine), at 500 ~410 → ~485. Capping the walk at a probe's length (47
-steps at 1000 passes) kept 941 passes on tune_mlp; not measured further.
+steps and the walk toward 0 takes it to 1.0030 × (max over the 117 points 1.0206 → 1.0075,
+median 1.00004 unchanged; digits_mlp's 50 unchanged).
+
+Only the stalled samples walk. Giving every L∞ sample's unspent steps to the walk (image
+L∞, 200 images, base and new pooled) gained at 500 passes on mnist_cnn 0.9976 → 0.9986,
+tune_cnn_fgsm 0.9485 → 0.9488, tune_cnn_fgsm_short 0.9686 → 0.9699 and nothing at 250 or
+1000 passes or on tune_mlp and tune_cnn_bn, while it spent the passes the exits save (per
+sample at 1000 passes ~885 → ~970; tune_mlp's search 3.05 → 3.50 s process CPU) — against a
+speed target the L∞ search meets by those exits. With only the stalled samples walking the
+five image tuning models' L∞ distances are the same as without the walk at 250, 500 and
+1000 passes, and the searches spend 0–21 more passes per sample at 1000 (tune_mlp
+884 → 905, mnist_cnn 887 → 894, tune_cnn_fgsm 932 → 936, tune_cnn_bn 888 → 890,
+tune_cnn_fgsm_short the same).
 """
 
 from __future__ import annotations

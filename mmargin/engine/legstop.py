@@ -71,6 +71,8 @@ class LegStop:
     norm and has not fallen at all since the first test leaves too (0: no such test)."""
     marked: Tensor | None = None
     """This leg's smallest flip per sample at the first hopeless test."""
+    gave_up: Tensor | None = None
+    """Per sample, whether it left at the ``stalled`` test (``None``: no sample has)."""
 
     @classmethod
     def for_leg(cls, kind: str, steps: int, share: float, rtol: float, hopeless: float,
@@ -109,8 +111,10 @@ class LegStop:
             if done == self.mark:
                 self.marked = mine.clone()
             elif self.stalled and self.marked is not None:
-                out |= (torch.isfinite(mine) & (mine > state.best_norm * self.stalled)
-                        & (mine >= self.marked))  # fmt: skip
+                stuck = (torch.isfinite(mine) & (mine > state.best_norm * self.stalled)
+                         & (mine >= self.marked) & active)  # fmt: skip
+                self.gave_up = stuck
+                out |= stuck
             active &= ~out
 
 
