@@ -82,6 +82,40 @@ def random_linear(seed: int, d: int, k: int, n: int) -> tuple[torch.nn.Linear, T
     return model, 0.3 + 0.4 * torch.rand(n, d, generator=gen)
 
 
+def linear_nearest(
+    seed: int, d: int, k: int, n: int
+) -> tuple[torch.nn.Linear, Tensor, Tensor, Tensor]:
+    """A :func:`random_linear` model and points in float64, their labels and each point's
+    highest-scoring other class (the class its L1 flips below drive toward)."""
+    model, x = random_linear(seed, d=d, k=k, n=n)
+    model, x = model.double(), x.double()
+    with torch.no_grad():
+        scores = model(x)
+    labels = scores.argmax(dim=1)
+    target = scores.clone().scatter_(1, labels[:, None], -torch.inf).argmax(dim=1)
+    return model, x, labels, target
+
+
+def knapsack_flip(model: torch.nn.Linear, x: Tensor, label: int, j: int,
+                  past: float = 1.01) -> Tensor:  # fmt: skip
+    """The closed-form L1 flip in [0, 1] of a linear model toward class ``j``, ``past``
+    times the pairwise margin (1 % past the boundary by default; the fractional knapsack,
+    best gain per unit first), as a ``(1, d)`` row."""
+    w = model.weight.detach()
+    with torch.no_grad():
+        scores = model(x[None])[0]
+    a = (w[label] - w[j]).numpy()
+    need = float(scores[label] - scores[j]) * past
+    room = np.where(a > 0, x.numpy(), 1 - x.numpy())
+    delta = np.zeros_like(a)
+    for i in np.argsort(-np.abs(a)):
+        move = min(room[i], need / abs(a[i]))
+        delta[i], need = -np.sign(a[i]) * move, need - abs(a[i]) * move
+        if need <= 0:
+            break
+    return torch.from_numpy(delta)[None]
+
+
 def far_box() -> ContinuousSpace:
     """A box out of reach of every flip of :func:`random_linear`'s points (a fresh one: a
     box caches its tensors), so the closed forms below hold."""

@@ -11,9 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_fakes import copy_state, random_linear, relu_flips
+from engine_fakes import copy_state, knapsack_flip, linear_nearest, random_linear, relu_flips
 from scipy.optimize import linprog
-from torch import Tensor
 
 from mmargin.distances import lp
 from mmargin.engine import exchange
@@ -68,12 +67,9 @@ def test_a_wasteful_flip_of_a_linear_model_reaches_the_closed_form_minimum(seed:
     """The minimal flip toward the nearest class, plus the coordinate with the worst gain
     per unit moved across its whole room: exchanged, it lands within 0.5 % above the
     closed-form minimum toward that class, never below it, verified by the model."""
-    model, x = random_linear(seed, d=16, k=3, n=6)
-    model, x = model.double(), x.double()
+    model, x, labels, target = linear_nearest(seed, d=16, k=3, n=6)
     with torch.no_grad():
         scores = model(x)
-    labels = scores.argmax(dim=1)
-    target = scores.clone().scatter_(1, labels[:, None], -math.inf).argmax(dim=1)
     space, distance = box(0.0, 1.0), lp("l1")
     w = model.weight.detach()
     a = w[labels] - w[target]  # the margin toward the target falls along −a
@@ -100,24 +96,6 @@ def test_a_wasteful_flip_of_a_linear_model_reaches_the_closed_form_minimum(seed:
     assert state.queries.tolist() == [2 * sum(COSTS[:3])] * len(x)
 
 
-def _flip_toward(model: torch.nn.Linear, x: Tensor, label: int, j: int) -> Tensor:
-    """The closed-form L1 flip in [0, 1] of a linear model toward class ``j``, 1 % past
-    the pairwise boundary (the fractional knapsack, best gain per unit first)."""
-    w = model.weight.detach()
-    with torch.no_grad():
-        scores = model(x[None])[0]
-    a = (w[label] - w[j]).numpy()
-    need = float(scores[label] - scores[j]) * 1.01
-    room = np.where(a > 0, x.numpy(), 1 - x.numpy())
-    delta = np.zeros_like(a)
-    for i in np.argsort(-np.abs(a)):
-        move = min(room[i], need / abs(a[i]))
-        delta[i], need = -np.sign(a[i]) * move, need - abs(a[i]) * move
-        if need <= 0:
-            break
-    return torch.from_numpy(delta)[None]
-
-
 @pytest.mark.parametrize("seed", [0, 2, 3])  # seed 1: every flip lands in the nearest class
 def test_the_next_round_walks_from_the_clean_input_toward_its_own_class(seed: int) -> None:
     """Flips of a linear model in another class than the nearest one: the ``next`` round
@@ -137,7 +115,7 @@ def test_the_next_round_walks_from_the_clean_input_toward_its_own_class(seed: in
         for j in costs[i].argsort(descending=True).tolist():
             if j in (int(labels[i]), int(near[i])):
                 continue
-            d = _flip_toward(model, x[i], int(labels[i]), j)
+            d = knapsack_flip(model, x[i], int(labels[i]), j)
             with torch.no_grad():
                 got = model(x[i : i + 1] + d)
             if int(got.argmax()) not in (int(labels[i]), int(near[i])):

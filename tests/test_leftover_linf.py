@@ -28,7 +28,10 @@ from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
 
-ON = GradientConfig(unspent_refine=True)
+ON = GradientConfig(unspent_refine=True, next_class=False)
+"""The refinement alone: with ``next_class`` (on by default) the ``next`` probe takes the
+steps of the samples that have a class left to try (``tests/test_leftover_next_linf.py``)."""
+OFF = GradientConfig(next_class=False)
 
 
 def _far_flips(
@@ -59,7 +62,7 @@ def _far_flips(
 def test_switched_off_by_default_the_exits_leave_their_steps() -> None:
     assert GradientConfig().unspent_refine is False
     model, x = random_linear(0, 24, 6, 12)
-    off = linear_search(model, x, GradientConfig(), "linf")
+    off = linear_search(model, x, OFF, "linf")
     assert bool((off.queries < 990).any())  # the probes' exits left steps unspent
 
 
@@ -73,7 +76,7 @@ def test_the_leftover_spends_the_exits_steps_and_stays_on_the_closed_form(seed: 
         labels = model(x).argmax(dim=1)
     exact = exact_flip(model, x, labels, 1.0)
     # every probe runs (to its exit): the leftover is what the exits leave
-    off = linear_search(model, x, GradientConfig(skip_far_probes=False), "linf")
+    off = linear_search(model, x, dataclasses.replace(OFF, skip_far_probes=False), "linf")
     on = linear_search(model, x, dataclasses.replace(ON, skip_far_probes=False), "linf")
     assert bool((on.queries <= 1000).all())
     full = int(on.queries.max())
@@ -176,7 +179,7 @@ def test_each_sample_with_a_flip_and_enough_steps_left_refines_for_exactly_those
     start.queries = 2 * (100 - left)
     before = torch.zeros_like(start.queries)
     ranked = per.argsort(dim=1)[:, :-1]  # nearest first, the label's inf last, dropped
-    for config, given in ((GradientConfig(), ranked), (ON, None)):
+    for config, given in ((OFF, ranked), (ON, None)):
         state = copy_state(start)
         problem = Problem(model, far_box(), lp("linf"), Untargeted(), x, labels)
         spend_unspent(problem, 100, before, state, config, given)

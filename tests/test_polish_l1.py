@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_fakes import copy_state, random_linear, relu_flips
+from engine_fakes import copy_state, knapsack_flip, linear_nearest, random_linear, relu_flips
 from scipy.optimize import linprog
 
 from mmargin.distances import lp
@@ -135,6 +135,34 @@ def test_the_polish_of_a_dense_flip_reaches_the_closed_form_minimum(seed: int) -
         with torch.no_grad():
             assert int(model(x[i] + state.best_delta[i]).argmax()) != int(labels[i])
     assert bool((state.queries == 16).all())  # 8 steps, 2 passes each
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_flip_at_its_linearisations_minimum_leaves_the_polish_with_its_steps(seed: int) -> None:
+    """A flip of a linear model 0.02 % past its closed-form minimum toward its class is a
+    fixed point of the polish's linearisation (the knapsack flip there is within the
+    overshoot of it): the polish spends only POLISH_MIN_STEPS of its 16 steps (the
+    bisection and one linearisation) and leaves the rest unspent, its flip never worse; the
+    same flip 0.5 % or 30 % past the boundary is polished for all 16 steps down to the
+    minimum."""
+    model, x, labels, target = linear_nearest(seed, d=20, k=4, n=6)
+    space, distance = box(0.0, 1.0), lp("l1")
+    problem = Problem(model, space, distance, Untargeted(), x, labels)
+    for past, steps in ((1.0002, POLISH_MIN_STEPS), (1.005, 16), (1.3, 16)):
+        state = SearchState.empty(x)
+        for i in range(len(x)):
+            d = knapsack_flip(model, x[i], int(labels[i]), int(target[i]), past)
+            with torch.no_grad():
+                got = model(x[i : i + 1] + d)
+            assert int(got.argmax()) == int(target[i])
+            state.record(torch.tensor([i]), distance.norm(d), d, got)
+        start = state.best_norm.clone()
+        polish_run(problem, 16, state, l1_weights(distance, x), lengths=torch.full_like(labels, 16))
+        assert state.queries.tolist() == [2 * steps] * len(x)
+        assert bool((state.best_norm <= start).all())
+        for i in range(len(x)):
+            exact = _toward_exact(model, x[i], int(labels[i]), int(target[i]))
+            assert exact * (1 - 1e-9) <= float(state.best_norm[i]) <= exact * 1.003
 
 
 def test_the_polish_never_records_a_worse_or_unverified_flip() -> None:

@@ -54,6 +54,14 @@ under ~50 steps (at 250 passes, 36), too few to anneal (flips of hundreds of pix
 the FGSM-trained tuning CNN); the smooth run alone won there on every tuning model."""
 
 
+def late_allowance(p: float, config: GradientConfig) -> float:
+    """The allowance of a probe's stalled test at its second hopeless test
+    (:class:`~mmargin.engine.legstop.LegStop`, ``stalled``) on the Lp distance ``p``:
+    ``config.late_hopeless`` on L∞, else 0 (no such test). On L∞ a probe left this way
+    hands its steps to the ``next`` probe (:mod:`mmargin.engine.leftover`)."""
+    return config.late_hopeless if p == math.inf else 0.0
+
+
 def skip_allowance(p: float, config: GradientConfig) -> float:
     """The allowance of the probe skip (:func:`~mmargin.engine.legstop.out_of_reach`) on the
     Lp distance ``p``: ``config.hopeless`` on L∞ with ``config.skip_far_probes``, else 0
@@ -221,6 +229,8 @@ def _class_aware(
     drop = won_probes(steps, distance.p, config, plan) if lagrange else 0
     won = torch.zeros_like(state.best_norm, dtype=torch.bool)
     handed = torch.zeros_like(before)  # per sample, probe steps its last refinement takes
+    # per sample, whether a probe left it at the stalled test (.legstop; L∞ only)
+    stuck = torch.zeros_like(state.best_norm, dtype=torch.bool)
     last_probe = max((leg.index for leg in plan if leg.kind == "probe" and leg.steps), default=-1)
     last_refine = max((n for n, leg in enumerate(plan) if leg.kind == "refine" and leg.steps),
                       default=-1)  # fmt: skip
@@ -255,11 +265,14 @@ def _class_aware(
         # (watched over the planned run's last steps: those of most samples)
         late = Late.over(leg.steps, state) if last else None
         stop = LegStop.for_leg(leg.kind, leg.steps, config.leg_window, config.leg_rtol,
-                               config.hopeless, state)  # fmt: skip
+                               config.hopeless, state,
+                               late_allowance(distance.p, config))  # fmt: skip
         epsball_run(problem, length, config, start, state, against, late, check=n == 0,
                     stop=stop, only=only, lengths=lengths)  # fmt: skip
         if late is not None:
             late.judge(state)
+        if stop is not None and stop.gave_up is not None:
+            stuck |= stop.gave_up
         # never before the first run: it flags the samples without usable gradients
         if n == slot and lagrange:
             begin = state.best_delta.clone() if warm else None
@@ -277,7 +290,11 @@ def _class_aware(
     # a probe not run leaves them what it would have left had it run to its first exit
     # test and left there (the steps before that test are saved)
     # (on L1 with ``next_class``, first a walk toward the class the next probe would take)
-    nxt = untried if distance.p == 1.0 and config.next_class else None
+    # (on L∞ a probe of that class from the clean input, for the samples a probe left
+    # stalled far from their best: the first-order ranking misled them)
+    nxt = untried if distance.p in (1.0, math.inf) and config.next_class else None
+    if nxt is not None and distance.p == math.inf:
+        nxt = nxt.where(stuck, -1)
     spend_unspent(problem, steps, before - 2 * skipped, state, config, ranked, nxt)
 
 

@@ -75,6 +75,42 @@ passes/clip. Refining toward the best flip's own class instead gained ≤ 0.05 d
 default because on the MNIST tuning models (L∞ @1000, 200 images pooled with FMN and FAB)
 it moved no pooled optimality (1–2 samples of 200 better by > 0.1 %) while spending the
 3–8 % of passes the exits save.
+
+With ``GradientConfig.next_class`` (on by default) an L∞ sample that a probe left stalled
+(below) and that has at least :data:`REFINE_MIN_STEPS` unspent steps instead runs a probe
+from the clean input toward the class the next probe would have taken
+(:func:`~mmargin.engine.passes.next_class`, the L1 ``next`` round's class), for exactly its
+unspent steps; the refinement above keeps the other samples. The probes follow the
+first-order ranking at the clean input, and on a ReLU net the nearest class can be ranked
+past them: on ``tune_digits_mlp`` (117 proven MILP points, 1000 passes) digits-test-0124
+was found at 1.0206 × exact in class 1 (first run class 7, probes 1, 6, 5), the exact flip
+in class 0, ranked fifth (first-order 0.155 against 0.100 for class 1, so the probe skip's
+test would call it out of reach and the walk does not apply that test). A probe toward
+class 0 from the clean input reaches 1.0106 × in 8 steps, 1.002 × in 24. The sample had
+spent every step: its probes toward 6 and 5 ran to their ends at 1.09 × and 1.19 × its
+best, never winning (the one toward 5 did not fall at all after its first hopeless test).
+So on L∞ the probes' second hopeless test (at 60 % of a probe) also lets leave a probe more
+than ``GradientConfig.late_hopeless`` = 1.1 × the best whose own flip has not fallen since
+the first test (:class:`~mmargin.engine.legstop.LegStop`, ``stalled``, ``gave_up``).
+Measured before choosing it (L∞, 1000 passes, every probe's own flip per step): no probe it
+lets leave won by its end on tune_digits_mlp (15 probes), tune_mlp (20) or tune_cnn_bn (0).
+A plain 1.1 × allowance instead (no stall condition: 69, 136 and 173 probes, none winning
+there) lost on the adversarially trained tune_cnn_fgsm, whose probes above 1.1 × at that
+test still won (optimality 0.9485 → 0.9446 at 500 passes, 0.9956 → 0.9941 at 1000, 3 of 200
+images up to 12 % worse). With the stall condition 0124 leaves its probe toward 5 with 19
+steps and the walk toward 0 takes it to 1.0030 × (max over the 117 points 1.0206 → 1.0075,
+median 1.00004 unchanged; digits_mlp's 50 unchanged).
+
+Only the stalled samples walk. Giving every L∞ sample's unspent steps to the walk (image
+L∞, 200 images, base and new pooled) gained at 500 passes on mnist_cnn 0.9976 → 0.9986,
+tune_cnn_fgsm 0.9485 → 0.9488, tune_cnn_fgsm_short 0.9686 → 0.9699 and nothing at 250 or
+1000 passes or on tune_mlp and tune_cnn_bn, while it spent the passes the exits save (per
+sample at 1000 passes ~885 → ~970; tune_mlp's search 3.05 → 3.50 s process CPU) — against a
+speed target the L∞ search meets by those exits. With only the stalled samples walking the
+five image tuning models' L∞ distances are the same as without the walk at 250, 500 and
+1000 passes, and the searches spend 0–21 more passes per sample at 1000 (tune_mlp
+884 → 905, mnist_cnn 887 → 894, tune_cnn_fgsm 932 → 936, tune_cnn_bn 888 → 890,
+tune_cnn_fgsm_short the same).
 """
 
 from __future__ import annotations
@@ -151,14 +187,15 @@ def spend_unspent(
     polish = distance.p == 1.0 and config.unspent_polish
     second = distance.p == 2.0 and config.unspent_lr > 0
     refine = distance.p == math.inf and config.unspent_refine and ranked is not None
-    if not (polish or second or refine):
+    walk = distance.p == math.inf and untried is not None
+    if not (polish or second or refine or walk):
         return
     left = unspent_steps(steps, before, state)
     if polish:
         left = left.clamp(max=POLISH_MAX_STEPS)  # the polish is done well before
     # the runs leave the samples without usable gradients alone themselves, and the polish
     # those with fewer steps than it needs
-    least = SECOND_MIN_STEPS if second else REFINE_MIN_STEPS if refine else 1
+    least = SECOND_MIN_STEPS if second else REFINE_MIN_STEPS if refine or walk else 1
     ready = (left >= least) & torch.isfinite(state.best_norm)
     if not bool(ready.any()):
         return
@@ -186,10 +223,20 @@ def spend_unspent(
                        lengths=left)  # fmt: skip
         exchange_run(problem, state, weights, _left(steps, before, state), ranked, only=ready,
                      kinds=("keep",) if first else (*KINDS, "keep"))  # fmt: skip
-    elif second:
+        return
+    if second:
         lagrangian_run(problem, longest, state, only=ready, lr_init=config.unspent_lr,
                        lengths=left)  # fmt: skip
-    elif ranked is not None:  # the runner-up: the nearest ranked class but the best flip's
+        return
+    if walk and untried is not None:  # a probe of the next class from the clean input
+        toward = ready & (untried >= 0)
+        if bool(toward.any()):
+            epsball_run(problem, int(left[toward].max()), config, torch.zeros_like(problem.x),
+                        state, untried.clamp(min=0), check=False, only=toward,
+                        lengths=left)  # fmt: skip
+        ready &= ~toward
+    if refine and ranked is not None and bool(ready.any()):
+        # the runner-up: the nearest ranked class but the best flip's
         other = probe_classes(ranked, state.best_class, 1)[:, 0]
-        epsball_run(problem, longest, config, state.best_delta, state, other, check=False,
-                    only=ready, lengths=left)  # fmt: skip
+        epsball_run(problem, int(left[ready].max()), config, state.best_delta, state, other,
+                    check=False, only=ready, lengths=left)  # fmt: skip

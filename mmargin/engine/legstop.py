@@ -9,8 +9,10 @@ only in counted passes):
   :data:`MARK` of a probe's steps, a probe whose own smallest flip is more than
   ``hopeless`` times the sample's best norm leaves: its class is not where the nearest
   boundary is; after twice that share, one more than halfway to ``hopeless``'s allowance
-  (1.25 for 1.5) leaves. A probe that has not flipped yet keeps searching (on L1, robust
-  models' probes flip late and then win).
+  (1.25 for 1.5) leaves; on L∞ so does one more than ``GradientConfig.late_hopeless``
+  (1.1) times the best whose own flip has not fallen at all since the first test (its
+  steps go to the leftover's ``next`` probe, :mod:`mmargin.engine.leftover`). A probe that has not
+  flipped yet keeps searching (on L1, robust models' probes flip late and then win).
 - **converged** (every leg, off by default: ``GradientConfig.leg_window``): in the second
   half of a leg, every ``window`` steps, a sample whose smallest flip in this leg did not
   fall by more than ``rtol`` (relative) since the previous check leaves the leg. On the
@@ -64,10 +66,17 @@ class LegStop:
     """This leg's smallest flip per sample at the last convergence check."""
     run_best: Tensor
     """The smallest flip this leg has seen per sample (``inf``: none yet)."""
+    stalled: float = 0.0
+    """At the second hopeless test, a probe whose own flip is more than this times the best
+    norm and has not fallen at all since the first test leaves too (0: no such test)."""
+    marked: Tensor | None = None
+    """This leg's smallest flip per sample at the first hopeless test."""
+    gave_up: Tensor | None = None
+    """Per sample, whether it left at the ``stalled`` test (``None``: no sample has)."""
 
     @classmethod
     def for_leg(cls, kind: str, steps: int, share: float, rtol: float, hopeless: float,
-                state: SearchState) -> LegStop | None:  # fmt: skip
+                state: SearchState, stalled: float = 0.0) -> LegStop | None:  # fmt: skip
         """The rules for a leg of ``kind`` (``first``, ``probe``, ``refine``): convergence
         checked every ``share`` of its steps (at least 8 steps apart; the first check only
         records, so a leg gets the rule only if a second check falls in it), the hopeless
@@ -79,7 +88,7 @@ class LegStop:
         if window == 0 and mark == 0:
             return None
         none = torch.full_like(state.best_norm, math.inf)
-        return cls(steps, window, rtol, mark, hopeless, none.clone(), none)
+        return cls(steps, window, rtol, mark, hopeless, none.clone(), none, stalled)
 
     def seen(self, idx: Tensor | slice, norms: Tensor, flips: Tensor) -> None:
         """The rows ``idx`` reached sizes ``norms``; ``flips`` says which flipped."""
@@ -98,7 +107,15 @@ class LegStop:
             self.checked = mine.clone()
         if self.mark and done in (self.mark, 2 * self.mark):
             allowed = self.hopeless if done == self.mark else (1 + self.hopeless) / 2
-            active &= ~(torch.isfinite(mine) & (mine > state.best_norm * allowed))
+            out = torch.isfinite(mine) & (mine > state.best_norm * allowed)
+            if done == self.mark:
+                self.marked = mine.clone()
+            elif self.stalled and self.marked is not None:
+                stuck = (torch.isfinite(mine) & (mine > state.best_norm * self.stalled)
+                         & (mine >= self.marked) & active)  # fmt: skip
+                self.gave_up = stuck
+                out |= stuck
+            active &= ~out
 
 
 def first_mark(kind: str, steps: int, hopeless: float) -> int:

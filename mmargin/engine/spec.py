@@ -122,13 +122,17 @@ class GradientConfig:
     with ``exchange_reserve``, off by default, a long search keeps their steps out of its
     last refinement; with ``next_class``, first a walk from the clean input toward the
     nearest ranked class no probe drove toward; all in :mod:`mmargin.engine.leftover`); on L∞, with
-    ``unspent_refine`` (off by default), to a second refinement of the best flip toward
-    the runner-up class (the nearest ranked class other than the best flip's).
+    ``next_class``, to a probe from the clean input toward that class, and with
+    ``unspent_refine`` (off by default), for the samples without such a class, to a second
+    refinement of the best flip toward the runner-up class (the nearest ranked class other
+    than the best flip's).
 
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
-    (0 = never); with ``leg_window`` > 0, a sample whose flip in a run fell by no more than
-    ``leg_rtol`` over that share of the run's steps (0 = never, the default). With
+    (0 = never; on L∞ at the second such test also a probe more than ``late_hopeless``
+    times the best whose own flip has not fallen since the first, 0 = off); with
+    ``leg_window`` > 0, a sample whose flip in a run fell by no more than ``leg_rtol`` over
+    that share of the run's steps (0 = never, the default). With
     ``skip_far_probes`` (the default; L∞ only, :func:`mmargin.engine.gradient.skip_allowance`)
     a probe is not run at all for a sample whose probe class's first-order distance at the
     clean input is out of ``hopeless``'s reach (:func:`mmargin.engine.legstop.out_of_reach`).
@@ -171,6 +175,7 @@ class GradientConfig:
     unspent_refine: bool = False
     exchange_reserve: bool = False
     next_class: bool = True
+    late_hopeless: float = 1.1
 
     def __post_init__(self) -> None:
         for name in ("alpha_init", "alpha_final"):
@@ -224,6 +229,9 @@ class GradientConfig:
         check_float("gradient", "hopeless", self.hopeless, 0.0, 1000.0)
         if 0.0 < self.hopeless < 1.0:
             raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")
+        check_float("gradient", "late_hopeless", self.late_hopeless, 0.0, 1000.0)
+        if 0.0 < self.late_hopeless < 1.0:
+            raise ValueError("gradient.late_hopeless: expected 0 (off) or a ratio >= 1")
         if self.first_share + self.probes * self.probe_share > 1.0:
             raise ValueError("gradient: first_share + probes * probe_share must be <= 1")
         if self.first_share + self.short_probes * self.short_probe_share > 1.0:
