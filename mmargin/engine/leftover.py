@@ -212,7 +212,8 @@ def spend_unspent(
             spare = unspent_steps(steps, before, state) - POLISH_MIN_STEPS
             exchange_run(problem, state, weights, spare, ranked, only=ready, kinds=("next",),
                          untried=untried)  # fmt: skip
-            left = unspent_steps(steps, before, state).clamp(max=POLISH_MAX_STEPS)
+            # (a half-spent step counts as spent, as after the reserved rounds below)
+            left = _left(steps, before, state).clamp(max=POLISH_MAX_STEPS)
         if first:
             exchange_run(problem, state, weights, unspent_steps(steps, before, state), ranked,
                          only=ready)  # fmt: skip
