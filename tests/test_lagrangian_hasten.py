@@ -27,10 +27,10 @@ def test_only_l2_plans_hasten_their_lagrangian_runs() -> None:
     """Short L2 plans with ``short_hasten``, long ones with ``long_hasten``, each off at 1;
     no other distance."""
     config = GradientConfig(long_hasten=0.5)
-    hasten = (config.short_hasten_after, config.short_hasten)
+    hasten = (config.hasten_after, config.short_hasten)
     assert lagrangian_hasten(120, 2.0, config) == hasten  # 250 passes
     assert lagrangian_hasten(config.short_steps - 1, 2.0, config) == hasten
-    long = (config.short_hasten_after, 0.5)
+    long = (config.hasten_after, 0.5)
     assert lagrangian_hasten(config.short_steps, 2.0, config) == long  # the long plan
     assert lagrangian_hasten(498, 2.0, config) == long  # 1000 passes
     for p in (1.0, math.inf, 0.0):
@@ -42,7 +42,7 @@ def test_only_l2_plans_hasten_their_lagrangian_runs() -> None:
     long_off = GradientConfig(long_hasten=1.0)
     assert lagrangian_hasten(120, 2.0, long_off) is not None
     assert lagrangian_hasten(498, 2.0, long_off) is None
-    for bad in ({"short_hasten": 0.0}, {"short_hasten": 1.5}, {"short_hasten_after": -1},
+    for bad in ({"short_hasten": 0.0}, {"short_hasten": 1.5}, {"hasten_after": -1},
                 {"long_hasten": 0.0}, {"long_hasten": 1.5}):  # fmt: skip
         with pytest.raises(ValueError, match=next(iter(bad))):
             GradientConfig(**bad)
@@ -143,7 +143,7 @@ def test_the_search_hastens_each_of_its_lagrangian_runs(monkeypatch: Any) -> Non
     config = GradientConfig(unspent_lr=0.0)
     state = linear_search(model, x, config)  # 1000 passes: the long plan, two runs
     assert bool((state.queries <= 1000).all())
-    assert [h for _, h in calls] == [(config.short_hasten_after, config.long_hasten)] * 2
+    assert [h for _, h in calls] == [(config.hasten_after, config.long_hasten)] * 2
     calls.clear()
     linear_search(model, x, replace(config, long_hasten=1.0))
     assert len(calls) == 2 and all(h is None for _, h in calls)
@@ -153,7 +153,7 @@ def test_the_search_hastens_each_of_its_lagrangian_runs(monkeypatch: Any) -> Non
     problem = Problem(model, far_box(), lp("l2"), Untargeted(), x, labels)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
     gradient.gradient_search(problem, 250, config, streams, 4)
-    assert [h for _, h in calls] == [(config.short_hasten_after, config.short_hasten)]
+    assert [h for _, h in calls] == [(config.hasten_after, config.short_hasten)]
 
 
 @pytest.mark.parametrize("passes", [160, 200, 240, 250, 260, 300, 500, 700, 1000])

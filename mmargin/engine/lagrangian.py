@@ -173,7 +173,7 @@ def lagrangian_lr(steps: int, p: float, config: GradientConfig) -> float:
 
 def lagrangian_hasten(steps: int, p: float, config: GradientConfig) -> tuple[int, float] | None:
     """The warm-up rule of the Lagrangian runs of an untargeted search of ``steps`` steps on
-    the Lp distance ``p``: on L2 ``(short_hasten_after, factor)``, the factor
+    the Lp distance ``p``: on L2 ``(hasten_after, factor)``, the factor
     ``short_hasten`` in a short search (:func:`~mmargin.engine.passes.is_short`, its one
     run) and ``long_hasten`` in a longer one (both its runs from the clean input, the
     second's included): from that step on, a sample without a flip yet has its RMSProp
@@ -270,7 +270,7 @@ def lagrangian_hasten(steps: int, p: float, config: GradientConfig) -> tuple[int
     factor = config.short_hasten if is_short(steps, p, config) else config.long_hasten
     if factor >= 1.0:
         return None
-    return config.short_hasten_after, factor
+    return config.hasten_after, factor
 
 
 def decay(steps: int, clean: bool) -> float:

@@ -96,7 +96,7 @@ class GradientConfig:
     the ε-ball search loses ground) and, outside the short plan, ``lagrangian_second`` of
     them to a second one right after it, also from the clean input, with first step
     ``lagrangian_second_lr`` (it settles in other basins; in both, a sample still without a
-    flip after ``short_hasten_after`` steps has its RMSProp statistic multiplied by
+    flip after ``hasten_after`` steps has its RMSProp statistic multiplied by
     ``long_hasten`` per step until it flips, 1 = off); on L1 ``lagrangian_l1`` of them
     (a sparse, proximal run from the best flip after the probes; on L∞ / L0 none). Then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
@@ -106,7 +106,7 @@ class GradientConfig:
     (on L2 ``split_min_l2``, on L1 ``split_min_l1``, if larger) is one plain run, nothing
     ranked; an L2 search of fewer than ``short_steps`` steps gives ``short_lagrangian`` of
     them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1; a sample
-    still without a flip after ``short_hasten_after`` of its steps has its RMSProp statistic
+    still without a flip after ``hasten_after`` of its steps has its RMSProp statistic
     multiplied by ``short_hasten`` per step until it flips, 1 = off:
     :func:`mmargin.engine.lagrangian.lagrangian_hasten`) and has
     ``short_probes`` probes of ``short_probe_share``; an L1 search of fewer than
@@ -155,7 +155,7 @@ class GradientConfig:
     short_lagrangian: float = 0.5
     short_lagrangian_lr: float = 0.1
     short_hasten: float = 0.3
-    short_hasten_after: int = 8
+    hasten_after: int = 8
     long_hasten: float = 0.3
     short_probes: int = 2
     short_probe_share: float = 0.15
@@ -192,7 +192,7 @@ class GradientConfig:
         check_float("gradient", "short_lagrangian", self.short_lagrangian, 0.0, 0.9)
         check_float("gradient", "short_lagrangian_lr", self.short_lagrangian_lr, 1e-6, 10.0)
         check_float("gradient", "short_hasten", self.short_hasten, 1e-6, 1.0)
-        check_int("gradient", "short_hasten_after", self.short_hasten_after, 0, MAX_BUDGET)
+        check_int("gradient", "hasten_after", self.hasten_after, 0, MAX_BUDGET)
         check_float("gradient", "long_hasten", self.long_hasten, 1e-6, 1.0)
         check_int("gradient", "restarts", self.restarts, 0, 1000)
         check_int("gradient", "candidates", self.candidates, 1, 1000)
