@@ -38,9 +38,8 @@ def test_the_l1_start_finds_smaller_flips_on_the_robust_tuning_cnn() -> None:
     model = zoo.load("tune_cnn_fgsm").eval()
     data = load_mnist("test")
     x, y = np.ascontiguousarray(data.x[:16]), np.ascontiguousarray(data.y[:16])
-    new = _l1(model, x, y, GradientConfig(alpha_init_l1=0.5, gamma_init_l1=0.3))
-    old = _l1(model, x, y, GradientConfig())  # the default: the other distances' start
+    new = _l1(model, x, y, GradientConfig(alpha_init_l1=0.5, gamma_init_l1=0.3, l1_slow_after=10))
+    old = _l1(model, x, y, GradientConfig())  # off by default: the other distances' start
     assert np.isfinite(new).all()
-    # measured: mean 4.18 against 5.84, 13 of 16 smaller (geometric mean ratio 0.75)
     assert new.mean() < 0.85 * old.mean()
     assert (new < old).mean() >= 0.6
