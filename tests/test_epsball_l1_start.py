@@ -3,8 +3,10 @@
 row starts as on the other distances, and a row without a flip in the run after
 ``l1_slow_after`` steps goes on with a shorter step share α and a larger ε factor γ (on the
 robust tuning CNN: ``bench/test_l1_start.py``); a row that flipped by then is untouched.
-Off by default: with the switch on the tuning CNNs gained, but one half of tune_cnn_bn
-(@1000) and of mnist_cnn (@250) lost (:func:`~mmargin.engine.epsball.schedule_start`)."""
+Off by default; with the switch on the FGSM-trained tuning CNNs gained much, and with
+``l1_slow_kept`` (only a row whose loss is still above half its first-step loss switches)
+the losses on tune_cnn_bn and mnist_cnn went, but small ones on tune_cnn_pgd remained
+(:func:`~mmargin.engine.epsball.schedule_start`)."""
 
 from __future__ import annotations
 
@@ -22,14 +24,17 @@ from mmargin.engine.state import SearchState
 from mmargin.goals import Untargeted
 from mmargin.spaces import box
 
-ON = GradientConfig(alpha_init_l1=0.5, gamma_init_l1=0.3, l1_slow_after=10)
-"""The switch as measured (off by default: the defaults are the other distances' start)."""
+ON = GradientConfig(alpha_init_l1=0.5, gamma_init_l1=0.3, l1_slow_after=10, l1_slow_kept=0.0)
+"""The switch without the loss test (every row without a flip switches)."""
+OFF = dict(alpha_init_l1=1.0, gamma_init_l1=0.05, l1_slow_after=0)
+"""No switch: L1 runs as every distance does."""
 
 
 def test_the_switch_is_off_by_default() -> None:
     config = GradientConfig()
     assert schedule_start(1.0, config) == schedule_start(2.0, config)
     assert config.l1_slow_after == 0
+    assert config == GradientConfig(**OFF, l1_slow_kept=0.5)
 
 
 def test_the_l1_start_and_its_switch() -> None:
@@ -69,6 +74,8 @@ def test_the_l1_start_is_validated(value: float) -> None:
         GradientConfig(gamma_init_l1=1.0)  # ε would shrink to 0
     with pytest.raises(ValueError, match="l1_slow_after"):
         GradientConfig(l1_slow_after=-1)
+    with pytest.raises(ValueError, match="l1_slow_kept"):
+        GradientConfig(l1_slow_kept=value)
 
 
 def _linear(lead: float) -> tuple[Problem, torch.Tensor]:
@@ -97,9 +104,11 @@ def test_rows_that_flip_early_are_untouched() -> None:
     bit for bit as it was."""
     problem, x = _linear(0.0)
     new = _best(problem, x, ON)
-    old = _best(problem, x, GradientConfig())
+    old = _best(problem, x, GradientConfig(**OFF))
     assert bool(torch.isfinite(new).all())
     assert torch.equal(new, old)
+    on = GradientConfig(alpha_init_l1=0.5, gamma_init_l1=0.3, l1_slow_after=10)
+    assert torch.equal(_best(problem, x, on), old)  # with the loss test too
 
 
 def test_rows_without_a_flip_switch() -> None:
@@ -107,6 +116,21 @@ def test_rows_without_a_flip_switch() -> None:
     goes on with the L1 start, so every row's run differs."""
     problem, x = _linear(0.5)
     new = _best(problem, x, ON)
-    old = _best(problem, x, GradientConfig())
+    old = _best(problem, x, GradientConfig(**OFF))
     assert bool(torch.isfinite(new).all())
     assert bool((new != old).all())
+
+
+def test_the_loss_test_picks_the_far_rows() -> None:
+    """With ``l1_slow_kept`` a row without a flip switches only while its loss is above
+    that share of its loss at the run's first step."""
+    x = torch.zeros(4, 3)
+    anneal = _Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.5), None, x, 1.0)
+    anneal.note(0, slice(None), torch.tensor([4.0, 4.0, 4.0, 4.0]))
+    anneal.note(1, slice(None), torch.tensor([0.0, 0.0, 0.0, 0.0]))  # not read
+    anneal.note(2, slice(None), torch.tensor([3.0, 1.0, 2.5, 1.9]))
+    found = torch.tensor([False, False, True, False])
+    assert anneal.slow(found).tolist() == [True, False, False, False]
+    # without the test every row without a flip
+    plain = _Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.0), None, x, 1.0)
+    assert plain.slow(found).tolist() == [True, True, False, True]
