@@ -53,7 +53,7 @@ def schedule_start(p: float, config: GradientConfig) -> tuple[float, float]:
     on the cosine of the L1 start from that step on), and with ``config.l1_slow_kept`` > 0
     only if its loss (the margin to the flip) at the step before is still above that share
     of its loss at the run's first step (``_Anneal.slow``): a row that closes in on its
-    flip keeps its schedule. Off by default (``l1_slow_after`` 0, α 1, γ 0.05; below).
+    flip keeps its schedule. By default after 10 steps, α 0.5, γ 0.3, share 0.5 (below).
 
     On L1 the step length α·ε is an L2 length (:func:`mmargin.protocols.l2_scale`: the
     ball's widest point, one coordinate moved by ε), far longer than the L2 size of a
@@ -109,10 +109,7 @@ def schedule_start(p: float, config: GradientConfig) -> tuple[float, float]:
     0.9386; its halves 0.9399 / 0.9032 → 0.9404 / 0.9056), @490 / 500 / 510 0.9661 /
     0.9673 / 0.9656 → 0.9699 / 0.9701 / 0.9681 but the second half 0.9473 / 0.9481 /
     0.9482 → 0.9475 / 0.9475 / 0.9462, @990 / 1000 / 1010 0.9839 / 0.9824 / 0.9848 →
-    0.9845 / 0.9855 / 0.9870 (halves 0.9824 / 0.9727 → 0.9841 / 0.9792 as means). Off by
-    default until tune_cnn_pgd's second half @500 and tune_cnn_bn @1000 are level; turn it on
-    with ``l1_slow_after=10, alpha_init_l1=0.5, gamma_init_l1=0.3`` (``l1_slow_kept``
-    0.5 is the default)."""
+    0.9845 / 0.9855 / 0.9870 (halves 0.9824 / 0.9727 → 0.9841 / 0.9792 as means)."""
     if p == 1.0:
         return config.alpha_init_l1, config.gamma_init_l1
     return config.alpha_init, config.gamma_init

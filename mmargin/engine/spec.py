@@ -88,9 +88,7 @@ class GradientConfig:
     L1 a row of an ε-ball run without a flip after ``l1_slow_after`` steps whose loss is
     still above ``l1_slow_kept`` times its loss at the run's first step (0: no such test)
     goes on from ``alpha_init_l1`` and ``gamma_init_l1`` instead (``l1_slow_after`` 0:
-    every row from the first step; :func:`mmargin.engine.epsball.schedule_start`; off by
-    default: measured after 10 steps with 0.5 / 0.3 / 0.5 it gained much on the FGSM
-    CNNs, but small losses remained on tune_cnn_pgd's second half and tune_cnn_bn @1000).
+    every row from the first step; :func:`mmargin.engine.epsball.schedule_start`).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
@@ -143,9 +141,9 @@ class GradientConfig:
     alpha_init: float = 1.0
     alpha_final: float = 0.01
     gamma_init: float = 0.05
-    alpha_init_l1: float = 1.0
-    gamma_init_l1: float = 0.05
-    l1_slow_after: int = 0
+    alpha_init_l1: float = 0.5
+    gamma_init_l1: float = 0.3
+    l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
     gamma_final: float = 0.001
     patience: int = 0
