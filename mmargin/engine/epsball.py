@@ -31,7 +31,7 @@ from mmargin.engine.state import SearchState, moved, per_sample, usable
 from mmargin.protocols import Distance, Space, l2_scale
 from mmargin.ranking import descending_values
 
-__all__ = ["LATE_RTOL", "LATE_SHARE", "Late", "epsball_run", "l0_needed"]
+__all__ = ["LATE_RTOL", "LATE_SHARE", "Late", "epsball_run", "l0_needed", "schedule_start"]
 
 LATE_SHARE = 0.1
 """The last share of the final run's steps watched for progress: a sample whose best norm
@@ -42,6 +42,77 @@ LATE_RTOL = 0.01
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * k / max(steps, 1)))
+
+
+def schedule_start(p: float, config: GradientConfig) -> tuple[float, float]:
+    """The first step share α and ε factor γ of an ε-ball run on the Lp distance ``p``:
+    ``config.alpha_init_l1`` and ``config.gamma_init_l1`` on L1, otherwise
+    ``config.alpha_init`` and ``config.gamma_init`` (both anneal to their ``_final``). With
+    ``config.l1_slow_after`` > 0 an L1 run starts as the others do and only a row without
+    a flip in the run after that many steps switches to the L1 start (``_Anneal.switched``;
+    on the cosine of the L1 start from that step on), and with ``config.l1_slow_kept`` > 0
+    only if its loss (the margin to the flip) at the step before is still above that share
+    of its loss at the run's first step (``_Anneal.slow``): a row that closes in on its
+    flip keeps its schedule. By default after 10 steps, α 0.5, γ 0.3, share 0.5 (below).
+
+    On L1 the step length α·ε is an L2 length (:func:`mmargin.protocols.l2_scale`: the
+    ball's widest point, one coordinate moved by ε), far longer than the L2 size of a
+    flip spread over many coordinates in a box: with α = 1 each of a run's first steps
+    replaced the perturbation by the box-clipped last gradient (on the FGSM-trained tuning
+    CNN, 250 passes, a sample's L1 norm stayed at 7–14 while ε grew from 13 to 50 over 34
+    steps; its first flip came at step 34 of 38). And with γ = 0.05 annealed to 0.001 a
+    run of 38 steps can shrink ε by at most ~×0.4, so a first flip at several times the
+    minimum stays there. At 250 passes the first run's median first flip came at step 26
+    of 38 on both FGSM-trained CNNs (12 on tune_cnn_bn, 6 on mnist_cnn, 2 on tune_mlp,
+    where 3.5 % of the samples had none by step 8).
+
+    The L1 start for every row from the first step (α 0.5, γ 0.3; L1, images 0–199,
+    pooled with ALMA, FMN, FAB and every run) gained much on the CNNs (tune_cnn_fgsm @250
+    0.555 → 0.764, tune_cnn_fgsm_short 0.658 → 0.842, tune_cnn_bn and mnist_cnn up at
+    250/500/1000) but lost on the MLPs, where the first flips come within 2 steps and the
+    long steps find the nearer class: tune_mlp 0.9958 → 0.9940 @500, 0.9986 → 0.9968 @1000
+    (its second half by 0.003–0.004 at every budget 240–1010: #100 ×1.29–1.39, #147, #136
+    settled in a farther class), tune_digits_mlp found/exact L1 max 1.0028 → 1.0884, the
+    linear oracle of ``tests/test_engine_oracles.py`` 1.068 (> 1.05). α alone (γ 0.05) or
+    γ alone (0.2, α 1) lost on tune_cnn_bn @250 (γ alone 0.939 → 0.889); α 0.7 or 1 with
+    γ 0.3 and the start on the first run only or on the other runs only still lost on
+    tune_mlp. Switching only the slow rows, after 8 / 10 / 12 / 16 steps (tune_mlp @1000
+    against 0.9988, tune_cnn_fgsm @250 against 0.6159, one pool): 0.9982 / 0.9988 / 0.9987
+    / 0.9988 and 0.7485 / 0.7196 / 0.6903 / 0.6401 (the start for all rows: 0.8081).
+    With the switch after 10 steps (one pool of every run; all (halves 0–99 / 100–199),
+    before → after): tune_cnn_fgsm @250 / 500 / 1000 0.5459 / 0.7456 / 0.8407 → 0.6503 /
+    0.8210 / 0.8809, tune_cnn_fgsm_short 0.6540 / 0.8120 / 0.9260 → 0.7828 / 0.8899 /
+    0.9441 (every half up), tune_mlp 0.9858 / 0.9956 / 0.9985 → 0.9862 / 0.9957 / 0.9986
+    (no half down), the digits MLPs' found / exact L1 unchanged (digits_mlp median 1.00011,
+    max 1.0025; tune_digits_mlp --stored median 1.00013, max 1.0028); but tune_cnn_bn
+    @1000 0.9756 (0.9783 / 0.9532) → 0.9715 (0.9688 / 0.9546) (@250 / 500 up: 0.9333 /
+    0.9473 → 0.9454 / 0.9558) and mnist_cnn @250 0.9715 (0.9685 / 0.9667) → 0.9712 (0.9738
+    / 0.9584) (@500 / 1000 up). Over three budgets the whole gains and one half still loses:
+    tune_cnn_bn 990–1010 0.9674 (0.9695 / 0.9393) → 0.9687 (0.9666 / 0.9499), mnist_cnn
+    240–260 0.9714 (0.9692 / 0.9653) → 0.9718 (0.9717 / 0.9624); tune_cnn_bn moved 41
+    samples up and 46 down by over 1 % @1000.
+
+    The loss test (``l1_slow_kept`` 0.5: a row switches only while its loss is above half
+    its first-step loss, so a row that flips late but closes in keeps its long steps)
+    keeps the robust CNNs' gains and drops those losses (one pool of every run, ALMA, FMN,
+    FAB; before → after): tune_cnn_fgsm @250 / 500 / 1000 0.4799 / 0.6778 / 0.7779 →
+    0.5759 / 0.7585 / 0.8236 (without the test 0.5817 / 0.7586 / 0.8226), tune_cnn_fgsm_short
+    0.6532 / 0.8111 / 0.9249 → 0.7815 / 0.8908 / 0.9441 (every half up); mnist_cnn 0.9714
+    (0.9684 / 0.9666) / 0.9814 / 0.9909 → 0.9734 (0.9721 / 0.9671) / 0.9831 / 0.9917
+    (second halves up, first halves @500 / 1000 −0.0009 / −0.0008; 240 / 260 up);
+    tune_cnn_bn 0.9298 / 0.9437 / 0.9719 (0.9744 / 0.9471) → 0.9341 / 0.9451 / 0.9717
+    (0.9730 / 0.9488), at 990 / 1010 0.9647 / 0.9652 → 0.9679 / 0.9725 (every half up);
+    tune_mlp bit-identical; the digits MLPs' found / exact L1 unchanged (digits_mlp median
+    1.00011, max 1.0025; tune_digits_mlp --stored median 1.00013, max 1.0028). On the L2
+    PGD-trained tune_cnn_pgd (its own pool of both settings' runs, no peers) it is mixed:
+    @240 / 250 / 260 0.9357 / 0.9413 / 0.9429 → 0.9386 / 0.9355 / 0.9417 (mean 0.9400 →
+    0.9386; its halves 0.9399 / 0.9032 → 0.9404 / 0.9056), @490 / 500 / 510 0.9661 /
+    0.9673 / 0.9656 → 0.9699 / 0.9701 / 0.9681 but the second half 0.9473 / 0.9481 /
+    0.9482 → 0.9475 / 0.9475 / 0.9462, @990 / 1000 / 1010 0.9839 / 0.9824 / 0.9848 →
+    0.9845 / 0.9855 / 0.9870 (halves 0.9824 / 0.9727 → 0.9841 / 0.9792 as means)."""
+    if p == 1.0:
+        return config.alpha_init_l1, config.gamma_init_l1
+    return config.alpha_init, config.gamma_init
 
 
 Factor = float | Tensor
@@ -57,10 +128,20 @@ class _Anneal:
     of its own length."""
 
     def __init__(self, steps: int, config: GradientConfig, lengths: Tensor | None,
-                 like: Tensor) -> None:  # fmt: skip
+                 like: Tensor, p: float) -> None:  # fmt: skip
         self.steps = steps
         self.config = config
+        self.alpha, self.gamma = schedule_start(p, config)
+        # L1 with ``l1_slow_after``: every row starts as on the other distances, and a row
+        # without a flip in the run after that many steps switches to the L1 start
+        self.after = config.l1_slow_after if p == 1.0 else 0
+        if self.after:
+            self.alpha, self.gamma = config.alpha_init, config.gamma_init
         self.like = like
+        # with ``l1_slow_kept``: each row's loss at the run's first step and at the step
+        # before the switch (full batch; rows not running keep the first)
+        self.first_loss: Tensor | None = None
+        self.last_loss: Tensor | None = None
         self.lengths: list[int] = []
         self.codes: Tensor | None = None  # each row's index into ``lengths``
         if lengths is not None:
@@ -70,8 +151,50 @@ class _Anneal:
 
     def _at(self, k: int, steps: int) -> tuple[float, float, float]:
         c = self.config
-        gamma = _cosine(k, steps, c.gamma_init, c.gamma_final)
-        return 1 + gamma, 1 - gamma, _cosine(k, steps, c.alpha_init, c.alpha_final)
+        gamma = _cosine(k, steps, self.gamma, c.gamma_final)
+        return 1 + gamma, 1 - gamma, _cosine(k, steps, self.alpha, c.alpha_final)
+
+    def note(self, k: int, idx: Tensor | slice, loss: Tensor) -> None:
+        """Keep the rows ``idx``' ``loss`` at step ``k`` where the switch reads it: the
+        run's first step and the one before ``after``."""
+        if not self.after or not self.config.l1_slow_kept:
+            return
+        if k == 0:
+            self.first_loss = torch.zeros(self.like.shape[0], dtype=loss.dtype,
+                                          device=loss.device)  # fmt: skip
+            self.first_loss[idx] = loss
+        if k == self.after - 1 and self.first_loss is not None:
+            self.last_loss = self.first_loss.clone()
+            self.last_loss[idx] = loss
+
+    def slow(self, found: Tensor) -> Tensor:
+        """The rows that switch at step ``after``: no flip yet in this run and (with
+        ``l1_slow_kept``) a loss still above that share of its loss at the first step."""
+        rows = ~found
+        kept = self.config.l1_slow_kept
+        if kept and self.first_loss is not None and self.last_loss is not None:
+            rows &= self.last_loss > self.first_loss * kept
+        return rows
+
+    def switched(self, k: int, idx: Tensor | slice, slow: Tensor | None,
+                 values: tuple[Factor, Factor, Factor]) -> tuple[Factor, ...]:  # fmt: skip
+        """``values`` (:meth:`at`) with the rows of ``slow`` (a mask over the rows ``idx``)
+        on the L1 start's schedule instead."""
+        if slow is None or not self.after:
+            return values
+        c = self.config
+        keep = self.alpha, self.gamma
+        self.alpha, self.gamma = c.alpha_init_l1, c.gamma_init_l1
+        try:
+            other = self.at(k, idx)
+        finally:
+            self.alpha, self.gamma = keep
+        like = self.like
+        return tuple(
+            torch.where(slow, torch.as_tensor(b, dtype=like.dtype, device=like.device),
+                        torch.as_tensor(a, dtype=like.dtype, device=like.device))
+            for a, b in zip(values, other, strict=True)
+        )  # fmt: skip
 
     def at(self, k: int, idx: Tensor | slice) -> tuple[Factor, Factor, Factor]:
         """``1 + γ``, ``1 − γ`` and α at step ``k`` for the rows ``idx``."""
@@ -197,7 +320,8 @@ def epsball_run(
     own = lengths.clamp(max=steps) if lengths is not None else None
     if own is not None:
         whole = False
-    anneal = _Anneal(steps, config, own, x)
+    anneal = _Anneal(steps, config, own, x, distance.p)
+    slow: Tensor | None = None  # rows switched to the L1 start (``l1_slow_after``)
     host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
     pending = 0  # steps every sample took and ``state.queries`` has not counted yet
     try:
@@ -213,9 +337,12 @@ def epsball_run(
             idx: Tensor | slice = slice(None) if every else active.nonzero().squeeze(1)
             if isinstance(idx, Tensor) and idx.numel() == 0:
                 break
+            if anneal.after and k == anneal.after:  # rows with no flip yet in this run
+                slow = anneal.slow(found)
             delta, eps, found = _step(
                 problem, anneal, config, state, against, late, check, k, idx, delta, eps,
                 found, stall, active, free, host, stop,
+                None if slow is None else (slow if every else slow[idx]),
             )  # fmt: skip
             if every:
                 pending += 1
@@ -233,7 +360,7 @@ def _step(
     problem: Problem, anneal: _Anneal, config: GradientConfig, state: SearchState,
     against: Tensor | None, late: Late | None, check: bool, k: int, idx: Tensor | slice,
     delta: Tensor, eps: Tensor, found: Tensor, stall: Tensor, active: Tensor, free: Tensor,
-    host: bool, stop: LegStop | None = None,
+    host: bool, stop: LegStop | None = None, slow: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Step ``k`` of :func:`epsball_run` for the rows ``idx`` (``slice(None)``: all, and the
     whole tensors are used and rebound, never gathered or copied back). Returns the new
@@ -247,6 +374,7 @@ def _step(
     scores = problem.model(xi + di)
     # with ``against``: the pairwise loss toward one chosen class (the flip test stays the goal's)
     loss = sub.loss(scores, None if against is None else against[idx])
+    anneal.note(k, idx, loss.detach())
     grad = _raw_gradient(loss, di)
     first = k == 0 and check
     finite = torch.isfinite(grad.flatten(1).abs().amax(dim=1)) if first else None
@@ -293,7 +421,7 @@ def _step(
     was_found = found if every else found[idx]
     now_found = was_found | is_adv
 
-    up, down, alpha = anneal.at(k, idx)  # 1 + γ, 1 − γ, α
+    up, down, alpha = anneal.switched(k, idx, slow, anneal.at(k, idx))  # 1 + γ, 1 − γ, α
     size = torch.linalg.vector_norm(grad.flatten(1), dim=1)  # the step's gradient norm
     e = eps if every else eps[idx]
     grow = e * up

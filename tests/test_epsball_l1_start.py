@@ -1,0 +1,137 @@
+"""The L1 ε-ball run's switch to its own schedule start (``GradientConfig.l1_slow_after``,
+``alpha_init_l1``, ``gamma_init_l1``; :func:`mmargin.engine.epsball.schedule_start`): every
+row starts as on the other distances, and a row without a flip in the run after
+``l1_slow_after`` steps goes on with a shorter step share α and a larger ε factor γ (on the
+robust tuning CNN: ``bench/test_l1_start.py``); a row that flipped by then is untouched.
+On by default with ``l1_slow_kept``: only a row whose loss is still above half its
+first-step loss switches (without that test one half of tune_cnn_bn @1000 and of mnist_cnn
+@250 lost; :func:`~mmargin.engine.epsball.schedule_start`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mmargin.distances import lp
+from mmargin.engine.epsball import _Anneal, epsball_run, schedule_start
+from mmargin.engine.problem import Problem
+from mmargin.engine.spec import GradientConfig
+from mmargin.engine.state import SearchState
+from mmargin.goals import Untargeted
+from mmargin.spaces import box
+
+ON = GradientConfig(alpha_init_l1=0.5, gamma_init_l1=0.3, l1_slow_after=10, l1_slow_kept=0.0)
+"""The switch without the loss test (every row without a flip switches)."""
+OFF = dict(alpha_init_l1=1.0, gamma_init_l1=0.05, l1_slow_after=0, l1_slow_kept=0.0)
+"""No switch: L1 runs as every distance does."""
+
+
+def test_the_switch_is_on_by_default() -> None:
+    config = GradientConfig()
+    assert (config.alpha_init_l1, config.gamma_init_l1) == (0.5, 0.3)
+    assert (config.l1_slow_after, config.l1_slow_kept) == (10, 0.5)
+    # the run starts as every distance's does; only slow rows switch
+    x = torch.zeros(2, 3)
+    other = _Anneal(20, config, None, x, 2.0).at(3, slice(None))
+    assert _Anneal(20, config, None, x, 1.0).at(3, slice(None)) == pytest.approx(other)
+
+
+def test_the_l1_start_and_its_switch() -> None:
+    config = replace(ON, l1_slow_after=0)  # the L1 start from the first step
+    assert schedule_start(1.0, config) == (config.alpha_init_l1, config.gamma_init_l1)
+    for p in (2.0, math.inf, 0.0):
+        assert schedule_start(p, config) == (config.alpha_init, config.gamma_init)
+    x = torch.zeros(3, 4)
+    up, down, alpha = _Anneal(20, config, None, x, 1.0).at(0, slice(None))
+    start = (1 + config.gamma_init_l1, 1 - config.gamma_init_l1, config.alpha_init_l1)
+    assert (up, down, alpha) == pytest.approx(start)
+    # with the switch: L1 starts as every distance does, and only the slow rows switch
+    config = ON
+    anneal = _Anneal(20, config, None, x, 1.0)
+    plain = anneal.at(12, slice(None))
+    other = _Anneal(20, config, None, x, 2.0).at(12, slice(None))
+    assert plain == pytest.approx(other)
+    slow = torch.tensor([True, False, True])
+    mixed = anneal.switched(12, slice(None), slow, plain)
+    l1 = _Anneal(20, replace(ON, l1_slow_after=0), None, x, 1.0).at(12, slice(None))
+    for value, fast, late in zip(mixed, plain, l1, strict=True):
+        assert isinstance(value, torch.Tensor)
+        assert value.tolist() == pytest.approx([late, fast, late])
+    # and every schedule still ends where every distance ends
+    end = anneal.at(20, slice(None))
+    final = (1 + config.gamma_final, 1 - config.gamma_final, config.alpha_final)
+    assert end == pytest.approx(final)
+
+
+@pytest.mark.parametrize("value", [-0.1, math.nan])
+def test_the_l1_start_is_validated(value: float) -> None:
+    with pytest.raises(ValueError, match="alpha_init_l1"):
+        GradientConfig(alpha_init_l1=value)
+    with pytest.raises(ValueError, match="gamma_init_l1"):
+        GradientConfig(gamma_init_l1=value)
+    with pytest.raises(ValueError, match="gamma_init_l1"):
+        GradientConfig(gamma_init_l1=1.0)  # ε would shrink to 0
+    with pytest.raises(ValueError, match="l1_slow_after"):
+        GradientConfig(l1_slow_after=-1)
+    with pytest.raises(ValueError, match="l1_slow_kept"):
+        GradientConfig(l1_slow_kept=value)
+
+
+def _linear(lead: float) -> tuple[Problem, torch.Tensor]:
+    """Three classes, class 0 ahead at every input by ``lead`` per unit of input."""
+    gen = torch.Generator().manual_seed(3)
+    model = torch.nn.Linear(32, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(3, 32, generator=gen))
+        model.bias.zero_()
+        model.weight[0] += lead
+    x = torch.rand(6, 32, generator=gen)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    assert bool((labels == 0).all())
+    return Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels), x
+
+
+def _best(problem: Problem, x: torch.Tensor, config: GradientConfig) -> torch.Tensor:
+    state = SearchState.empty(x)
+    epsball_run(problem, 30, config, torch.zeros_like(x), state)
+    return state.best_norm
+
+
+def test_rows_that_flip_early_are_untouched() -> None:
+    """Near the boundary every row flips within its first steps: the switch leaves the run
+    bit for bit as it was."""
+    problem, x = _linear(0.0)
+    new = _best(problem, x, ON)
+    old = _best(problem, x, GradientConfig(**OFF))
+    assert bool(torch.isfinite(new).all())
+    assert torch.equal(new, old)
+    assert torch.equal(_best(problem, x, GradientConfig()), old)
+
+
+def test_rows_without_a_flip_switch() -> None:
+    """Far from the boundary no row has flipped after ``l1_slow_after`` steps: every row
+    goes on with the L1 start, so every row's run differs."""
+    problem, x = _linear(0.5)
+    new = _best(problem, x, ON)
+    old = _best(problem, x, GradientConfig(**OFF))
+    assert bool(torch.isfinite(new).all())
+    assert bool((new != old).all())
+
+
+def test_the_loss_test_picks_the_far_rows() -> None:
+    """With ``l1_slow_kept`` a row without a flip switches only while its loss is above
+    that share of its loss at the run's first step."""
+    x = torch.zeros(4, 3)
+    anneal = _Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.5), None, x, 1.0)
+    anneal.note(0, slice(None), torch.tensor([4.0, 4.0, 4.0, 4.0]))
+    anneal.note(1, slice(None), torch.tensor([0.0, 0.0, 0.0, 0.0]))  # not read
+    anneal.note(2, slice(None), torch.tensor([3.0, 1.0, 2.5, 1.9]))
+    found = torch.tensor([False, False, True, False])
+    assert anneal.slow(found).tolist() == [True, False, False, False]
+    # without the test every row without a flip
+    plain = _Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.0), None, x, 1.0)
+    assert plain.slow(found).tolist() == [True, True, False, True]
