@@ -339,6 +339,8 @@ def epsball_run(
                 break
             if anneal.after and k == anneal.after:  # rows with no flip yet in this run
                 slow = anneal.slow(found)
+                if host and not bool(slow.any()):  # none: the plain schedule's arithmetic
+                    slow = None
             delta, eps, found = _step(
                 problem, anneal, config, state, against, late, check, k, idx, delta, eps,
                 found, stall, active, free, host, stop,
