@@ -31,6 +31,7 @@ TUNING = (
     "tune_cnn_fgsm",
     "tune_cnn_fgsm_short",
     "tune_cnn_pgd",
+    "tune_cnn_fgsm_co",
     "tune_cnn_bn",
     "tune_mlp",
     "digits_mlp",

@@ -72,3 +72,15 @@ def test_adversarial_training_took() -> None:
     robust = zoo_train.robust_accuracy(zoo.load("tune_cnn_fgsm"), x, y, "linf", 0.2)
     plain = zoo_train.robust_accuracy(zoo.load("mnist_cnn"), x, y, "linf", 0.2)
     assert robust > 0.8 > 0.2 > plain
+
+
+def test_overfitted_fgsm_model_broke_down() -> None:
+    """``tune_cnn_fgsm_co``'s FGSM training broke down (catastrophic overfitting): accurate
+    on clean images, yet the PGD at its training radius (L∞ 0.3, 200 test images) finds
+    adversarials for most of them, where the FGSM-RS trained LeNet keeps most."""
+    _, _, xte, yte = zoo_train._data("mnist")
+    x, y = xte[:200], yte[:200]
+    model = zoo.load("tune_cnn_fgsm_co")
+    assert zoo_train.accuracy(model, x, y) > 0.95
+    assert zoo_train.robust_accuracy(model, x, y, "linf", 0.3) < 0.3
+    assert zoo_train.robust_accuracy(zoo.load("tune_cnn_fgsm"), x, y, "linf", 0.3) > 0.5

@@ -195,7 +195,11 @@ def render_readme(manifest: dict[str, dict[str, Any]]) -> str:
         "",
         "PGD-20 check: accuracy on the first 1000 test images under 20 steps of PGD from a "
         "random start at the training radius (standard models: L∞ 0.1 on MNIST, 0.05 on "
-        "digits), a sanity check that adversarial training took, not a robustness claim.",
+        "digits), a sanity check that adversarial training took, not a robustness claim. "
+        "`tune_cnn_fgsm_co` is the exception on purpose: its FGSM training broke down "
+        "(catastrophic overfitting: clean accuracy kept, almost none under PGD), like "
+        "`eval_cnn_fgsm`'s, so the search is tuned on such a model without touching the "
+        "evaluation set.",
         "",
     ]
     return "\n".join(lines)
