@@ -72,7 +72,7 @@ class LegStop:
     marked: Tensor | None = None
     """This leg's smallest flip per sample at the first hopeless test."""
     gave_up: Tensor | None = None
-    """Per sample, whether it left at the ``stalled`` test (``None``: no sample has)."""
+    """Per sample, whether it left at the ``stalled`` test (``None``: the test has not run)."""
 
     @classmethod
     def for_leg(cls, kind: str, steps: int, share: float, rtol: float, hopeless: float,
