@@ -149,10 +149,11 @@ class _Anneal:
             where = torch.tensor(self.lengths, device=lengths.device, dtype=lengths.dtype)
             self.codes = torch.searchsorted(where, lengths)
 
-    def _at(self, k: int, steps: int) -> tuple[float, float, float]:
+    def _at(self, k: int, steps: int, start: tuple[float, float]) -> tuple[float, float, float]:
         c = self.config
-        gamma = _cosine(k, steps, self.gamma, c.gamma_final)
-        return 1 + gamma, 1 - gamma, _cosine(k, steps, self.alpha, c.alpha_final)
+        alpha, gamma = start
+        gamma = _cosine(k, steps, gamma, c.gamma_final)
+        return 1 + gamma, 1 - gamma, _cosine(k, steps, alpha, c.alpha_final)
 
     def note(self, k: int, idx: Tensor | slice, loss: Tensor) -> None:
         """Keep the rows ``idx``' ``loss`` at step ``k`` where the switch reads it: the
@@ -183,12 +184,7 @@ class _Anneal:
         if slow is None or not self.after:
             return values
         c = self.config
-        keep = self.alpha, self.gamma
-        self.alpha, self.gamma = c.alpha_init_l1, c.gamma_init_l1
-        try:
-            other = self.at(k, idx)
-        finally:
-            self.alpha, self.gamma = keep
+        other = self.at(k, idx, (c.alpha_init_l1, c.gamma_init_l1))
         like = self.like
         return tuple(
             torch.where(slow, torch.as_tensor(b, dtype=like.dtype, device=like.device),
@@ -196,11 +192,14 @@ class _Anneal:
             for a, b in zip(values, other, strict=True)
         )  # fmt: skip
 
-    def at(self, k: int, idx: Tensor | slice) -> tuple[Factor, Factor, Factor]:
-        """``1 + γ``, ``1 − γ`` and α at step ``k`` for the rows ``idx``."""
+    def at(self, k: int, idx: Tensor | slice,
+           start: tuple[float, float] | None = None) -> tuple[Factor, Factor, Factor]:  # fmt: skip
+        """``1 + γ``, ``1 − γ`` and α at step ``k`` for the rows ``idx``, on the schedule
+        that starts at ``start`` (α, γ; the run's own by default)."""
+        begin = (self.alpha, self.gamma) if start is None else start
         if self.codes is None:
-            return self._at(k, self.steps)
-        table = [self._at(k, m) for m in self.lengths]
+            return self._at(k, self.steps, begin)
+        table = [self._at(k, m, begin) for m in self.lengths]
         rows = torch.tensor(table, device=self.like.device, dtype=self.like.dtype)[self.codes[idx]]
         return rows[:, 0], rows[:, 1], rows[:, 2]
 
