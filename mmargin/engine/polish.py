@@ -149,6 +149,15 @@ def linearise(problem: Problem, against: Tensor, delta: Tensor) -> tuple[Tensor,
     return scores.detach(), loss.detach(), torch.nan_to_num(grad)
 
 
+def _linearised(
+    space: Space, x: Tensor, base: Tensor, grad: Tensor, loss: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The knapsack's inputs at each row's ``base`` (gradient ``grad``, loss ``loss``):
+    the flat gradient, the linearised loss at ``x`` and the room (:func:`room`)."""
+    g = grad.flatten(1)
+    return g, loss - (g * base.flatten(1)).sum(dim=1), room(space, x, grad)
+
+
 def polish_run(
     problem: Problem,
     steps: int,
@@ -188,40 +197,43 @@ def polish_run(
     over = torch.full_like(t, OVERSHOOT)
     # the knapsack steps each sample takes after the bisection and the first linearisation
     knap = own[rows] - 1 - SHRINK // 2 if lengths is not None else None
+    # the linearisation at each sample's base: its gradient, the linearised loss at x
+    # and the knapsack's room (they change only where a base moves)
+    g, clean, reach = _linearised(space, sub.x, base, grad, loss)
     # a flip at a fixed point of its linearisation (the knapsack flip there within the
     # overshoot of it) has nothing to gain here: the sample leaves, its steps unspent
-    g = grad.flatten(1)
-    clean = loss - (g * base.flatten(1)).sum(dim=1)  # the linearised loss at x
-    target = knapsack(room(space, sub.x, grad), g, flat, clean).view_as(base)
+    target = knapsack(reach, g, flat, clean).view_as(base)
     fixed = distance.norm(target) >= state.best_norm[rows] * (1 - OVERSHOOT)
     if bool(fixed.any()):
         if knap is None:
             knap = torch.full_like(rows, steps - 1 - SHRINK // 2)
         knap = torch.where(fixed, torch.zeros_like(knap), knap)
-    for k in range(steps - 1 - SHRINK // 2):
+    last = steps - 2 - SHRINK // 2
+    for k in range(last + 1):
         # some samples' own steps are done: they leave the batch
         if knap is not None and (keep := running(knap, k)) is not None:
             if not bool(keep.any()):
                 return
-            rows, ci, base, grad, loss, t, over, knap = compact(
-                keep, rows, ci, base, grad, loss, t, over, knap
+            rows, ci, base, grad, loss, t, over, knap, g, clean, reach = compact(
+                keep, rows, ci, base, grad, loss, t, over, knap, g, clean, reach
             )
             sub = sub.rows(keep)
         xi = sub.x
-        g = grad.flatten(1)
-        clean = loss - (g * base.flatten(1)).sum(dim=1)  # the linearised loss at x
-        target = knapsack(room(space, xi, grad), g, flat, clean * (1 + over)).view_as(base)
+        target = knapsack(reach, g, flat, clean * (1 + over)).view_as(base)
         cand = space.project(xi, base + per_sample(t, base) * (target - base))
         scores, c_loss, c_grad = linearise(sub, ci, cand)
         state.queries[rows] += 2
         norms = distance.norm(cand)
         still = moved(cand, norms, host)
         better = sub.is_adversarial(scores) & still & (norms < state.best_norm[rows])
-        if bool(better.any()):
+        improved = bool(better.any())
+        if improved:
             state.record(rows[better], norms[better], cand[better], scores[better])
         b = per_sample(better.to(x.dtype), base)
         base = torch.lerp(base, cand, b)
         grad = torch.lerp(grad, c_grad, b)
         loss = torch.where(better, c_loss, loss)
+        if improved and k < last:
+            g, clean, reach = _linearised(space, xi, base, grad, loss)
         t = torch.where(better, (2 * t).clamp(max=1.0), t / 2)
         over = torch.where(better, over, (2 * over).clamp(max=1.0))
