@@ -170,7 +170,19 @@ def plain_config(p: float, config: GradientConfig) -> GradientConfig:
     0.9644 and 0.9583 → 0.9586 / 0.9598 / 0.9598, tune_mlp 0.9676 → 0.9679 / 0.9681 /
     0.9683 and 0.9478 → 0.9480 / 0.9548 / 0.9550; 0.025 lost (tune_cnn_fgsm 0–99
     0.653), α 0.5 / 1.5 / 2 instead of 1 lost (0.586 / 0.699 with γ 0.1 / 0.672), the
-    final γ 0.003 or α 0.03 moved nothing (0.686 / 0.682)."""
+    final γ 0.003 or α 0.03 moved nothing (0.686 / 0.682). The bench's run (200 images,
+    one pool per model of the peers and both runs; all (halves) before → after @100):
+    tune_cnn_fgsm 0.670 (0.683 / 0.592) → 0.720 (0.727 / 0.650), tune_cnn_fgsm_short
+    0.754 (0.773 / 0.696) → 0.782 (0.797 / 0.720), tune_cnn_fgsm_co (not tuned on) 0.888
+    (0.900 / 0.834) → 0.894 (0.903 / 0.847), tune_cnn_pgd 0.922 (0.930 / 0.899) → 0.926
+    (0.932 / 0.907), tune_cnn_bn 0.9374 (0.9152 / 0.9487) → 0.9382 (0.9161 / 0.9495),
+    mnist_cnn 0.9644 (0.9637 / 0.9583) → 0.9654 (0.9644 / 0.9598), tune_mlp 0.9636
+    (0.9676 / 0.9478) → 0.9666 (0.9683 / 0.9550); 250 / 500 / 1000 passes bit-identical.
+    Other plain lengths (images 0–99, before → after @60 / @140): tune_cnn_fgsm 0.596 /
+    0.702 → 0.692 / 0.753, mnist_cnn 0.9602 / 0.9642 → 0.9613 / 0.9650, tune_cnn_bn
+    0.9050 / 0.9179 → 0.9052 / 0.9199. A plain run with this factor still loses to the
+    split plan at 200 passes (tune_cnn_fgsm 0.752 against 0.762, tune_cnn_fgsm_short
+    0.806 against 0.894, mnist_cnn 0.9655 against 0.9715): the split stays where it was."""
     if p == 2.0:
         return replace(config, gamma_init=config.plain_gamma_l2)
     return config
