@@ -161,7 +161,7 @@ class GradientConfig:
     split_min: int = 0
     split_min_l2: int = 75
     split_min_l1: int = 75
-    plain_gamma_l2: float = 0.2
+    plain_gamma_l2: float = 0.3
     short_steps: int = 400
     short_lagrangian: float = 0.5
     short_lagrangian_lr: float = 0.1
