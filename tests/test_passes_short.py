@@ -212,6 +212,7 @@ def test_targeted_searches_are_not_cut_to_one_run() -> None:
         ({"short_lagrangian": 0.95}, "gradient.short_lagrangian: expected"),
         ({"short_probes": 5, "short_probe_share": 0.3}, "short_probes \\* short_probe_share"),
         ({"short_probes_l1": -1}, "gradient.short_probes_l1: expected"),
+        ({"plain_gamma_l2": 1.0}, "gradient.plain_gamma_l2: expected"),
     ],
 )
 def test_absurd_short_plans_are_refused_naming_the_field(
@@ -219,3 +220,32 @@ def test_absurd_short_plans_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         GradientConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, math.inf])
+def test_the_plain_l2_run_starts_with_its_own_eps_factor(p: float) -> None:
+    """Below the split an L2 search's one run shrinks ε by ``plain_gamma_l2`` at first, not
+    by the split plan's ``gamma_init``; on L1 and L∞, and in split searches, the runs keep
+    ``gamma_init``."""
+    model, x, labels = _linear(5, 12, 4)
+    distance = lp({2.0: "l2", 1.0: "l1", math.inf: "linf"}[p])
+    config = GradientConfig()
+    assert config.plain_gamma_l2 != config.gamma_init
+    assert 2 * split_steps(2.0, config) > 100 and 2 * split_steps(1.0, config) > 100
+    run_once = gradient.epsball_run
+    seen: list[float] = []
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen.append(args[2].gamma_init)  # type: ignore[attr-defined]
+        run_once(*args, **kwargs)  # type: ignore[arg-type]
+
+    for passes in (100, 500):
+        seen.clear()
+        streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
+        problem = Problem(model, box(-10.0, 10.0), distance, Untargeted(), x, labels)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(gradient, "epsball_run", spy)
+            gradient.gradient_search(problem, passes, config, streams, 4)
+        plain = p == 2.0 and passes < 2 * split_steps(p, config)
+        want = config.plain_gamma_l2 if plain else config.gamma_init
+        assert seen and all(g == want for g in seen), (p, passes, seen)

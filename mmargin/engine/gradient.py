@@ -152,6 +152,47 @@ def _smooth_alternate(problem: Problem, steps: int, state: SearchState) -> None:
     state.best_class = torch.where(swap, own.best_class, state.best_class)
 
 
+def plain_config(p: float, config: GradientConfig) -> GradientConfig:
+    """The settings of the one plain run of an untargeted search too short to split
+    (:func:`~mmargin.engine.passes.split_steps`) on the Lp distance ``p``: on L2 its ε
+    factor starts at ``config.plain_gamma_l2`` (``gamma_init`` is the split plan's, whose
+    runs are warm-started or follow the first); elsewhere ``config`` itself.
+
+    A plain L2 run (100 passes: ~48 steps) that shrinks ε by 5 % per flipping step at first
+    settles on the first boundary it crosses before the step schedule has annealed;
+    shrinking by 30 % walks that boundary down faster. Screens (L2, 100 passes, images 0–99,
+    pooled with ALMA, DDN, FMN and every screened run; ``gamma_init`` for the plain run
+    alone, 0.05 → 0.1 / 0.15 / 0.2 / 0.3 / 0.4 / 0.5): tune_cnn_fgsm 0.682 → 0.713 / 0.722 /
+    0.726 and in a wider pool 0.672 → 0.714 (0.2) / 0.738 / 0.746 / 0.771,
+    tune_cnn_fgsm_short 0.773 → 0.780 / 0.798 / 0.797 / 0.797 / 0.797, tune_cnn_pgd 0.9295 →
+    0.9293 / 0.9293 / 0.9322 / 0.9361 / 0.9354, tune_cnn_bn 0.9151 → 0.9157 / 0.9150 /
+    0.9161 / 0.9179 / 0.9178 / 0.9163, mnist_cnn 0.9636 → 0.9639 / 0.9643 / 0.9644 and in a
+    wider pool 0.9634 → 0.9642 (0.2) / 0.9642 / 0.9637 / 0.9640, tune_mlp 0.9676 → 0.9679 /
+    0.9681 / 0.9683 / 0.9683 / 0.9683 / 0.9679 (0.3: every model but tune_cnn_fgsm has
+    stopped gaining there, tune_cnn_fgsm_short 0.0004 below its 0.2 figure; at 0.4 / 0.5
+    mnist_cnn, tune_cnn_bn and tune_mlp slip back); 0.025 lost (tune_cnn_fgsm 0.653), α
+    0.5 / 1.5 / 2 instead of 1 lost (0.586 / 0.699 with γ 0.1 / 0.672), the final γ 0.003
+    or α 0.03 moved nothing (0.686 / 0.682). The bench's run (200 images, one pool per
+    model of the peers and the runs with 0.05, 0.2 and 0.3; all (halves 0–99 / 100–199)
+    @100, 0.05 → 0.2 → 0.3): tune_cnn_fgsm 0.658 (0.675 / 0.589) → 0.708 (0.717 / 0.647)
+    → 0.736 (0.741 / 0.688), tune_cnn_fgsm_short 0.754 (0.773 / 0.696) → 0.782 (0.797 /
+    0.720) → 0.789 (0.797 / 0.735), tune_cnn_fgsm_co (not tuned on) 0.887 (0.900 / 0.834)
+    → 0.894 (0.903 / 0.847) → 0.898 (0.911 / 0.848), tune_cnn_pgd 0.922 (0.930 / 0.899) →
+    0.926 (0.932 / 0.907) → 0.929 (0.936 / 0.909), tune_cnn_bn 0.9374 (0.9151 / 0.9487) →
+    0.9382 (0.9161 / 0.9495) → 0.9403 (0.9179 / 0.9521), mnist_cnn 0.9644 (0.9637 /
+    0.9583) → 0.9654 (0.9644 / 0.9598) → 0.9659 (0.9644 / 0.9609), tune_mlp 0.9636
+    (0.9676 / 0.9478) → 0.9666 (0.9683 / 0.9550) → 0.9665 (0.9683 / 0.9549); 250 passes
+    bit-identical (500 and 1000 too, checked with 0.2). Other plain lengths with 0.2
+    (images 0–99, 0.05 → 0.2 @60 / @140): tune_cnn_fgsm 0.596 / 0.702 → 0.692 / 0.753,
+    mnist_cnn 0.9602 / 0.9642 → 0.9613 / 0.9650, tune_cnn_bn 0.9050 / 0.9179 → 0.9052 /
+    0.9199. A plain run with 0.2 still lost to the split plan at 200 passes (tune_cnn_fgsm
+    0.752 against 0.762, tune_cnn_fgsm_short 0.806 against 0.894, mnist_cnn 0.9655
+    against 0.9715): the split stays where it was."""
+    if p == 2.0:
+        return replace(config, gamma_init=config.plain_gamma_l2)
+    return config
+
+
 def _search(
     problem: Problem, passes: int, config: GradientConfig, streams: Streams, classes: int
 ) -> SearchState:
@@ -163,6 +204,7 @@ def _search(
     ranked = reach = None
     if isinstance(goal, Untargeted) and steps < split_steps(distance.p, config):
         runs = 1  # too few steps to split into runs that anneal (mmargin.engine.passes)
+        config = plain_config(distance.p, config)
     if runs > 1 and isinstance(goal, Untargeted):
         count = min(max(config.candidates, config.probes + 1, runs - 1), classes - 1)
         cost = 1 + count  # one forward pass, one backward pass per candidate class

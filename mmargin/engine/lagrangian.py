@@ -116,7 +116,33 @@ def lagrangian_steps(steps: int, p: float, config: GradientConfig) -> int:
     """How many of an untargeted search's ``steps`` go to the Lagrangian run on the Lp
     distance ``p``: the configured share on L2 and L1 (``short_lagrangian`` in a short
     search, :func:`~mmargin.engine.passes.is_short`), none on L∞ and L0 (or when the
-    share leaves fewer than :data:`MIN_STEPS`)."""
+    share leaves fewer than :data:`MIN_STEPS`).
+
+    Where a 250-pass L2 search's flips come from (session 15, tune_cnn_fgsm, images 0–99,
+    pooled with the peers): the first ε-ball run (22 steps) alone 0.537, the Lagrangian run
+    (55 steps) alone 0.648, the best of both 0.713, the two 8-step probes 0.716, the
+    refinement of the best flip (26 steps) 0.873. The Lagrangian run's own flip, as a
+    geometric mean of the ratio to the 1000-pass search's, is 1.40 after 55 steps, 1.20
+    after 77, 1.15 after 94 (its 1000-pass run: 1.11 after 121), but giving it 0.7 or
+    0.85 of the steps left the final flips where they were (1.081 / 1.089 against 1.096):
+    the first run and the refinement lose what it gains. On tune_cnn_bn the first run wins
+    57 of 100 samples and the Lagrangian run alone is worse than it (0.844 against 0.897).
+    Screens at 250 passes (tune_cnn_fgsm, images 0–99; single runs there move by ±0.02
+    with any change to the plan, so none of these is a signal): this share 0.4 / 0.6 / 0.7
+    −0.07 / −0.01 / +0.01, one probe instead of two +0.002, ``first_share`` 0.25 / 0.55
+    +0.001 / −0.011, the first step 0.15 −0.011, :data:`TAIL` 0 / 0.3 / 0.4 / 0.5 −0.15 /
+    −0.01 / −0.01 / −0.02 (the tail's convergence is what the refinement builds on),
+    :data:`HORIZON` 250 / 1000 −0.02 / −0.01, :data:`LR_REDUCTION` 0.001 −0.04, the
+    refinement's α/γ start 0.3/0.05, 0.3/0.02, 0.5/0.02, 1/0.02 (instead of 1/0.05) +0.014
+    / +0.005 / +0.001 / −0.008, ``gamma_init`` 0.1 / 0.2 for every ε-ball run +0.008 /
+    0.000. Weighting the distance term of the Lagrangian ×3 (its walk along the boundary
+    is what a short run lacks) gained on the FGSM CNNs' tuned half (tune_cnn_fgsm +0.03 at
+    each of 240 / 250 / 260 passes, tune_cnn_fgsm_short +0.023) but lost on
+    tune_cnn_fgsm's held-out half (−0.010) and on mnist_cnn (−0.0024 / −0.0005); ×1.5 / 2
+    / 4 / 6 were +0.02 / −0.002 / −0.01 / +0.009 on tune_cnn_fgsm (chaos, no trend); ×3
+    before the tail only +0.011 there, mnist_cnn −0.0029. A plain 100-pass search split
+    as ε-ball run, Lagrangian run and refinement (shares 0.1–0.3 / 0.4–0.6 / rest) lost
+    to the one ε-ball run (tune_cnn_fgsm 0.54–0.60 against 0.69)."""
     share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
     if is_short(steps, p, config):
         share = config.short_lagrangian

@@ -14,10 +14,11 @@ classes at the clean input often misses the nearest one too. So the steps are sp
 Short searches are split differently (:func:`split_steps`, :func:`is_short`, measured on
 the tuning models at 100, 250 and 500 passes): legs of a few dozen steps are too short to
 anneal, so an L2 or L1 search of under ~150 passes is one plain run, nothing ranked (the
-ranking alone costs 10 passes); an L2 search of under ~800 passes spends half its steps
-on the Lagrangian run (whose samples without a flip after its first steps take growing
-steps, :func:`mmargin.engine.lagrangian.lagrangian_hasten`) and has two class probes
-instead of three; a longer one has a second Lagrangian run
+ranking alone costs 10 passes; on L2 its ε shrinks faster at first,
+:func:`mmargin.engine.gradient.plain_config`); an L2 search of under ~800 passes spends
+half its steps on the Lagrangian run (whose samples without a flip after its first steps
+take growing steps, :func:`mmargin.engine.lagrangian.lagrangian_hasten`) and has two
+class probes instead of three; a longer one has a second Lagrangian run
 (:func:`mmargin.engine.lagrangian.second_steps`; both hastened alike). Where the short plan's
 probes are too short for the hopeless exit, a sample whose Lagrangian run beat its first
 ε-ball run skips the last probe and refines its best flip for longer (:func:`won_probes`:
