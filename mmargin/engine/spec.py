@@ -89,8 +89,8 @@ class GradientConfig:
     still above ``l1_slow_kept`` times its loss at the run's first step (0: no such test)
     goes on from ``alpha_init_l1`` and ``gamma_init_l1`` instead (``l1_slow_after`` 0:
     every row from the first step; :func:`mmargin.engine.epsball.schedule_start`). The
-    refinements of an L1 search shorter than ``short_steps`` steps start their step share
-    at ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
+    refinements of an L1 search shorter than ``refine_short_l1`` steps start their step
+    share at ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
     :func:`mmargin.engine.gradient.refine_config`).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
@@ -151,6 +151,7 @@ class GradientConfig:
     alpha_init_l1: float = 0.5
     gamma_init_l1: float = 0.3
     alpha_refine_l1: float = 0.3
+    refine_short_l1: int = 64
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
     gamma_final: float = 0.001
@@ -197,6 +198,7 @@ class GradientConfig:
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
         check_int("gradient", "l1_slow_after", self.l1_slow_after, 0, MAX_BUDGET)
+        check_int("gradient", "refine_short_l1", self.refine_short_l1, 0, MAX_BUDGET)
         for name in ("split_min", "split_min_l2", "split_min_l1", "short_steps"):
             check_int("gradient", name, getattr(self, name), 0, MAX_BUDGET)
         check_int("gradient", "short_probes", self.short_probes, 0, 1000)
