@@ -105,6 +105,18 @@ lost too: tune_cnn_fgsm_short lower at each of the five budgets (mean 0.913 → 
 pool with all these runs), tune_cnn_fgsm 0.861 → 0.853 (990–1010). Without it (the default) the
 plan is unchanged: at 1000 passes mnist_cnn 0.9905 → 0.9909, tune_cnn_fgsm 0.8567 and
 tune_cnn_fgsm_short 0.9247 → 0.9248, 500 and 250 passes unchanged (±0.0001).
+
+A longer walk of FAB's own kind (session 15, not kept): from the clean input toward the
+best flip's class, each step a mix of the knapsack projections onto the linearised boundary
+from the current point and (weight ≤ 0.1) from the clean input, 5 % past it, a flip pulled
+back to 0.9 of itself. At 1000 passes the worst samples of the robust CNNs (> 1.05 × the
+pool best, 15–18 of images 0–99) are half in the best flip's class, where FAB's 90
+iterations reach 1.2–1.7 × smaller flips on tune_cnn_fgsm_short. Offline, on the search's
+final flips, per sample the smaller of the two: tune_cnn_fgsm_short 0.955 → 0.962 / 0.975
+with 60 / 100 walk steps, tune_cnn_bn 0.983 → 0.986 (the walk alone 0.62 and 0.91: it needs
+its length; with 30 steps nothing on the FGSM CNN; from the best flip it stays there). Its
+60 steps taken from the last refinement (126 → 67) lost: 200 images @1000, tune_cnn_bn
+0.9812 → 0.9812, tune_cnn_fgsm_short 0.9697 → 0.9676 (second half 0.9544 → 0.9490).
 """
 
 from __future__ import annotations

@@ -88,7 +88,10 @@ class GradientConfig:
     L1 a row of an ε-ball run without a flip after ``l1_slow_after`` steps whose loss is
     still above ``l1_slow_kept`` times its loss at the run's first step (0: no such test)
     goes on from ``alpha_init_l1`` and ``gamma_init_l1`` instead (``l1_slow_after`` 0:
-    every row from the first step; :func:`mmargin.engine.epsball.schedule_start`).
+    every row from the first step; :func:`mmargin.engine.epsball.schedule_start`). The
+    refinements of an L1 search shorter than ``refine_short_l1`` steps start their step
+    share at ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
+    :func:`mmargin.engine.gradient.refine_config`).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
@@ -149,6 +152,8 @@ class GradientConfig:
     gamma_init: float = 0.05
     alpha_init_l1: float = 0.5
     gamma_init_l1: float = 0.3
+    alpha_refine_l1: float = 0.5
+    refine_short_l1: int = 64
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
     gamma_final: float = 0.001
@@ -189,13 +194,14 @@ class GradientConfig:
     late_hopeless: float = 1.1
 
     def __post_init__(self) -> None:
-        for name in ("alpha_init", "alpha_final", "alpha_init_l1"):
+        for name in ("alpha_init", "alpha_final", "alpha_init_l1", "alpha_refine_l1"):
             check_float("gradient", name, getattr(self, name), 0.0, 100.0)
         for name in ("gamma_init", "gamma_final", "gamma_init_l1", "plain_gamma_l2", "rtol",
                      "leg_rtol", "leg_window", "l1_slow_kept"):  # fmt: skip
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
         check_int("gradient", "l1_slow_after", self.l1_slow_after, 0, MAX_BUDGET)
+        check_int("gradient", "refine_short_l1", self.refine_short_l1, 0, MAX_BUDGET)
         for name in ("split_min", "split_min_l2", "split_min_l1", "short_steps"):
             check_int("gradient", name, getattr(self, name), 0, MAX_BUDGET)
         check_int("gradient", "short_probes", self.short_probes, 0, 1000)

@@ -1,0 +1,45 @@
+"""The L1 refinements' own step share (``GradientConfig.alpha_refine_l1``,
+:func:`mmargin.engine.gradient.refine_config`) on the FGSM-trained tuning CNN, where it was
+measured: with α 1 a 250-pass L1 search's refinement replaced the flip it starts from and
+annealed back to about where it began."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import zoo
+
+from mmargin.adapters import TorchAdapter
+from mmargin.distances import fit_distance, lp
+from mmargin.engine import minimal_flip
+from mmargin.engine.spec import GradientConfig, SearchSpec
+from mmargin_image.data import load_mnist
+from mmargin_image.plugin import image_space
+
+
+def _l1(
+    model: torch.nn.Module, x: np.ndarray, y: np.ndarray, gradient: GradientConfig
+) -> np.ndarray:
+    spec = SearchSpec(budget=250, batch_size=len(x), exact="never", gradient=gradient)
+    space = image_space()
+    results = minimal_flip(TorchAdapter(model), space, fit_distance(space, lp("l1")), x, y,
+                           spec=spec)  # fmt: skip
+    return np.array([r.margin for r in results], dtype=float)
+
+
+def test_the_l1_refinement_step_share_finds_smaller_flips_on_the_robust_tuning_cnn() -> None:
+    torch.set_num_threads(1)
+    model = zoo.load("tune_cnn_fgsm").eval()
+    data = load_mnist("test")
+    x, y = np.ascontiguousarray(data.x[:16]), np.ascontiguousarray(data.y[:16])
+    new = _l1(model, x, y, GradientConfig())
+    old = _l1(model, x, y, GradientConfig(alpha_refine_l1=0.0))
+    assert np.isfinite(new).all()
+    # measured (α 0.5): mean 0.944 × the old one, 12 of 16 samples smaller, 3 larger
+    assert new.mean() < 0.97 * old.mean()
+    assert (new < old).mean() >= 0.6
