@@ -354,8 +354,8 @@ def refine_config(steps: int, p: float, config: GradientConfig) -> GradientConfi
     length (one coordinate moved by ε): with α 1 its first steps replace the flip by the
     box-clipped gradient, and a refinement of 42 steps (250 passes) anneals back to about
     where it began. With a smaller α it walks along the boundary from its flip. Measured
-    (L1, images 0–199, one pool of ALMA, FMN, FAB and every run; all (halves 0–99 / 100–199
-    as /work/notes/qscore.py prints them)) at 250 passes, α 1 → 0.5 (→ 0.3):
+    (L1, images 0–199, one pool of ALMA, FMN, FAB and every run; all (halves 0–99 /
+    100–199)) at 250 passes, α 1 → 0.5 (→ 0.3):
 
     - tune_cnn_fgsm 0.7049 (0.7286 / 0.5817) → 0.7517 (0.7739 / 0.6462) (0.7866),
     - tune_cnn_fgsm_short 0.8073 (0.8130 / 0.7185) → 0.8367 (0.8454 / 0.7380) (0.8700),
