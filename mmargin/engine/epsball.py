@@ -144,6 +144,9 @@ class _Anneal:
         self.last_loss: Tensor | None = None
         self.lengths: list[int] = []
         self.codes: Tensor | None = None  # each row's index into ``lengths``
+        self.own = lengths  # each row's steps (None: the run's ``steps``)
+        # with ``l1_slow_restart``: the step of each switched row's first flip (-1: none)
+        self.flip_at: Tensor | None = None
         if lengths is not None:
             self.lengths = sorted(set(lengths.tolist()))
             where = torch.tensor(self.lengths, device=lengths.device, dtype=lengths.dtype)
@@ -191,6 +194,37 @@ class _Anneal:
                         torch.as_tensor(a, dtype=like.dtype, device=like.device))
             for a, b in zip(values, other, strict=True)
         )  # fmt: skip
+
+    def restarted(self, k: int, idx: Tensor | slice, slow: Tensor | None, was: Tensor,
+                  now: Tensor, up: Factor, down: Factor) -> tuple[Factor, Factor]:  # fmt: skip
+        """``up`` and ``down`` (``1 + γ``, ``1 − γ`` at step ``k`` for the rows ``idx``) with
+        ``l1_slow_restart``: a switched row (``slow``, a mask over the rows ``idx``) whose
+        first flip in this run (``now`` and not ``was`` found) came at step ``f`` has its γ
+        from ``gamma_init_l1`` at ``f`` annealed (cosine) to ``gamma_final`` over its steps
+        left, so a first flip found late with a large ε still has the run's remaining steps
+        to shrink it."""
+        if slow is None or not self.after or not self.config.l1_slow_restart:
+            return up, down
+        like = self.like
+        if self.flip_at is None:
+            self.flip_at = torch.full((like.shape[0],), -1, dtype=torch.long, device=like.device)
+        every = isinstance(idx, slice)
+        flip = self.flip_at if every else self.flip_at[idx]
+        flip = torch.where(slow & now & ~was & (flip < 0), k, flip)
+        if every:
+            self.flip_at = flip
+        else:
+            self.flip_at[idx] = flip
+        steps = self.steps if self.own is None else (self.own if every else self.own[idx])
+        # in double precision, rounded once to the inputs' dtype (as ``at``)
+        share = (k - flip).clamp(min=0).double() / (steps - flip).clamp(min=1).double()
+        c = self.config
+        cosine = 1 + torch.cos(math.pi * share)
+        gamma = (c.gamma_final + 0.5 * (c.gamma_init_l1 - c.gamma_final) * cosine).to(like.dtype)
+        use = slow & (flip >= 0)
+        up = torch.as_tensor(up, dtype=like.dtype, device=like.device)
+        down = torch.as_tensor(down, dtype=like.dtype, device=like.device)
+        return torch.where(use, 1 + gamma, up), torch.where(use, 1 - gamma, down)
 
     def at(self, k: int, idx: Tensor | slice,
            start: tuple[float, float] | None = None) -> tuple[Factor, Factor, Factor]:  # fmt: skip
@@ -423,6 +457,7 @@ def _step(
     now_found = was_found | is_adv
 
     up, down, alpha = anneal.switched(k, idx, slow, anneal.at(k, idx))  # 1 + γ, 1 − γ, α
+    up, down = anneal.restarted(k, idx, slow, was_found, now_found, up, down)
     size = torch.linalg.vector_norm(grad.flatten(1), dim=1)  # the step's gradient norm
     e = eps if every else eps[idx]
     grow = e * up

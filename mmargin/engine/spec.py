@@ -88,7 +88,9 @@ class GradientConfig:
     L1 a row of an ε-ball run without a flip after ``l1_slow_after`` steps whose loss is
     still above ``l1_slow_kept`` times its loss at the run's first step (0: no such test)
     goes on from ``alpha_init_l1`` and ``gamma_init_l1`` instead (``l1_slow_after`` 0:
-    every row from the first step; :func:`mmargin.engine.epsball.schedule_start`).
+    every row from the first step; :func:`mmargin.engine.epsball.schedule_start`); with
+    ``l1_slow_restart`` such a row's ε factor starts again from ``gamma_init_l1`` at its
+    first flip and anneals over the run's steps left (``_Anneal.restarted``).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
@@ -149,6 +151,7 @@ class GradientConfig:
     gamma_init_l1: float = 0.3
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
+    l1_slow_restart: bool = True
     gamma_final: float = 0.001
     patience: int = 0
     rtol: float = 1e-4
