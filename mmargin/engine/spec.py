@@ -89,8 +89,9 @@ class GradientConfig:
     still above ``l1_slow_kept`` times its loss at the run's first step (0: no such test)
     goes on from ``alpha_init_l1`` and ``gamma_init_l1`` instead (``l1_slow_after`` 0:
     every row from the first step; :func:`mmargin.engine.epsball.schedule_start`); with
-    ``l1_slow_restart`` such a row's ε factor starts again from ``gamma_init_l1`` at its
-    first flip and anneals over the run's steps left (``_Anneal.restarted``).
+    ``l1_slow_restart`` such a row whose first flip comes in the second half of the run
+    starts its ε factor again from ``gamma_init_l1`` there and anneals it over the run's
+    steps left (``_Anneal.restarted``).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
