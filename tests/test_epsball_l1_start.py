@@ -135,3 +135,47 @@ def test_the_loss_test_picks_the_far_rows() -> None:
     # without the test every row without a flip
     plain = _Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.0), None, x, 1.0)
     assert plain.slow(found).tolist() == [True, True, False, True]
+
+
+def test_a_switched_row_restarts_its_epsilon_factor_at_a_late_first_flip() -> None:
+    """With ``l1_slow_restart`` (the default) a switched row whose first flip in the run
+    comes in the second half of the run has its γ start again from ``gamma_init_l1`` there
+    and anneal to ``gamma_final`` over the run's steps left; rows not switched, switched
+    rows before their flip and switched rows whose first flip came earlier keep the
+    switch's values; without it nothing changes."""
+    config = GradientConfig()
+    assert config.l1_slow_restart
+    x = torch.zeros(4, 3)
+    anneal = _Anneal(30, config, None, x, 1.0)
+    slow = torch.tensor([True, True, False, True])
+    none = torch.zeros(4, dtype=torch.bool)
+
+    def values(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        up, down, _ = anneal.switched(k, slice(None), slow, anneal.at(k, slice(None)))
+        return torch.as_tensor(up), torch.as_tensor(down)
+
+    # step 12 (first half): row 3 flips, and keeps the switch's values from then on
+    early = torch.tensor([False, False, False, True])
+    up, down = values(12)
+    got = anneal.restarted(12, slice(None), slow, none, early, up, down)
+    assert torch.equal(torch.as_tensor(got[0]), up)
+    assert torch.equal(torch.as_tensor(got[1]), down)
+    # step 16 (second half): rows 0 and 2 flip for the first time (row 2 is not switched)
+    now = torch.tensor([True, False, True, True])
+    up, down = values(16)
+    got = anneal.restarted(16, slice(None), slow, early, now, up, down)
+    assert isinstance(got[0], torch.Tensor) and isinstance(got[1], torch.Tensor)
+    gamma = config.gamma_init_l1
+    assert got[0].tolist() == pytest.approx([1 + gamma, *up[1:].tolist()])
+    assert got[1].tolist() == pytest.approx([1 - gamma, *down[1:].tolist()])
+    # step 23 (half way through row 0's 14 steps left): γ is half way down the cosine
+    up, down = values(23)
+    got = anneal.restarted(23, slice(None), slow, now, now, up, down)
+    assert isinstance(got[0], torch.Tensor) and isinstance(got[1], torch.Tensor)
+    half = config.gamma_final + 0.5 * (gamma - config.gamma_final)
+    assert float(got[0][0]) == pytest.approx(1 + half)
+    assert float(got[1][0]) == pytest.approx(1 - half)
+    assert got[0][1:].tolist() == pytest.approx(up[1:].tolist())
+    # off: the switch's values, untouched
+    off = _Anneal(30, replace(config, l1_slow_restart=False), None, x, 1.0)
+    assert off.restarted(16, slice(None), slow, early, now, up, down) == (up, down)

@@ -109,7 +109,36 @@ def schedule_start(p: float, config: GradientConfig) -> tuple[float, float]:
     0.9386; its halves 0.9399 / 0.9032 → 0.9404 / 0.9056), @490 / 500 / 510 0.9661 /
     0.9673 / 0.9656 → 0.9699 / 0.9701 / 0.9681 but the second half 0.9473 / 0.9481 /
     0.9482 → 0.9475 / 0.9475 / 0.9462, @990 / 1000 / 1010 0.9839 / 0.9824 / 0.9848 →
-    0.9845 / 0.9855 / 0.9870 (halves 0.9824 / 0.9727 → 0.9841 / 0.9792 as means)."""
+    0.9845 / 0.9855 / 0.9870 (halves 0.9824 / 0.9727 → 0.9841 / 0.9792 as means).
+
+    The restart (``l1_slow_restart``, session 15; ``_Anneal.restarted``): at 100 passes an
+    L1 search is one run of ~41 steps, and a switched row's ε grew ×1.27 per step (to ~17×
+    its final flip on tune_cnn_fgsm_co) while its first flip came at step ~25, at ~4.5× the
+    final norm, where the switch's cosine (γ ≤ 0.1) could no longer shrink it (there 44 of
+    140 switched rows ended >10 % above the run without the switch; the evaluation set's
+    FGSM CNN lost @100 0.511 → 0.354). A switched row whose first flip comes in the second
+    half of its run restarts γ from ``gamma_init_l1`` there, annealed over its steps left.
+    One pool of every run, ALMA, FMN, FAB; 200 images, all (halves 0–99 / 100–199), the
+    switch alone → with the restart: tune_cnn_fgsm @100 / 250 / 500 / 1000 0.5697 /
+    0.6314 / 0.8113 / 0.8751 → 0.6549 / 0.6620 / 0.8222 / 0.8777 (@1000 0.8749 / 0.8288 →
+    0.8734 / 0.8321), tune_cnn_fgsm_short 0.7204 / 0.7966 / 0.9047 / 0.9564 → 0.8325 /
+    0.8364 / 0.9149 / 0.9569 (@1000 0.9515 / 0.9293 → 0.9494 / 0.9333), tune_cnn_pgd
+    0.8785 / 0.9396 / 0.9742 / 0.9896 → 0.8906 / 0.9434 / 0.9782 / 0.9918, tune_cnn_bn
+    0.8691 / 0.9407 / 0.9518 / 0.9785 → 0.8736 / 0.9396 / 0.9564 / 0.9789 (@250 0.9379 /
+    0.9032 → 0.9376 / 0.9001; over 240 / 250 / 260, its own pool, halves 0.9461 / 0.9100 →
+    0.9453 / 0.9097), mnist_cnn 0.9471 / 0.9747 / 0.9845 / 0.9931 → 0.9473 / 0.9757 /
+    0.9837 / 0.9931 (@500 0.9859 / 0.9769 → 0.9847 / 0.9769), @150 every half up or equal
+    on every CNN, tune_mlp bit-identical (restarting every switched row already was), the
+    digits MLP's found / exact L1 unchanged (median 1.00011, max 1.0025); the
+    held-out tune_cnn_fgsm_co 0.7121 / 0.7950 / 0.9009 / 0.9429 → 0.7739 / 0.8303 / 0.9061
+    / 0.9407 (@1000 0.9431 / 0.9133 → 0.9451 / 0.9066; over 990 / 1000 / 1010, its own
+    pool, 0.9444 / 0.9142 → 0.9453 / 0.9109, the switch alone's second half spanning
+    0.9041–0.9246 over those three budgets). Restarting every switched row's first flip
+    gained more @100 (tune_cnn_fgsm 0.6844, tune_cnn_fgsm_co 0.7759) but lost
+    tune_cnn_fgsm_co @500 0.9009 → 0.8990 (0.9041 / 0.8562 → 0.8978 / 0.8484) and
+    mnist_cnn @100 / 150 (0.9409 → 0.9381, 0.9509 → 0.9463 on one half); capping ε after
+    the flip at the best norm × (1 + γ) lost part of the gain (tune_cnn_fgsm @100, images
+    0–99, 0.6964 → 0.6698)."""
     if p == 1.0:
         return config.alpha_init_l1, config.gamma_init_l1
     return config.alpha_init, config.gamma_init
@@ -144,6 +173,9 @@ class _Anneal:
         self.last_loss: Tensor | None = None
         self.lengths: list[int] = []
         self.codes: Tensor | None = None  # each row's index into ``lengths``
+        self.own = lengths  # each row's steps (None: the run's ``steps``)
+        # with ``l1_slow_restart``: the step of each switched row's first flip (-1: none)
+        self.flip_at: Tensor | None = None
         if lengths is not None:
             self.lengths = sorted(set(lengths.tolist()))
             where = torch.tensor(self.lengths, device=lengths.device, dtype=lengths.dtype)
@@ -191,6 +223,39 @@ class _Anneal:
                         torch.as_tensor(a, dtype=like.dtype, device=like.device))
             for a, b in zip(values, other, strict=True)
         )  # fmt: skip
+
+    def restarted(self, k: int, idx: Tensor | slice, slow: Tensor | None, was: Tensor,
+                  now: Tensor, up: Factor, down: Factor) -> tuple[Factor, Factor]:  # fmt: skip
+        """``up`` and ``down`` (``1 + γ``, ``1 − γ`` at step ``k`` for the rows ``idx``) with
+        ``l1_slow_restart``: a switched row (``slow``, a mask over the rows ``idx``) whose
+        first flip in this run (``now`` and not ``was`` found) came at step ``f`` in the
+        second half of its run has its γ from ``gamma_init_l1`` at ``f`` annealed (cosine)
+        to ``gamma_final`` over its steps left, so a first flip found late with a large ε
+        still has the run's remaining steps to shrink it."""
+        if slow is None or not self.after or not self.config.l1_slow_restart:
+            return up, down
+        like = self.like
+        if self.flip_at is None:
+            self.flip_at = torch.full((like.shape[0],), -1, dtype=torch.long, device=like.device)
+        every = isinstance(idx, slice)
+        flip = self.flip_at if every else self.flip_at[idx]
+        flip = torch.where(slow & now & ~was & (flip < 0), k, flip)
+        if every:
+            self.flip_at = flip
+        else:
+            self.flip_at[idx] = flip
+        steps = self.steps if self.own is None else (self.own if every else self.own[idx])
+        # in double precision, rounded once to the inputs' dtype (as ``at``)
+        share = (k - flip).clamp(min=0).double() / (steps - flip).clamp(min=1).double()
+        c = self.config
+        cosine = 1 + torch.cos(math.pi * share)
+        gamma = (c.gamma_final + 0.5 * (c.gamma_init_l1 - c.gamma_final) * cosine).to(like.dtype)
+        # only a first flip in the second half of the row's run, where the switch's own
+        # cosine has fallen below half its start (an earlier one keeps the switch's γ)
+        use = slow & (flip >= 0) & (2 * flip >= steps)
+        up = torch.as_tensor(up, dtype=like.dtype, device=like.device)
+        down = torch.as_tensor(down, dtype=like.dtype, device=like.device)
+        return torch.where(use, 1 + gamma, up), torch.where(use, 1 - gamma, down)
 
     def at(self, k: int, idx: Tensor | slice,
            start: tuple[float, float] | None = None) -> tuple[Factor, Factor, Factor]:  # fmt: skip
@@ -423,6 +488,7 @@ def _step(
     now_found = was_found | is_adv
 
     up, down, alpha = anneal.switched(k, idx, slow, anneal.at(k, idx))  # 1 + γ, 1 − γ, α
+    up, down = anneal.restarted(k, idx, slow, was_found, now_found, up, down)
     size = torch.linalg.vector_norm(grad.flatten(1), dim=1)  # the step's gradient norm
     e = eps if every else eps[idx]
     grow = e * up
