@@ -1,7 +1,7 @@
 """The L1 schedule's own settings on the FGSM-trained tuning CNN, where they were measured
 (250 passes):
 
-- the ε-ball runs' own schedule start (:func:`mmargin.engine.epsball.schedule_start`,
+- the ε-ball runs' own schedule start (:func:`mmargin.engine.anneal.schedule_start`,
   ``GradientConfig.alpha_init_l1`` / ``gamma_init_l1``): with the other distances' start
   (α 1, γ 0.05) the short runs took steps far longer than their flips and could not shrink
   ε from a first flip several times the minimum (by default only the rows still far after

@@ -1,11 +1,11 @@
 """The L1 ε-ball run's switch to its own schedule start (``GradientConfig.l1_slow_after``,
-``alpha_init_l1``, ``gamma_init_l1``; :func:`mmargin.engine.epsball.schedule_start`): every
+``alpha_init_l1``, ``gamma_init_l1``; :func:`mmargin.engine.anneal.schedule_start`): every
 row starts as on the other distances, and a row without a flip in the run after
 ``l1_slow_after`` steps goes on with a shorter step share α and a larger ε factor γ (on the
 robust tuning CNN: ``bench/test_l1_start.py``); a row that flipped by then is untouched.
 On by default with ``l1_slow_kept``: only a row whose loss is still above half its
 first-step loss switches (without that test one half of tune_cnn_bn @1000 and of mnist_cnn
-@250 lost; :func:`~mmargin.engine.epsball.schedule_start`)."""
+@250 lost; :func:`~mmargin.engine.anneal.schedule_start`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from mmargin.distances import lp
-from mmargin.engine.epsball import _Anneal, epsball_run, schedule_start
+from mmargin.engine.anneal import Anneal, schedule_start
+from mmargin.engine.epsball import epsball_run
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
@@ -35,8 +36,8 @@ def test_the_switch_is_on_by_default() -> None:
     assert (config.l1_slow_after, config.l1_slow_kept) == (10, 0.5)
     # the run starts as every distance's does; only slow rows switch
     x = torch.zeros(2, 3)
-    other = _Anneal(20, config, None, x, 2.0).at(3, slice(None))
-    assert _Anneal(20, config, None, x, 1.0).at(3, slice(None)) == pytest.approx(other)
+    other = Anneal(20, config, None, x, 2.0).at(3, slice(None))
+    assert Anneal(20, config, None, x, 1.0).at(3, slice(None)) == pytest.approx(other)
 
 
 def test_the_l1_start_and_its_switch() -> None:
@@ -45,18 +46,18 @@ def test_the_l1_start_and_its_switch() -> None:
     for p in (2.0, math.inf, 0.0):
         assert schedule_start(p, config) == (config.alpha_init, config.gamma_init)
     x = torch.zeros(3, 4)
-    up, down, alpha = _Anneal(20, config, None, x, 1.0).at(0, slice(None))
+    up, down, alpha = Anneal(20, config, None, x, 1.0).at(0, slice(None))
     start = (1 + config.gamma_init_l1, 1 - config.gamma_init_l1, config.alpha_init_l1)
     assert (up, down, alpha) == pytest.approx(start)
     # with the switch: L1 starts as every distance does, and only the slow rows switch
     config = ON
-    anneal = _Anneal(20, config, None, x, 1.0)
+    anneal = Anneal(20, config, None, x, 1.0)
     plain = anneal.at(12, slice(None))
-    other = _Anneal(20, config, None, x, 2.0).at(12, slice(None))
+    other = Anneal(20, config, None, x, 2.0).at(12, slice(None))
     assert plain == pytest.approx(other)
     slow = torch.tensor([True, False, True])
     mixed = anneal.switched(12, slice(None), slow, plain)
-    l1 = _Anneal(20, replace(ON, l1_slow_after=0), None, x, 1.0).at(12, slice(None))
+    l1 = Anneal(20, replace(ON, l1_slow_after=0), None, x, 1.0).at(12, slice(None))
     for value, fast, late in zip(mixed, plain, l1, strict=True):
         assert isinstance(value, torch.Tensor)
         assert value.tolist() == pytest.approx([late, fast, late])
@@ -126,14 +127,14 @@ def test_the_loss_test_picks_the_far_rows() -> None:
     """With ``l1_slow_kept`` a row without a flip switches only while its loss is above
     that share of its loss at the run's first step."""
     x = torch.zeros(4, 3)
-    anneal = _Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.5), None, x, 1.0)
+    anneal = Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.5), None, x, 1.0)
     anneal.note(0, slice(None), torch.tensor([4.0, 4.0, 4.0, 4.0]))
     anneal.note(1, slice(None), torch.tensor([0.0, 0.0, 0.0, 0.0]))  # not read
     anneal.note(2, slice(None), torch.tensor([3.0, 1.0, 2.5, 1.9]))
     found = torch.tensor([False, False, True, False])
     assert anneal.slow(found).tolist() == [True, False, False, False]
     # without the test every row without a flip
-    plain = _Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.0), None, x, 1.0)
+    plain = Anneal(20, GradientConfig(l1_slow_after=3, l1_slow_kept=0.0), None, x, 1.0)
     assert plain.slow(found).tolist() == [True, True, False, True]
 
 
@@ -146,7 +147,7 @@ def test_a_switched_row_restarts_its_epsilon_factor_at_a_late_first_flip() -> No
     config = GradientConfig()
     assert config.l1_slow_restart
     x = torch.zeros(4, 3)
-    anneal = _Anneal(30, config, None, x, 1.0)
+    anneal = Anneal(30, config, None, x, 1.0)
     slow = torch.tensor([True, True, False, True])
     none = torch.zeros(4, dtype=torch.bool)
 
@@ -177,5 +178,5 @@ def test_a_switched_row_restarts_its_epsilon_factor_at_a_late_first_flip() -> No
     assert float(got[1][0]) == pytest.approx(1 - half)
     assert got[0][1:].tolist() == pytest.approx(up[1:].tolist())
     # off: the switch's values, untouched
-    off = _Anneal(30, replace(config, l1_slow_restart=False), None, x, 1.0)
+    off = Anneal(30, replace(config, l1_slow_restart=False), None, x, 1.0)
     assert off.restarted(16, slice(None), slow, early, now, up, down) == (up, down)

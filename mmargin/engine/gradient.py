@@ -346,7 +346,7 @@ def refine_config(steps: int, p: float, config: GradientConfig) -> GradientConfi
     """The configuration of a refinement of ``steps`` steps on the Lp distance ``p``: on L1
     a refinement of fewer than ``config.refine_short_l1`` steps starts the ε-ball schedule's
     step share α at ``config.alpha_refine_l1`` (0: off) instead of ``alpha_init`` (with the
-    default ``l1_slow_after`` > 0, :func:`mmargin.engine.epsball.schedule_start`);
+    default ``l1_slow_after`` > 0, :func:`mmargin.engine.anneal.schedule_start`);
     otherwise ``config`` itself. With the defaults: 250 passes (a refinement of 42 steps),
     not 500 (86) nor 1000 (126).
 

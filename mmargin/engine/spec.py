@@ -88,10 +88,10 @@ class GradientConfig:
     L1 a row of an ε-ball run without a flip after ``l1_slow_after`` steps whose loss is
     still above ``l1_slow_kept`` times its loss at the run's first step (0: no such test)
     goes on from ``alpha_init_l1`` and ``gamma_init_l1`` instead (``l1_slow_after`` 0:
-    every row from the first step; :func:`mmargin.engine.epsball.schedule_start`); with
+    every row from the first step; :func:`mmargin.engine.anneal.schedule_start`); with
     ``l1_slow_restart`` such a row whose first flip comes in the second half of the run
     starts its ε factor again from ``gamma_init_l1`` there and anneals it over the run's
-    steps left (``_Anneal.restarted``). The refinements of an L1 search shorter than
+    steps left (``Anneal.restarted``). The refinements of an L1 search shorter than
     ``refine_short_l1`` steps start their step share at ``alpha_refine_l1`` instead of
     ``alpha_init`` (0: off; :func:`mmargin.engine.gradient.refine_config`).
     ``patience`` is how many steps a sample may go without improving its best norm by
