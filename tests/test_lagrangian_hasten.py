@@ -1,5 +1,5 @@
 """The L2 plans' hastened Lagrangian runs
-(:func:`mmargin.engine.lagrangian.lagrangian_hasten`): which plans have it, which samples
+(:func:`mmargin.engine.lagrangian_plan.lagrangian_hasten`): which plans have it, which samples
 it touches (those without a flip after its first steps), per-sample independence and the
 budget."""
 
@@ -15,7 +15,8 @@ from engine_fakes import exact_flip, far_box, linear_search, mlp, random_linear
 
 import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
-from mmargin.engine.lagrangian import lagrangian_hasten, lagrangian_run
+from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.lagrangian_plan import lagrangian_hasten
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams

@@ -12,14 +12,8 @@ import torch
 
 from mmargin.distances import lp
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.lagrangian import (
-    HORIZON,
-    LR_REDUCTION,
-    decay,
-    lagrangian_run,
-    lagrangian_slot,
-    lagrangian_steps,
-)
+from mmargin.engine.lagrangian import HORIZON, LR_REDUCTION, decay, lagrangian_run
+from mmargin.engine.lagrangian_plan import lagrangian_slot, lagrangian_steps
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams

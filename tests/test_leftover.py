@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from mmargin.distances import lp
 from mmargin.engine.exchange import KINDS, ROUND, exchange_run, reserved_steps
 from mmargin.engine.gradient import gradient_search
-from mmargin.engine.lagrangian import LR_INIT, MIN_STEPS, l1_weights, lagrangian_lr, lagrangian_run
+from mmargin.engine.lagrangian import LR_INIT, l1_weights, lagrangian_run
+from mmargin.engine.lagrangian_plan import MIN_STEPS, lagrangian_lr
 from mmargin.engine.leftover import SECOND_MIN_STEPS, spend_unspent, unspent_steps
 from mmargin.engine.polish import POLISH_MAX_STEPS, POLISH_MIN_STEPS, polish_run
 from mmargin.engine.problem import Problem
@@ -143,7 +144,7 @@ def test_a_negative_step_size_is_refused_naming_the_field() -> None:
 
 def test_only_a_short_l2_search_starts_its_lagrangian_run_with_its_own_step() -> None:
     # (the default short step equals LR_INIT since the short plan's run is hastened,
-    # lagrangian.lagrangian_hasten; another value shows which plan reads it)
+    # lagrangian_plan.lagrangian_hasten; another value shows which plan reads it)
     config = GradientConfig(short_lagrangian_lr=0.3)
     assert lagrangian_lr(120, 2.0, config) == config.short_lagrangian_lr != LR_INIT
     assert lagrangian_lr(config.short_steps, 2.0, config) == LR_INIT

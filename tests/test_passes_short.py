@@ -13,7 +13,7 @@ from engine_fakes import random_linear
 
 import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
-from mmargin.engine.lagrangian import MIN_STEPS, lagrangian_steps
+from mmargin.engine.lagrangian_plan import MIN_STEPS, lagrangian_steps
 from mmargin.engine.passes import Leg, is_short, legs, search_legs, split_steps
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig

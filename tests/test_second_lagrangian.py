@@ -1,4 +1,5 @@
-"""The second Lagrangian run of a long L2 search (:func:`mmargin.engine.lagrangian.second_steps`):
+"""The second Lagrangian run of a long L2 search
+(:func:`mmargin.engine.lagrangian_plan.second_steps`):
 its share of the plan, where it starts, and its flips against the closed-form minimum of a
 linear model (the box out of reach: ``min_j (z_y − z_j) / ‖w_y − w_j‖₂``)."""
 
@@ -13,7 +14,8 @@ from engine_fakes import exact_flip, far_box, linear_search, random_linear
 
 import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
-from mmargin.engine.lagrangian import MIN_STEPS, lagrangian_run, lagrangian_steps, second_steps
+from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.lagrangian_plan import MIN_STEPS, lagrangian_steps, second_steps
 from mmargin.engine.passes import search_legs
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig

@@ -13,7 +13,7 @@ from engine_fakes import exact_flip, far_box, mlp, random_linear
 
 import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
-from mmargin.engine.lagrangian import lagrangian_steps
+from mmargin.engine.lagrangian_plan import lagrangian_steps
 from mmargin.engine.passes import search_legs, won_probes
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig

@@ -124,7 +124,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mmargin.engine.lagrangian import lagrangian_steps, second_steps
+from mmargin.engine.lagrangian_plan import lagrangian_steps, second_steps
 from mmargin.engine.passes import probe_classes, search_legs, toward
 from mmargin.engine.polish import OVERSHOOT, knapsack, linearise, room
 from mmargin.engine.problem import Problem

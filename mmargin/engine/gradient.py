@@ -20,10 +20,10 @@ from torch import Tensor
 
 from mmargin.engine.epsball import Late, epsball_run
 from mmargin.engine.exchange import reserved_steps
-from mmargin.engine.lagrangian import (
+from mmargin.engine.lagrangian import lagrangian_run
+from mmargin.engine.lagrangian_plan import (
     lagrangian_hasten,
     lagrangian_lr,
-    lagrangian_run,
     lagrangian_slot,
     lagrangian_steps,
     second_steps,
@@ -245,9 +245,9 @@ def _class_aware(
     """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
     on L2 a Lagrangian run (from the clean input: after the first run only so that
     samples without usable gradients are known and skipped; outside the short plan a
-    second one after it, :func:`~mmargin.engine.lagrangian.second_steps`), the class
+    second one after it, :func:`~mmargin.engine.lagrangian_plan.second_steps`), the class
     probes, on L1 a Lagrangian run from the best flip, and refinements warm-started from
-    the best flip toward its class (:func:`~mmargin.engine.lagrangian.lagrangian_slot`).
+    the best flip toward its class (:func:`~mmargin.engine.lagrangian_plan.lagrangian_slot`).
     Untargeted searches only (their goal reads no targets). ``reach``: the first-order
     distances of the ``ranked`` classes at ``x``; a probe whose class is out of reach
     (:func:`~mmargin.engine.legstop.out_of_reach`) is not run. In a short L2 plan a sample

@@ -9,7 +9,7 @@ from the clean input with a larger first step (``GradientConfig.unspent_lr``, tw
 first run's) reaches other flips. So after the planned runs, every sample that has a
 flip and at least :data:`SECOND_MIN_STEPS` steps left runs that second run for exactly the
 steps it has left. (Since a long L2 search plans a second Lagrangian run of its own,
-:func:`mmargin.engine.lagrangian.second_steps`, its probes are shorter: at 1000 passes on
+:func:`mmargin.engine.lagrangian_plan.second_steps`, its probes are shorter: at 1000 passes on
 10 classes three probes of 24 steps leave at most 3 × 17 = 51 steps unspent, fewer than
 :data:`SECOND_MIN_STEPS`; longer searches still reach this run.)
 

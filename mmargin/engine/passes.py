@@ -17,9 +17,9 @@ anneal, so an L2 or L1 search of under ~150 passes is one plain run, nothing ran
 ranking alone costs 10 passes; on L2 its ε shrinks faster at first,
 :func:`mmargin.engine.gradient.plain_config`); an L2 search of under ~800 passes spends
 half its steps on the Lagrangian run (whose samples without a flip after its first steps
-take growing steps, :func:`mmargin.engine.lagrangian.lagrangian_hasten`) and has two
+take growing steps, :func:`mmargin.engine.lagrangian_plan.lagrangian_hasten`) and has two
 class probes instead of three; a longer one has a second Lagrangian run
-(:func:`mmargin.engine.lagrangian.second_steps`; both hastened alike). Where the short plan's
+(:func:`mmargin.engine.lagrangian_plan.second_steps`; both hastened alike). Where the short plan's
 probes are too short for the hopeless exit, a sample whose Lagrangian run beat its first
 ε-ball run skips the last probe and refines its best flip for longer (:func:`won_probes`:
 a choice per sample, read off its own two runs). L∞ keeps the split at

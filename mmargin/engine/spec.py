@@ -119,7 +119,7 @@ class GradientConfig:
     them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1; a sample
     still without a flip after ``hasten_after`` of its steps has its RMSProp statistic
     multiplied by ``short_hasten`` per step until it flips, 1 = off:
-    :func:`mmargin.engine.lagrangian.lagrangian_hasten`) and has
+    :func:`mmargin.engine.lagrangian_plan.lagrangian_hasten`) and has
     ``short_probes`` probes of ``short_probe_share``; an L1 search of fewer than
     ``short_steps`` steps has at most ``short_probes_l1`` probes (of ``probe_share``), the
     steps of the others going to the refinements. In a short L2 search whose probes are

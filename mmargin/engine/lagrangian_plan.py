@@ -1,0 +1,223 @@
+"""How a gradient search plans its Lagrangian runs (:mod:`.lagrangian`): how many steps
+each run gets on each distance and plan, its first step, which of its samples are
+hastened, and where among the search's runs it goes. The run itself is
+:func:`mmargin.engine.lagrangian.lagrangian_run`."""
+
+from __future__ import annotations
+
+from mmargin.engine.lagrangian import LR_INIT
+from mmargin.engine.passes import is_short
+from mmargin.engine.spec import GradientConfig
+
+__all__ = [
+    "MIN_STEPS",
+    "lagrangian_hasten",
+    "lagrangian_lr",
+    "lagrangian_slot",
+    "lagrangian_steps",
+    "second_steps",
+]
+
+MIN_STEPS = 8
+"""A shorter run does not get past its first flip: its steps go to the ε-ball runs."""
+
+
+def lagrangian_steps(steps: int, p: float, config: GradientConfig) -> int:
+    """How many of an untargeted search's ``steps`` go to the Lagrangian run on the Lp
+    distance ``p``: the configured share on L2 and L1 (``short_lagrangian`` in a short
+    search, :func:`~mmargin.engine.passes.is_short`), none on L∞ and L0 (or when the
+    share leaves fewer than :data:`MIN_STEPS`).
+
+    Where a 250-pass L2 search's flips come from (session 15, tune_cnn_fgsm, images 0–99,
+    pooled with the peers): the first ε-ball run (22 steps) alone 0.537, the Lagrangian run
+    (55 steps) alone 0.648, the best of both 0.713, the two 8-step probes 0.716, the
+    refinement of the best flip (26 steps) 0.873. The Lagrangian run's own flip, as a
+    geometric mean of the ratio to the 1000-pass search's, is 1.40 after 55 steps, 1.20
+    after 77, 1.15 after 94 (its 1000-pass run: 1.11 after 121), but giving it 0.7 or
+    0.85 of the steps left the final flips where they were (1.081 / 1.089 against 1.096):
+    the first run and the refinement lose what it gains. On tune_cnn_bn the first run wins
+    57 of 100 samples and the Lagrangian run alone is worse than it (0.844 against 0.897).
+    Screens at 250 passes (tune_cnn_fgsm, images 0–99; single runs there move by ±0.02
+    with any change to the plan, so none of these is a signal): this share 0.4 / 0.6 / 0.7
+    −0.07 / −0.01 / +0.01, one probe instead of two +0.002, ``first_share`` 0.25 / 0.55
+    +0.001 / −0.011, the first step 0.15 −0.011, :data:`.lagrangian.TAIL` 0 / 0.3 / 0.4 /
+    0.5 −0.15 / −0.01 / −0.01 / −0.02 (the tail's convergence is what the refinement builds
+    on), :data:`.lagrangian.HORIZON` 250 / 1000 −0.02 / −0.01,
+    :data:`.lagrangian.LR_REDUCTION` 0.001 −0.04, the
+    refinement's α/γ start 0.3/0.05, 0.3/0.02, 0.5/0.02, 1/0.02 (instead of 1/0.05) +0.014
+    / +0.005 / +0.001 / −0.008, ``gamma_init`` 0.1 / 0.2 for every ε-ball run +0.008 /
+    0.000. Weighting the distance term of the Lagrangian ×3 (its walk along the boundary
+    is what a short run lacks) gained on the FGSM CNNs' tuned half (tune_cnn_fgsm +0.03 at
+    each of 240 / 250 / 260 passes, tune_cnn_fgsm_short +0.023) but lost on
+    tune_cnn_fgsm's held-out half (−0.010) and on mnist_cnn (−0.0024 / −0.0005); ×1.5 / 2
+    / 4 / 6 were +0.02 / −0.002 / −0.01 / +0.009 on tune_cnn_fgsm (chaos, no trend); ×3
+    before the tail only +0.011 there, mnist_cnn −0.0029. A plain 100-pass search split
+    as ε-ball run, Lagrangian run and refinement (shares 0.1–0.3 / 0.4–0.6 / rest) lost
+    to the one ε-ball run (tune_cnn_fgsm 0.54–0.60 against 0.69)."""
+    share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
+    if is_short(steps, p, config):
+        share = config.short_lagrangian
+    count = int(steps * share)
+    return count if count >= MIN_STEPS else 0
+
+
+def second_steps(steps: int, p: float, config: GradientConfig) -> int:
+    """How many of an untargeted search's ``steps`` go to the second Lagrangian run from the
+    clean input (first step ``config.lagrangian_second_lr``), right after the first: on L2
+    outside the short plan (:func:`~mmargin.engine.passes.is_short`)
+    ``config.lagrangian_second`` of them, otherwise none (or when that leaves fewer than
+    :data:`MIN_STEPS`).
+
+    On the adversarially trained tuning models a Lagrangian run from the clean input is
+    where most final flips come from, but which basin it settles in depends on its path:
+    per sample, the 1000-pass search's best was often 1.2–1.8× the flip its own 500-pass
+    search (a longer-stepped Lagrangian run) or ALMA found, in the same class. The
+    leftover's second run (:mod:`mmargin.engine.leftover`) reached only the samples whose
+    probes left early, with 56–72 steps. Measured at 1000 passes (L2, images 0–199, pooled
+    with ALMA, DDN, FMN and the two runs compared; halves 0–99 / 100–199), with 0.25 of the
+    steps (the first run's share 0.3 → 0.25) and a first step of 0.5: tune_cnn_fgsm 0.912 →
+    0.951 (0.909 / 0.883 → 0.956 / 0.923), tune_cnn_fgsm_short 0.953 → 0.988 (0.963 /
+    0.925 → 0.987 / 0.985), mnist_cnn 0.9978 → 0.9977 (0.9993 / 0.9964 → 0.9985 /
+    0.9971), at fewer passes (981 → 907, 968 → 898, 962 → 923: shorter probes leave
+    earlier, with too few steps for the leftover's run). In a wider pool of every variant:
+    the first step 0.2 < 0.3 < 0.4 ≈ 0.5 ≈ 0.6 on both robust models (1.0 lost on
+    tune_cnn_fgsm: a step further from the first run's 0.1 reaches other basins, up to a
+    point); shares 0.3 + 0.2 gained ~0.011 less on both robust models, 0.2 + 0.3 ~0.007
+    less, 0.3 + 0.15 less (the leftover ran more often), three runs of 0.2 (first steps
+    0.1, 0.3, 0.2) less."""
+    if p != 2.0 or is_short(steps, p, config):
+        return 0
+    count = int(steps * config.lagrangian_second)
+    return count if count >= MIN_STEPS else 0
+
+
+def lagrangian_lr(steps: int, p: float, config: GradientConfig) -> float:
+    """The first step size (a share of each input's largest magnitude) of the Lagrangian
+    run of an untargeted search of ``steps`` steps on the Lp distance ``p``: in a short L2
+    search (:func:`~mmargin.engine.passes.is_short`) ``short_lagrangian_lr``, otherwise
+    :data:`.lagrangian.LR_INIT`. With ~60 steps (250 passes) a first step of 0.1 decays
+    before the run
+    has walked the boundary of a robust model. Measured with 0.2, L2 @250, 100 images pooled
+    with the peers: tune_cnn_fgsm_short 0.889 → 0.929, tune_cnn_fgsm 0.784 → 0.824 (both
+    halves of 50 up; on images 100–199 0.858 → 0.881 and 0.767 → 0.799), mnist_cnn 0.990 →
+    0.993; @500 mnist_cnn lost a little (0.9982 → 0.9968) while the robust models gained
+    0.012–0.018. 0.05 lost; 0.3 was mixed between the halves. Since session 13 the short
+    run is hastened (:func:`lagrangian_hasten`), which reaches the first flip sooner, and
+    its first step is 0.1 again (with the hastening, 0.2 lost on tune_cnn_bn)."""
+    if p == 2.0 and is_short(steps, p, config):
+        return config.short_lagrangian_lr
+    return LR_INIT
+
+
+def lagrangian_hasten(steps: int, p: float, config: GradientConfig) -> tuple[int, float] | None:
+    """The warm-up rule of the Lagrangian runs of an untargeted search of ``steps`` steps on
+    the Lp distance ``p``: on L2 ``(hasten_after, factor)``, the factor
+    ``short_hasten`` in a short search (:func:`~mmargin.engine.passes.is_short`, its one
+    run) and ``long_hasten`` in a longer one (both its runs from the clean input, the
+    second's included): from that step on, a sample without a flip yet has its RMSProp
+    statistic multiplied by the factor each step, so its steps grow until it flips
+    (``lagrangian_run(hasten=...)``); on other distances, or with the factor 1, none.
+
+    RMSProp's statistic starts at 1 (ALMA's choice), far above the squared gradients of the
+    spread-normalised constraint, so the first steps are the gradient itself, small where
+    the model is robust: on the adversarially trained tuning CNNs the median sample first
+    flipped after 14–15 of the 60 steps of a 250-pass search (5–6 on tune_cnn_bn and
+    mnist_cnn), and the run had that much less time to walk the boundary. Starting the
+    statistic lower hastens every sample and loses where the first flips come early
+    (Lagrangian run alone, 60 steps, first step 0.2, mean best flip on images 0–199:
+    statistic 0.01: tune_cnn_fgsm 1.983 → 1.750, tune_cnn_fgsm_short 2.158 → 2.008,
+    tune_cnn_bn 1.435 → 1.505, mnist_cnn 1.574 → 1.688); hastening only the samples still
+    without a flip after 8 steps leaves those that flip early as they were.
+
+    Measured with ``(8, 0.3)`` and a first step of 0.1 (``short_lagrangian_lr``, 0.2
+    before: the hastened run no longer needs the larger step to reach its first flip), L2,
+    images 0–199, pooled with ALMA, DDN, FMN and both runs at every budget; all (halves
+    0–99 / 100–199), before → after, at 250 passes:
+    tune_cnn_fgsm 0.7895 (0.7875 / 0.7402) → 0.8374 (0.8486 / 0.7820),
+    tune_cnn_fgsm_short 0.8928 (0.9152 / 0.8302) → 0.9329 (0.9445 / 0.8831),
+    tune_cnn_bn 0.9794 (0.9788 / 0.9766) → 0.9810 (0.9798 / 0.9789),
+    mnist_cnn 0.9927 (0.9931 / 0.9911) → 0.9934 (0.9933 / 0.9911),
+    tune_mlp 0.9960 (0.9959 / 0.9945) → 0.9962 (0.9962 / 0.9948), at the same passes
+    (±0.2 per sample). At 240 / 260 / 500 passes (the robust CNNs are chaotic in the plan):
+    tune_cnn_fgsm 0.7656 / 0.7996 / 0.8546 → 0.8306 / 0.8528 / 0.9137,
+    tune_cnn_fgsm_short 0.8865 / 0.9055 / 0.9527 → 0.9433 / 0.9413 / 0.9652,
+    tune_cnn_bn 0.9546 / 0.9795 / 0.9893 → 0.9579 / 0.9814 / 0.9921,
+    mnist_cnn 0.9707 / 0.9921 / 0.9967 → 0.9778 / 0.9935 / 0.9972,
+    tune_mlp 0.9718 / 0.9966 / 0.9968 → 0.9749 / 0.9967 / 0.9988; three halves of 30
+    moved down: tune_cnn_bn's 100–199 @240 (0.9659 → 0.9631), tune_mlp's @260 (0.9963 →
+    0.9953), tune_cnn_fgsm_short's 0–99 @500 (0.9693 → 0.9660).
+
+    The long plan's runs (``long_hasten``, session 13): its first run (first step 0.1) and
+    its second (``lagrangian_second_lr``, 0.5) hastened with ``(8, 0.3)``, L2, images
+    0–199, pooled with ALMA, DDN, FMN and every run of the comparison (990/1000/1010), all
+    (halves) before → after @1000:
+    tune_cnn_fgsm 0.9123 (0.9141 / 0.8774) → 0.9346 (0.9292 / 0.9215),
+    tune_cnn_fgsm_short 0.9603 (0.9642 / 0.9429) → 0.9795 (0.9844 / 0.9659),
+    tune_cnn_bn 0.9929 (0.9925 / 0.9922) → 0.9935 (0.9928 / 0.9929),
+    mnist_cnn 0.9971 (0.9978 / 0.9964) → 0.9973 (0.9971 / 0.9967),
+    tune_mlp 0.9984 (0.9991 / 0.9966) → 0.9986 (0.9995 / 0.9966), at the same passes
+    (±1.3 per sample); @1010: tune_cnn_fgsm 0.9078 → 0.9501, tune_cnn_fgsm_short 0.9595 →
+    0.9795 (each half up), tune_cnn_bn 0.9938 → 0.9943, mnist_cnn 0.9968 → 0.9969,
+    tune_mlp 0.9978 → 0.9989; @990 tune_cnn_bn 0.9917 → 0.9927, mnist_cnn 0.9966 → 0.9962.
+    mnist_cnn's halves move down by 0.0005–0.0011 at 990–1010 (mostly one sample, #71,
+    +4–5 %, a basin changed) while its whole stays within ±0.0004. Hastening the first run
+    only (the second's samples flip within its first steps on tune_cnn_bn: bit-identical
+    there) gained less: tune_cnn_fgsm_short 0.9706, mnist_cnn 0.9968 @1000. Hastening from
+    step 16 (pool with it added, @1000): mnist_cnn and tune_cnn_bn bit-identical to the
+    plain runs (every sample flips by then; 990 too), the robust CNNs gained far less
+    (tune_cnn_fgsm 0.9061 → 0.9077, step 8: 0.9284; tune_cnn_fgsm_short 0.9577 → 0.9649,
+    step 8: 0.9768).
+
+    Variants at 250 in one pool (factor, from step; first step 0.1):
+    (0.4, 5) lost mnist_cnn 0.0014, (0.4, 8) 0.0028, (0.4, 6) 0.0013; (0.5, 6), (0.5, 7),
+    (0.6, 8) gained 0.013–0.048 on the robust CNNs but lost 0.0003–0.0008 on a half of
+    mnist_cnn; (0.2, 8) +0.0003, (0.3, 6) −0.0007, (0.3, 10) −0.0014 on mnist_cnn, each
+    +0.03–0.06 on both robust CNNs and +0.0004–0.0019 on tune_cnn_bn. So mnist_cnn at
+    250 passes moves by ±0.003 with the rule's constants (like the plan's chaos: (0.4, 8)
+    lost 0.0027 there at 250 but gained 0.0070 at 240 and 0.0000 at 260), and (0.3, 8) is
+    the best of its neighbours there; the gains on the robust CNNs and tune_cnn_bn hold
+    for every neighbour. With the first step 0.2 every variant lost on tune_cnn_bn: (0.6, 5), (0.6,
+    8), (0.5, 6), (0.8, 5) and the statistic 0.1 or 0.01 from the start 0.0006–0.0020,
+    (0.6, 1) and (0.8, 1) 0.003–0.005. A scout (two copies of each sample's run, the
+    statistic 1 and 0.01, first step 0.2, for 10–20 steps, then per sample the copy with
+    the smaller flip going on) needs those steps from the other runs: taken from the first
+    ε-ball run it lost (mnist_cnn 0.9932 → 0.9786 with 20 steps, tune_cnn_fgsm 0.8028 →
+    0.7920 with 10); shorter runs lose on the robust CNNs more than any pick gains (the run
+    alone, tune_cnn_fgsm, mean best flip: 60 steps 1.983, 50 steps 2.299).
+
+    On a robust model of another training family (session 14: ``tune_cnn_pgd``, a wide
+    max-pool CNN trained with L2 PGD, whose loss is smooth: mmargin beats every peer there,
+    0.97 against DDN's 0.93 at 250 passes) the rule gains little but nowhere loses as a
+    whole; L2, images 0–199, pooled with ALMA, DDN, FMN and every run, all (halves) off →
+    on: @250 0.9676 (0.9692 / 0.9574) → 0.9694 (0.9711 / 0.9566), @500 0.9838 (0.9805 /
+    0.9847) → 0.9869 (0.9855 / 0.9860), @1000 0.9929 (0.9937 / 0.9892) → 0.9931 (0.9912 /
+    0.9931); @240 / 260 / 490 / 510 +0.0071 / +0.0042 / +0.0033 / +0.0027. Its median
+    sample first flips at step 14 of the 118 of a 500-pass run without the rule, 12 with it
+    (the FGSM CNNs: 16–17 → 13): the rule fires for about as many samples as there, the
+    plain run just loses less by waiting. Factors 0.5 / 0.15 instead of 0.3 there: @250
+    0.9674 / 0.9677, @500 0.9866 / 0.9853, @1000 0.9938 / 0.9937 (no better constant). On
+    the FGSM CNNs the rule's gain holds around 500 passes (off → on, @490 / 500 / 510:
+    tune_cnn_fgsm +0.045 / +0.056 / +0.060, tune_cnn_fgsm_short +0.028 / +0.031 / +0.038).
+    A factor that follows the sample's own progress, ``1 − 0.7 c / c₀`` (``c`` its
+    constraint, ``c₀`` that at the clean input: a sample halfway to its boundary hastened
+    half as much), lost on both FGSM CNNs at every budget (@250 / 500 / 1000:
+    tune_cnn_fgsm 0.8130 / 0.8876 / 0.9340 → 0.7747 / 0.8516 / 0.9277,
+    tune_cnn_fgsm_short 0.8930 / 0.9297 / 0.9796 → 0.8751 / 0.9196 / 0.9729)."""
+    if p != 2.0:
+        return None
+    factor = config.short_hasten if is_short(steps, p, config) else config.long_hasten
+    if factor >= 1.0:
+        return None
+    return config.hasten_after, factor
+
+
+def lagrangian_slot(p: float, legs: list[tuple[str, int]]) -> tuple[int, bool]:
+    """After which of the search's ``legs`` (kind and steps, in order) the Lagrangian run
+    goes on the Lp distance ``p``, and whether it starts from the best flip so far: on L1
+    after the last leg with steps that is not a refinement, warm; otherwise after the first
+    leg with steps, from the clean input. ``-1``: no such leg."""
+    ran = [n for n, (kind, steps) in enumerate(legs) if steps >= 1]
+    if p == 1.0:
+        before = [n for n in ran if legs[n][0] != "refine"]
+        return (before[-1] if before else -1), True
+    return (ran[0] if ran else -1), False
