@@ -57,11 +57,12 @@ def _project_l1(flat: Tensor, eps: Tensor) -> Tensor:
     """
     size = flat.abs()
     total = size.sum(dim=1)
-    rows = (~(total <= eps)).nonzero().squeeze(1)  # NaN sums count as outside, as they did
+    outside = ~(total <= eps)  # NaN sums count as outside, as they did
+    if flat.shape[0] and bool(outside.all()):  # the usual case: no row list to build
+        return _soft_threshold(flat, threshold(size, eps).unsqueeze(1))
+    rows = outside.nonzero().squeeze(1)
     if rows.numel() == 0:
         return flat
-    if rows.numel() == flat.shape[0]:
-        return _soft_threshold(flat, threshold(size, eps).unsqueeze(1))
     part = flat[rows]
     theta = threshold(size[rows], eps[rows]).unsqueeze(1)
     return flat.index_copy(0, rows, _soft_threshold(part, theta))

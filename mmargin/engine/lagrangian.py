@@ -56,6 +56,8 @@ the other runs do; each sample's arithmetic is its own (no batch coupling, no ra
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -272,7 +274,7 @@ def lagrangian_run(
             # the box blocks (zeroing them there lost ground on the robust tuning model);
             # the projection below keeps the box and the frozen coordinates; on CPU a single
             # sum tells whether there is anything to clean (as in the ε-ball step)
-            if not host or not bool(torch.isfinite(grad.sum())):
+            if not host or not math.isfinite(float(grad.sum())):
                 grad = torch.nan_to_num(grad)
             span = ((steps if own is None else own) - first).clamp(min=1)
             t = (k - first).clamp(min=0) / span  # 0 at the first flip, 1 at the end
