@@ -90,8 +90,9 @@ DUAL = {"l2": 2.0, "linf": 1.0, "l1": INF}
 """Each distance's dual norm, for the closed-form flips (:func:`engine_fakes.exact_flip`)."""
 
 
-KEEP = {"unspent_lr": 0.0, "unspent_polish": False}
-"""The exits alone: the steps they leave unspent stay unspent (.leftover spends them)."""
+KEEP = {"unspent_lr": 0.0, "unspent_polish": False, "stretch_refine": False}
+"""The exits alone: the steps they leave unspent stay unspent (.leftover spends them; on
+L∞ the last refinement takes them, .stretch)."""
 STOPS = GradientConfig(leg_window=0.2, leg_rtol=1e-3, **KEEP)
 NEVER = GradientConfig(hopeless=0.0, **KEEP)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -87,18 +88,27 @@ def test_a_skipped_probe_could_not_have_won_on_a_linear_model(
         return gradient_search(problem, 1000, config, streams, 8)
 
     monkeypatch.setattr(gradient, "out_of_reach", spy)
-    state = search(GradientConfig(unspent_lr=0.0, unspent_polish=False))
-    leftover = search(GradientConfig())  # the leftover spends what a skip leaves it
+    # the skips alone: without the leftover nor the stretch of the last refinement (.stretch)
+    alone = GradientConfig(unspent_lr=0.0, unspent_polish=False, stretch_refine=False)
+    state = search(alone)
+    # the leftover spends what a skip leaves it, after the planned runs: never worse
+    leftover = search(dataclasses.replace(GradientConfig(), stretch_refine=False))
     assert bool((leftover.queries <= 1000).all())
     assert bool((leftover.best_norm <= state.best_norm).all())
     exact = closed_form_flips(model, x, labels, DUAL[norm])
+    # the last refinement takes it (the default): another run, on the closed form as well
+    stretched = search(GradientConfig())
+    assert bool((stretched.queries <= 1000).all())
+    nearest = exact.min(dim=1).values
+    assert bool((stretched.best_norm >= nearest * (1 - 1e-5)).all())
+    assert bool((stretched.best_norm <= nearest * 1.01).all())
     assert sum(int(s.sum()) for s, _, _ in skipped) > 0
     for skip, against, best in skipped:
         into = exact.gather(1, against.unsqueeze(1)).squeeze(1)
         assert bool((into[skip] > best[skip]).all())
         assert bool((into[skip] > state.best_norm[skip]).all())
     monkeypatch.setattr(gradient, "out_of_reach", lambda *a: torch.zeros(len(x), dtype=torch.bool))
-    every = search(GradientConfig(unspent_lr=0.0, unspent_polish=False))
+    every = search(alone)
     assert bool((state.queries <= 1000).all())
     assert int(state.queries.sum()) < int(every.queries.sum())
     assert torch.equal(state.best_norm, every.best_norm)

@@ -42,6 +42,7 @@ from mmargin.engine.problem import Problem
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
+from mmargin.engine.stretch import stretch_steps
 from mmargin.goals import Untargeted
 
 __all__ = ["GradientConfig", "gradient_search", "input_gradient", "rank_classes", "rank_reach"]
@@ -304,6 +305,11 @@ def _class_aware(
             start = state.best_delta.clone()
             if n == last_refine and bool(handed.any()):  # each sample for its own steps
                 lengths = leg.steps + handed
+                length = int(lengths.max())
+            # L∞: the probes' unspent steps, each sample its own (.stretch)
+            extra = stretch_steps(distance.p, config, plan, n, before, state, stuck)
+            if n == last_refine and extra is not None:
+                lengths = leg.steps + extra
                 length = int(lengths.max())
         last = n == len(plan) - 1
         # (watched over the planned run's last steps: those of most samples)

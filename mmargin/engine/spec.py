@@ -136,7 +136,10 @@ class GradientConfig:
     ``next_class``, to a probe from the clean input toward that class, and with
     ``unspent_refine`` (off by default), for the samples without such a class, to a second
     refinement of the best flip toward the runner-up class (the nearest ranked class other
-    than the best flip's).
+    than the best flip's). With ``stretch_refine`` (the default; L∞ only) the steps the
+    probes left unspent go first to the last refinement of the best flip instead, each
+    sample for its own steps (:mod:`mmargin.engine.stretch`); a sample a probe left stalled
+    keeps them for the ``next_class`` probe.
 
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
@@ -194,6 +197,7 @@ class GradientConfig:
     unspent_refine: bool = False
     exchange_reserve: bool = False
     next_class: bool = True
+    stretch_refine: bool = True
     late_hopeless: float = 1.1
 
     def __post_init__(self) -> None:
@@ -235,6 +239,10 @@ class GradientConfig:
         if not isinstance(self.exchange_reserve, bool):
             raise ValueError(
                 f"gradient.exchange_reserve: expected true or false, got {self.exchange_reserve!r}"
+            )
+        if not isinstance(self.stretch_refine, bool):
+            raise ValueError(
+                f"gradient.stretch_refine: expected true or false, got {self.stretch_refine!r}"
             )
         if not isinstance(self.next_class, bool):
             raise ValueError(
