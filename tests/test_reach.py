@@ -96,8 +96,8 @@ def test_a_skipped_probe_could_not_have_won_on_a_linear_model(
     assert bool((leftover.queries <= 1000).all())
     assert bool((leftover.best_norm <= state.best_norm).all())
     exact = closed_form_flips(model, x, labels, DUAL[norm])
-    # the last refinement takes it (the default): another run, on the closed form as well
-    stretched = search(GradientConfig())
+    # the last refinement takes it (stretch_refine): another run, on the closed form as well
+    stretched = search(GradientConfig(stretch_refine=True))
     assert bool((stretched.queries <= 1000).all())
     nearest = exact.min(dim=1).values
     assert bool((stretched.best_norm >= nearest * (1 - 1e-5)).all())

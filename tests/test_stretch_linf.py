@@ -18,20 +18,21 @@ from mmargin.engine.state import SearchState
 from mmargin.engine.stretch import stretch_steps
 
 OFF = GradientConfig(stretch_refine=False)
+ON = GradientConfig(stretch_refine=True)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_probes_unspent_steps_go_to_the_last_refinement(seed: int) -> None:
-    """Without the stretch the probes' exits leave steps unspent; with it (the default)
+    """Without the stretch the probes' exits leave steps unspent; with it (off by default: .stretch)
     every sample but those a probe left stalled spends the whole search (the ranking and
     every planned step), and its flip stays between the exact minimum and 1.01× it."""
-    assert GradientConfig().stretch_refine is True
+    assert GradientConfig().stretch_refine is False
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     exact = exact_flip(model, x, labels, 1.0)
     off = linear_search(model, x, OFF, "linf")
-    on = linear_search(model, x, GradientConfig(), "linf")
+    on = linear_search(model, x, ON, "linf")
     full = int(on.queries.max())
     assert full <= 1000
     short = off.queries < full - 20
@@ -57,14 +58,14 @@ def test_the_stretch_is_each_samples_unspent_planned_steps_but_the_stuck_ones() 
     took = torch.tensor([60, 52, 45, 61])  # steps since ``before``
     state.queries = before + 2 * took
     stuck = torch.tensor([False, False, True, False])
-    extra = stretch_steps(math.inf, GradientConfig(), plan, 4, before, state, stuck)
+    extra = stretch_steps(math.inf, ON, plan, 4, before, state, stuck)
     assert extra is not None
     assert extra.tolist() == [0, 8, 0, 0]
-    assert stretch_steps(2.0, GradientConfig(), plan, 4, before, state, stuck) is None
-    assert stretch_steps(1.0, GradientConfig(), plan, 4, before, state, stuck) is None
+    assert stretch_steps(2.0, ON, plan, 4, before, state, stuck) is None
+    assert stretch_steps(1.0, ON, plan, 4, before, state, stuck) is None
     assert stretch_steps(math.inf, OFF, plan, 4, before, state, stuck) is None
     state.queries = before + 2 * torch.tensor([60, 60, 45, 60])
-    assert stretch_steps(math.inf, GradientConfig(), plan, 4, before, state, stuck) is None
+    assert stretch_steps(math.inf, ON, plan, 4, before, state, stuck) is None
 
 
 def test_a_non_boolean_switch_is_refused_naming_the_field() -> None:

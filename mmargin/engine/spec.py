@@ -136,7 +136,7 @@ class GradientConfig:
     ``next_class``, to a probe from the clean input toward that class, and with
     ``unspent_refine`` (off by default), for the samples without such a class, to a second
     refinement of the best flip toward the runner-up class (the nearest ranked class other
-    than the best flip's). With ``stretch_refine`` (the default; L∞ only) the steps the
+    than the best flip's). With ``stretch_refine`` (off by default; L∞ only) the steps the
     probes left unspent go first to the last refinement of the best flip instead, each
     sample for its own steps (:mod:`mmargin.engine.stretch`); a sample a probe left stalled
     keeps them for the ``next_class`` probe.
@@ -197,7 +197,7 @@ class GradientConfig:
     unspent_refine: bool = False
     exchange_reserve: bool = False
     next_class: bool = True
-    stretch_refine: bool = True
+    stretch_refine: bool = False
     late_hopeless: float = 1.1
 
     def __post_init__(self) -> None:

@@ -68,6 +68,16 @@ one; one pool of base, stretch, runner-up and own class): tune_cnn_fgsm @500 0.9
 0.9941 / 0.9943 / 0.9940, base 0.9931 / 0.9931 / 0.9929): one refinement annealed over
 the longer length gained more than two of the same total length at 500 passes, and as
 much or more at 1000.
+
+Off by default (``GradientConfig.stretch_refine``): on the evaluation models (100 images,
+1000 passes, session 16) the adversarially trained CNN's L∞ optimality rose 0.9861 →
+0.9895 in one pool with the run without it (still short of the issue's 0.99), but the
+batch-norm CNN spent 994 instead of 877 passes per sample, and its time rose by more than
+the passes' share: 22.3 → 30.0 s in the bench's run, 23.2 / 21.3 → 27.7 / 25.3 s in
+alternating reruns on an idle machine (+19 % for +13 % passes: the stretched samples run
+on in thinner batches after the others have left; tune_cnn_bn: 10.9 → 12.3 s for 888 →
+983 passes). Its paired time against the fastest peer above 0.9 (FMN), 0.82 without it,
+was 1.31 with it: a met time target lost for a quality gain that reached no target.
 """
 
 from __future__ import annotations
