@@ -78,6 +78,13 @@ alternating reruns on an idle machine (+19 % for +13 % passes: the stretched sam
 on in thinner batches after the others have left; tune_cnn_bn: 10.9 → 12.3 s for 888 →
 983 passes). Its paired time against the fastest peer above 0.9 (FMN), 0.82 without it,
 was 1.31 with it: a met time target lost for a quality gain that reached no target.
+Screened to give the steps only where they pay: only to the samples whose first run was
+still settling (its best norm fell by more than ``LATE_RTOL`` over its last ``LATE_SHARE``
+of steps, the ``incomplete_optimisation`` watch of :class:`~.epsball.Late`): the annealed
+first run had settled on almost every sample, so the gate kept nearly nothing of the gain
+(tune_cnn_fgsm_co @500 / @1000 0.9399 / 0.9892 → 0.9411 / 0.9893 against the stretch's
+0.9470 / 0.9923; tune_cnn_fgsm_short, tune_cnn_bn, mnist_cnn, tune_cnn_pgd and tune_mlp
+bit-identical to the base).
 """
 
 from __future__ import annotations
