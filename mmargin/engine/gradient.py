@@ -306,11 +306,13 @@ def _class_aware(
             if n == last_refine and bool(handed.any()):  # each sample for its own steps
                 lengths = leg.steps + handed
                 length = int(lengths.max())
-            # L∞: the probes' unspent steps, each sample its own (.stretch)
-            extra = stretch_steps(distance.p, config, plan, n, before, state, stuck)
-            if n == last_refine and extra is not None:
-                lengths = leg.steps + extra
-                length = int(lengths.max())
+            # with stretch_refine, L∞: the probes' unspent steps, each sample its own
+            # (.stretch; they include any ``handed`` above)
+            if n == last_refine:
+                extra = stretch_steps(distance.p, config, plan, n, before, state, stuck)
+                if extra is not None:
+                    lengths = leg.steps + extra
+                    length = int(lengths.max())
         last = n == len(plan) - 1
         # (watched over the planned run's last steps: those of most samples)
         late = Late.over(leg.steps, state) if last else None
