@@ -145,6 +145,11 @@ def test_api_runs_with_exact_margins_stay_within_the_budget(budget: int) -> None
         assert all(r.status is Status.FLIPPED and r.exact for r in results)
 
 
+SWITCHES = ("unspent_refine", "exchange_reserve", "stretch_refine", "next_class",
+            "skip_far_probes", "unspent_polish", "l1_slow_restart")  # fmt: skip
+"""GradientConfig's true/false fields: each refuses anything else (1 included)."""
+
+
 @pytest.mark.parametrize(
     ("make", "field"),
     [
@@ -161,6 +166,7 @@ def test_api_runs_with_exact_margins_stay_within_the_budget(budget: int) -> None
         (lambda: GradientConfig(restarts=10**6), "gradient.restarts"),
         (lambda: GradientConfig(restarts=-1), "gradient.restarts"),
         (lambda: GradientConfig(rtol=float("nan")), "gradient.rtol"),
+        *[((lambda f=f: GradientConfig(**{f: 1})), f"gradient.{f}") for f in SWITCHES],
     ],
 )
 def test_absurd_values_are_refused_up_front_naming_the_field(

@@ -73,6 +73,12 @@ def check_float(owner: str, name: str, value: Any, low: float, high: float) -> N
         raise ValueError(f"{owner}.{name}: expected a number in [{low}, {high}], got {value}")
 
 
+def check_bool(owner: str, name: str, value: Any) -> None:
+    """Raise a ``ValueError`` naming ``owner.name`` unless ``value`` is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}.{name}: expected true or false, got {value!r}")
+
+
 def check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
     """Raise a ``ValueError`` naming ``owner.name`` unless ``value`` is one of ``choices``."""
     if value not in choices:
@@ -232,30 +238,9 @@ class GradientConfig:
         if self.lagrangian + self.lagrangian_second > 0.9:
             raise ValueError("gradient: lagrangian + lagrangian_second must be <= 0.9")
         check_float("gradient", "unspent_lr", self.unspent_lr, 0.0, 10.0)
-        if not isinstance(self.unspent_refine, bool):
-            raise ValueError(
-                f"gradient.unspent_refine: expected true or false, got {self.unspent_refine!r}"
-            )
-        if not isinstance(self.exchange_reserve, bool):
-            raise ValueError(
-                f"gradient.exchange_reserve: expected true or false, got {self.exchange_reserve!r}"
-            )
-        if not isinstance(self.stretch_refine, bool):
-            raise ValueError(
-                f"gradient.stretch_refine: expected true or false, got {self.stretch_refine!r}"
-            )
-        if not isinstance(self.next_class, bool):
-            raise ValueError(
-                f"gradient.next_class: expected true or false, got {self.next_class!r}"
-            )
-        if not isinstance(self.skip_far_probes, bool):
-            raise ValueError(
-                f"gradient.skip_far_probes: expected true or false, got {self.skip_far_probes!r}"
-            )
-        if not isinstance(self.unspent_polish, bool):
-            raise ValueError(
-                f"gradient.unspent_polish: expected true or false, got {self.unspent_polish!r}"
-            )
+        for name in ("unspent_refine", "exchange_reserve", "stretch_refine", "next_class",
+                     "skip_far_probes", "unspent_polish", "l1_slow_restart"):  # fmt: skip
+            check_bool("gradient", name, getattr(self, name))
         check_float("gradient", "hopeless", self.hopeless, 0.0, 1000.0)
         if 0.0 < self.hopeless < 1.0:
             raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")
