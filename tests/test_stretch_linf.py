@@ -5,7 +5,6 @@ box out of reach: ``min_j (z_y − z_j) / ‖w_y − w_j‖₁``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -66,8 +65,3 @@ def test_the_stretch_is_each_samples_unspent_planned_steps_but_the_stuck_ones() 
     assert stretch_steps(math.inf, OFF, plan, 4, before, state, stuck) is None
     state.queries = before + 2 * torch.tensor([60, 60, 45, 60])
     assert stretch_steps(math.inf, ON, plan, 4, before, state, stuck) is None
-
-
-def test_a_non_boolean_switch_is_refused_naming_the_field() -> None:
-    with pytest.raises(ValueError, match="stretch_refine"):
-        dataclasses.replace(GradientConfig(), stretch_refine=1)  # type: ignore[arg-type]
