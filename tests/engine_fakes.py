@@ -142,13 +142,14 @@ def exact_flip(model: torch.nn.Linear, x: Tensor, labels: Tensor, dual: float = 
 
 
 def linear_search(model: torch.nn.Linear, x: Tensor, config: GradientConfig,
-                  norm: str = "l2") -> SearchState:  # fmt: skip
-    """The 1000-pass untargeted gradient search of ``model``'s points in :func:`far_box`."""
+                  norm: str = "l2", passes: int = 1000) -> SearchState:  # fmt: skip
+    """The untargeted gradient search of ``model``'s points in :func:`far_box`, ``passes``
+    passes per sample."""
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
     problem = Problem(model, far_box(), lp(norm), Untargeted(), x, labels)
-    return gradient_search(problem, 1000, config, streams, model.weight.shape[0])
+    return gradient_search(problem, passes, config, streams, model.weight.shape[0])
 
 
 def relu_flips(seed: int, n: int) -> tuple[torch.nn.Module, Tensor, Tensor, SearchState]:

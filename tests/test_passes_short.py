@@ -14,7 +14,7 @@ from engine_fakes import random_linear
 import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
 from mmargin.engine.lagrangian_plan import MIN_STEPS, lagrangian_steps
-from mmargin.engine.passes import Leg, is_short, legs, search_legs, split_steps
+from mmargin.engine.passes import Leg, is_short, legs, search_legs, second_first, split_steps
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import Streams
@@ -131,13 +131,16 @@ def test_a_short_l1_search_ends_on_the_closed_form_minimum(seed: int) -> None:
 @pytest.mark.parametrize("p", NORMS)
 def test_long_searches_keep_the_plan_they_had(p: float) -> None:
     """1000 passes (495 steps after ranking) and more: the plan before the short plan
-    existed, the Lagrangian run's share of the steps and legs over the rest."""
+    existed, the Lagrangian run's share of the steps and legs over the rest (on L1 with
+    its first run split in two, :func:`mmargin.engine.passes.second_first`)."""
     config = GradientConfig()
     share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
     for steps in (495, 997, 4995):
         before = int(steps * share) if int(steps * share) >= MIN_STEPS else 0
         want = legs(steps - before, config.restarts, config.probes, config.first_share,
                     config.probe_share)  # fmt: skip
+        if p == 1.0:
+            want = second_first(want, config.second_first_l1)
         assert _plan(steps, p, config) == (before, want)
 
 

@@ -243,10 +243,12 @@ def _class_aware(
     problem: Problem, steps: int, config: GradientConfig, state: SearchState, ranked: Tensor,
     reach: Tensor,
 ) -> None:  # fmt: skip
-    """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run,
-    on L2 a Lagrangian run (from the clean input: after the first run only so that
-    samples without usable gradients are known and skipped; outside the short plan a
-    second one after it, :func:`~mmargin.engine.lagrangian_plan.second_steps`), the class
+    """The untargeted search's runs (:mod:`mmargin.engine.passes`): the first ε-ball run
+    (in a long L1 plan two, the second from the clean input on the L1 start:
+    :func:`~mmargin.engine.passes.second_first`), on L2 a Lagrangian run (from the clean
+    input: after the first run only so that samples without usable gradients are known
+    and skipped; outside the short plan a second one after it,
+    :func:`~mmargin.engine.lagrangian_plan.second_steps`), the class
     probes, on L1 a Lagrangian run from the best flip, and refinements warm-started from
     the best flip toward its class (:func:`~mmargin.engine.lagrangian_plan.lagrangian_slot`).
     Untargeted searches only (their goal reads no targets). ``reach``: the first-order
@@ -284,6 +286,8 @@ def _class_aware(
         against = only = lengths = None
         length = leg.steps
         run_config = config
+        if leg.kind == "second":  # every row on the L1 start (.passes.second_first)
+            run_config = replace(config, l1_slow_after=0)
         if leg.kind == "probe":
             if candidates is None:
                 candidates = probe_classes(ranked, state.best_class, config.probes)
