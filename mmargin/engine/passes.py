@@ -163,7 +163,11 @@ def second_first(plan: list[Leg], share: float) -> list[Leg]:
     - tune_mlp 0.9985 (0.9978 / 0.9991) → 0.9985 (0.9979 / 0.9991),
 
     at the same passes (±1 per sample); single budgets move within the plan's chaos
-    (mnist_cnn @990 0.9924 → 0.9913, tune_cnn_pgd @1010 0.9858 → 0.9845). Found / exact L1
+    (mnist_cnn @990 0.9924 → 0.9913, tune_cnn_pgd @1010 0.9858 → 0.9845). Over 980–1020
+    (five budgets, a pool with those runs added): tune_cnn_fgsm 0.8336 (0.8322 / 0.7581) →
+    0.8537 (0.8511 / 0.7919), tune_cnn_fgsm_short 0.9213 (0.9243 / 0.8656) → 0.9269 (0.9295
+    / 0.8780), tune_cnn_bn 0.9692 (0.9710 / 0.9457) → 0.9770 (0.9792 / 0.9564),
+    tune_cnn_fgsm_co 0.9320 (0.9360 / 0.8957) → 0.9417 (0.9412 / 0.9186). Found / exact L1
     at 1000 passes: digits_mlp's 50 stored points median 1.00011 → 1.00018, max 1.0025 →
     1.0033 (digits-test-0211); tune_digits_mlp's 297 proven points median 1.00014 →
     1.00019, max 1.0047 → 1.0047, share above 1.001 4.0 → 4.4 %. Screened: two plain first
