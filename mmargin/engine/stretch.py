@@ -113,6 +113,13 @@ and tune_cnn_bn; tune_cnn_pgd not measured):
 - tune_mlp @1000 1.0000 (905) → 1.0000 (986) → 1.0000 (913, +0.8 %); @500 0.9998 (420) →
   0.9998 (490) → 0.9998 (427).
 
+Process CPU of the search on tune_cnn_bn (L∞ @1000, 200 images, one process, three
+alternating triples on a shared machine): off 26.57 / 26.58 / 26.70 s, gated 27.53 / 26.41 /
+27.07 s (median +1.8 % for +0.9 % passes: the few stretched samples still run on in a thin
+batch), every sample 29.25 / 28.96 / 30.67 s. The MILP-exact L∞ ratios of the digits MLPs
+stay put: digits_mlp's 50 points median 1.00005, max 1.0057; tune_digits_mlp's 117 median
+1.00003, max 1.0075.
+
 Screened on the same runs (each sample's result is its own, so a gate on a feature of the
 sample's search is exactly the stretched or the unstretched run's flip; L∞ @1000, gain of
 optimality kept in the two-run pool, passes above the stretch off): the ratio at 0.95
