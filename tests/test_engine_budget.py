@@ -166,6 +166,8 @@ SWITCHES = ("unspent_refine", "exchange_reserve", "stretch_refine", "next_class"
         (lambda: GradientConfig(restarts=10**6), "gradient.restarts"),
         (lambda: GradientConfig(restarts=-1), "gradient.restarts"),
         (lambda: GradientConfig(rtol=float("nan")), "gradient.rtol"),
+        (lambda: GradientConfig(stretch_below=-0.1), "gradient.stretch_below"),
+        (lambda: GradientConfig(stretch_below=float("inf")), "gradient.stretch_below"),
         *[((lambda f=f: GradientConfig(**{f: 1})), f"gradient.{f}") for f in SWITCHES],
     ],
 )

@@ -31,8 +31,8 @@ from mmargin.goals import Untargeted
 ON = GradientConfig(unspent_refine=True, next_class=False, stretch_refine=False)
 """The refinement alone: with ``next_class`` (on by default) the ``next`` probe takes the
 steps of the samples that have a class left to try (``tests/test_leftover_next_linf.py``),
-and with ``stretch_refine`` (off by default) the last planned refinement takes the probes'
-unspent steps before the leftover (``tests/test_stretch_linf.py``)."""
+and with ``stretch_refine`` (on by default, gated) the last planned refinement takes the
+probes' unspent steps before the leftover (``tests/test_stretch_linf.py``)."""
 OFF = GradientConfig(next_class=False, stretch_refine=False)
 
 

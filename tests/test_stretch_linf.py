@@ -17,7 +17,26 @@ from mmargin.engine.state import SearchState
 from mmargin.engine.stretch import stretch_steps
 
 OFF = GradientConfig(stretch_refine=False)
-ON = GradientConfig(stretch_refine=True)
+ON = GradientConfig(stretch_refine=True, stretch_below=0.0)  # every sample, no gate
+GATED = GradientConfig(stretch_refine=True, stretch_below=0.9)
+
+
+class Bent(torch.nn.Module):
+    """A weak linear path (0.05 × :func:`random_linear`'s weights) and ReLU units that are off
+    within 0.05 of every point (its coordinates lie in [0.3, 0.7]) and steep past it: at a
+    point the model is linear, so the first-order distances are closed forms, but a flip
+    that reaches the units lies far below them."""
+
+    def __init__(self, seed: int, d: int, k: int) -> None:
+        super().__init__()
+        self.lin = random_linear(seed, d, k, 1)[0]
+        self.weight = self.lin.weight
+        gen = torch.Generator().manual_seed(seed + 100)
+        self.up = torch.randn(k, d, generator=gen) * 20
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bent = torch.relu(x - 0.75) + torch.relu(0.25 - x)
+        return 0.05 * self.lin(x) + bent @ self.up.T
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -25,7 +44,6 @@ def test_the_probes_unspent_steps_go_to_the_last_refinement(seed: int) -> None:
     """Without the stretch the probes' exits leave steps unspent; with it (off by default: .stretch)
     every sample but those a probe left stalled spends the whole search (the ranking and
     every planned step), and its flip stays between the exact minimum and 1.01× it."""
-    assert GradientConfig().stretch_refine is False
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         labels = model(x).argmax(dim=1)
@@ -63,5 +81,51 @@ def test_the_stretch_is_each_samples_unspent_planned_steps_but_the_stuck_ones() 
     assert stretch_steps(2.0, ON, plan, 4, before, state, stuck) is None
     assert stretch_steps(1.0, ON, plan, 4, before, state, stuck) is None
     assert stretch_steps(math.inf, OFF, plan, 4, before, state, stuck) is None
+    # the gate: only a flip below 0.9 × its nearest class's first-order distance
+    state.best_norm = torch.tensor([1.0, 0.5, 1.0, 0.5])
+    near = torch.tensor([1.0, 1.0, 1.0, 0.5])
+    gated = stretch_steps(math.inf, GATED, plan, 4, before, state, stuck, near)
+    assert gated is not None and gated.tolist() == [0, 8, 0, 0]
+    state.best_norm = torch.tensor([1.0, 0.9, 1.0, 0.5])
+    assert stretch_steps(math.inf, GATED, plan, 4, before, state, stuck, near) is None
+    assert stretch_steps(math.inf, ON, plan, 4, before, state, stuck, near) is not None
     state.queries = before + 2 * torch.tensor([60, 60, 45, 60])
     assert stretch_steps(math.inf, ON, plan, 4, before, state, stuck) is None
+
+
+def test_the_gate_leaves_a_linear_model_alone() -> None:
+    """On a linear model the best flip is never below its first-order distance, so the
+    gated stretch (``stretch_below`` 0.9, :func:`~mmargin.engine.stretch.far_below`) gives no
+    sample any step: the same search as without the stretch, bit for bit, where the
+    ungated one spends the probes' unspent steps."""
+    model, x = random_linear(0, 24, 6, 12)
+    off = linear_search(model, x, OFF, "linf")
+    gated = linear_search(model, x, GATED, "linf")
+    ungated = linear_search(model, x, ON, "linf")
+    assert bool((ungated.queries > off.queries).any())
+    assert torch.equal(gated.queries, off.queries)
+    assert torch.equal(gated.best_norm, off.best_norm)
+
+
+def test_the_gate_stretches_the_samples_whose_flip_the_model_bends_below_first_order() -> None:
+    """On :class:`Bent` the samples whose best flip before the refinement lies below 0.9 ×
+    the closed-form first-order distance of their nearest class (those whose flip reached the
+    steep units) and that have unspent steps take them; every other sample runs as without
+    the stretch, bit for bit."""
+    model, x = Bent(0, 24, 6), random_linear(0, 24, 6, 12)[1]
+    with torch.no_grad():
+        scores = model(x)
+    labels = scores.argmax(dim=1)
+    w = 0.05 * model.weight
+    margin = scores.gather(1, labels[:, None]) - scores
+    dual = (w[labels][:, None, :] - w[None, :, :]).abs().sum(dim=2)
+    near = (margin / dual).scatter(1, labels[:, None], math.inf).min(dim=1).values
+    off = linear_search(model, x, OFF, "linf")
+    gated = linear_search(model, x, GATED, "linf")
+    bent = off.best_norm < 0.9 * near  # (the refinement keeps a flip below it below it)
+    stretched = gated.queries > off.queries
+    assert bool(stretched.any()) and bool((~bent).any())
+    assert bool((stretched <= bent).all())
+    assert bool((stretched == (bent & (off.queries < int(gated.queries.max())))).all())
+    assert torch.equal(gated.queries[~bent], off.queries[~bent])
+    assert torch.equal(gated.best_norm[~bent], off.best_norm[~bent])

@@ -313,7 +313,8 @@ def _class_aware(
             # with stretch_refine, L∞: the probes' unspent steps, each sample its own
             # (.stretch; they include any ``handed`` above)
             if n == last_refine:
-                extra = stretch_steps(distance.p, config, plan, n, before, state, stuck)
+                extra = stretch_steps(distance.p, config, plan, n, before, state, stuck,
+                                      reach[:, 0])  # fmt: skip
                 if extra is not None:
                     lengths = leg.steps + extra
                     length = int(lengths.max())

@@ -76,9 +76,11 @@ default because on the MNIST tuning models (L∞ @1000, 200 images pooled with F
 it moved no pooled optimality (1–2 samples of 200 better by > 0.1 %) while spending the
 3–8 % of passes the exits save.
 
-With ``GradientConfig.stretch_refine`` (off by default) the L∞ probes' unspent steps go to
-the search's last planned refinement before this leftover (:mod:`mmargin.engine.stretch`):
-only a sample a probe left stalled (below) reaches the leftover with steps to spend.
+With ``GradientConfig.stretch_refine`` (on by default) the L∞ probes' unspent steps go to
+the search's last planned refinement before this leftover (:mod:`mmargin.engine.stretch`),
+for the samples whose best flip lies well below first order (``stretch_below``): a sample a
+probe left stalled (below) reaches the leftover with steps to spend, the others keep theirs
+unspent.
 
 With ``GradientConfig.next_class`` (on by default) an L∞ sample that a probe left stalled
 (below) and that has at least :data:`REFINE_MIN_STEPS` unspent steps instead runs a probe

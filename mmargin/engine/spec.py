@@ -144,10 +144,12 @@ class GradientConfig:
     ``next_class``, to a probe from the clean input toward that class, and with
     ``unspent_refine`` (off by default), for the samples without such a class, to a second
     refinement of the best flip toward the runner-up class (the nearest ranked class other
-    than the best flip's). With ``stretch_refine`` (off by default; L∞ only) the steps the
+    than the best flip's). With ``stretch_refine`` (the default; L∞ only) the steps the
     probes left unspent go first to the last refinement of the best flip instead, each
-    sample for its own steps (:mod:`mmargin.engine.stretch`); a sample a probe left stalled
-    keeps them for the ``next_class`` probe.
+    sample for its own steps (:mod:`mmargin.engine.stretch`), for the samples whose best
+    flip lies below ``stretch_below`` times the first-order distance of their nearest class
+    at the clean input (0: every sample); a sample a probe left stalled keeps them for the
+    ``next_class`` probe.
 
     Samples leave a run early by the rules of :mod:`mmargin.engine.legstop`: a class probe
     whose own flip is more than ``hopeless`` times the sample's best norm, part-way through
@@ -206,7 +208,8 @@ class GradientConfig:
     unspent_refine: bool = False
     exchange_reserve: bool = False
     next_class: bool = True
-    stretch_refine: bool = False
+    stretch_refine: bool = True
+    stretch_below: float = 0.9
     late_hopeless: float = 1.1
 
     def __post_init__(self) -> None:
@@ -246,6 +249,7 @@ class GradientConfig:
                      "skip_far_probes", "unspent_polish", "l1_slow_restart"):  # fmt: skip
             check_bool("gradient", name, getattr(self, name))
         check_float("gradient", "hopeless", self.hopeless, 0.0, 1000.0)
+        check_float("gradient", "stretch_below", self.stretch_below, 0.0, 1000.0)
         if 0.0 < self.hopeless < 1.0:
             raise ValueError("gradient.hopeless: expected 0 (off) or a ratio >= 1")
         check_float("gradient", "late_hopeless", self.late_hopeless, 0.0, 1000.0)
