@@ -91,9 +91,12 @@ class GradientConfig:
     every row from the first step; :func:`mmargin.engine.anneal.schedule_start`); with
     ``l1_slow_restart`` such a row whose first flip comes in the second half of the run
     starts its ε factor again from ``gamma_init_l1`` there and anneals it over the run's
-    steps left (``Anneal.restarted``). The refinements of an L1 search shorter than
-    ``refine_short_l1`` steps start their step share at ``alpha_refine_l1`` instead of
-    ``alpha_init`` (0: off; :func:`mmargin.engine.gradient.refine_config`).
+    steps left (``Anneal.restarted``); with ``l1_slow_extend`` the first run of an L1
+    search gives such rows the Lagrangian run's steps, which they skip
+    (:func:`mmargin.engine.lagrangian_plan.extended_steps`). The refinements of an L1
+    search shorter than ``refine_short_l1`` steps start their step share at
+    ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
+    :func:`mmargin.engine.gradient.refine_config`).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
@@ -159,6 +162,7 @@ class GradientConfig:
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
     l1_slow_restart: bool = True
+    l1_slow_extend: bool = True
     gamma_final: float = 0.001
     patience: int = 0
     rtol: float = 1e-4
@@ -235,6 +239,10 @@ class GradientConfig:
         if not isinstance(self.exchange_reserve, bool):
             raise ValueError(
                 f"gradient.exchange_reserve: expected true or false, got {self.exchange_reserve!r}"
+            )
+        if not isinstance(self.l1_slow_extend, bool):
+            raise ValueError(
+                f"gradient.l1_slow_extend: expected true or false, got {self.l1_slow_extend!r}"
             )
         if not isinstance(self.next_class, bool):
             raise ValueError(
