@@ -264,7 +264,11 @@ def extended_steps(p: float, config: GradientConfig, lagrange: int, first: int) 
     (halves @260 0.8816 / 0.8258 → 0.8760 / 0.8312). tune_cnn_bn and mnist_cnn lose
     0.0003–0.0017 at each of the three budgets, inside their own spread over them
     (0.9489–0.9538, 0.9786–0.9803); tune_cnn_fgsm_co gains over the three on average
-    (0.8824 → 0.8866) within its spread (0.874–0.888). 100 passes (one plain run) and 500
+    (0.8824 → 0.8866) within its spread (0.874–0.888). @230 / 270 (that pool with both
+    runs added): tune_cnn_bn 0.9505 / 0.9552 → 0.9497 / 0.9502, mnist_cnn 0.9790 / 0.9806 →
+    0.9758 / 0.9807, tune_cnn_fgsm_co 0.8504 / 0.8786 → 0.8673 / 0.8945: over the five
+    budgets 230–270 tune_cnn_bn loses at each (mean −0.0018) and mnist_cnn at four of five
+    (mean −0.0011), tune_cnn_fgsm_co gains +0.009 on average. 100 passes (one plain run) and 500
     / 1000 are bit-identical; tune_digits_mlp's found / exact L1 (120 proven points) @240 /
     250 unchanged (median 1.00209 / 1.00087, max 1.8568 / 1.1452).
 
