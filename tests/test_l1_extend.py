@@ -53,6 +53,8 @@ def test_only_a_short_l1_first_run_extends_and_only_with_the_switch() -> None:
     assert extended_steps(1.0, replace(config, l1_slow_after=0), 17, 38) == 0
     with pytest.raises(ValueError, match="l1_slow_extend"):
         GradientConfig(l1_slow_extend=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="l1_extend_kept"):
+        GradientConfig(l1_extend_kept=1.5)
 
 
 def test_a_longer_length_follows_the_cosine_over_it() -> None:
@@ -99,6 +101,39 @@ def test_rows_without_a_flip_run_longer() -> None:
     assert torch.equal(new.queries, old.queries + 2 * 12 * rows.to(old.queries.dtype))
     assert bool(torch.isfinite(new.best_norm).all())
     assert torch.equal(new.best_norm[~rows], old.best_norm[~rows])
+
+
+def test_only_rows_still_far_from_a_flip_run_longer(monkeypatch: Any) -> None:
+    """Of the rows the switch picks (loss above ``l1_slow_kept`` of its first), only
+    those whose loss at the switch is still above ``l1_extend_kept`` of its first run
+    longer; the other switched rows run bit for bit as without the extension (an oracle:
+    the losses the switch read, recorded at :meth:`Anneal.slow`)."""
+    seen: dict[str, torch.Tensor] = {}
+    slow = Anneal.slow
+
+    def record(self: Anneal, found: torch.Tensor) -> torch.Tensor:
+        rows = slow(self, found)
+        assert self.first_loss is not None and self.last_loss is not None
+        seen.update(rows=rows.clone(), ratio=self.last_loss / self.first_loss)
+        return rows
+
+    monkeypatch.setattr(Anneal, "slow", record)
+    kept = GradientConfig().l1_extend_kept
+    assert GradientConfig().l1_slow_kept < kept < 1
+    problem, x = _linear(0.8, 8)
+    ext = Extend(12, kept=kept)
+    new = _run(problem, x, ext)
+    switched, far = seen["rows"], seen["rows"] & (seen["ratio"] > kept)
+    old = _run(problem, x, None)
+    assert ext.rows is not None and torch.equal(ext.rows, far)
+    near = switched & ~far  # switched, but their loss already fell below ``kept``
+    assert bool(far.any()) and bool(near.any())
+    assert torch.equal(new.queries, old.queries + 2 * 12 * far.to(old.queries.dtype))
+    assert torch.equal(new.best_norm[~far], old.best_norm[~far])
+    # without the test (kept 0) the near rows run longer too
+    every = Extend(12)
+    _run(problem, x, every)
+    assert every.rows is not None and torch.equal(every.rows, switched)
 
 
 def test_the_extended_rows_skip_the_lagrangian_run(monkeypatch: Any) -> None:

@@ -251,15 +251,18 @@ class Anneal:
 
 
 class Extend:
-    """The rows of a run that the switch to the L1 start (``Anneal.slow``) picked and that
-    still have no flip in the run at step ``at`` (not before the switch) run ``steps``
-    more steps than the others: from there on their schedules follow the cosine over
-    their longer length (:meth:`Anneal.relength`). After the run ``rows`` holds which did
-    (``None``: no row was switched)."""
+    """The rows of a run that the switch to the L1 start (``Anneal.slow``) picked, that
+    still have no flip in the run at step ``at`` (not before the switch) and whose loss
+    there is still above ``kept`` times their loss at the run's first step (0: no such
+    test; the losses the switch reads, ``Anneal.note``) run ``steps`` more steps than the
+    others: from there on their schedules follow the cosine over their longer length
+    (:meth:`Anneal.relength`). After the run ``rows`` holds which did (``None``: no row
+    was switched)."""
 
-    def __init__(self, steps: int, at: int = 0) -> None:
+    def __init__(self, steps: int, at: int = 0, kept: float = 0.0) -> None:
         self.steps = steps
         self.at = at
+        self.kept = kept
         self.rows: Tensor | None = None
 
     def grow(self, k: int, after: int, rows: Tensor, own: Tensor, anneal: Anneal) -> Tensor:
@@ -268,6 +271,9 @@ class Extend:
         more steps; ``own``, the rows' lengths, as they are from then on."""
         if k != max(self.at, after) or self.rows is not None:
             return own
+        first, last = anneal.first_loss, anneal.last_loss
+        if self.kept and first is not None and last is not None:
+            rows = rows & (last > first * self.kept)
         self.rows = rows
         own = torch.where(rows, own + self.steps, own)
         anneal.relength(own)

@@ -258,7 +258,8 @@ def _class_aware(
     (:func:`~mmargin.engine.passes.won_probes`): its last refinement runs for its own steps
     plus theirs, in the same batched run as the others' (``epsball_run(lengths=...)``).
     In an L1 plan whose first run is too short to anneal, the rows that run switches to
-    the L1 start run the Lagrangian run's steps in it instead and skip that run
+    the L1 start and whose loss there is still above ``l1_extend_kept`` of its first run
+    the Lagrangian run's steps in it instead and skip that run
     (:func:`~mmargin.engine.lagrangian_plan.extended_steps`)."""
     x, labels, distance = problem.x, problem.labels, problem.distance
     lagrange = lagrangian_steps(steps, distance.p, config)
@@ -328,7 +329,7 @@ def _class_aware(
         stop = LegStop.for_leg(leg.kind, leg.steps, config.leg_window, config.leg_rtol,
                                config.hopeless, state,
                                late_allowance(distance.p, config))  # fmt: skip
-        ext = Extend(extend) if extend and leg.kind == "first" else None
+        ext = Extend(extend, kept=config.l1_extend_kept) if extend and leg.kind == "first" else None
         epsball_run(problem, length, run_config, start, state, against, late, check=n == 0,
                     stop=stop, only=only, lengths=lengths, extend=ext)  # fmt: skip
         if ext is not None and ext.rows is not None and bool(ext.rows.any()):

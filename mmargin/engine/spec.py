@@ -98,7 +98,8 @@ class GradientConfig:
     ``l1_slow_restart`` such a row whose first flip comes in the second half of the run
     starts its ε factor again from ``gamma_init_l1`` there and anneals it over the run's
     steps left (``Anneal.restarted``); with ``l1_slow_extend`` the first run of an L1
-    search gives such rows the Lagrangian run's steps, which they skip
+    search gives such rows whose loss is still above ``l1_extend_kept`` times its first
+    (0: every such row) the Lagrangian run's steps, which they skip
     (:func:`mmargin.engine.lagrangian_plan.extended_steps`). The refinements of an L1
     search shorter than ``refine_short_l1`` steps start their step share at
     ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
@@ -172,6 +173,7 @@ class GradientConfig:
     l1_slow_kept: float = 0.5
     l1_slow_restart: bool = True
     l1_slow_extend: bool = True
+    l1_extend_kept: float = 0.7
     gamma_final: float = 0.001
     patience: int = 0
     rtol: float = 1e-4
@@ -214,7 +216,7 @@ class GradientConfig:
         for name in ("alpha_init", "alpha_final", "alpha_init_l1", "alpha_refine_l1"):
             check_float("gradient", name, getattr(self, name), 0.0, 100.0)
         for name in ("gamma_init", "gamma_final", "gamma_init_l1", "plain_gamma_l2", "rtol",
-                     "leg_rtol", "leg_window", "l1_slow_kept"):  # fmt: skip
+                     "leg_rtol", "leg_window", "l1_slow_kept", "l1_extend_kept"):  # fmt: skip
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
         check_int("gradient", "l1_slow_after", self.l1_slow_after, 0, MAX_BUDGET)
