@@ -309,8 +309,9 @@ def extended_steps(p: float, config: GradientConfig, lagrange: int, first: int) 
     split plan: bn +0.34 of +0.35, mnist +0.35 of +0.35; tune_cnn_fgsm's rows at or below
     0.7 gave 7 % of its gain). Switched rows above 0.7 @250: tune_cnn_fgsm 155 of 178,
     short 138 of 172, co 95 of ~145, bn 3 of ~31, mnist 1 of 15, pgd 9 of 36. One pool of
-    ALMA, FMN, FAB and every session 16 / 17 run (images 0–199, all (halves 0–99 /
-    100–199)), split plan → every switched row → this rule, @240 / 250 / 260:
+    ALMA, FMN, FAB and every session 16 / 17 run but the tuning CNNs' @245 / 255 (images
+    0–199, all (halves 0–99 / 100–199)), split plan → every switched row → this rule,
+    @240 / 250 / 260:
     tune_cnn_fgsm 0.6848 / 0.7041 / 0.7234 → 0.7756 / 0.7789 / 0.7853 → 0.7694 / 0.7782 /
     0.7790 (@250 halves 0.7247 / 0.5546 → 0.7577 / 0.6991), tune_cnn_fgsm_short 0.8329 /
     0.8436 / 0.8595 → 0.8987 / 0.8982 / 0.8956 → 0.8901 / 0.8893 / 0.8880,
@@ -321,7 +322,10 @@ def extended_steps(p: float, config: GradientConfig, lagrange: int, first: int) 
     tune_cnn_fgsm 0.6756 / 0.7342 → 0.7615 / 0.7713 → 0.7565 / 0.7688, short 0.8060 /
     0.8771 → 0.8850 / 0.9007 → 0.8670 / 0.8993, bn 0.9505 / 0.9552 → 0.9497 / 0.9502 →
     0.9499 / 0.9552, mnist 0.9790 / 0.9806 → 0.9758 / 0.9807 → 0.9781 / 0.9806 (@230 one
-    sample 1.25× larger: halves 0.9769 / 0.9733 → 0.9751 / 0.9733). Held out,
+    sample 1.25× larger: halves 0.9769 / 0.9733 → 0.9751 / 0.9733); @245 / 255 (that pool
+    with them) tune_cnn_bn 0.9510 / 0.9497 → 0.9504 / 0.9491 (first half −0.0014 /
+    −0.0011, one sample 1.19× / 1.14× larger), mnist_cnn −0.0001 / 0, tune_cnn_fgsm
+    +0.096 / +0.062, short +0.038 / +0.057, pgd +0.003 / −0.0003. Held out,
     tune_cnn_fgsm_co @230 / 240 / 245 / 250 / 255 / 260 / 270: 0.8473 / 0.8618 / 0.8559 /
     0.8737 / 0.8710 / 0.8764 / 0.8754 → 0.8642 / 0.8834 / 0.8850 / 0.8724 / 0.8847 /
     0.8700 / 0.8913 → 0.8587 / 0.8775 / 0.8821 / 0.8682 / 0.8794 / 0.8730 / 0.8816 (mean
