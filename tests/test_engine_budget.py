@@ -146,7 +146,7 @@ def test_api_runs_with_exact_margins_stay_within_the_budget(budget: int) -> None
 
 
 SWITCHES = ("unspent_refine", "exchange_reserve", "stretch_refine", "next_class",
-            "skip_far_probes", "unspent_polish", "l1_slow_restart")  # fmt: skip
+            "skip_far_probes", "unspent_polish", "l1_slow_restart", "l1_slow_extend")  # fmt: skip
 """GradientConfig's true/false fields: each refuses anything else (1 included)."""
 
 

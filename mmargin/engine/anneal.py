@@ -12,7 +12,7 @@ from torch import Tensor
 
 from mmargin.engine.spec import GradientConfig
 
-__all__ = ["Anneal", "Factor", "schedule_start"]
+__all__ = ["Anneal", "Extend", "Factor", "schedule_start"]
 
 
 def _cosine(k: int, steps: int, start: float, end: float) -> float:
@@ -152,9 +152,15 @@ class Anneal:
         # with ``l1_slow_restart``: the step of each switched row's first flip (-1: none)
         self.flip_at: Tensor | None = None
         if lengths is not None:
-            self.lengths = sorted(set(lengths.tolist()))
-            where = torch.tensor(self.lengths, device=lengths.device, dtype=lengths.dtype)
-            self.codes = torch.searchsorted(where, lengths)
+            self.relength(lengths)
+
+    def relength(self, lengths: Tensor) -> None:
+        """Each row's own steps from now on (``lengths``): its schedules follow the cosine
+        over that length (a row whose length grows mid-run takes its values there)."""
+        self.own = lengths
+        self.lengths = sorted(set(lengths.tolist()))
+        where = torch.tensor(self.lengths, device=lengths.device, dtype=lengths.dtype)
+        self.codes = torch.searchsorted(where, lengths)
 
     def _at(self, k: int, steps: int, start: tuple[float, float]) -> tuple[float, float, float]:
         c = self.config
@@ -242,3 +248,33 @@ class Anneal:
         table = [self._at(k, m, begin) for m in self.lengths]
         rows = torch.tensor(table, device=self.like.device, dtype=self.like.dtype)[self.codes[idx]]
         return rows[:, 0], rows[:, 1], rows[:, 2]
+
+
+class Extend:
+    """The rows of a run that the switch to the L1 start (``Anneal.slow``) picked, that
+    still have no flip in the run at step ``at`` (not before the switch) and whose loss
+    there is still above ``kept`` times their loss at the run's first step (0: no such
+    test; the losses the switch reads, ``Anneal.note``) run ``steps`` more steps than the
+    others: from there on their schedules follow the cosine over their longer length
+    (:meth:`Anneal.relength`). After the run ``rows`` holds which did (``None``: no row
+    was switched)."""
+
+    def __init__(self, steps: int, at: int = 0, kept: float = 0.0) -> None:
+        self.steps = steps
+        self.at = at
+        self.kept = kept
+        self.rows: Tensor | None = None
+
+    def grow(self, k: int, after: int, rows: Tensor, own: Tensor, anneal: Anneal) -> Tensor:
+        """Before step ``k`` of a run that switches at step ``after``: at the step this
+        extension reads (``at``, not before ``after``), the rows ``rows`` take ``steps``
+        more steps; ``own``, the rows' lengths, as they are from then on."""
+        if k != max(self.at, after) or self.rows is not None:
+            return own
+        first, last = anneal.first_loss, anneal.last_loss
+        if self.kept and first is not None and last is not None:
+            rows = rows & (last > first * self.kept)
+        self.rows = rows
+        own = torch.where(rows, own + self.steps, own)
+        anneal.relength(own)
+        return own

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from mmargin.distances import plain_l2
-from mmargin.engine.anneal import Anneal
+from mmargin.engine.anneal import Anneal, Extend
 from mmargin.engine.legstop import LegStop
 from mmargin.engine.ownsteps import running
 from mmargin.engine.problem import Problem
@@ -119,6 +119,7 @@ def epsball_run(
     stop: LegStop | None = None,
     only: Tensor | None = None,
     lengths: Tensor | None = None,
+    extend: Extend | None = None,
 ) -> None:
     """``steps`` adaptive-ε steps from ``problem.x + start``, recording every improvement in
     ``state`` (see the module docstring); ``against`` (per sample) drives the pairwise loss
@@ -128,7 +129,8 @@ def epsball_run(
     ``lengths``: per sample, how many of the ``steps`` it takes; its schedules anneal over
     its own length and it leaves the run when its steps are done, so it ends exactly where
     a run of that length on it alone ends and samples of different lengths share one
-    batched run (:mod:`.ownsteps`, :mod:`.leftover`).
+    batched run (:mod:`.ownsteps`, :mod:`.leftover`). ``extend``: the rows switched to the
+    L1 start still without a flip at its step run its steps more (:class:`.anneal.Extend`).
 
     The step is kept close to a bare forward + backward (``bench/overhead.py``): while every
     sample searches, batch rows are views and ``delta`` is rebound, not copied; updates of
@@ -154,6 +156,9 @@ def epsball_run(
     # step finds no usable gradient, so the step loop need not wait on the device to know
     whole = config.patience <= 0 and dead is None and stop is None and only is None
     own = lengths.clamp(max=steps) if lengths is not None else None
+    more = extend.steps if extend is not None else 0
+    if more and own is None:  # each row its own length: the switched rows' grows
+        own = torch.full((batch,), steps, dtype=torch.long, device=x.device)
     if own is not None:
         whole = False
     anneal = Anneal(steps, config, own, x, distance.p)
@@ -161,7 +166,7 @@ def epsball_run(
     host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
     pending = 0  # steps every sample took and ``state.queries`` has not counted yet
     try:
-        for k in range(steps):
+        for k in range(steps + more):
             # some samples' own steps are done: they leave the run (.ownsteps)
             if own is not None and (keep := running(own, k)) is not None:
                 active &= keep
@@ -177,6 +182,8 @@ def epsball_run(
                 slow = anneal.slow(found)
                 if host and not bool(slow.any()):  # none: the plain schedule's arithmetic
                     slow = None
+            if extend is not None and own is not None and slow is not None:
+                own = extend.grow(k, anneal.after, slow & active & ~found, own, anneal)
             delta, eps, found = _step(
                 problem, anneal, config, state, against, late, check, k, idx, delta, eps,
                 found, stall, active, free, host, stop,

@@ -18,10 +18,12 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from mmargin.engine.anneal import Extend
 from mmargin.engine.epsball import Late, epsball_run
 from mmargin.engine.exchange import reserved_steps
 from mmargin.engine.lagrangian import lagrangian_run
 from mmargin.engine.lagrangian_plan import (
+    extended_steps,
     lagrangian_hasten,
     lagrangian_lr,
     lagrangian_slot,
@@ -256,7 +258,11 @@ def _class_aware(
     (:func:`~mmargin.engine.legstop.out_of_reach`) is not run. In a short L2 plan a sample
     whose Lagrangian run beat its first run skips the last probes
     (:func:`~mmargin.engine.passes.won_probes`): its last refinement runs for its own steps
-    plus theirs, in the same batched run as the others' (``epsball_run(lengths=...)``)."""
+    plus theirs, in the same batched run as the others' (``epsball_run(lengths=...)``).
+    In an L1 plan whose first run is too short to anneal, the rows that run switches to
+    the L1 start and whose loss there is still above ``l1_extend_kept`` of its first run
+    the Lagrangian run's steps in it instead and skip that run
+    (:func:`~mmargin.engine.lagrangian_plan.extended_steps`)."""
     x, labels, distance = problem.x, problem.labels, problem.distance
     lagrange = lagrangian_steps(steps, distance.p, config)
     second = second_steps(steps, distance.p, config) if lagrange else 0
@@ -279,6 +285,10 @@ def _class_aware(
     last_probe = max((leg.index for leg in plan if leg.kind == "probe" and leg.steps), default=-1)
     last_refine = max((n for n, leg in enumerate(plan) if leg.kind == "refine" and leg.steps),
                       default=-1)  # fmt: skip
+    # a short L1 first run's switched rows take the Lagrangian run's steps (.lagrangian_plan)
+    first_leg = next((leg.steps for leg in plan if leg.kind == "first"), 0)
+    extend = extended_steps(distance.p, config, lagrange, first_leg)
+    annealing = None  # the rows that did (they skip the Lagrangian run)
     for n, leg in enumerate(plan):
         if leg.steps < 1:
             continue
@@ -324,8 +334,11 @@ def _class_aware(
         stop = LegStop.for_leg(leg.kind, leg.steps, config.leg_window, config.leg_rtol,
                                config.hopeless, state,
                                late_allowance(distance.p, config))  # fmt: skip
+        ext = Extend(extend, kept=config.l1_extend_kept) if extend and leg.kind == "first" else None
         epsball_run(problem, length, run_config, start, state, against, late, check=n == 0,
-                    stop=stop, only=only, lengths=lengths)  # fmt: skip
+                    stop=stop, only=only, lengths=lengths, extend=ext)  # fmt: skip
+        if ext is not None and ext.rows is not None and bool(ext.rows.any()):
+            annealing = ext.rows
         if late is not None:
             late.judge(state)
         if stop is not None and stop.gave_up is not None:
@@ -336,7 +349,8 @@ def _class_aware(
             first = lagrangian_lr(steps, distance.p, config)
             prior = state.best_norm.clone()
             hasten = lagrangian_hasten(steps, distance.p, config)
-            lagrangian_run(problem, lagrange, state, start=begin, lr_init=first, hasten=hasten)
+            lagrangian_run(problem, lagrange, state, start=begin, lr_init=first, hasten=hasten,
+                           only=None if annealing is None else ~annealing)  # fmt: skip
             if second:  # a second basin: from the clean input, another first step
                 lagrangian_run(problem, second, state, lr_init=config.lagrangian_second_lr,
                                hasten=hasten)  # fmt: skip

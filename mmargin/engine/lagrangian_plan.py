@@ -11,6 +11,7 @@ from mmargin.engine.spec import GradientConfig
 
 __all__ = [
     "MIN_STEPS",
+    "extended_steps",
     "lagrangian_hasten",
     "lagrangian_lr",
     "lagrangian_slot",
@@ -221,3 +222,133 @@ def lagrangian_slot(p: float, legs: list[tuple[str, int]]) -> tuple[int, bool]:
         before = [n for n in ran if legs[n][0] != "refine"]
         return (before[-1] if before else -1), True
     return (ran[0] if ran else -1), False
+
+
+def extended_steps(p: float, config: GradientConfig, lagrange: int, first: int) -> int:
+    """How many more steps the first ε-ball run (``first`` steps) of an untargeted search
+    on the Lp distance ``p`` gives its rows that the switch to the L1 start picked
+    (``Anneal.slow``: no flip in the run after ``l1_slow_after`` steps and a loss still
+    above ``l1_slow_kept`` of its first) whose loss there is also above
+    ``config.l1_extend_kept`` of its first (``Extend(kept=...)``; the rows still far from a
+    flip): on L1 with ``config.l1_slow_extend`` and a first
+    run too short to anneal back (under ``config.refine_short_l1`` steps, as for the
+    refinements' step share: :func:`mmargin.engine.gradient.refine_config`), the ``lagrange``
+    steps of the search's Lagrangian run, which those rows then skip (``epsball_run(
+    extend=...)``, :class:`mmargin.engine.anneal.Extend`); otherwise none. With the
+    defaults: 250 passes (a first run of 38 steps, a Lagrangian run of 16), not 500 nor
+    1000.
+
+    Where a 250-pass L1 search's flips come from (tune_cnn_fgsm, images 0–199, best norm
+    after each run): the first run (38 steps) flips every sample, the two 9-step probes
+    improve 0 and 1 of 200 (mnist_cnn 29 and 12, tune_cnn_bn 31 and 20), the Lagrangian
+    run (16 steps) 89 (geometric mean of its ratio 0.919; tune_cnn_bn 0.937, mnist_cnn
+    0.972) and the refinement (39 steps) 141 (0.926). On the FGSM-trained CNNs the first
+    run's median first flip comes at step 26 of 38, too late for its ε to shrink: one plain
+    run of all 125 steps gained much there (tune_cnn_fgsm +0.08) but lost on the clean
+    models (tune_cnn_bn −0.06, tune_mlp −0.04), which need the ranked probes. The switch's
+    rows (on tune_cnn_fgsm 178 of 200 at 250 passes, tune_cnn_fgsm_short 172,
+    tune_cnn_fgsm_co 144, tune_cnn_bn 31, mnist_cnn 15, tune_mlp none) are the samples
+    still annealing; they keep the probes and the refinement.
+
+    Measured (L1, images 0–199, one pool of ALMA, FMN, FAB and both runs at 100 / 240 /
+    250 / 260 / 500 / 1000 passes; all (halves 0–99 / 100–199)), before → after @250:
+    tune_cnn_fgsm 0.7600 (0.7792 / 0.5798) → 0.8256 (0.8023 / 0.7407),
+    tune_cnn_fgsm_short 0.8506 (0.8548 / 0.7508) → 0.9056 (0.9056 / 0.8343),
+    tune_cnn_pgd (no peers) 0.9554 (0.9619 / 0.9275) → 0.9601 (0.9633 / 0.9302),
+    tune_cnn_bn 0.9489 (0.9475 / 0.9097) → 0.9478 (0.9451 / 0.9112),
+    mnist_cnn 0.9803 (0.9785 / 0.9749) → 0.9786 (0.9772 / 0.9747),
+    tune_mlp 0.9881 bit-identical, held-out tune_cnn_fgsm_co 0.8853 (0.8840 / 0.8273) →
+    0.8841 (0.8814 / 0.8292), at the same passes (±0.4 per sample); @240 / 260:
+    tune_cnn_fgsm 0.7391 / 0.7783 → 0.8226 / 0.8336, tune_cnn_fgsm_short 0.8398 / 0.8666 →
+    0.9061 / 0.9030, tune_cnn_pgd 0.9547 / 0.9592 → 0.9578 / 0.9596, tune_cnn_bn 0.9538 /
+    0.9504 → 0.9534 / 0.9487 (its halves @260 0.9483 / 0.9247 → 0.9519 / 0.9209), mnist_cnn
+    0.9786 / 0.9802 → 0.9783 / 0.9796, tune_cnn_fgsm_co 0.8741 / 0.8878 → 0.8944 / 0.8812
+    (halves @260 0.8816 / 0.8258 → 0.8760 / 0.8312). tune_cnn_bn and mnist_cnn lose
+    0.0003–0.0017 at each of the three budgets, inside their own spread over them
+    (0.9489–0.9538, 0.9786–0.9803); tune_cnn_fgsm_co gains over the three on average
+    (0.8824 → 0.8866) within its spread (0.874–0.888). @230 / 270 (that pool with both
+    runs added): tune_cnn_bn 0.9505 / 0.9552 → 0.9497 / 0.9502, mnist_cnn 0.9790 / 0.9806 →
+    0.9758 / 0.9807, tune_cnn_fgsm_co 0.8504 / 0.8786 → 0.8673 / 0.8945: over the five
+    budgets 230–270 tune_cnn_bn loses at each (mean −0.0018) and mnist_cnn at four of five
+    (mean −0.0011), tune_cnn_fgsm_co gains +0.009 on average. 100 passes (one plain run) and 500
+    / 1000 are bit-identical; tune_digits_mlp's found / exact L1 (120 proven points) @240 /
+    250 unchanged (median 1.00209 / 1.00087, max 1.8568 / 1.1452).
+
+    Screened and lost (same images; one pool per comparison): at the switch, the first run
+    taking the probes' steps (the probes skipped) instead of the Lagrangian run's @250:
+    tune_cnn_fgsm 0.734 → 0.799, tune_cnn_fgsm_short 0.851 → 0.902, but mnist_cnn 0.9866 →
+    0.9819, tune_cnn_bn 0.9632 → 0.9485 (both the probes' and the Lagrangian run's steps:
+    0.816, 0.913, 0.9809, 0.9555; the probes find the nearer class of the clean models'
+    slow rows); without extending anything, skipping the probes (their steps to the last
+    refinement) of the rows whose flip still fell by over 1 % in the first run's last tenth
+    (:class:`mmargin.engine.epsball.Late`'s test: 169 of 200 rows on tune_cnn_fgsm, 12 on
+    mnist_cnn) or without a flip at its half: tune_cnn_fgsm 0.776 → 0.786 / 0.781,
+    tune_cnn_fgsm_short 0.858 → 0.856 / 0.853, mnist_cnn 0.9870 → 0.9806 / 0.9764,
+    tune_cnn_bn 0.9639 → 0.9566 / 0.9621. Picking the rows at the first run's half (still
+    no flip) instead of at the switch gained less on the FGSM CNNs (@240 / 250 / 260
+    tune_cnn_fgsm +0.055 / +0.046 / +0.047 against +0.103 / +0.087 / +0.070 in that pool,
+    tune_cnn_fgsm_short +0.047 / +0.040 / +0.037 against +0.066 / +0.054 / +0.036) and
+    lost as much on mnist_cnn (−0.0009 / −0.0007 / −0.0021). Without the gate on the first
+    run's length (500 / 1000 passes, first runs of 80 / 165 steps and Lagrangian runs of 35
+    / 72) tune_cnn_bn lost 0.9601 → 0.9527 and 0.9816 → 0.9792, mnist_cnn @1000 0.9939 →
+    0.9929, while tune_cnn_fgsm gained 0.7881 → 0.8181 and 0.8455 → 0.8569. With the
+    extension, the probes still improve 1 of 200 samples on tune_cnn_fgsm: handing an
+    extended row's probe to its refinement where the probe class's first-order distance at
+    the clean input is out of reach (:func:`mmargin.engine.legstop.out_of_reach`, 1.5 / 1×
+    the best flip) moved nothing @250 (tune_cnn_fgsm +0.0001 / +0.0008,
+    tune_cnn_fgsm_short −0.0004 / −0.0013, tune_cnn_bn 0 / −0.0003, mnist_cnn 0 / 0.0000).
+    The refinements' step share (:func:`mmargin.engine.gradient.refine_config`) still pays
+    with it: α 1 instead of 0.5 gave larger flips @250 (geometric mean per sample 1.037
+    tune_cnn_fgsm, 1.024 tune_cnn_fgsm_short, 1.007 mnist_cnn, 1.003 tune_cnn_bn).
+
+    The loss test (session 17, ``l1_extend_kept`` 0.7; the figures above are every
+    switched row's, ``l1_extend_kept`` 0). At the switch the FGSM CNNs' switched rows keep
+    a median 0.87 (tune_cnn_fgsm) / 0.81 (short) / 0.78 (held-out co) of their first loss,
+    tune_cnn_bn's, mnist_cnn's and tune_cnn_pgd's 0.55–0.62, and on bn / mnist the loss of
+    every switched row came from rows at or below 0.7 (@250, sum of log ratios to the
+    split plan: bn +0.34 of +0.35, mnist +0.35 of +0.35; tune_cnn_fgsm's rows at or below
+    0.7 gave 7 % of its gain). Switched rows above 0.7 @250: tune_cnn_fgsm 155 of 178,
+    short 138 of 172, co 95 of ~145, bn 3 of ~31, mnist 1 of 15, pgd 9 of 36. One pool of
+    ALMA, FMN, FAB and every session 16 / 17 run but the tuning CNNs' @245 / 255 (images
+    0–199, all (halves 0–99 / 100–199)), split plan → every switched row → this rule,
+    @240 / 250 / 260:
+    tune_cnn_fgsm 0.6848 / 0.7041 / 0.7234 → 0.7756 / 0.7789 / 0.7853 → 0.7694 / 0.7782 /
+    0.7790 (@250 halves 0.7247 / 0.5546 → 0.7577 / 0.6991), tune_cnn_fgsm_short 0.8329 /
+    0.8436 / 0.8595 → 0.8987 / 0.8982 / 0.8956 → 0.8901 / 0.8893 / 0.8880,
+    tune_cnn_pgd 0.9547 / 0.9554 / 0.9592 → 0.9578 / 0.9601 / 0.9596 → 0.9542 / 0.9555 /
+    0.9589, tune_cnn_bn 0.9532 / 0.9483 / 0.9498 → 0.9528 / 0.9472 / 0.9481 → 0.9533 /
+    0.9482 / 0.9496, mnist_cnn 0.9782 / 0.9799 / 0.9799 → 0.9780 / 0.9783 / 0.9793 →
+    0.9782 / 0.9799 / 0.9798, tune_mlp bit-identical (no switched row); @230 / 270:
+    tune_cnn_fgsm 0.6756 / 0.7342 → 0.7615 / 0.7713 → 0.7565 / 0.7688, short 0.8060 /
+    0.8771 → 0.8850 / 0.9007 → 0.8670 / 0.8993, bn 0.9505 / 0.9552 → 0.9497 / 0.9502 →
+    0.9499 / 0.9552, mnist 0.9790 / 0.9806 → 0.9758 / 0.9807 → 0.9781 / 0.9806 (@230 one
+    sample 1.25× larger: halves 0.9769 / 0.9733 → 0.9751 / 0.9733); @245 / 255 (that pool
+    with them) tune_cnn_bn 0.9510 / 0.9497 → 0.9504 / 0.9491 (first half −0.0014 /
+    −0.0011, one sample 1.19× / 1.14× larger), mnist_cnn −0.0001 / 0, tune_cnn_fgsm
+    +0.096 / +0.062, short +0.038 / +0.057, pgd +0.003 / −0.0003. Held out,
+    tune_cnn_fgsm_co @230 / 240 / 245 / 250 / 255 / 260 / 270: 0.8473 / 0.8618 / 0.8559 /
+    0.8737 / 0.8710 / 0.8764 / 0.8754 → 0.8642 / 0.8834 / 0.8850 / 0.8724 / 0.8847 /
+    0.8700 / 0.8913 → 0.8587 / 0.8775 / 0.8821 / 0.8682 / 0.8794 / 0.8730 / 0.8816 (mean
+    0.8659 → 0.8787 → 0.8744; @250 halves 0.8742 / 0.8166 → 0.8696 / 0.8072). 100, 500 and
+    1000 passes are bit-identical (checked @100 / 500 on tune_cnn_fgsm, tune_cnn_bn,
+    mnist_cnn, tune_mlp); digits_mlp's found / exact L1 @250 (median 1.00139, max 1.0282)
+    and tune_digits_mlp's (120 points, median 1.00087, max 1.1452) unchanged.
+
+    On tune_cnn_fgsm_co the extension does not pay per row at any loss ratio (@250 the rows
+    above 0.7 end 2.4 % larger, those below 0.8 % smaller; tune_cnn_fgsm's 14 % / 7 %
+    smaller): there the extended first run ends only 1 % below the split plan's first run
+    plus Lagrangian run (tune_cnn_fgsm 13 %), and the refinement after it gains less
+    (geometric mean 0.928 against 0.890 after the Lagrangian run; tune_cnn_fgsm 0.928 /
+    0.932). Screened and lost (same pool, @240 / 250 / 260): ``l1_extend_kept`` 0.6:
+    tune_cnn_bn @250 0.9471 (−0.0012), co 0.8809 / 0.8689 / 0.8687; 0.8: tune_cnn_fgsm
+    0.7555 / 0.7634 / 0.7757, short 0.8689 / 0.8664 / 0.8825. The picked rows (0.7) taking
+    the probes' steps as well and skipping them (a first run of 38 + 18 + 16 steps):
+    tune_cnn_bn 0.9489 / 0.9462 / 0.9451, mnist_cnn @250 / 260 −0.0007 (tune_cnn_fgsm
+    0.7814 / 0.7770 / 0.7623, short 0.8867 / 0.8963 / 0.9123, co 0.8915 / 0.8719 /
+    0.8752); taking the probes' steps instead of the Lagrangian run's, which they keep:
+    tune_cnn_fgsm 0.7444 / 0.7616 / 0.7941, co 0.8769 / 0.8599 / 0.8734; no extension,
+    their Lagrangian run taking the probes' steps (34 instead of 16): tune_cnn_fgsm 0.6836 /
+    0.7201 / 0.7295 (the rule's gain is the longer first run's, not the skipped run's)."""
+    if p != 1.0 or not config.l1_slow_extend or not config.l1_slow_after:
+        return 0
+    return lagrange if first < config.refine_short_l1 else 0

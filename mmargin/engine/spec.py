@@ -97,9 +97,13 @@ class GradientConfig:
     every row from the first step; :func:`mmargin.engine.anneal.schedule_start`); with
     ``l1_slow_restart`` such a row whose first flip comes in the second half of the run
     starts its ε factor again from ``gamma_init_l1`` there and anneals it over the run's
-    steps left (``Anneal.restarted``). The refinements of an L1 search shorter than
-    ``refine_short_l1`` steps start their step share at ``alpha_refine_l1`` instead of
-    ``alpha_init`` (0: off; :func:`mmargin.engine.gradient.refine_config`).
+    steps left (``Anneal.restarted``); with ``l1_slow_extend`` the first run of an L1
+    search gives such rows whose loss is still above ``l1_extend_kept`` times its first
+    (0: every such row) the Lagrangian run's steps, which they skip
+    (:func:`mmargin.engine.lagrangian_plan.extended_steps`). The refinements of an L1
+    search shorter than ``refine_short_l1`` steps start their step share at
+    ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
+    :func:`mmargin.engine.gradient.refine_config`).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
@@ -172,6 +176,8 @@ class GradientConfig:
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
     l1_slow_restart: bool = True
+    l1_slow_extend: bool = True
+    l1_extend_kept: float = 0.7
     gamma_final: float = 0.001
     patience: int = 0
     rtol: float = 1e-4
@@ -216,7 +222,7 @@ class GradientConfig:
         for name in ("alpha_init", "alpha_final", "alpha_init_l1", "alpha_refine_l1"):
             check_float("gradient", name, getattr(self, name), 0.0, 100.0)
         for name in ("gamma_init", "gamma_final", "gamma_init_l1", "plain_gamma_l2", "rtol",
-                     "leg_rtol", "leg_window", "l1_slow_kept"):  # fmt: skip
+                     "leg_rtol", "leg_window", "l1_slow_kept", "l1_extend_kept"):  # fmt: skip
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
         check_int("gradient", "l1_slow_after", self.l1_slow_after, 0, MAX_BUDGET)
@@ -246,7 +252,8 @@ class GradientConfig:
             raise ValueError("gradient: lagrangian + lagrangian_second must be <= 0.9")
         check_float("gradient", "unspent_lr", self.unspent_lr, 0.0, 10.0)
         for name in ("unspent_refine", "exchange_reserve", "stretch_refine", "next_class",
-                     "skip_far_probes", "unspent_polish", "l1_slow_restart"):  # fmt: skip
+                     "skip_far_probes", "unspent_polish", "l1_slow_restart",
+                     "l1_slow_extend"):  # fmt: skip
             check_bool("gradient", name, getattr(self, name))
         check_float("gradient", "hopeless", self.hopeless, 0.0, 1000.0)
         check_float("gradient", "stretch_below", self.stretch_below, 0.0, 1000.0)
