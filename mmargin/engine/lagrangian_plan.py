@@ -54,7 +54,14 @@ def lagrangian_steps(steps: int, p: float, config: GradientConfig) -> int:
     / 4 / 6 were +0.02 / −0.002 / −0.01 / +0.009 on tune_cnn_fgsm (chaos, no trend); ×3
     before the tail only +0.011 there, mnist_cnn −0.0029. A plain 100-pass search split
     as ε-ball run, Lagrangian run and refinement (shares 0.1–0.3 / 0.4–0.6 / rest) lost
-    to the one ε-ball run (tune_cnn_fgsm 0.54–0.60 against 0.69)."""
+    to the one ε-ball run (tune_cnn_fgsm 0.54–0.60 against 0.69). Screens of session 17
+    (L2, images 0–199, pooled with the peers and every run of the session, change @240 /
+    250 / 260): the short run from the first run's best flip scaled by 0.9 (decaying as
+    from the clean input) lost tune_cnn_fgsm −0.133 / −0.109 / −0.118 and
+    tune_cnn_fgsm_short −0.103 / −0.062 / −0.066 (the two runs' different basins are
+    what the best of both gains); ALMA's ρ check fitted to the run's length (every
+    ``max(1, 10 · steps / 500)`` steps, i.e. each step at 250 passes) lost −0.051 / −0.032
+    / −0.029 and −0.047 / −0.022 / −0.022."""
     share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
     if is_short(steps, p, config):
         share = config.short_lagrangian

@@ -215,7 +215,14 @@ def won_probes(steps: int, p: float, config: GradientConfig, plan: list[Leg]) ->
     refinement did and lost as much on tune_cnn_bn. At 1000 passes (three probes of 24
     steps, with the exit) handing probes to the refinement gained nothing on the robust
     CNNs (tune_cnn_fgsm within 0.0012) at 3–7 % more passes, and lost on tune_cnn_bn
-    (0.9946 → 0.9852 skipping all three, 0.9939 → 0.9924 the last two)."""
+    (0.9946 → 0.9852 skipping all three, 0.9939 → 0.9924 the last two). Session 17
+    (images 0–199, one pool of the peers and every run, change @250 / 260): also skipping
+    the last probe where the first run and the Lagrangian run landed in the same class
+    moved tune_cnn_fgsm −0.0004 / +0.0013, tune_cnn_fgsm_short +0.0012 / +0.0004; skipping
+    both probes there −0.0007 / +0.0029 and +0.0021 / −0.0022 (halves ±0.0065: noise);
+    where the two runs' classes differed, spending both probes' steps on a refinement of
+    the losing run's flip toward its class lost tune_cnn_fgsm −0.0046 / −0.0118,
+    tune_cnn_fgsm_short −0.0097 / −0.0035, tune_cnn_bn −0.0027 / −0.0037."""
     if not (p == 2.0 and is_short(steps, p, config)):
         return 0
     if not any(leg.kind == "refine" and leg.steps >= 1 for leg in plan):
