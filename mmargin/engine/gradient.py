@@ -413,7 +413,18 @@ def refine_config(steps: int, p: float, config: GradientConfig) -> GradientConfi
     refinement that leaves its flip finds other basins (the median sample gained, the
     worst tenth lost); two refinements of 63 steps, α 1 then α 0.3, gained nothing either
     (0.9800, 0.9534). So only a refinement too short to anneal back (under 64 steps) takes
-    the smaller share; at 500 and 1000 passes every distance is as before, bit for bit."""
+    the smaller share; at 500 and 1000 passes every distance is as before, bit for bit.
+
+    On L2 (session 17, not taken; branch ``s17-l2short``): the short plan's refinement
+    starting its ε factor at γ 0.15 instead of 0.05 (250 and 500 passes; at 250 the best
+    flips sit inside the adversarial region along their ray, median scale to the boundary
+    0.897 for first-run flips on tune_cnn_fgsm, and the driver's line search took 3.8 % off
+    the mean flip) moved tune_cnn_fgsm @250 0.8145 → 0.8207 and every other tuning model
+    within ±0.0006 (held-out tune_cnn_fgsm_co 0.9235 → 0.9248, tune_mlp 0.9962 → 0.9959,
+    tune_cnn_bn 0.9788 both); a gain on one model that reaches no target, and it moved a
+    sample of the batch-composition test (``tests/test_engine_batches.py``) by 4e-3, past
+    its 1e-3 tolerance. With α 0.5 as well: tune_cnn_fgsm +0.019 but tune_cnn_fgsm_co
+    −0.0033, tune_cnn_pgd −0.002, tune_cnn_bn −0.0008."""
     if p != 1.0 or steps >= config.refine_short_l1 or config.alpha_refine_l1 <= 0:
         return config
     return replace(config, alpha_init=config.alpha_refine_l1)
