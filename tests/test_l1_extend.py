@@ -41,8 +41,8 @@ def _linear(lead: float, n: int = 6) -> tuple[Problem, torch.Tensor]:
 
 
 def test_only_a_short_l1_first_run_extends_and_only_with_the_switch() -> None:
-    config = GradientConfig()
-    assert config.l1_slow_extend
+    assert not GradientConfig().l1_slow_extend  # off by default (extended_steps)
+    config = GradientConfig(l1_slow_extend=True)
     assert extended_steps(1.0, config, 17, 38) == 17  # 250 passes
     # a first run long enough to anneal back (500 passes: 83 steps) keeps the split plan
     assert extended_steps(1.0, config, 36, config.refine_short_l1) == 0
@@ -165,7 +165,7 @@ def test_the_extended_rows_skip_the_lagrangian_run(monkeypatch: Any) -> None:
         streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
         return gradient.gradient_search(problem, 250, config, streams, 3)
 
-    on = search(GradientConfig())
+    on = search(GradientConfig(l1_slow_extend=True))
     assert len(extended) == 1 and extended[0].rows is not None
     rows = extended[0].rows
     assert bool(rows.any()) and not bool(rows.all()), rows

@@ -259,7 +259,8 @@ def _class_aware(
     whose Lagrangian run beat its first run skips the last probes
     (:func:`~mmargin.engine.passes.won_probes`): its last refinement runs for its own steps
     plus theirs, in the same batched run as the others' (``epsball_run(lengths=...)``).
-    In an L1 plan whose first run is too short to anneal, the rows that run switches to
+    With ``l1_slow_extend`` (off by default), in an L1 plan whose first run is too short
+    to anneal, the rows that run switches to
     the L1 start and whose loss there is still above ``l1_extend_kept`` of its first run
     the Lagrangian run's steps in it instead and skip that run
     (:func:`~mmargin.engine.lagrangian_plan.extended_steps`)."""

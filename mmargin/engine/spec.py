@@ -97,7 +97,7 @@ class GradientConfig:
     every row from the first step; :func:`mmargin.engine.anneal.schedule_start`); with
     ``l1_slow_restart`` such a row whose first flip comes in the second half of the run
     starts its ε factor again from ``gamma_init_l1`` there and anneals it over the run's
-    steps left (``Anneal.restarted``); with ``l1_slow_extend`` the first run of an L1
+    steps left (``Anneal.restarted``); with ``l1_slow_extend`` (off by default) the first run of an L1
     search gives such rows whose loss is still above ``l1_extend_kept`` times its first
     (0: every such row) the Lagrangian run's steps, which they skip
     (:func:`mmargin.engine.lagrangian_plan.extended_steps`). The refinements of an L1
@@ -176,7 +176,7 @@ class GradientConfig:
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
     l1_slow_restart: bool = True
-    l1_slow_extend: bool = True
+    l1_slow_extend: bool = False
     l1_extend_kept: float = 0.7
     gamma_final: float = 0.001
     patience: int = 0
