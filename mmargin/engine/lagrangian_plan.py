@@ -242,8 +242,8 @@ def extended_steps(p: float, config: GradientConfig, lagrange: int, first: int) 
     refinements' step share: :func:`mmargin.engine.gradient.refine_config`), the ``lagrange``
     steps of the search's Lagrangian run, which those rows then skip (``epsball_run(
     extend=...)``, :class:`mmargin.engine.anneal.Extend`); otherwise none. With the
-    rule on and the other defaults: 250 passes (a first run of 38 steps, a Lagrangian run of 16), not 500 nor
-    1000.
+    rule on and the other defaults: 250 passes (a first run of 38 steps, a Lagrangian run
+    of 16), not 500 nor 1000.
 
     Where a 250-pass L1 search's flips come from (tune_cnn_fgsm, images 0–199, best norm
     after each run): the first run (38 steps) flips every sample, the two 9-step probes

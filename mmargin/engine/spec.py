@@ -97,9 +97,9 @@ class GradientConfig:
     every row from the first step; :func:`mmargin.engine.anneal.schedule_start`); with
     ``l1_slow_restart`` such a row whose first flip comes in the second half of the run
     starts its ε factor again from ``gamma_init_l1`` there and anneals it over the run's
-    steps left (``Anneal.restarted``); with ``l1_slow_extend`` (off by default) the first run of an L1
-    search gives such rows whose loss is still above ``l1_extend_kept`` times its first
-    (0: every such row) the Lagrangian run's steps, which they skip
+    steps left (``Anneal.restarted``); with ``l1_slow_extend`` (off by default) the first
+    run of an L1 search gives such rows whose loss is still above ``l1_extend_kept`` times
+    its first (0: every such row) the Lagrangian run's steps, which they skip
     (:func:`mmargin.engine.lagrangian_plan.extended_steps`). The refinements of an L1
     search shorter than ``refine_short_l1`` steps start their step share at
     ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
