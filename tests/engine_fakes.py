@@ -375,3 +375,20 @@ class RelaxedTokenSpace:
     @property
     def backward_rows(self) -> int:
         return sum(m.backward_rows[0] for m in self.point_models)
+
+
+def leading_linear(lead: float, n: int = 6) -> tuple[Problem, Tensor]:
+    """An L1 problem on ``n`` inputs of a three-class linear model in the unit box, class 0
+    ahead at every input by ``lead`` per unit of input (far from the boundary for a large
+    lead: no row flips within ``l1_slow_after`` steps)."""
+    gen = torch.Generator().manual_seed(3)
+    model = torch.nn.Linear(32, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(3, 32, generator=gen))
+        model.bias.zero_()
+        model.weight[0] += lead
+    x = torch.rand(n, 32, generator=gen)
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    assert bool((labels == 0).all())
+    return Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels), x

@@ -15,14 +15,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mmargin.distances import lp
 from mmargin.engine.anneal import Anneal, schedule_start
 from mmargin.engine.epsball import epsball_run
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
-from mmargin.goals import Untargeted
-from mmargin.spaces import box
 
 ON = GradientConfig(alpha_init_l1=0.5, gamma_init_l1=0.3, l1_slow_after=10, l1_slow_kept=0.0)
 """The switch without the loss test (every row without a flip switches)."""
@@ -81,19 +78,10 @@ def test_the_l1_start_is_validated(value: float) -> None:
         GradientConfig(l1_slow_kept=value)
 
 
-def _linear(lead: float) -> tuple[Problem, torch.Tensor]:
-    """Three classes, class 0 ahead at every input by ``lead`` per unit of input."""
-    gen = torch.Generator().manual_seed(3)
-    model = torch.nn.Linear(32, 3)
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(3, 32, generator=gen))
-        model.bias.zero_()
-        model.weight[0] += lead
-    x = torch.rand(6, 32, generator=gen)
-    with torch.no_grad():
-        labels = model(x).argmax(dim=1)
-    assert bool((labels == 0).all())
-    return Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels), x
+def _linear(lead: float, n: int = 6) -> tuple[Problem, torch.Tensor]:
+    from engine_fakes import leading_linear
+
+    return leading_linear(lead, n)
 
 
 def _best(problem: Problem, x: torch.Tensor, config: GradientConfig) -> torch.Tensor:

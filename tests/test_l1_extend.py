@@ -13,31 +13,18 @@ import pytest
 import torch
 
 import mmargin.engine.gradient as gradient
-from mmargin.distances import lp
 from mmargin.engine.anneal import Anneal, Extend
 from mmargin.engine.epsball import epsball_run
 from mmargin.engine.lagrangian_plan import extended_steps
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
-from mmargin.goals import Untargeted
-from mmargin.spaces import box
 
 
 def _linear(lead: float, n: int = 6) -> tuple[Problem, torch.Tensor]:
-    """Three classes, class 0 ahead at every input by ``lead`` per unit of input (far from
-    the boundary for a large lead: no row flips within ``l1_slow_after`` steps)."""
-    gen = torch.Generator().manual_seed(3)
-    model = torch.nn.Linear(32, 3)
-    with torch.no_grad():
-        model.weight.copy_(torch.randn(3, 32, generator=gen))
-        model.bias.zero_()
-        model.weight[0] += lead
-    x = torch.rand(n, 32, generator=gen)
-    with torch.no_grad():
-        labels = model(x).argmax(dim=1)
-    assert bool((labels == 0).all())
-    return Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), x, labels), x
+    from engine_fakes import leading_linear
+
+    return leading_linear(lead, n)
 
 
 def test_only_a_short_l1_first_run_extends_and_only_with_the_switch() -> None:
