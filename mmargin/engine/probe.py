@@ -213,7 +213,7 @@ def verify(
             queries[i] += 1
         done = {i: Verdict(bool(ok[j, 0]), int(label[j])) for j, i in enumerate(check)}
         if _continuous(batch):
-            _edge(run, kind, batch, found, done, queries)
+            _push_out(run, kind, batch, found, done, queries, EDGE_GROWTH, 1, 1, rated=False)
         return done
     repeats, agree = run.spec.flip_repeats, run.spec.flip_agree
     out: dict[int, Verdict] = {}
@@ -221,46 +221,40 @@ def verify(
     for i in check:
         if i not in pending:
             out[i] = Verdict(False, -1, None, 0)
-    first = True
-    for scale in (1.0, *(GROWTH if _continuous(batch) else ())):
+    if pending:
+        ok, label = _judge(run, kind, batch, found, pending, repeats)
+        for j, i in enumerate(pending):
+            queries[i] += repeats
+            count = int(ok[j].sum())
+            out[i] = Verdict(count >= agree, int(label[j]), count / repeats, repeats)
+        if _continuous(batch):
+            _push_out(run, kind, batch, found, out, queries, GROWTH, repeats, agree, rated=True)
+    return out
+
+
+def _push_out(
+    run: Run, kind: Kind, batch: Batch, found: dict[int, Candidate], out: dict[int, Verdict],
+    queries: list[int], scales: tuple[float, ...], repeats: int, agree: int, rated: bool,
+) -> None:  # fmt: skip
+    """The rejected continuous flips of ``out`` pushed outward by ``scales`` in turn,
+    ``repeats`` passes a scale while each sample's budget allows: the first scale whose
+    flip holds on ``agree`` of them replaces the candidate (its margin with it) and its
+    verdict (with the share of passes it held on where ``rated``); a sample no scale
+    helps keeps its verdict. :data:`GROWTH` for a non-deterministic model,
+    :data:`EDGE_GROWTH` for a deterministic one."""
+    pending = [i for i, v in out.items() if not v.ok]
+    for scale in scales:
         pending = [i for i in pending if queries[i] + repeats <= run.spec.budget]
         if not pending:
-            break
-        trial = dict(found) if first else {i: _grown(run, batch, found[i], i, scale)
-                                            for i in pending}  # fmt: skip
+            return
+        trial = {i: _grown(run, batch, found[i], i, scale) for i in pending}
         ok, label = _judge(run, kind, batch, trial, pending, repeats)
         for j, i in enumerate(pending):
             queries[i] += repeats
             count = int(ok[j].sum())
-            held = count >= agree
-            if first or held:  # the original's rate unless a larger flip holds
-                out[i] = Verdict(held, int(label[j]), count / repeats, repeats)
-            if held and not first:
-                found[i].adversarial = trial[i].adversarial
-                found[i].margin = trial[i].margin
-        pending = [i for i in pending if not out[i].ok]
-        first = False
-    return out
-
-
-def _edge(
-    run: Run, kind: Kind, batch: Batch, found: dict[int, Candidate], out: dict[int, Verdict],
-    queries: list[int],
-) -> None:  # fmt: skip
-    """A deterministic model's rejected continuous flips pushed outward by
-    :data:`EDGE_GROWTH`, one pass a scale within each sample's budget; the first scale that
-    flips replaces the candidate (its margin with it) and its verdict."""
-    pending = [i for i, v in out.items() if not v.ok]
-    for scale in EDGE_GROWTH:
-        pending = [i for i in pending if queries[i] + 1 <= run.spec.budget]
-        if not pending:
-            return
-        trial = {i: _grown(run, batch, found[i], i, scale) for i in pending}
-        ok, label = _judge(run, kind, batch, trial, pending, 1)
-        for j, i in enumerate(pending):
-            queries[i] += 1
-            if bool(ok[j, 0]):
-                out[i] = Verdict(True, int(label[j]))
+            if count >= agree:
+                rate = (count / repeats, repeats) if rated else (None, 0)
+                out[i] = Verdict(True, int(label[j]), *rate)
                 found[i].adversarial = trial[i].adversarial
                 found[i].margin = trial[i].margin
         pending = [i for i in pending if not out[i].ok]
