@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -92,7 +91,7 @@ def test_a_skipped_probe_could_not_have_won_on_a_linear_model(
     alone = GradientConfig(unspent_lr=0.0, unspent_polish=False, stretch_refine=False)
     state = search(alone)
     # the leftover spends what a skip leaves it, after the planned runs: never worse
-    leftover = search(dataclasses.replace(GradientConfig(), stretch_refine=False))
+    leftover = search(GradientConfig(stretch_refine=False))
     assert bool((leftover.queries <= 1000).all())
     assert bool((leftover.best_norm <= state.best_norm).all())
     exact = closed_form_flips(model, x, labels, DUAL[norm])
