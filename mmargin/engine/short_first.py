@@ -59,14 +59,16 @@ def first_config(steps: int, p: float, config: GradientConfig) -> GradientConfig
     at the same passes (±0.6 per sample). @500 (a first run of 47 steps): tune_cnn_fgsm_co
     0.9630 → 0.9649, tune_cnn_fgsm 0.8931 → 0.9094, tune_cnn_fgsm_short 0.9399 → 0.9431,
     tune_cnn_pgd 0.9898 (0.9891 / 0.9890) → 0.9894 (0.9885 / 0.9888), tune_cnn_bn 0.9900 →
-    0.9913, mnist_cnn 0.9969 → 0.9972, tune_mlp 0.9987 → 0.9989. 100 passes (one plain run)
-    bit-identical, 1000 (not a short plan) untouched (tune_cnn_bn @1000 bit-identical). The
-    first run alone @240 (without the probes) gained too: tune_cnn_fgsm_co 0.9177,
-    tune_cnn_fgsm 0.8242, tune_cnn_bn 0.9567, mnist_cnn 0.9781. Other factors (@240 / 250 /
-    260, a pool with them): 0.15 tune_cnn_fgsm_co 0.9272 / 0.9329 / 0.9379 (0.3: 0.9286 /
-    0.9358 / 0.9375), tune_cnn_fgsm 0.8140 / 0.8188 / 0.8334 (0.3: 0.8292 / 0.8336 /
-    0.8471); 0.5 gained more on both (0.9313 / 0.9364 / 0.9407, 0.8403 / 0.8360 / 0.8541)
-    but was not run on the clean models, where the plain run's 0.4 / 0.5 slipped back
+    0.9913, mnist_cnn 0.9969 → 0.9972, tune_mlp 0.9987 → 0.9989; @490 / 510 (a wider pool)
+    tune_cnn_fgsm_co 0.9581 / 0.9590 → 0.9583 / 0.9614, tune_cnn_fgsm 0.8734 / 0.8872 →
+    0.8859 / 0.9031. 100 passes (one plain run) bit-identical, 1000 (not a short plan)
+    untouched (tune_cnn_bn @1000 bit-identical). The first run alone @240 (without the
+    probes) gained too: tune_cnn_fgsm_co 0.9177, tune_cnn_fgsm 0.8242, tune_cnn_bn 0.9567,
+    mnist_cnn 0.9781. Other factors (@240 / 250 / 260, a pool with them): 0.15
+    tune_cnn_fgsm_co 0.9272 / 0.9329 / 0.9379 (0.3: 0.9286 / 0.9358 / 0.9375), tune_cnn_fgsm
+    0.8140 / 0.8188 / 0.8334 (0.3: 0.8292 / 0.8336 / 0.8471); 0.5 gained more on both
+    (0.9313 / 0.9364 / 0.9407, 0.8403 / 0.8360 / 0.8541) but was not run on the clean
+    models, where the plain run's 0.4 / 0.5 slipped back
     (:func:`mmargin.engine.gradient.plain_config`): 0.3 is the plain run's factor."""
     if p != 2.0 or config.short_first_gamma_l2 <= 0 or not is_short(steps, p, config):
         return config
