@@ -66,10 +66,14 @@ def first_config(steps: int, p: float, config: GradientConfig) -> GradientConfig
     probes) gained too: tune_cnn_fgsm_co 0.9177, tune_cnn_fgsm 0.8242, tune_cnn_bn 0.9567,
     mnist_cnn 0.9781. Other factors (@240 / 250 / 260, a pool with them): 0.15
     tune_cnn_fgsm_co 0.9272 / 0.9329 / 0.9379 (0.3: 0.9286 / 0.9358 / 0.9375), tune_cnn_fgsm
-    0.8140 / 0.8188 / 0.8334 (0.3: 0.8292 / 0.8336 / 0.8471); 0.5 gained more on both
-    (0.9313 / 0.9364 / 0.9407, 0.8403 / 0.8360 / 0.8541) but was not run on the clean
-    models, where the plain run's 0.4 / 0.5 slipped back
-    (:func:`mmargin.engine.gradient.plain_config`): 0.3 is the plain run's factor."""
+    0.8140 / 0.8188 / 0.8334 (0.3: 0.8292 / 0.8336 / 0.8471); 0.5 gained more on the robust
+    CNNs (0.9313 / 0.9364 / 0.9407, 0.8403 / 0.8360 / 0.8541; @500 tune_cnn_fgsm_co 0.9674
+    against 0.9624 in a wider pool) and on tune_cnn_pgd (0.9764 / 0.9762 / 0.9791), but lost
+    tune_cnn_bn @500 (0.9900 → 0.9894, first half 0.9885 → 0.9881; 0.3: 0.9912) and
+    tune_cnn_fgsm_short @500 (0.9408 against 0.9431 with 0.3; @240 / 260 0.9148 / 0.9071
+    against 0.9174 / 0.9118): 0.3, the plain run's factor
+    (:func:`mmargin.engine.gradient.plain_config`, where 0.4 / 0.5 slipped back on the clean
+    models), is kept."""
     if p != 2.0 or config.short_first_gamma_l2 <= 0 or not is_short(steps, p, config):
         return config
     return replace(config, gamma_init=config.short_first_gamma_l2)
