@@ -229,7 +229,7 @@ def test_absurd_short_plans_are_refused_naming_the_field(
 def test_the_plain_l2_run_starts_with_its_own_eps_factor(p: float) -> None:
     """Below the split an L2 search's one run shrinks ε by ``plain_gamma_l2`` at first, not
     by the split plan's ``gamma_init``; on L1 and L∞, and in split searches, the runs keep
-    ``gamma_init``."""
+    ``gamma_init`` (but a short L2 plan's first run: ``tests/test_short_first.py``)."""
     model, x, labels = _linear(5, 12, 4)
     distance = lp({2.0: "l2", 1.0: "l1", math.inf: "linf"}[p])
     config = GradientConfig()
@@ -251,4 +251,7 @@ def test_the_plain_l2_run_starts_with_its_own_eps_factor(p: float) -> None:
             gradient.gradient_search(problem, passes, config, streams, 4)
         plain = p == 2.0 and passes < 2 * split_steps(p, config)
         want = config.plain_gamma_l2 if plain else config.gamma_init
+        if p == 2.0 and not plain:  # the short L2 plan's first run (.short_first)
+            assert seen[0] == config.short_first_gamma_l2, (p, passes, seen)
+            seen = seen[1:]
         assert seen and all(g == want for g in seen), (p, passes, seen)

@@ -41,6 +41,7 @@ from mmargin.engine.passes import (
     won_probes,
 )
 from mmargin.engine.problem import Problem
+from mmargin.engine.short_first import first_config
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
@@ -297,6 +298,8 @@ def _class_aware(
         against = only = lengths = None
         length = leg.steps
         run_config = config
+        if leg.kind == "first":  # a short L2 plan's shrinks ε faster (.short_first)
+            run_config = first_config(steps, distance.p, config)
         if leg.kind == "second":  # every row on the L1 start (.passes.second_first)
             run_config = replace(config, l1_slow_after=0)
         if leg.kind == "probe":

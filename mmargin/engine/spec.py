@@ -125,7 +125,9 @@ class GradientConfig:
     (on L2 ``split_min_l2``, on L1 ``split_min_l1``, if larger) is one plain run, nothing
     ranked (on L2 its ε factor starts at ``plain_gamma_l2`` instead of ``gamma_init``:
     :func:`mmargin.engine.gradient.plain_config`); an L2 search of fewer than
-    ``short_steps`` steps gives ``short_lagrangian`` of
+    ``short_steps`` steps starts its first ε-ball run's ε factor at
+    ``short_first_gamma_l2`` (0: ``gamma_init``; :func:`mmargin.engine.short_first.first_config`),
+    gives ``short_lagrangian`` of
     them to the Lagrangian run (first step ``short_lagrangian_lr``, else 0.1; a sample
     still without a flip after ``hasten_after`` of its steps has its RMSProp statistic
     multiplied by ``short_hasten`` per step until it flips, 1 = off:
@@ -189,6 +191,7 @@ class GradientConfig:
     split_min_l2: int = 75
     split_min_l1: int = 75
     plain_gamma_l2: float = 0.3
+    short_first_gamma_l2: float = 0.3
     short_steps: int = 400
     short_lagrangian: float = 0.5
     short_lagrangian_lr: float = 0.1
@@ -222,7 +225,8 @@ class GradientConfig:
         for name in ("alpha_init", "alpha_final", "alpha_init_l1", "alpha_refine_l1"):
             check_float("gradient", name, getattr(self, name), 0.0, 100.0)
         for name in ("gamma_init", "gamma_final", "gamma_init_l1", "plain_gamma_l2", "rtol",
-                     "leg_rtol", "leg_window", "l1_slow_kept", "l1_extend_kept"):  # fmt: skip
+                     "leg_rtol", "leg_window", "l1_slow_kept", "l1_extend_kept",
+                     "short_first_gamma_l2"):  # fmt: skip
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
         check_int("gradient", "l1_slow_after", self.l1_slow_after, 0, MAX_BUDGET)

@@ -1,0 +1,79 @@
+"""The first ε-ball run of a short L2 search (:func:`mmargin.engine.passes.is_short`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mmargin.engine.passes import is_short
+from mmargin.engine.spec import GradientConfig
+
+__all__ = ["first_config"]
+
+
+def first_config(steps: int, p: float, config: GradientConfig) -> GradientConfig:
+    """The configuration of the first ε-ball run of an untargeted class-aware search of
+    ``steps`` steps on the Lp distance ``p``: in a short L2 plan
+    (:func:`~mmargin.engine.passes.is_short`: ~165–799 passes) its ε factor starts at
+    ``config.short_first_gamma_l2`` (0: off) instead of ``gamma_init``, as the one plain
+    run below the split does (``plain_gamma_l2``,
+    :func:`mmargin.engine.gradient.plain_config`); otherwise ``config`` itself.
+
+    Where a 250-pass L2 search loses (session 18, main at 43ca597, images 0–199, pooled
+    with ALMA, DDN, FMN and main's runs at 100–1000 passes): not in convergence. Sixty
+    more refinement steps from the final flip moved tune_cnn_fgsm_co 0.9238 → 0.9318 and
+    tune_cnn_fgsm 0.8175 → 0.8328 (a warm Lagrangian run instead: 0.9269 / 0.8380), and
+    the samples furthest from the pool (over 1.1×) hardly at all (co 1.160 → 1.143, fgsm
+    1.187 → 1.175 as geometric means): they sit in another basin, in 24 of co's 41 such
+    samples of another class than ALMA's 1000-pass flip (the 250-pass search's final class
+    is ALMA's in 70 % of the samples on both CNNs; its first ε-ball run's class in 72–73 %,
+    its Lagrangian run's in 62–66 %). The basins the search misses are those of a plain
+    ε-ball run: the per-sample minimum of the 250-pass and the 100-pass search (one plain
+    run of ~42 steps, ε factor from 0.3) scores co 0.9492 and fgsm 0.8782 against 0.9238
+    / 0.8175, where the 250-pass search's own first run (22 steps, ε factor from 0.05:
+    it hardly shrinks before it ends) scores 0.527 / 0.390 alone and beats the Lagrangian
+    run on 43 / 83 of 200 samples.
+
+    Measured (L2, images 0–199, one pool per model of ALMA, DDN, FMN, main's runs and
+    every run of the session; all (halves 0–99 / 100–199)), ε factor 0.05 → 0.3 for the
+    first run alone, @250 / 260 (@240 with :func:`~mmargin.engine.passes.floor_probes`,
+    whose two probes it gains with):
+
+    - tune_cnn_fgsm_co (the evaluation CNN's analogue: its FGSM training broke down) 0.9225
+      (0.9234 / 0.8992) → 0.9362 (0.9384 / 0.9152), 0.9212 → 0.9379; @240 0.9080 →
+      0.9290 (ALMA at 1000 passes: 0.9307),
+    - tune_cnn_fgsm 0.8153 (0.8296 / 0.7687) → 0.8348 (0.8340 / 0.8068), 0.8310 → 0.8483;
+      @240 0.8089 → 0.8303,
+    - tune_cnn_fgsm_short 0.9028 (0.9169 / 0.8595) → 0.9036 (0.9086 / 0.8712), 0.9127
+      (0.9154 / 0.8844) → 0.9118 (0.9136 / 0.8839); @240 0.9146 → 0.9175, @245 / 255 0.9061
+      / 0.9129 → 0.9026 / 0.9106 (mean of the five 0.9098 → 0.9092: no gain there, within
+      the plan's chaos),
+    - tune_cnn_pgd 0.9723 (0.9748 / 0.9595) → 0.9756 (0.9746 / 0.9700), 0.9726 → 0.9777;
+      @240 0.9425 → 0.9759,
+    - tune_cnn_bn 0.9788 (0.9765 / 0.9773) → 0.9802 (0.9767 / 0.9798), 0.9792 → 0.9809;
+      @240 0.9558 → 0.9783,
+    - mnist_cnn 0.9930 (0.9932 / 0.9903) → 0.9943 (0.9951 / 0.9912), 0.9932 (0.9940 /
+      0.9907) → 0.9938 (0.9959 / 0.9900); @240 0.9775 → 0.9932,
+    - tune_mlp 0.9962 (0.9962 / 0.9947) → 0.9969 (0.9975 / 0.9947), 0.9966 → 0.9974; @240
+      0.9749 → 0.9961,
+
+    at the same passes (±0.6 per sample). @500 (a first run of 47 steps): tune_cnn_fgsm_co
+    0.9630 → 0.9649, tune_cnn_fgsm 0.8931 → 0.9094, tune_cnn_fgsm_short 0.9399 → 0.9431,
+    tune_cnn_pgd 0.9898 (0.9891 / 0.9890) → 0.9894 (0.9885 / 0.9888), tune_cnn_bn 0.9900 →
+    0.9913, mnist_cnn 0.9969 → 0.9972, tune_mlp 0.9987 → 0.9989; @490 / 510 (a wider pool)
+    tune_cnn_fgsm_co 0.9581 / 0.9590 → 0.9583 / 0.9614, tune_cnn_fgsm 0.8734 / 0.8872 →
+    0.8859 / 0.9031. 100 passes (one plain run) bit-identical, 1000 (not a short plan)
+    untouched (tune_cnn_bn @1000 bit-identical). The first run alone @240 (without the
+    probes) gained too: tune_cnn_fgsm_co 0.9177, tune_cnn_fgsm 0.8242, tune_cnn_bn 0.9567,
+    mnist_cnn 0.9781. Other factors (@240 / 250 / 260, a pool with them): 0.15
+    tune_cnn_fgsm_co 0.9272 / 0.9329 / 0.9379 (0.3: 0.9286 / 0.9358 / 0.9375), tune_cnn_fgsm
+    0.8140 / 0.8188 / 0.8334 (0.3: 0.8292 / 0.8336 / 0.8471); 0.5 gained more on the robust
+    CNNs (0.9313 / 0.9364 / 0.9407, 0.8403 / 0.8360 / 0.8541; @500 tune_cnn_fgsm_co 0.9674
+    against 0.9624 in a wider pool) and on tune_cnn_pgd (0.9764 / 0.9762 / 0.9791), but lost
+    tune_cnn_bn @500 (0.9900 → 0.9894, first half 0.9885 → 0.9881; 0.3: 0.9912) and
+    tune_cnn_fgsm_short @500 (0.9408 against 0.9431 with 0.3; @240 / 260 0.9148 / 0.9071
+    against 0.9174 / 0.9118): 0.3, the plain run's factor
+    (:func:`mmargin.engine.gradient.plain_config`, where 0.4 / 0.5 slipped back on the clean
+    models), is kept."""
+    if p != 2.0 or config.short_first_gamma_l2 <= 0 or not is_short(steps, p, config):
+        return config
+    return replace(config, gamma_init=config.short_first_gamma_l2)
