@@ -166,7 +166,9 @@ def second_forks(second: int, config: GradientConfig) -> tuple[tuple[int, ...], 
     0.9435 (0.9443 / 0.9249) / 0.9330 (0.9274 / 0.9222) / 0.9440 (0.9535 / 0.9141), mean
     0.9402, 983 / 993 / 1003 passes; tune_cnn_fgsm_co (a pool with both) 0.9749 / 0.9717
     / 0.9690 → one tail 0.9762 / 0.9729 / 0.9730 → two 0.9777 / 0.9751 / 0.9759 (each half
-    up), 975–995 passes. Not the default: on the evaluation CNN trained like these, the
+    up), 975–995 passes; on the clean CNNs it moved nothing (tune_cnn_bn mean 0.9929 →
+    0.9931 → 0.9930, mnist_cnn 0.9967 → 0.9968 → 0.9967, @1000 0.9972 → 0.9967 → 0.9966),
+    977–997 passes. Not the default: on the evaluation CNN trained like these, the
     paired time at 1000 passes was 0.83× ALMA's at 887 passes per sample (session 15), and
     ~10 % more passes would take it to about the 0.9 the issue allows; one tail costs ~5 %
     (tune_cnn_fgsm, 100 images, process CPU time of three alternating pairs, off → on:
