@@ -28,9 +28,10 @@ from mmargin.engine.lagrangian_plan import (
     lagrangian_lr,
     lagrangian_slot,
     lagrangian_steps,
+    second_forks,
     second_steps,
 )
-from mmargin.engine.leftover import spend_unspent
+from mmargin.engine.leftover import spend_unspent, unspent_steps
 from mmargin.engine.legstop import LegStop, first_mark, out_of_reach
 from mmargin.engine.passes import (
     next_class,
@@ -251,7 +252,9 @@ def _class_aware(
     :func:`~mmargin.engine.passes.second_first`), on L2 a Lagrangian run (from the clean
     input: after the first run only so that samples without usable gradients are known
     and skipped; outside the short plan a second one after it,
-    :func:`~mmargin.engine.lagrangian_plan.second_steps`), the class
+    :func:`~mmargin.engine.lagrangian_plan.second_steps`, which forks off converging tails
+    whose steps the last refinement gives back where the probes left none unspent,
+    :func:`~mmargin.engine.lagrangian_plan.second_forks`), the class
     probes, on L1 a Lagrangian run from the best flip, and refinements warm-started from
     the best flip toward its class (:func:`~mmargin.engine.lagrangian_plan.lagrangian_slot`).
     Untargeted searches only (their goal reads no targets). ``reach``: the first-order
@@ -291,6 +294,8 @@ def _class_aware(
     first_leg = next((leg.steps for leg in plan if leg.kind == "first"), 0)
     extend = extended_steps(distance.p, config, lagrange, first_leg)
     annealing = None  # the rows that did (they skip the Lagrangian run)
+    forks, tail = second_forks(second, config) if second else ((), 0)
+    forked = bool(forks)
     for n, leg in enumerate(plan):
         if leg.steps < 1:
             continue
@@ -332,6 +337,12 @@ def _class_aware(
                 if extra is not None:
                     lengths = leg.steps + extra
                     length = int(lengths.max())
+            if n == last_refine and forked:  # the forks' steps: out of the budget's end
+                cap = unspent_steps(steps, before, state).clamp(min=0)
+                mine = torch.full_like(cap, leg.steps) if lengths is None else lengths
+                if bool((cap < mine).any()):
+                    lengths = torch.minimum(mine, cap)
+                    length = int(lengths.max())
         last = n == len(plan) - 1
         # (watched over the planned run's last steps: those of most samples)
         late = Late.over(leg.steps, state) if last else None
@@ -357,7 +368,7 @@ def _class_aware(
                            only=None if annealing is None else ~annealing)  # fmt: skip
             if second:  # a second basin: from the clean input, another first step
                 lagrangian_run(problem, second, state, lr_init=config.lagrangian_second_lr,
-                               hasten=hasten)  # fmt: skip
+                               hasten=hasten, forks=forks, fork_steps=tail)  # fmt: skip
             if drop:
                 won = state.best_norm < prior
     # the steps the probes' early exits left unspent: L2 a second Lagrangian run, L1 the

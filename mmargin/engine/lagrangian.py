@@ -110,6 +110,17 @@ def decay(steps: int, clean: bool) -> float:
     return float(LR_REDUCTION ** (steps / HORIZON))
 
 
+def _order(steps: int, forks: tuple[int, ...], fork_steps: int) -> list[tuple[int, int]]:
+    """The run's steps in order, ``(k, -1)`` for step ``k`` of the run itself and ``(k, j)``
+    for step ``j`` of the tail forked off before step ``k`` (``k`` in ``forks``)."""
+    out: list[tuple[int, int]] = []
+    for k in range(steps):
+        if k in forks and fork_steps > 0:
+            out.extend((k, j) for j in range(fork_steps))
+        out.append((k, -1))
+    return out
+
+
 def _p2(c: Tensor, rho: Tensor, mu: Tensor) -> Tensor:
     """The P2 penalty-Lagrangian function of the constraint value ``c`` (≤ 0 wanted)."""
     above = mu * c + mu * rho * c**2 + rho**2 * c**3 / 6
@@ -169,6 +180,8 @@ def lagrangian_run(
     lr_init: float = LR_INIT,
     lengths: Tensor | None = None,
     hasten: tuple[int, float] | None = None,
+    forks: tuple[int, ...] = (),
+    fork_steps: int = 0,
 ) -> None:
     """Spend ``steps`` steps (2 passes each) per searching sample, recording every flip in
     ``state``. ``against``: drive the pairwise loss toward these classes instead of the
@@ -182,7 +195,13 @@ def lagrangian_run(
     ``(after, factor)``, from step ``after`` (0-based) on, each sample that has not flipped
     yet has its RMSProp statistic multiplied by ``factor`` per step
     (:func:`~mmargin.engine.lagrangian_plan.lagrangian_hasten`); a sample's own flips
-    decide, so it runs as it would alone."""
+    decide, so it runs as it would alone. ``forks``: before each of these steps (0-based)
+    the run forks off a tail of ``fork_steps`` steps, run on a copy of its iterate and
+    statistics, whose step size falls geometrically from the run's own there to
+    :data:`LR_REDUCTION` of its first, recording its flips; the run then goes on from where
+    it forked, bit for bit as without the fork (a tail is another converged draw of the
+    run's walk: :func:`~mmargin.engine.lagrangian_plan.second_forks`); every fork step
+    costs 2 passes. Not with ``lengths``."""
     x, space, distance = problem.x, problem.space, problem.distance
     rows = state.searching(only)
     if rows.numel() == 0 or steps < 1:
@@ -218,7 +237,11 @@ def lagrangian_run(
     host = x.device.type == "cpu"  # reading a value back costs nothing
     spent = 0  # steps every row of ``rows`` took that ``state.queries`` has not counted yet
     try:
-        for k in range(steps):
+        saved: tuple[Tensor, ...] | None = None
+        for k, j in _order(steps, forks if own is None else (), fork_steps):
+            if j == 0:  # a fork: its own copy of the run, given back after its tail
+                saved = (delta.clone(), square.clone(), moment.clone(), mu, rho, found.clone(),
+                         first.clone(), previous)  # fmt: skip
             # some samples' own steps are done: they leave the batch (.ownsteps)
             if own is not None and (keep := running(own, k)) is not None:
                 if not bool(keep.any()):
@@ -241,7 +264,7 @@ def lagrangian_run(
             spent += 1  # counted in ``state.queries`` when the rows change or the run ends
             if k > 0:
                 mu = torch.lerp(mu, _p2_slope(c.detach(), rho, mu), 1 - AVERAGE).clamp(1e-6, 1e12)
-            if k > 0 and (k + 1) % CHECK == 0:
+            if k > 0 and (k + 1) % CHECK == 0 and j < 0:
                 rho = torch.where(found | (c.detach() < IMPROVE * previous), rho, GROW * rho)
                 previous = c.detach()
             elif k == 0:
@@ -282,6 +305,9 @@ def lagrangian_run(
             # the tail: down to LR_REDUCTION by the end (a factor 1 where already there)
             if isinstance(reduction, Tensor) or reduction > LR_REDUCTION:
                 step = step * (LR_REDUCTION / reduction) ** ((t - (1 - TAIL)).clamp(min=0) / TAIL)
+            if j >= 0:  # a fork's tail: from the run's step size down to LR_REDUCTION of lr
+                share = (j + 1) / fork_steps
+                step = step ** (1 - share) * (lr * LR_REDUCTION) ** share
             square.mul_(AVERAGE).addcmul_(grad, grad, value=1 - AVERAGE)
             if hasten is not None and k >= hasten[0] and (not host or not bool(found.all())):
                 # no flip yet: the warm-up statistic shrinks, so the sample's steps grow (a
@@ -296,5 +322,8 @@ def lagrangian_run(
                 cut = scaled * weights / root
                 delta = (delta.abs() - cut).clamp_(min=0).mul_(delta.sign())
             delta = space.project(xi, delta)
+            if j == fork_steps - 1 and saved is not None:  # back to the run where it forked
+                delta, square, moment, mu, rho, found, first, previous = saved
+                saved = None
     finally:
         state.queries[rows] += 2 * spent

@@ -116,7 +116,9 @@ class GradientConfig:
     them to a second one right after it, also from the clean input, with first step
     ``lagrangian_second_lr`` (it settles in other basins; in both, a sample still without a
     flip after ``hasten_after`` steps has its RMSProp statistic multiplied by
-    ``long_hasten`` per step until it flips, 1 = off); on L1 ``lagrangian_l1`` of them
+    ``long_hasten`` per step until it flips, 1 = off; the second forks off
+    ``second_forks`` converging tails, their steps out of the budget's end:
+    :func:`mmargin.engine.lagrangian_plan.second_forks`); on L1 ``lagrangian_l1`` of them
     (a sparse, proximal run from the best flip after the probes; on L∞ / L0 none). Then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
     ``probe_share``, and ``restarts`` refinements of the best flip share what is left.
@@ -211,6 +213,7 @@ class GradientConfig:
     lagrangian: float = 0.25
     lagrangian_second: float = 0.25
     lagrangian_second_lr: float = 0.5
+    second_forks: int = 1
     lagrangian_l1: float = 0.15
     unspent_lr: float = 0.2
     unspent_polish: bool = True
@@ -251,6 +254,7 @@ class GradientConfig:
         check_float("gradient", "lagrangian", self.lagrangian, 0.0, 0.9)
         check_float("gradient", "lagrangian_second", self.lagrangian_second, 0.0, 0.9)
         check_float("gradient", "lagrangian_second_lr", self.lagrangian_second_lr, 1e-6, 10.0)
+        check_int("gradient", "second_forks", self.second_forks, 0, 8)
         check_float("gradient", "lagrangian_l1", self.lagrangian_l1, 0.0, 0.9)
         if self.lagrangian + self.lagrangian_second > 0.9:
             raise ValueError("gradient: lagrangian + lagrangian_second must be <= 0.9")
