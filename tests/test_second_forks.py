@@ -21,8 +21,10 @@ from mmargin.spaces import box
 def test_the_forks_sit_before_the_runs_last_tails() -> None:
     second = second_steps(495, 2.0, GradientConfig())
     assert second_forks(second, GradientConfig(second_forks=0)) == ((), 0)
-    assert second_forks(second, GradientConfig()) == ((second - int(second * TAIL) - 1,),
-                                                      int(second * TAIL))  # fmt: skip
+    assert second_forks(second, GradientConfig()) == ((), 0)  # off by default
+    one = GradientConfig(second_forks=1)
+    assert second_forks(second, one) == ((second - int(second * TAIL) - 1,),
+                                         int(second * TAIL))  # fmt: skip
     forks, tail = second_forks(second, GradientConfig(second_forks=2))
     assert tail == int(second * TAIL)
     assert forks == (second - tail - 1, second - 2 * tail - 2)

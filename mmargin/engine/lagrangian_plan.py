@@ -172,7 +172,14 @@ def second_forks(second: int, config: GradientConfig) -> tuple[tuple[int, ...], 
     paired time at 1000 passes was 0.83× ALMA's at 887 passes per sample (session 15), and
     ~10 % more passes would take it to about the 0.9 the issue allows; one tail costs ~5 %
     (tune_cnn_fgsm, 100 images, process CPU time of three alternating pairs, off → on:
-    median 1.02×, 906 → 954 passes, on a loaded machine)."""
+    median 1.02×, 906 → 954 passes, on a loaded machine).
+
+    Off by default (``second_forks`` 0) since the evaluation run: one tail took the
+    evaluation FGSM CNN's L2 @1000 from 0.9549 to 0.9589 (batch-norm CNN 0.9932 → 0.9938,
+    MLP 0.9986 level; 100 images, one pool with the stored runs), but at 935 passes per
+    sample instead of 887 its paired time rose from 0.83× to 0.92× ALMA (main run: process
+    CPU 12.1 → 13.5 s, ALMA 12.3 → 12.8 s under the same load), past the 0.9 the issue
+    allows: a gain that meets no target, for one that it loses."""
     tail = int(second * TAIL)
     if config.second_forks < 1 or tail < MIN_STEPS:
         return (), 0

@@ -116,8 +116,8 @@ class GradientConfig:
     them to a second one right after it, also from the clean input, with first step
     ``lagrangian_second_lr`` (it settles in other basins; in both, a sample still without a
     flip after ``hasten_after`` steps has its RMSProp statistic multiplied by
-    ``long_hasten`` per step until it flips, 1 = off; the second forks off
-    ``second_forks`` converging tails, their steps out of the budget's end:
+    ``long_hasten`` per step until it flips, 1 = off; the second may fork off
+    ``second_forks`` converging tails (0: off, the default), their steps out of the budget's end:
     :func:`mmargin.engine.lagrangian_plan.second_forks`); on L1 ``lagrangian_l1`` of them
     (a sparse, proximal run from the best flip after the probes; on L∞ / L0 none). Then the
     first ε-ball run gets ``first_share`` of the rest, each of ``probes`` class probes
@@ -213,7 +213,7 @@ class GradientConfig:
     lagrangian: float = 0.25
     lagrangian_second: float = 0.25
     lagrangian_second_lr: float = 0.5
-    second_forks: int = 1
+    second_forks: int = 0
     lagrangian_l1: float = 0.15
     unspent_lr: float = 0.2
     unspent_polish: bool = True
