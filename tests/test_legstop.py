@@ -90,8 +90,12 @@ DUAL = {"l2": 2.0, "linf": 1.0, "l1": INF}
 """Each distance's dual norm, for the closed-form flips (:func:`engine_fakes.exact_flip`)."""
 
 
-KEEP = {"unspent_lr": 0.0, "unspent_polish": False, "stretch_refine": False,
-        "short_first_gamma_l2": 0.0}
+KEEP = {
+    "unspent_lr": 0.0,
+    "unspent_polish": False,
+    "stretch_refine": False,
+    "short_first_gamma_l2": 0.0,
+}
 """The exits alone: the steps they leave unspent stay unspent (.leftover spends them; on
 L∞ the last refinement takes them, .stretch). The short L2 plan's first run keeps the ε
 factor it had before session 18 (.short_first): with 0.3 it ends a little short of the

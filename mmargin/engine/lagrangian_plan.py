@@ -178,11 +178,10 @@ def second_forks(second: int, config: GradientConfig) -> tuple[tuple[int, ...], 
     evaluation FGSM CNN's L2 @1000 from 0.9549 to 0.9589 (batch-norm CNN 0.9932 → 0.9938,
     MLP 0.9986 level; 100 images, one pool with the stored runs) at 935 passes per sample
     instead of 887 (process CPU of the main run 13.5 s against 12.8 s without it under the
-    same load, 12.1 s idle in session 15). That CNN's paired time, 0.83× ALMA idle in
-    session 15, would rise to ~0.87–0.89× by that cost, at the edge of the 0.9 the issue
-    allows and not measurable idle in session 18 (loaded, the paired ratio read 0.92× with
-    the tail and 0.94× without it, pairs 0.86–1.15): a gain that meets no target, for one
-    it may lose."""
+    same load, 12.1 s idle in session 15). That CNN's paired time without the tail, 0.83×
+    ALMA idle in session 15, read 0.94× idle in session 18 (loaded, 0.92× with the tail
+    and 0.94× without it): already at the 0.9 the issue allows, and the tail's ~5 % would
+    move it the wrong way, for a quality gain that meets no target."""
     tail = int(second * TAIL)
     if config.second_forks < 1 or tail < MIN_STEPS:
         return (), 0
