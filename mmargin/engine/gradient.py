@@ -295,7 +295,6 @@ def _class_aware(
     extend = extended_steps(distance.p, config, lagrange, first_leg)
     annealing = None  # the rows that did (they skip the Lagrangian run)
     forks, tail = second_forks(second, config) if second else ((), 0)
-    forked = bool(forks)
     for n, leg in enumerate(plan):
         if leg.steps < 1:
             continue
@@ -337,7 +336,7 @@ def _class_aware(
                 if extra is not None:
                     lengths = leg.steps + extra
                     length = int(lengths.max())
-            if n == last_refine and forked:  # the forks' steps: out of the budget's end
+            if n == last_refine and forks:  # the forks' steps: out of the budget's end
                 cap = unspent_steps(steps, before, state).clamp(min=0)
                 mine = torch.full_like(cap, leg.steps) if lengths is None else lengths
                 if bool((cap < mine).any()):

@@ -74,6 +74,6 @@ def first_config(steps: int, p: float, config: GradientConfig) -> GradientConfig
     against 0.9174 / 0.9118): 0.3, the plain run's factor
     (:func:`mmargin.engine.gradient.plain_config`, where 0.4 / 0.5 slipped back on the clean
     models), is kept."""
-    if p != 2.0 or config.short_first_gamma_l2 <= 0 or not is_short(steps, p, config):
+    if config.short_first_gamma_l2 <= 0 or not is_short(steps, p, config):  # L2 only
         return config
     return replace(config, gamma_init=config.short_first_gamma_l2)
