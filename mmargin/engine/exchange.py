@@ -126,13 +126,22 @@ from torch import Tensor
 
 from mmargin.engine.lagrangian_plan import lagrangian_steps, second_steps
 from mmargin.engine.passes import probe_classes, search_legs, toward
-from mmargin.engine.polish import OVERSHOOT, knapsack, linearise, room
+from mmargin.engine.polish import OVERSHOOT, POLISH_MIN_STEPS, knapsack, linearise, room
 from mmargin.engine.problem import Problem
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState
 from mmargin.protocols import ModelAdapter, Space
 
-__all__ = ["CHOICES", "KINDS", "RESERVE", "ROUND", "exchange_run", "reserved_steps", "rounds_paid"]
+__all__ = [
+    "CHOICES",
+    "KINDS",
+    "RESERVE",
+    "ROUND",
+    "exchange_run",
+    "reserved_steps",
+    "rounds_paid",
+    "sparse_reserve",
+]
 
 ROUND = 6
 """Steps of one walk: its first linearisation and five knapsack steps (with four,
@@ -149,6 +158,10 @@ RESERVE = sum(COSTS)
 """Steps a long L1 search keeps for the exchange out of its last refinement
 (:func:`reserved_steps`)."""
 
+SPARSE_RESERVE = COST["next"] + RESERVE + POLISH_MIN_STEPS
+"""Steps a sparse flip's sample has for the exchange (:func:`sparse_reserve`): the ``next``
+round, the four rounds of :data:`KINDS` and the polish's fewest after them."""
+
 
 def reserved_steps(steps: int, p: float, config: GradientConfig) -> int:
     """Steps an untargeted class-aware search of ``steps`` steps on the Lp distance ``p``
@@ -164,6 +177,33 @@ def reserved_steps(steps: int, p: float, config: GradientConfig) -> int:
     plan = search_legs(steps, p, config, lagrange + second)
     long = bool(plan) and plan[-1].kind == "refine" and plan[-1].steps >= 4 * RESERVE
     return RESERVE if long else 0
+
+
+def sparse_reserve(
+    leg_steps: int, p: float, config: GradientConfig, state: SearchState, labels: Tensor,
+    unspent: Tensor,
+) -> Tensor | None:
+    """Per sample, the steps an L1 search's last refinement (of ``leg_steps`` steps) keeps
+    for the exchange: :data:`RESERVE` for a sample whose best flip moves at most
+    ``config.exchange_sparse`` coordinates (0: off), where the refinement is at least
+    three times that long; ``None`` where no sample keeps any."""
+    if p != 1.0 or config.exchange_sparse <= 0 or not config.unspent_polish:
+        return None
+    if leg_steps < 2 * SPARSE_RESERVE or reserved_steps_config(config):
+        return None
+    support = (state.best_delta.flatten(1) != 0).sum(dim=1)
+    sparse = state.flipped_away(labels, None) & (support <= config.exchange_sparse)
+    if __import__("os").environ.get("MM_XDBG"): print("FIRE", leg_steps, int(sparse.sum()), support.numel(), sorted(support.tolist())[:: max(1, support.numel() // 10)], file=__import__("sys").stderr)
+    if not bool(sparse.any()):
+        return None
+    need = (SPARSE_RESERVE - unspent).clamp(min=0)
+    keep = torch.where(sparse, need, torch.zeros_like(need))
+    return keep if bool(keep.any()) else None
+
+
+def reserved_steps_config(config: GradientConfig) -> bool:
+    """Whether the whole-search reserve (``exchange_reserve``) is on."""
+    return config.unspent_polish and config.exchange_reserve
 
 
 def rounds_paid(lengths: Tensor, kinds: tuple[str, ...] = KINDS) -> Tensor:

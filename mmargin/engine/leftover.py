@@ -175,6 +175,7 @@ def _left(steps: int, before: Tensor, state: SearchState) -> Tensor:
 def spend_unspent(
     problem: Problem, steps: int, before: Tensor, state: SearchState, config: GradientConfig,
     ranked: Tensor | None = None, untried: Tensor | None = None,
+    reserved: Tensor | None = None,
 ) -> None:  # fmt: skip
     """Give each sample that has a flip its unspent steps (:func:`unspent_steps`): on L2
     (``config.unspent_lr`` > 0, at least :data:`SECOND_MIN_STEPS` left) a Lagrangian run
@@ -225,11 +226,24 @@ def spend_unspent(
                          only=ready)  # fmt: skip
             left = _left(steps, before, state).clamp(max=POLISH_MAX_STEPS)
             ready &= left >= 1
+        pre = None if first or reserved is None else ready & reserved
+        if pre is not None:
+            # the samples whose sparse flip kept steps for the exchange: its rounds first
+            exchange_run(problem, state, weights, _left(steps, before, state) - POLISH_MIN_STEPS,
+                         ranked, only=pre)  # fmt: skip
+            left = _left(steps, before, state).clamp(max=POLISH_MAX_STEPS)
+            ready &= ~pre | (left >= 1)
         if bool(ready.any()):
             polish_run(problem, int(left[ready].max()), state, weights, only=ready,
                        lengths=left)  # fmt: skip
-        exchange_run(problem, state, weights, _left(steps, before, state), ranked, only=ready,
-                     kinds=("keep",) if first else (*KINDS, "keep"))  # fmt: skip
+        if pre is None:
+            exchange_run(problem, state, weights, _left(steps, before, state), ranked,
+                         only=ready, kinds=("keep",) if first else (*KINDS, "keep"))  # fmt: skip
+        else:
+            exchange_run(problem, state, weights, _left(steps, before, state), ranked,
+                         only=ready & ~pre, kinds=(*KINDS, "keep"))  # fmt: skip
+            exchange_run(problem, state, weights, _left(steps, before, state), ranked,
+                         only=ready & pre, kinds=("keep",))  # fmt: skip
         return
     if second:
         lagrangian_run(problem, longest, state, only=ready, lr_init=config.unspent_lr,

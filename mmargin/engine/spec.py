@@ -219,6 +219,7 @@ class GradientConfig:
     unspent_polish: bool = True
     unspent_refine: bool = False
     exchange_reserve: bool = False
+    exchange_sparse: int = int(__import__("os").environ.get("MM_XSPARSE", "0"))
     next_class: bool = True
     stretch_refine: bool = True
     stretch_below: float = 0.9
