@@ -58,7 +58,10 @@ the polish left. With ``GradientConfig.exchange_reserve`` (off by default: it co
 FGSM-short robust CNN, see the exchange's module) a long L1 search
 (:func:`~mmargin.engine.exchange.reserved_steps`: 1000 passes on 10 classes) keeps its
 four rounds' steps out of its last refinement and runs them first, then the polish, then
-the exchange's ``keep`` round on what is left.
+the exchange's ``keep`` round on what is left. With ``GradientConfig.exchange_sparse`` (4 by default)
+a sample whose flip moves few coordinates tops its unspent steps up to the rounds' (out of
+its last refinement, :func:`~mmargin.engine.exchange.sparse_reserve`) and runs them the
+same way: ``next``, the four rounds, the polish on its fewest steps, ``keep``.
 
 On L∞ (``GradientConfig.unspent_refine``, off by default) the unspent steps go to one more
 ε-ball refinement of the best flip, driving the pairwise loss toward the runner-up class:
