@@ -2,24 +2,23 @@
 ``GradientConfig.exchange_sparse``) against an exact oracle: on linear models the minimal
 L1 flip in the box is a fractional knapsack (closed form, here a linear program per
 class); a 500-pass search, whose probes run to their ends and leave no step for the
-polish and the exchange, ends above it where its flip is sparse, and with the reserve the
-exchange's knapsack walks reach it."""
+polish and the exchange, ends above it where its flip is sparse (seed 1: 1.0115 × the
+minimum), and with the reserve the exchange's knapsack walks reach it (1.0006 ×)."""
 
 from __future__ import annotations
 
 import math
 
+import engine_fakes as F  # the tests folder is on sys.path (conftest.py)
 import numpy as np
 import torch
 from scipy.optimize import linprog
 
-import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
+from mmargin.engine import minimal_flip
 from mmargin.engine.exchange import SPARSE_RESERVE, sparse_reserve
-from mmargin.engine.problem import Problem
-from mmargin.engine.spec import GradientConfig
+from mmargin.engine.spec import GradientConfig, SearchSpec
 from mmargin.engine.state import SearchState
-from mmargin.goals import Untargeted
 from mmargin.spaces import box
 
 
@@ -43,35 +42,37 @@ def _exact(model: torch.nn.Linear, x: np.ndarray, label: int) -> float:
 
 
 def _ratios(seed: int, sparse: int, budget: int = 500) -> np.ndarray:
-    """found / exact of a ``budget``-pass L1 search on 20 points of a random linear model
-    (32 inputs, half of them 0, 10 classes), the reserve for flips of at most ``sparse``
-    coordinates."""
+    """found / exact of a ``budget``-pass L1 search (the engine's, with its final line
+    search) on 20 points of a random float32 linear model (32 inputs, half of them 0, 10
+    classes), the reserve for flips of at most ``sparse`` coordinates."""
     gen = torch.Generator().manual_seed(seed)
-    model = torch.nn.Linear(32, 10).double()
+    model = torch.nn.Linear(32, 10)
     with torch.no_grad():
-        model.weight.copy_(torch.randn(10, 32, generator=gen, dtype=torch.float64))
-        model.bias.copy_(torch.randn(10, generator=gen, dtype=torch.float64))
+        model.weight.copy_(torch.randn(10, 32, generator=gen))
+        model.bias.copy_(torch.randn(10, generator=gen))
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, size=(20, 32))
     x[rng.uniform(size=x.shape) < 0.5] = 0.0
-    xt = torch.from_numpy(x)
+    x = x.astype(np.float32)
     with torch.no_grad():
-        labels = model(xt).argmax(dim=1)
-    problem = Problem(model, box(0.0, 1.0), lp("l1"), Untargeted(), xt, labels)
-    config = GradientConfig(exchange_sparse=sparse)
-    state = gradient.gradient_search(problem, budget, config, None, 10)  # type: ignore[arg-type]
-    assert bool((state.queries <= budget).all())
-    exact = np.array([_exact(model, x[i], int(labels[i])) for i in range(len(x))])
-    found = state.best_norm.numpy()
-    assert bool(np.all(found >= exact * (1 - 1e-9)))  # never below the minimum
+        labels = model(torch.from_numpy(x)).argmax(dim=1).numpy()
+    adapter, _ = F.torch_adapter(model)
+    spec = SearchSpec(budget=budget, gradient=GradientConfig(exchange_sparse=sparse))
+    out = minimal_flip(adapter, box(0.0, 1.0, sample_shape=(32,)), lp("l1"), x, labels,
+                       spec=spec)  # fmt: skip
+    assert all(r.queries <= budget for r in out)
+    found = np.array([r.margin for r in out])
+    exact = np.array([_exact(model, x[i].astype(np.float64), int(labels[i]))
+                      for i in range(len(x))])  # fmt: skip
+    assert bool(np.all(found >= exact * (1 - 1e-5)))  # never below the minimum
     return found / exact
 
 
 def test_sparse_flips_of_a_linear_model_reach_the_knapsack_minimum() -> None:
     without, with_ = _ratios(1, 0), _ratios(1, 4)
-    assert without.max() > 1.005  # no step left for the exchange: the refinement's flip
-    assert with_.max() < 1.002
-    assert np.median(with_) <= np.median(without) + 1e-6
+    assert without.max() > 1.01  # no step left for the exchange: the refinement's flip
+    assert with_.max() < 1.001
+    assert np.median(with_) < 1.0005
 
 
 def test_the_reserve_tops_up_the_unspent_steps_of_sparse_flips_only() -> None:
@@ -91,5 +92,5 @@ def test_the_reserve_tops_up_the_unspent_steps_of_sparse_flips_only() -> None:
     # too short a refinement, another distance, or the rule off: nothing kept
     assert sparse_reserve(2 * SPARSE_RESERVE - 1, 1.0, config, state, labels, unspent) is None
     assert sparse_reserve(2 * SPARSE_RESERVE, 2.0, config, state, labels, unspent) is None
-    assert sparse_reserve(2 * SPARSE_RESERVE, 1.0, GradientConfig(), state, labels,
-                          unspent) is None  # fmt: skip
+    off = GradientConfig(exchange_sparse=0)
+    assert sparse_reserve(2 * SPARSE_RESERVE, 1.0, off, state, labels, unspent) is None

@@ -58,8 +58,8 @@ the polish left. With ``GradientConfig.exchange_reserve`` (off by default: it co
 FGSM-short robust CNN, see the exchange's module) a long L1 search
 (:func:`~mmargin.engine.exchange.reserved_steps`: 1000 passes on 10 classes) keeps its
 four rounds' steps out of its last refinement and runs them first, then the polish, then
-the exchange's ``keep`` round on what is left. With ``GradientConfig.exchange_sparse`` (4 by default)
-a sample whose flip moves few coordinates tops its unspent steps up to the rounds' (out of
+the exchange's ``keep`` round on what is left. With ``GradientConfig.exchange_sparse`` (4 by
+default) a sample whose flip moves few coordinates tops its unspent steps up to the rounds' (out of
 its last refinement, :func:`~mmargin.engine.exchange.sparse_reserve`) and runs them the
 same way: ``next``, the four rounds, the polish on its fewest steps, ``keep``.
 

@@ -150,12 +150,13 @@ class GradientConfig:
     last refinement; with ``exchange_sparse`` > 0, a sample whose flip before the last
     refinement moves at most that many coordinates keeps what its unspent steps lack of the
     rounds' steps out of that refinement and runs the rounds before the polish,
-    :func:`mmargin.engine.exchange.sparse_reserve`; with ``next_class``, first a walk from the clean input toward the
-    nearest ranked class no probe drove toward; all in :mod:`mmargin.engine.leftover`); on L∞, with
-    ``next_class``, to a probe from the clean input toward that class, and with
-    ``unspent_refine`` (off by default), for the samples without such a class, to a second
-    refinement of the best flip toward the runner-up class (the nearest ranked class other
-    than the best flip's). With ``stretch_refine`` (the default; L∞ only) the steps the
+    :func:`mmargin.engine.exchange.sparse_reserve`; with ``next_class``, first a walk from
+    the clean input toward the nearest ranked class no probe drove toward; all in
+    :mod:`mmargin.engine.leftover`); on L∞, with ``next_class``, to a probe from the clean
+    input toward that class, and with ``unspent_refine`` (off by default), for the samples
+    without such a class, to a second refinement of the best flip toward the runner-up
+    class (the nearest ranked class other than the best flip's). With ``stretch_refine``
+    (the default; L∞ only) the steps the
     probes left unspent go first to the last refinement of the best flip instead, each
     sample for its own steps (:mod:`mmargin.engine.stretch`), for the samples whose best
     flip lies below ``stretch_below`` times the first-order distance of their nearest class
