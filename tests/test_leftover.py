@@ -175,12 +175,13 @@ def test_the_l1_polish_on_the_leftover_only_ever_improves_alinear_search(seed: i
     without it, none below the closed-form L1 minimum, all within the budget; and the
     samples that had steps left end within 1.001× of the closed form. With the exchange's
     reserve (``exchange_reserve``: its steps come out of the last refinement, so that run
-    is shorter, and it runs before the polish) no sample ends more than 0.1 % worse."""
+    is shorter, and it runs before the polish), or the sparse flips' (``exchange_sparse``,
+    the default), no sample ends more than 0.1 % worse."""
     model, x = random_linear(seed, 24, 6, 12)
     with torch.no_grad():
         exact = exact_flip(model, x, model(x).argmax(dim=1), dual=float("inf"))
-    off = linear_search(model, x, GradientConfig(unspent_polish=False), "l1")
-    on = linear_search(model, x, GradientConfig(), "l1")
+    off = linear_search(model, x, GradientConfig(unspent_polish=False, exchange_sparse=0), "l1")
+    on = linear_search(model, x, GradientConfig(exchange_sparse=0), "l1")
     left = 1000 - off.queries
     assert bool((left >= 2 * POLISH_MIN_STEPS).any())  # the polish has steps to spend
     assert bool((on.queries <= 1000).all())
@@ -190,10 +191,11 @@ def test_the_l1_polish_on_the_leftover_only_ever_improves_alinear_search(seed: i
     assert bool((on.best_norm[polished] <= exact[polished] * 1.001).all()), (on.best_norm / exact)[
         polished
     ].tolist()
-    kept = linear_search(model, x, GradientConfig(exchange_reserve=True), "l1")
-    assert bool((kept.queries <= 1000).all())
-    assert bool((kept.best_norm <= off.best_norm * 1.001).all())
-    assert bool((kept.best_norm >= exact * (1 - 1e-5)).all())
+    for config in (GradientConfig(exchange_reserve=True), GradientConfig()):
+        kept = linear_search(model, x, config, "l1")
+        assert bool((kept.queries <= 1000).all())
+        assert bool((kept.best_norm <= off.best_norm * 1.001).all())
+        assert bool((kept.best_norm >= exact * (1 - 1e-5)).all())
 
 
 def _l1_leftover_case() -> tuple[nn.Module, Tensor, Tensor, SearchState, Tensor]:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mmargin.engine.anneal import Extend
 from mmargin.engine.epsball import Late, epsball_run
-from mmargin.engine.exchange import reserved_steps
+from mmargin.engine.exchange import reserved_steps, sparse_reserve
 from mmargin.engine.lagrangian import lagrangian_run
 from mmargin.engine.lagrangian_plan import (
     extended_steps,
@@ -295,6 +295,7 @@ def _class_aware(
     extend = extended_steps(distance.p, config, lagrange, first_leg)
     annealing = None  # the rows that did (they skip the Lagrangian run)
     forks, tail = second_forks(second, config) if second else ((), 0)
+    reserved = None  # per sample, whether its last refinement kept steps for the exchange
     for n, leg in enumerate(plan):
         if leg.steps < 1:
             continue
@@ -342,6 +343,18 @@ def _class_aware(
                 if bool((cap < mine).any()):
                     lengths = torch.minimum(mine, cap)
                     length = int(lengths.max())
+            # L1: a sample whose flip is sparse keeps steps for the exchange (.exchange)
+            res = None
+            if n == last_refine:
+                planned = sum(other.steps for other in plan[:n] if other.steps >= 1)
+                spent = torch.div(state.queries - before, 2, rounding_mode="floor")
+                res = sparse_reserve(leg.steps, distance.p, config, state, labels,
+                                     (planned - spent).clamp(min=0))  # fmt: skip
+            if res is not None:
+                mine = torch.full_like(res, leg.steps) if lengths is None else lengths
+                lengths = (mine - res).clamp(min=0)
+                length = int(lengths.max())
+                reserved = res > 0
         last = n == len(plan) - 1
         # (watched over the planned run's last steps: those of most samples)
         late = Late.over(leg.steps, state) if last else None
@@ -380,7 +393,7 @@ def _class_aware(
     nxt = untried if distance.p in (1.0, math.inf) and config.next_class else None
     if nxt is not None and distance.p == math.inf:
         nxt = nxt.where(stuck, -1)
-    spend_unspent(problem, steps, before - 2 * skipped, state, config, ranked, nxt)
+    spend_unspent(problem, steps, before - 2 * skipped, state, config, ranked, nxt, reserved)
 
 
 def refine_config(steps: int, p: float, config: GradientConfig) -> GradientConfig:

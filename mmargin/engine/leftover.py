@@ -58,7 +58,10 @@ the polish left. With ``GradientConfig.exchange_reserve`` (off by default: it co
 FGSM-short robust CNN, see the exchange's module) a long L1 search
 (:func:`~mmargin.engine.exchange.reserved_steps`: 1000 passes on 10 classes) keeps its
 four rounds' steps out of its last refinement and runs them first, then the polish, then
-the exchange's ``keep`` round on what is left.
+the exchange's ``keep`` round on what is left. With ``GradientConfig.exchange_sparse`` (4 by
+default) a sample whose flip moves few coordinates tops its unspent steps up to the rounds' (out of
+its last refinement, :func:`~mmargin.engine.exchange.sparse_reserve`) and runs them the
+same way: ``next``, the four rounds, the polish on its fewest steps, ``keep``.
 
 On L∞ (``GradientConfig.unspent_refine``, off by default) the unspent steps go to one more
 ε-ball refinement of the best flip, driving the pairwise loss toward the runner-up class:
@@ -175,6 +178,7 @@ def _left(steps: int, before: Tensor, state: SearchState) -> Tensor:
 def spend_unspent(
     problem: Problem, steps: int, before: Tensor, state: SearchState, config: GradientConfig,
     ranked: Tensor | None = None, untried: Tensor | None = None,
+    reserved: Tensor | None = None,
 ) -> None:  # fmt: skip
     """Give each sample that has a flip its unspent steps (:func:`unspent_steps`): on L2
     (``config.unspent_lr`` > 0, at least :data:`SECOND_MIN_STEPS` left) a Lagrangian run
@@ -225,11 +229,24 @@ def spend_unspent(
                          only=ready)  # fmt: skip
             left = _left(steps, before, state).clamp(max=POLISH_MAX_STEPS)
             ready &= left >= 1
+        pre = None if first or reserved is None else ready & reserved
+        if pre is not None:
+            # the samples whose sparse flip kept steps for the exchange: its rounds first
+            exchange_run(problem, state, weights, _left(steps, before, state) - POLISH_MIN_STEPS,
+                         ranked, only=pre)  # fmt: skip
+            left = _left(steps, before, state).clamp(max=POLISH_MAX_STEPS)
+            ready &= ~pre | (left >= 1)
         if bool(ready.any()):
             polish_run(problem, int(left[ready].max()), state, weights, only=ready,
                        lengths=left)  # fmt: skip
-        exchange_run(problem, state, weights, _left(steps, before, state), ranked, only=ready,
-                     kinds=("keep",) if first else (*KINDS, "keep"))  # fmt: skip
+        if pre is None:
+            exchange_run(problem, state, weights, _left(steps, before, state), ranked,
+                         only=ready, kinds=("keep",) if first else (*KINDS, "keep"))  # fmt: skip
+        else:
+            exchange_run(problem, state, weights, _left(steps, before, state), ranked,
+                         only=ready & ~pre, kinds=(*KINDS, "keep"))  # fmt: skip
+            exchange_run(problem, state, weights, _left(steps, before, state), ranked,
+                         only=ready & pre, kinds=("keep",))  # fmt: skip
         return
     if second:
         lagrangian_run(problem, longest, state, only=ready, lr_init=config.unspent_lr,

@@ -147,12 +147,16 @@ class GradientConfig:
     with ``unspent_polish``, to the knapsack polish of the best flip
     (:mod:`mmargin.engine.polish`) and the exchange rounds (:mod:`mmargin.engine.exchange`;
     with ``exchange_reserve``, off by default, a long search keeps their steps out of its
-    last refinement; with ``next_class``, first a walk from the clean input toward the
-    nearest ranked class no probe drove toward; all in :mod:`mmargin.engine.leftover`); on L∞, with
-    ``next_class``, to a probe from the clean input toward that class, and with
-    ``unspent_refine`` (off by default), for the samples without such a class, to a second
-    refinement of the best flip toward the runner-up class (the nearest ranked class other
-    than the best flip's). With ``stretch_refine`` (the default; L∞ only) the steps the
+    last refinement; with ``exchange_sparse`` > 0, a sample whose flip before the last
+    refinement moves at most that many coordinates keeps what its unspent steps lack of the
+    rounds' steps out of that refinement and runs the rounds before the polish,
+    :func:`mmargin.engine.exchange.sparse_reserve`; with ``next_class``, first a walk from
+    the clean input toward the nearest ranked class no probe drove toward; all in
+    :mod:`mmargin.engine.leftover`); on L∞, with ``next_class``, to a probe from the clean
+    input toward that class, and with ``unspent_refine`` (off by default), for the samples
+    without such a class, to a second refinement of the best flip toward the runner-up
+    class (the nearest ranked class other than the best flip's). With ``stretch_refine``
+    (the default; L∞ only) the steps the
     probes left unspent go first to the last refinement of the best flip instead, each
     sample for its own steps (:mod:`mmargin.engine.stretch`), for the samples whose best
     flip lies below ``stretch_below`` times the first-order distance of their nearest class
@@ -219,6 +223,7 @@ class GradientConfig:
     unspent_polish: bool = True
     unspent_refine: bool = False
     exchange_reserve: bool = False
+    exchange_sparse: int = 4
     next_class: bool = True
     stretch_refine: bool = True
     stretch_below: float = 0.9
@@ -234,6 +239,7 @@ class GradientConfig:
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
         check_int("gradient", "l1_slow_after", self.l1_slow_after, 0, MAX_BUDGET)
         check_int("gradient", "refine_short_l1", self.refine_short_l1, 0, MAX_BUDGET)
+        check_int("gradient", "exchange_sparse", self.exchange_sparse, 0, 1 << 30)
         for name in ("split_min", "split_min_l2", "split_min_l1", "short_steps"):
             check_int("gradient", name, getattr(self, name), 0, MAX_BUDGET)
         check_int("gradient", "short_probes", self.short_probes, 0, 1000)
