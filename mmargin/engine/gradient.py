@@ -294,12 +294,13 @@ def _class_aware(
     first_leg = next((leg.steps for leg in plan if leg.kind == "first"), 0)
     extend = extended_steps(distance.p, config, lagrange, first_leg)
     annealing = None  # the rows that did (they skip the Lagrangian run)
+    picked: list[Tensor] = []  # the rows the first run switched to the L1 start
     forks, tail = second_forks(second, config) if second else ((), 0)
     for n, leg in enumerate(plan):
         if leg.steps < 1:
             continue
         start = torch.zeros_like(x)
-        against = only = lengths = None
+        against = only = lengths = soft = None
         length = leg.steps
         run_config = config
         if leg.kind == "first":  # a short L2 plan's shrinks ε faster (.short_first)
@@ -324,6 +325,7 @@ def _class_aware(
         elif leg.kind == "refine":
             against = refine_classes(state.best_class, ranked, labels)
             run_config = refine_config(leg.steps, distance.p, config)
+            soft = refine_soft(leg.steps, distance.p, config, picked)
             start = state.best_delta.clone()
             if n == last_refine and bool(handed.any()):  # each sample for its own steps
                 lengths = leg.steps + handed
@@ -350,7 +352,8 @@ def _class_aware(
                                late_allowance(distance.p, config))  # fmt: skip
         ext = Extend(extend, kept=config.l1_extend_kept) if extend and leg.kind == "first" else None
         epsball_run(problem, length, run_config, start, state, against, late, check=n == 0,
-                    stop=stop, only=only, lengths=lengths, extend=ext)  # fmt: skip
+                    stop=stop, only=only, lengths=lengths, extend=ext, soft=soft,
+                    switched=picked if leg.kind == "first" else None)  # fmt: skip
         if ext is not None and ext.rows is not None and bool(ext.rows.any()):
             annealing = ext.rows
         if late is not None:
@@ -442,6 +445,21 @@ def refine_config(steps: int, p: float, config: GradientConfig) -> GradientConfi
     if p != 1.0 or steps >= config.refine_short_l1 or config.alpha_refine_l1 <= 0:
         return config
     return replace(config, alpha_init=config.alpha_refine_l1)
+
+
+def refine_soft(steps: int, p: float, config: GradientConfig,
+                picked: list[Tensor]) -> Tensor | None:  # fmt: skip
+    """The rows of an L1 refinement of ``steps`` steps whose step share starts at
+    ``config.alpha_refine_slow_l1`` instead of the refinement's own (:func:`refine_config`):
+    with that option on (> 0) and a refinement too short to anneal (under
+    ``config.refine_short_l1`` steps), the rows the search's first run switched to the L1
+    start (``picked``: :meth:`mmargin.engine.anneal.Anneal.slow`, the samples still far
+    from a flip after its first steps); ``None`` otherwise (or when it switched none)."""
+    if p != 1.0 or config.alpha_refine_slow_l1 <= 0 or not picked:
+        return None
+    if steps >= config.refine_short_l1:
+        return None
+    return picked[0]
 
 
 def rank_classes(problem: Problem, count: int) -> Tensor:
