@@ -208,6 +208,14 @@ class Anneal:
             for a, b in zip(values, other, strict=True)
         )  # fmt: skip
 
+    def far(self, rows: Tensor, kept: float) -> Tensor:
+        """Of ``rows`` (full batch), those whose loss at the switch was still above ``kept``
+        times their loss at the run's first step (0, or no losses kept: ``rows`` itself)."""
+        first, last = self.first_loss, self.last_loss
+        if not kept or first is None or last is None:
+            return rows.clone()
+        return rows & (last > first * kept)
+
     def soften(
         self, k: int, idx: Tensor | slice, values: tuple[Factor, Factor, Factor]
     ) -> tuple[Factor, Factor, Factor]:

@@ -135,7 +135,9 @@ def epsball_run(
     L1 start still without a flip at its step run its steps more (:class:`.anneal.Extend`).
     ``soft`` (a boolean mask, with ``config.alpha_refine_slow_l1`` > 0): the rows whose step
     share starts there instead (:meth:`.anneal.Anneal.soften`); ``switched``: a list that
-    gets the mask of the rows this run switched to the L1 start (nothing if none).
+    gets the mask of the rows this run switched to the L1 start whose loss there was still
+    above ``config.refine_slow_kept`` of its first (:meth:`.anneal.Anneal.far`; nothing if
+    it switched none).
 
     The step is kept close to a bare forward + backward (``bench/overhead.py``): while every
     sample searches, batch rows are views and ``delta`` is rebound, not copied; updates of
@@ -207,7 +209,7 @@ def epsball_run(
     finally:
         state.queries.add_(2 * pending)
     if switched is not None and slow is not None:
-        switched.append(slow.clone())
+        switched.append(anneal.far(slow, config.refine_slow_kept))
 
 
 def _step(

@@ -104,8 +104,8 @@ class GradientConfig:
     search shorter than ``refine_short_l1`` steps start their step share at
     ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
     :func:`mmargin.engine.gradient.refine_config`), and their rows that the search's first
-    run switched to the L1 start at ``alpha_refine_slow_l1`` (0: off;
-    :func:`mmargin.engine.gradient.refine_soft`).
+    run switched to the L1 start with a loss there still above ``refine_slow_kept`` of its
+    first at ``alpha_refine_slow_l1`` (0: off; :func:`mmargin.engine.gradient.refine_soft`).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
@@ -179,6 +179,7 @@ class GradientConfig:
     gamma_init_l1: float = 0.3
     alpha_refine_l1: float = 0.5
     alpha_refine_slow_l1: float = 0.3
+    refine_slow_kept: float = 0.7
     refine_short_l1: int = 64
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
@@ -238,6 +239,7 @@ class GradientConfig:
             check_float("gradient", name, getattr(self, name), 0.0, 100.0)
         for name in ("gamma_init", "gamma_final", "gamma_init_l1", "plain_gamma_l2", "rtol",
                      "leg_rtol", "leg_window", "l1_slow_kept", "l1_extend_kept",
+                     "refine_slow_kept",
                      "short_first_gamma_l2"):  # fmt: skip
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
