@@ -1,7 +1,8 @@
 """A short L1 refinement's slow rows (``GradientConfig.alpha_refine_slow_l1``,
 :func:`mmargin.engine.gradient.refine_soft`): the rows that the search's first run switched
-to the L1 start (no flip after ``l1_slow_after`` steps, their loss still far from the
-boundary) start the refinement's step share at that value; every other row, and every
+to the L1 start (no flip after ``l1_slow_after`` steps) and whose loss at the switch was
+still above ``refine_slow_kept`` of their first start the refinement's step share at that
+value; every other row, and every
 search whose refinement is long enough to anneal, keeps its run bit for bit."""
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import torch
 
 import mmargin.engine.gradient as gradient
 from mmargin.engine.anneal import Anneal
-from mmargin.engine.gradient import refine_soft
 from mmargin.engine.problem import Problem
+from mmargin.engine.soft_refine import refine_soft
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 
@@ -38,6 +39,19 @@ def test_only_a_short_l1_refinement_with_switched_rows_softens() -> None:
     assert refine_soft(42, 1.0, replace(config, alpha_refine_slow_l1=0.0), [rows]) is None
     with pytest.raises(ValueError, match="alpha_refine_slow_l1"):
         GradientConfig(alpha_refine_slow_l1=-1.0)
+
+
+def test_only_rows_still_far_at_the_switch_are_kept() -> None:
+    """:meth:`Anneal.far`: of the switched rows, those whose loss at the switch is above
+    ``kept`` times their first (an oracle: the losses themselves); 0 keeps them all."""
+    anneal = Anneal(40, GradientConfig(), None, torch.zeros(4, 2), 1.0)
+    anneal.first_loss = torch.tensor([1.0, 1.0, 2.0, 2.0])
+    anneal.last_loss = torch.tensor([0.9, 0.6, 1.5, 1.3])
+    rows = torch.tensor([True, True, True, False])
+    assert anneal.far(rows, 0.7).tolist() == [True, False, True, False]
+    assert anneal.far(rows, 0.0).tolist() == rows.tolist()
+    with pytest.raises(ValueError, match="refine_slow_kept"):
+        GradientConfig(refine_slow_kept=1.5)
 
 
 def test_soft_rows_follow_the_cosine_from_their_own_start() -> None:
@@ -69,7 +83,7 @@ def test_the_switched_rows_refine_softer_and_the_others_are_untouched(monkeypatc
     rows, their flips differ from the rule off, every other row's flip is bit for bit the
     same, and the passes are the same. At 500 passes (a refinement long enough to anneal)
     nothing is softened and the search is bit for bit the one without the rule."""
-    problem, x = _linear(0.5)
+    problem, x = _linear(0.8)
     real = gradient.epsball_run
     switched: list[torch.Tensor] = []
     soft: list[torch.Tensor | None] = []
@@ -101,6 +115,11 @@ def test_the_switched_rows_refine_softer_and_the_others_are_untouched(monkeypatc
     assert torch.equal(on.best_norm[~rows], off.best_norm[~rows])
     assert not torch.equal(on.best_norm[rows], off.best_norm[rows])
     assert bool(torch.isfinite(on.best_norm).all())
+    # without the loss test every switched row refines softer: more rows than with it
+    switched.clear()
+    search(GradientConfig(alpha_refine_slow_l1=0.3, refine_slow_kept=0.0))
+    assert len(switched) == 1 and bool((switched[0] & ~rows).any())
+    assert not bool((rows & ~switched[0]).any())
     soft.clear()
     long_on = search(GradientConfig(alpha_refine_slow_l1=0.3), 500)
     assert all(s is None for s in soft)

@@ -222,7 +222,7 @@ class Anneal:
         """``values`` (``1 + γ``, ``1 − γ``, α at step ``k`` for the rows ``idx``) with the
         rows of :attr:`soft` on a step share that starts at :attr:`soft_alpha` (their ε
         factor unchanged): a short L1 refinement's rows that its search's first run
-        switched to the L1 start (:func:`mmargin.engine.gradient.refine_soft`)."""
+        switched to the L1 start (:func:`mmargin.engine.soft_refine.refine_soft`)."""
         if self.soft is None:
             return values
         alpha = self.at(k, idx, (self.soft_alpha, self.gamma))[2]

@@ -44,6 +44,7 @@ from mmargin.engine.passes import (
 from mmargin.engine.problem import Problem
 from mmargin.engine.short_first import first_config
 from mmargin.engine.smooth_l0 import smooth_l0_run
+from mmargin.engine.soft_refine import refine_soft
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.engine.stretch import stretch_steps
@@ -445,21 +446,6 @@ def refine_config(steps: int, p: float, config: GradientConfig) -> GradientConfi
     if p != 1.0 or steps >= config.refine_short_l1 or config.alpha_refine_l1 <= 0:
         return config
     return replace(config, alpha_init=config.alpha_refine_l1)
-
-
-def refine_soft(steps: int, p: float, config: GradientConfig,
-                picked: list[Tensor]) -> Tensor | None:  # fmt: skip
-    """The rows of an L1 refinement of ``steps`` steps whose step share starts at
-    ``config.alpha_refine_slow_l1`` instead of the refinement's own (:func:`refine_config`):
-    with that option on (> 0) and a refinement too short to anneal (under
-    ``config.refine_short_l1`` steps), the rows the search's first run switched to the L1
-    start (``picked``: :meth:`mmargin.engine.anneal.Anneal.slow`, the samples still far
-    from a flip after its first steps); ``None`` otherwise (or when it switched none)."""
-    if p != 1.0 or config.alpha_refine_slow_l1 <= 0 or not picked:
-        return None
-    if steps >= config.refine_short_l1:
-        return None
-    return picked[0]
 
 
 def rank_classes(problem: Problem, count: int) -> Tensor:

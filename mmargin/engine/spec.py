@@ -105,7 +105,7 @@ class GradientConfig:
     ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
     :func:`mmargin.engine.gradient.refine_config`), and their rows that the search's first
     run switched to the L1 start with a loss there still above ``refine_slow_kept`` of its
-    first at ``alpha_refine_slow_l1`` (0: off; :func:`mmargin.engine.gradient.refine_soft`).
+    first at ``alpha_refine_slow_l1`` (0: off; :func:`mmargin.engine.soft_refine.refine_soft`).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
