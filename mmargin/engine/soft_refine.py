@@ -52,7 +52,12 @@ def refine_soft(steps: int, p: float, config: GradientConfig,
       0.9215 / 0.9296 / 0.9543 (every half up),
     - tune_cnn_bn 0.9633 / 0.9643 / 0.9612 / 0.9631 / 0.9675 → 0.9633 / 0.9645 / 0.9614 /
       0.9633 / 0.9676 (halves within −0.0003 / +0.0005),
+    - tune_cnn_pgd 0.9679 / 0.9708 / 0.9717 / 0.9743 / 0.9701 → 0.9681 / 0.9705 / 0.9724
+      / 0.9742 / 0.9705 (halves within −0.0008 / +0.0011),
     - tune_mlp bit-identical (no switched row),
+    - held out, run once the rule was chosen: tune_cnn_fgsm_co 0.8743 / 0.8887 / 0.9029 /
+      0.9061 / 0.9058 → 0.8892 / 0.9008 / 0.9156 / 0.9138 / 0.9115 (every half up at every
+      budget; @250 0.9036 / 0.8649 → 0.9203 / 0.8672),
 
     at the same passes. Without the loss test (every switched row) tune_cnn_fgsm gained a
     little more (0.7462 / 0.7421 / 0.7755 / 0.7942 / 0.8017) but tune_cnn_bn lost at 260 /
