@@ -151,6 +151,9 @@ class Anneal:
         self.own = lengths  # each row's steps (None: the run's ``steps``)
         # with ``l1_slow_restart``: the step of each switched row's first flip (-1: none)
         self.flip_at: Tensor | None = None
+        # rows (full batch) whose step share starts at ``soft_alpha`` instead (:meth:`soften`)
+        self.soft: Tensor | None = None
+        self.soft_alpha = self.alpha
         if lengths is not None:
             self.relength(lengths)
 
@@ -204,6 +207,33 @@ class Anneal:
                         torch.as_tensor(a, dtype=like.dtype, device=like.device))
             for a, b in zip(values, other, strict=True)
         )  # fmt: skip
+
+    def far(self, rows: Tensor, kept: float) -> Tensor:
+        """Of ``rows`` (full batch), those whose loss at the switch was still above ``kept``
+        times their loss at the run's first step (0, or no losses kept: ``rows`` itself)."""
+        first, last = self.first_loss, self.last_loss
+        if not kept or first is None or last is None:
+            return rows.clone()
+        return rows & (last > first * kept)
+
+    def soften(
+        self, k: int, idx: Tensor | slice, values: tuple[Factor, Factor, Factor]
+    ) -> tuple[Factor, Factor, Factor]:
+        """``values`` (``1 + γ``, ``1 − γ``, α at step ``k`` for the rows ``idx``) with the
+        rows of :attr:`soft` on a step share that starts at :attr:`soft_alpha` (their ε
+        factor unchanged): a short L1 refinement's rows that its search's first run
+        switched to the L1 start (:func:`mmargin.engine.soft_refine.refine_soft`)."""
+        if self.soft is None:
+            return values
+        alpha = self.at(k, idx, (self.soft_alpha, self.gamma))[2]
+        like = self.like
+        rows = self.soft[idx]
+        mixed = torch.where(
+            rows,
+            torch.as_tensor(alpha, dtype=like.dtype, device=like.device),
+            torch.as_tensor(values[2], dtype=like.dtype, device=like.device),
+        )
+        return values[0], values[1], mixed
 
     def restarted(self, k: int, idx: Tensor | slice, slow: Tensor | None, was: Tensor,
                   now: Tensor, up: Factor, down: Factor) -> tuple[Factor, Factor]:  # fmt: skip

@@ -120,6 +120,8 @@ def epsball_run(
     only: Tensor | None = None,
     lengths: Tensor | None = None,
     extend: Extend | None = None,
+    soft: Tensor | None = None,
+    switched: list[Tensor] | None = None,
 ) -> None:
     """``steps`` adaptive-ε steps from ``problem.x + start``, recording every improvement in
     ``state`` (see the module docstring); ``against`` (per sample) drives the pairwise loss
@@ -131,6 +133,11 @@ def epsball_run(
     a run of that length on it alone ends and samples of different lengths share one
     batched run (:mod:`.ownsteps`, :mod:`.leftover`). ``extend``: the rows switched to the
     L1 start still without a flip at its step run its steps more (:class:`.anneal.Extend`).
+    ``soft`` (a boolean mask, with ``config.alpha_refine_slow_l1`` > 0): the rows whose step
+    share starts there instead (:meth:`.anneal.Anneal.soften`); ``switched``: a list that
+    gets the mask of the rows this run switched to the L1 start whose loss there was still
+    above ``config.refine_slow_kept`` of its first (:meth:`.anneal.Anneal.far`; nothing if
+    it switched none).
 
     The step is kept close to a bare forward + backward (``bench/overhead.py``): while every
     sample searches, batch rows are views and ``delta`` is rebound, not copied; updates of
@@ -162,6 +169,8 @@ def epsball_run(
     if own is not None:
         whole = False
     anneal = Anneal(steps, config, own, x, distance.p)
+    if soft is not None and config.alpha_refine_slow_l1 > 0 and bool(soft.any()):
+        anneal.soft, anneal.soft_alpha = soft, config.alpha_refine_slow_l1
     slow: Tensor | None = None  # rows switched to the L1 start (``l1_slow_after``)
     host = x.device.type == "cpu"  # reading a value back costs nothing: skip unused work
     pending = 0  # steps every sample took and ``state.queries`` has not counted yet
@@ -199,6 +208,8 @@ def epsball_run(
                 stop.after(k, state, active)
     finally:
         state.queries.add_(2 * pending)
+    if switched is not None and slow is not None:
+        switched.append(anneal.far(slow, config.refine_slow_kept))
 
 
 def _step(
@@ -268,6 +279,7 @@ def _step(
     now_found = was_found | is_adv
 
     up, down, alpha = anneal.switched(k, idx, slow, anneal.at(k, idx))  # 1 + γ, 1 − γ, α
+    up, down, alpha = anneal.soften(k, idx, (up, down, alpha))
     up, down = anneal.restarted(k, idx, slow, was_found, now_found, up, down)
     size = torch.linalg.vector_norm(grad.flatten(1), dim=1)  # the step's gradient norm
     e = eps if every else eps[idx]

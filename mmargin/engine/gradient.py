@@ -44,6 +44,7 @@ from mmargin.engine.passes import (
 from mmargin.engine.problem import Problem
 from mmargin.engine.short_first import first_config
 from mmargin.engine.smooth_l0 import smooth_l0_run
+from mmargin.engine.soft_refine import refine_soft
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams, per_sample
 from mmargin.engine.stretch import stretch_steps
@@ -294,13 +295,14 @@ def _class_aware(
     first_leg = next((leg.steps for leg in plan if leg.kind == "first"), 0)
     extend = extended_steps(distance.p, config, lagrange, first_leg)
     annealing = None  # the rows that did (they skip the Lagrangian run)
+    picked: list[Tensor] = []  # the rows the first run switched to the L1 start
     forks, tail = second_forks(second, config) if second else ((), 0)
     reserved = None  # per sample, whether its last refinement kept steps for the exchange
     for n, leg in enumerate(plan):
         if leg.steps < 1:
             continue
         start = torch.zeros_like(x)
-        against = only = lengths = None
+        against = only = lengths = soft = None
         length = leg.steps
         run_config = config
         if leg.kind == "first":  # a short L2 plan's shrinks ε faster (.short_first)
@@ -325,6 +327,7 @@ def _class_aware(
         elif leg.kind == "refine":
             against = refine_classes(state.best_class, ranked, labels)
             run_config = refine_config(leg.steps, distance.p, config)
+            soft = refine_soft(leg.steps, distance.p, config, picked)
             start = state.best_delta.clone()
             if n == last_refine and bool(handed.any()):  # each sample for its own steps
                 lengths = leg.steps + handed
@@ -363,7 +366,8 @@ def _class_aware(
                                late_allowance(distance.p, config))  # fmt: skip
         ext = Extend(extend, kept=config.l1_extend_kept) if extend and leg.kind == "first" else None
         epsball_run(problem, length, run_config, start, state, against, late, check=n == 0,
-                    stop=stop, only=only, lengths=lengths, extend=ext)  # fmt: skip
+                    stop=stop, only=only, lengths=lengths, extend=ext, soft=soft,
+                    switched=picked if leg.kind == "first" else None)  # fmt: skip
         if ext is not None and ext.rows is not None and bool(ext.rows.any()):
             annealing = ext.rows
         if late is not None:

@@ -103,7 +103,9 @@ class GradientConfig:
     (:func:`mmargin.engine.lagrangian_plan.extended_steps`). The refinements of an L1
     search shorter than ``refine_short_l1`` steps start their step share at
     ``alpha_refine_l1`` instead of ``alpha_init`` (0: off;
-    :func:`mmargin.engine.gradient.refine_config`).
+    :func:`mmargin.engine.gradient.refine_config`), and their rows that the search's first
+    run switched to the L1 start with a loss there still above ``refine_slow_kept`` of its
+    first at ``alpha_refine_slow_l1`` (0: off; :func:`mmargin.engine.soft_refine.refine_soft`).
     ``patience`` is how many steps a sample may go without improving its best norm by
     ``rtol`` before it leaves the batch (0 = never early-stop). ``restarts`` extra runs
     follow the first; ``candidates`` is how many of the highest-scoring other classes are
@@ -180,6 +182,8 @@ class GradientConfig:
     alpha_init_l1: float = 0.5
     gamma_init_l1: float = 0.3
     alpha_refine_l1: float = 0.5
+    alpha_refine_slow_l1: float = 0.3
+    refine_slow_kept: float = 0.7
     refine_short_l1: int = 64
     l1_slow_after: int = 10
     l1_slow_kept: float = 0.5
@@ -230,10 +234,17 @@ class GradientConfig:
     late_hopeless: float = 1.1
 
     def __post_init__(self) -> None:
-        for name in ("alpha_init", "alpha_final", "alpha_init_l1", "alpha_refine_l1"):
+        for name in (
+            "alpha_init",
+            "alpha_final",
+            "alpha_init_l1",
+            "alpha_refine_l1",
+            "alpha_refine_slow_l1",
+        ):
             check_float("gradient", name, getattr(self, name), 0.0, 100.0)
         for name in ("gamma_init", "gamma_final", "gamma_init_l1", "plain_gamma_l2", "rtol",
                      "leg_rtol", "leg_window", "l1_slow_kept", "l1_extend_kept",
+                     "refine_slow_kept",
                      "short_first_gamma_l2"):  # fmt: skip
             check_float("gradient", name, getattr(self, name), 0.0, 0.99)
         check_int("gradient", "patience", self.patience, 0, MAX_BUDGET)
