@@ -20,7 +20,9 @@ writes the JSON (per-point figures) and a Markdown table next to it (same name, 
 With ``--stored RECORD`` (such a JSON, e.g. ``bench/results/exact_ratio_digits_mlp.json``)
 no MILP is solved: the search runs on the record's points and is divided by its proven
 exact margins (a minute, where the MILPs took many), printed per norm with the worst
-points (``--points`` and ``--model`` come from the record):
+points (``--points`` and ``--model`` come from the record); with ``--out`` also written as
+a record of its own (the stored exact margins, this search's found ones, and
+``exact_from`` naming the record), the ``.md`` beside it:
 
     python bench/exact_ratio.py --stored bench/results/exact_ratio_tune_digits_mlp.json
 """
@@ -51,7 +53,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=1000, help="passes per sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-limit", type=float, default=60.0, help="MILP seconds a point")
-    parser.add_argument("--out", type=Path, default=BENCH / "results" / "exact_ratio.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON to write (default bench/results/exact_ratio.json; with "
+                        "--stored: only where given)")  # fmt: skip
     parser.add_argument("--stored", type=Path, default=None,
                         help="reuse this record's exact margins: no MILP")  # fmt: skip
     return parser.parse_args(argv)
@@ -121,7 +125,13 @@ def measure(model: Any, norm: str, points: int, budget: int, seed: int,
         rows.append({"id": ids[i], "label": int(y[i]), "found": float(found[i]),
                      "exact": exact, "lower": lower, "optimal": optimal, "ratio": float(ratio),
                      "below_exact": bool(found[i] < floor * (1 - TOL))})  # fmt: skip
-    milp_s = time.perf_counter() - start
+    return summarise(norm, rows, search_s, time.perf_counter() - start)
+
+
+def summarise(norm: str, rows: list[dict[str, Any]], search_s: float,
+              milp_s: float) -> dict[str, Any]:  # fmt: skip
+    """One norm's record from its per-point ``rows``: the ratios' summary over the proven
+    points, the worst five and the oracle relation's count."""
     solved = [r for r in rows if r["optimal"]]
     ratios = np.array([r["ratio"] for r in solved])
     worst = sorted(solved, key=lambda r: -r["ratio"])[:5]
@@ -153,19 +163,40 @@ def stored_ratios(model: Any, record: dict[str, Any], norms: list[str], budget: 
                   seed: int) -> dict[str, list[tuple[float, str]]]:  # fmt: skip
     """Per norm of ``record`` (an output of this script) in ``norms``: the search's
     found / exact on the record's proven-optimal points, as ``(ratio, id)``."""
+    return {rec["norm"]: [(r["ratio"], r["id"]) for r in rec["rows"] if r["optimal"]]
+            for rec in rescored(model, record, norms, budget, seed)}  # fmt: skip
+
+
+def rescored(model: Any, record: dict[str, Any], norms: list[str], budget: int,
+             seed: int) -> list[dict[str, Any]]:  # fmt: skip
+    """The norms of ``record`` in ``norms``, each a norm record (:func:`summarise`) of this
+    search's found margins against the record's exact ones (MILP time kept, search time new)."""
     x, y, ids = load_points(model, record["points"])
-    out = {}
+    out = []
     for rec in record["norms"]:
         if rec["norm"] not in norms:
             continue
-        known = {r["id"]: r for r in rec["rows"]}
         if [r["id"] for r in rec["rows"]] != ids:
             raise SystemExit("exact_ratio: the record's points are not this model's")
-        exact = {i: r["exact"] for i, r in known.items() if r["optimal"]}
+        start = time.perf_counter()
         found = found_margins(model, x, y, rec["norm"], budget, seed)
-        out[rec["norm"]] = [(float(f) / exact[i], i) for f, i in zip(found, ids, strict=True)
-                            if i in exact]  # fmt: skip
+        search_s = time.perf_counter() - start
+        rows = []
+        for f, r in zip(found, rec["rows"], strict=True):
+            exact = r["exact"]
+            floor = exact if r["optimal"] else r["lower"]
+            rows.append({**r, "found": float(f),
+                         "ratio": float(f / exact) if exact > 0 else math.inf,
+                         "below_exact": bool(f < floor * (1 - TOL))})  # fmt: skip
+        out.append(summarise(rec["norm"], rows, search_s, rec.get("milp_s", math.nan)))
     return out
+
+
+def _source(record: dict[str, Any]) -> list[str]:
+    """The Markdown lines naming a re-scored record's exact margins (none for a MILP run)."""
+    if "exact_from" not in record:
+        return []
+    return [f"Exact margins from `{record['exact_from']}` (no MILP solved here).", ""]
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -176,6 +207,7 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         f"`{record['command']}`",
         "",
+        *_source(record),
         "| norm | points | proven optimal | median | max | share > 1.001 | found < exact |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -201,14 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     sys.path.insert(0, str(BENCH))
     import zoo
-    from image_provenance import cpu_kernels
 
     if args.stored is not None:
         stored = json.loads(args.stored.read_text())
         model = zoo.load(stored["model"])
-        got = stored_ratios(model, stored, args.norms, args.budget, args.seed)
-        for norm, ratios in got.items():
-            print(f"{norm}: {summary(ratios)}")
+        norms = rescored(model, stored, args.norms, args.budget, args.seed)
+        for rec in norms:
+            ratios = [(r["ratio"], r["id"]) for r in rec["rows"] if r["optimal"]]
+            print(f"{rec['norm']}: {summary(ratios)}")
+        if args.out is not None:
+            _write(args.out, {**_header(stored["model"], args, argv), "points": stored["points"],
+                              "exact_from": str(args.stored), "norms": norms})  # fmt: skip
         return 0
     member = zoo.MEMBERS.get(args.model)
     if (member is not None and member.data != "digits") or (
@@ -221,26 +256,39 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"exact_ratio: {err}", file=sys.stderr)
         return 2
-    record: dict[str, Any] = {
-        "model": args.model,
-        "budget": args.budget,
-        "points": args.points,
-        "seed": args.seed,
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": "python bench/exact_ratio.py " + " ".join(argv or sys.argv[1:]),
-        "cpu": cpu_kernels(),
-        "norms": [],
-    }
+    record: dict[str, Any] = {**_header(args.model, args, argv), "norms": []}
     for norm in args.norms:
         got = measure(model, norm, args.points, args.budget, args.seed, args.time_limit)
         record["norms"].append(got)
         print(f"{norm}: median {got['median']:.4f} max {got['max']:.4f} "
               f"({got['proven']}/{got['points']} proven, {got['below_exact']} below exact)",
               file=sys.stderr)  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1, default=float))
-    args.out.with_suffix(".md").write_text(markdown(record))
+    _write(args.out or BENCH / "results" / "exact_ratio.json", record)
     return 0
+
+
+def _header(model: str, args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """A record's fields before its norms: what was run, when, where."""
+    from image_provenance import cpu_kernels
+
+    return {
+        "model": model,
+        "budget": args.budget,
+        "points": args.points,
+        "seed": args.seed,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": "python bench/exact_ratio.py " + " ".join(argv or sys.argv[1:]),
+        "cpu": cpu_kernels(),
+    }
+
+
+def _write(out: Path, record: dict[str, Any]) -> None:
+    """The record as JSON at ``out`` and its Markdown beside it."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, default=float))
+    out.with_suffix(".md").write_text(markdown(record))
 
 
 if __name__ == "__main__":
