@@ -117,19 +117,32 @@ def measure(model: Any, norm: str, points: int, budget: int, seed: int,
     for i in range(len(x)):
         exact, lower, optimal = exact_margin(layers, x[i], int(y[i]), norm, float(found[i]),
                                              time_limit)  # fmt: skip
-        ratio = found[i] / exact if exact > 0 else math.inf
-        print(f"  {norm} {ids[i]}: found {found[i]:.6g} exact {exact:.6g} ratio {ratio:.5f}"
-              f"{'' if optimal else ' (not proven)'}", file=sys.stderr, flush=True)  # fmt: skip
-        # the oracle relation: never below what the MILP proves (its optimum, or its bound)
-        floor = exact if optimal else lower
-        rows.append({"id": ids[i], "label": int(y[i]), "found": float(found[i]),
-                     "exact": exact, "lower": lower, "optimal": optimal, "ratio": float(ratio),
-                     "below_exact": bool(found[i] < floor * (1 - TOL))})  # fmt: skip
-    return summarise(norm, rows, search_s, time.perf_counter() - start)
+        row = point({"id": ids[i], "label": int(y[i]), "exact": exact, "lower": lower,
+                     "optimal": optimal}, float(found[i]))  # fmt: skip
+        rows.append(row)
+        print(f"  {norm} {ids[i]}: found {found[i]:.6g} exact {exact:.6g} ratio "
+              f"{row['ratio']:.5f}{'' if optimal else ' (not proven)'}", file=sys.stderr,
+              flush=True)  # fmt: skip
+    return norm_record(norm, rows, search_s, time.perf_counter() - start)
 
 
-def summarise(norm: str, rows: list[dict[str, Any]], search_s: float,
-              milp_s: float) -> dict[str, Any]:  # fmt: skip
+def point(known: dict[str, Any], found: float) -> dict[str, Any]:
+    """One point's row: ``known`` (its id, label and the MILP's ``exact``, ``lower`` and
+    ``optimal``) with the search's ``found`` margin, their ratio and the oracle relation
+    (never below what the MILP proves: its optimum, or its bound where it was stopped)."""
+    exact = known["exact"]
+    floor = exact if known["optimal"] else known["lower"]
+    return {**known, "found": found, "ratio": found / exact if exact > 0 else math.inf,
+            "below_exact": found < floor * (1 - TOL)}  # fmt: skip
+
+
+def proven(rec: dict[str, Any]) -> list[tuple[float, str]]:
+    """A norm record's ``(ratio, id)`` on its proven-optimal points."""
+    return [(r["ratio"], r["id"]) for r in rec["rows"] if r["optimal"]]
+
+
+def norm_record(norm: str, rows: list[dict[str, Any]], search_s: float,
+                milp_s: float) -> dict[str, Any]:  # fmt: skip
     """One norm's record from its per-point ``rows``: the ratios' summary over the proven
     points, the worst five and the oracle relation's count."""
     solved = [r for r in rows if r["optimal"]]
@@ -163,13 +176,12 @@ def stored_ratios(model: Any, record: dict[str, Any], norms: list[str], budget: 
                   seed: int) -> dict[str, list[tuple[float, str]]]:  # fmt: skip
     """Per norm of ``record`` (an output of this script) in ``norms``: the search's
     found / exact on the record's proven-optimal points, as ``(ratio, id)``."""
-    return {rec["norm"]: [(r["ratio"], r["id"]) for r in rec["rows"] if r["optimal"]]
-            for rec in rescored(model, record, norms, budget, seed)}  # fmt: skip
+    return {rec["norm"]: proven(rec) for rec in rescored(model, record, norms, budget, seed)}
 
 
 def rescored(model: Any, record: dict[str, Any], norms: list[str], budget: int,
              seed: int) -> list[dict[str, Any]]:  # fmt: skip
-    """The norms of ``record`` in ``norms``, each a norm record (:func:`summarise`) of this
+    """The norms of ``record`` in ``norms``, each a norm record (:func:`norm_record`) of this
     search's found margins against the record's exact ones (MILP time kept, search time new)."""
     x, y, ids = load_points(model, record["points"])
     out = []
@@ -181,14 +193,8 @@ def rescored(model: Any, record: dict[str, Any], norms: list[str], budget: int,
         start = time.perf_counter()
         found = found_margins(model, x, y, rec["norm"], budget, seed)
         search_s = time.perf_counter() - start
-        rows = []
-        for f, r in zip(found, rec["rows"], strict=True):
-            exact = r["exact"]
-            floor = exact if r["optimal"] else r["lower"]
-            rows.append({**r, "found": float(f),
-                         "ratio": float(f / exact) if exact > 0 else math.inf,
-                         "below_exact": bool(f < floor * (1 - TOL))})  # fmt: skip
-        out.append(summarise(rec["norm"], rows, search_s, rec.get("milp_s", math.nan)))
+        rows = [point(r, float(f)) for f, r in zip(found, rec["rows"], strict=True)]
+        out.append(norm_record(rec["norm"], rows, search_s, rec.get("milp_s", math.nan)))
     return out
 
 
@@ -239,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         model = zoo.load(stored["model"])
         norms = rescored(model, stored, args.norms, args.budget, args.seed)
         for rec in norms:
-            ratios = [(r["ratio"], r["id"]) for r in rec["rows"] if r["optimal"]]
-            print(f"{rec['norm']}: {summary(ratios)}")
+            print(f"{rec['norm']}: {summary(proven(rec))}")
         if args.out is not None:
             _write(args.out, {**_header(stored["model"], args, argv), "points": stored["points"],
                               "exact_from": str(args.stored), "norms": norms})  # fmt: skip

@@ -295,7 +295,7 @@ def _class_aware(
     first_leg = next((leg.steps for leg in plan if leg.kind == "first"), 0)
     extend = extended_steps(distance.p, config, lagrange, first_leg)
     annealing = None  # the rows that did (they skip the Lagrangian run)
-    picked: list[Tensor] = []  # the rows the first run switched to the L1 start
+    picked: list[Tensor] = []  # the first run's switched rows still far from a flip (.soft_refine)
     forks, tail = second_forks(second, config) if second else ((), 0)
     reserved = None  # per sample, whether its last refinement kept steps for the exchange
     for n, leg in enumerate(plan):
