@@ -47,7 +47,9 @@ def _gammas(p: float, passes: int, config: GradientConfig) -> list[tuple[str, fl
 def test_only_the_first_run_of_a_short_l2_plan_takes_its_own_eps_factor(
     p: float, passes: int
 ) -> None:
-    config = GradientConfig(short_first_gamma_l2=0.2)  # distinct from every other factor
+    # distinct from every other factor (a long L2 plan's second first run has its own:
+    # tests/test_second_first_l2.py)
+    config = GradientConfig(short_first_gamma_l2=0.2, second_first_l2=0.0)
     assert len({config.gamma_init, config.plain_gamma_l2, 0.2}) == 3
     seen = _gammas(p, passes, config)
     short = p == 2.0 and passes < 2 * config.short_steps

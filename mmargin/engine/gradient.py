@@ -42,7 +42,7 @@ from mmargin.engine.passes import (
     won_probes,
 )
 from mmargin.engine.problem import Problem
-from mmargin.engine.short_first import first_config
+from mmargin.engine.short_first import first_config, second_config
 from mmargin.engine.smooth_l0 import smooth_l0_run
 from mmargin.engine.soft_refine import refine_soft
 from mmargin.engine.spec import GradientConfig
@@ -307,8 +307,8 @@ def _class_aware(
         run_config = config
         if leg.kind == "first":  # a short L2 plan's shrinks ε faster (.short_first)
             run_config = first_config(steps, distance.p, config)
-        if leg.kind == "second":  # every row on the L1 start (.passes.second_first)
-            run_config = replace(config, l1_slow_after=0)
+        if leg.kind == "second":  # a long plan's second first run (.passes.second_first)
+            run_config = second_config(distance.p, config)
         if leg.kind == "probe":
             if candidates is None:
                 candidates = probe_classes(ranked, state.best_class, config.probes)

@@ -120,7 +120,8 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
     distance ``p``, ``spent`` of which go to the Lagrangian run: :func:`legs` over the
     rest, with the short plan's probes where :func:`is_short` says so for ``steps``; a
     short L1 search (under ``short_steps``) has at most ``short_probes_l1`` probes, and the
-    steps of the others go to the refinements of the best flip."""
+    steps of the others go to the refinements of the best flip; a long L1 or L2 search
+    splits its first run (:func:`second_first`: ``second_first_l1`` / ``second_first_l2``)."""
     short = is_short(steps, p, config)
     probes = config.short_probes if short else config.probes
     share = config.short_probe_share if short else config.probe_share
@@ -131,6 +132,8 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
         plan = floor_probes(plan, probes)
     if p == 1.0 and steps >= config.short_steps:
         return second_first(plan, config.second_first_l1)
+    if p == 2.0 and not short:
+        return second_first(plan, config.second_first_l2)
     return plan
 
 
@@ -172,7 +175,9 @@ def second_first(plan: list[Leg], share: float) -> list[Leg]:
     after it: from the clean input, driving the same loss, with every row on the L1 start
     (``l1_slow_after`` 0: :func:`mmargin.engine.anneal.schedule_start`); unchanged where
     either run would get fewer than :data:`ANNEAL_STEPS` steps (or ``share`` is 0). Only a
-    long L1 plan has it (:func:`search_legs`: from ``short_steps`` steps, 1000 passes).
+    long L1 plan has it (:func:`search_legs`: from ``short_steps`` steps, 1000 passes), and
+    with ``second_first_l2`` a long L2 plan, whose second run starts its ε factor at
+    ``second_gamma_l2`` instead (:func:`mmargin.engine.short_first.second_config`).
 
     On the robust tuning CNNs a long L1 search's first run decides the basin of its final
     flip: at 1000 passes (L1, images 0–199) 113 of tune_cnn_fgsm's 200 final flips and 110
