@@ -132,7 +132,8 @@ def test_a_short_l1_search_ends_on_the_closed_form_minimum(seed: int) -> None:
 def test_long_searches_keep_the_plan_they_had(p: float) -> None:
     """1000 passes (495 steps after ranking) and more: the plan before the short plan
     existed, the Lagrangian run's share of the steps and legs over the rest (on L1 with
-    its first run split in two, :func:`mmargin.engine.passes.second_first`)."""
+    its first run split in two, :func:`mmargin.engine.passes.second_first`, and on L∞:
+    :func:`mmargin.engine.passes.linf_second`)."""
     config = GradientConfig()
     share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
     for steps in (495, 997, 4995):
@@ -141,6 +142,8 @@ def test_long_searches_keep_the_plan_they_had(p: float) -> None:
                     config.probe_share)  # fmt: skip
         if p == 1.0:
             want = second_first(want, config.second_first_l1)
+        if p == math.inf:  # its first run split too (.passes.linf_second)
+            want = second_first(want, config.second_first_linf)
         assert _plan(steps, p, config) == (before, want)
 
 

@@ -309,6 +309,8 @@ def _class_aware(
             run_config = first_config(steps, distance.p, config)
         if leg.kind == "second":  # every row on the L1 start (.passes.second_first)
             run_config = replace(config, l1_slow_after=0)
+            if distance.p == math.inf:  # L∞: another ε factor, another trajectory
+                run_config = replace(config, gamma_init=config.second_gamma_linf)
         if leg.kind == "probe":
             if candidates is None:
                 candidates = probe_classes(ranked, state.best_class, config.probes)

@@ -140,7 +140,10 @@ class GradientConfig:
     ``short_steps`` steps has at most ``short_probes_l1`` probes (of ``probe_share``), the
     steps of the others going to the refinements; a longer one gives ``second_first_l1`` of
     its first run's steps to a second first run from the clean input on the L1 start
-    (:func:`mmargin.engine.passes.second_first`; 0 = off). In a short L2 search whose probes are
+    (:func:`mmargin.engine.passes.second_first`; 0 = off); a long L∞ search gives
+    ``second_first_linf`` of them to a second first run from the clean input whose ε
+    factor starts at ``second_gamma_linf`` (:func:`mmargin.engine.passes.linf_second`;
+    0 = off). In a short L2 search whose probes are
     too short for the hopeless exit (250 passes), a sample whose Lagrangian run found a
     smaller flip than its first ε-ball run skips the last ``won_probes`` probes and its
     last refinement takes their steps (:func:`mmargin.engine.passes.won_probes`; 0 = off).
@@ -212,6 +215,8 @@ class GradientConfig:
     short_probe_share: float = 0.15
     short_probes_l1: int = 2
     second_first_l1: float = 0.5
+    second_first_linf: float = 0.5
+    second_gamma_linf: float = 0.3
     won_probes: int = 1
     restarts: int = 1
     candidates: int = 9
@@ -256,6 +261,8 @@ class GradientConfig:
         check_int("gradient", "short_probes", self.short_probes, 0, 1000)
         check_int("gradient", "short_probes_l1", self.short_probes_l1, 0, 1000)
         check_float("gradient", "second_first_l1", self.second_first_l1, 0.0, 0.9)
+        check_float("gradient", "second_first_linf", self.second_first_linf, 0.0, 0.9)
+        check_float("gradient", "second_gamma_linf", self.second_gamma_linf, 1e-6, 0.9)
         check_int("gradient", "won_probes", self.won_probes, 0, 1000)
         check_float("gradient", "short_probe_share", self.short_probe_share, 0.0, 1.0)
         check_float("gradient", "short_lagrangian", self.short_lagrangian, 0.0, 0.9)
