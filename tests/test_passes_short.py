@@ -131,16 +131,18 @@ def test_a_short_l1_search_ends_on_the_closed_form_minimum(seed: int) -> None:
 @pytest.mark.parametrize("p", NORMS)
 def test_long_searches_keep_the_plan_they_had(p: float) -> None:
     """1000 passes (495 steps after ranking) and more: the plan before the short plan
-    existed, the Lagrangian run's share of the steps and legs over the rest (on L1 and L2
-    with its first run split in two, :func:`mmargin.engine.passes.second_first`)."""
+    existed, the Lagrangian run's share of the steps and legs over the rest (on L1, L2
+    and L∞ with its first run split in two, :func:`mmargin.engine.passes.second_first`,
+    :func:`mmargin.engine.passes.linf_second`)."""
     config = GradientConfig()
     share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
     for steps in (495, 997, 4995):
         before = int(steps * share) if int(steps * share) >= MIN_STEPS else 0
         want = legs(steps - before, config.restarts, config.probes, config.first_share,
                     config.probe_share)  # fmt: skip
-        if p in (1.0, 2.0):
-            share_first = config.second_first_l1 if p == 1.0 else config.second_first_l2
+        share_first = {1.0: config.second_first_l1, 2.0: config.second_first_l2,
+                       math.inf: config.second_first_linf}.get(p)  # fmt: skip
+        if share_first is not None:
             want = second_first(want, share_first)
         assert _plan(steps, p, config) == (before, want)
 

@@ -28,9 +28,9 @@ def test_a_long_l1_plan_splits_its_first_run() -> None:
         kept = int(first * (1 - config.second_first_l1))
         assert two[:2] == [Leg("first", kept), Leg("second", first - kept)]
         assert two[2:] == one[1:]  # the probes and refinements as they were
-    # a short L1 plan (500 passes) and the other distances keep one first run (L2: its
-    # own share, tests/test_second_first_l2.py)
-    for steps, p in ((config.short_steps - 1, 1.0), (495, math.inf), (495, 0.0)):
+    # a short L1 plan (500 passes) and L0 keep one first run (L2 and L∞ split theirs:
+    # tests/test_second_first_l2.py, tests/test_second_first_linf.py)
+    for steps, p in ((config.short_steps - 1, 1.0), (495, 0.0)):
         assert [leg.kind for leg in search_legs(steps, p, config)].count("second") == 0
 
 

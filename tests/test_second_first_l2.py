@@ -45,11 +45,12 @@ def test_a_long_l2_plan_splits_its_first_run() -> None:
         assert "second" not in [leg.kind for leg in search_legs(steps, 2.0, ON)]
 
 
-def test_the_second_run_takes_its_own_eps_factor_on_l2_only() -> None:
-    config = replace(ON, second_gamma_l2=0.2)
+def test_the_second_run_takes_its_own_eps_factor_per_distance() -> None:
+    config = replace(ON, second_gamma_l2=0.2, second_gamma_linf=0.4)
     assert second_config(2.0, config) == replace(config, gamma_init=0.2)
     assert second_config(1.0, config) == replace(config, l1_slow_after=0)
-    assert second_config(math.inf, config) == config
+    assert second_config(math.inf, config) == replace(config, gamma_init=0.4)
+    assert second_config(0.0, config) == config
 
 
 def test_the_options_are_checked() -> None:

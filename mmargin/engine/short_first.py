@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from mmargin.engine.passes import is_short
@@ -85,7 +86,8 @@ def second_config(p: float, config: GradientConfig) -> GradientConfig:
     on the Lp distance ``p``: on L1 every row on the L1 start (``l1_slow_after`` 0); on L2
     (``config.second_first_l2`` > 0: :func:`mmargin.engine.passes.search_legs`) its ε factor
     starts at ``config.second_gamma_l2`` instead of ``gamma_init``, so the two first runs
-    settle in different basins; otherwise ``config`` itself.
+    settle in different basins, and on L∞ at ``config.second_gamma_linf`` (the figures:
+    :func:`mmargin.engine.passes.linf_second`); otherwise ``config`` itself.
 
     Where a 1000-pass L2 search loses (session 20, images 0–199, tune_cnn_fgsm): of the
     36 samples where ALMA's 1000-pass flip or the 250-pass search's beat the 1000-pass
@@ -123,4 +125,6 @@ def second_config(p: float, config: GradientConfig) -> GradientConfig:
         return replace(config, l1_slow_after=0)
     if p == 2.0:
         return replace(config, gamma_init=config.second_gamma_l2)
+    if p == math.inf:
+        return replace(config, gamma_init=config.second_gamma_linf)
     return config

@@ -143,7 +143,9 @@ class GradientConfig:
     (:func:`mmargin.engine.passes.second_first`; 0 = off); a long L2 search gives
     ``second_first_l2`` of its first run's steps to a second first run from the clean
     input whose ε factor starts at ``second_gamma_l2``
-    (:func:`mmargin.engine.short_first.second_config`; 0 = off). In a short L2 search
+    (:func:`mmargin.engine.short_first.second_config`; 0 = off), and a long L∞ search
+    ``second_first_linf`` of them to one whose ε factor starts at ``second_gamma_linf``
+    (:func:`mmargin.engine.passes.linf_second`; 0 = off). In a short L2 search
     whose probes are too short for the hopeless exit (250 passes), a sample whose
     Lagrangian run found a smaller flip than its first ε-ball run skips the last
     ``won_probes`` probes and its last refinement takes their steps
@@ -218,6 +220,8 @@ class GradientConfig:
     second_first_l1: float = 0.5
     second_first_l2: float = 0.5
     second_gamma_l2: float = 0.3
+    second_first_linf: float = 0.5
+    second_gamma_linf: float = 0.3
     won_probes: int = 1
     restarts: int = 1
     candidates: int = 9
@@ -264,6 +268,8 @@ class GradientConfig:
         check_float("gradient", "second_first_l1", self.second_first_l1, 0.0, 0.9)
         check_float("gradient", "second_first_l2", self.second_first_l2, 0.0, 0.9)
         check_float("gradient", "second_gamma_l2", self.second_gamma_l2, 1e-6, 1.0)
+        check_float("gradient", "second_first_linf", self.second_first_linf, 0.0, 0.9)
+        check_float("gradient", "second_gamma_linf", self.second_gamma_linf, 1e-6, 0.9)
         check_int("gradient", "won_probes", self.won_probes, 0, 1000)
         check_float("gradient", "short_probe_share", self.short_probe_share, 0.0, 1.0)
         check_float("gradient", "short_lagrangian", self.short_lagrangian, 0.0, 0.9)
