@@ -196,7 +196,14 @@ def linf_second(plan: list[Leg], config: GradientConfig) -> list[Leg]:
     median 1.00005 → 1.00005, max 1.0057 → 1.0002. Plans under ``short_steps`` steps
     (below ~810 passes: 500 and less) never have this run, nor do L2 / L1 plans: their
     distances are unchanged by construction (L2 / L1 on mnist_cnn @1000 checked bit for
-    bit)."""
+    bit).
+
+    On the evaluation set once merged (L∞ @1000, 100 images, mmargin-only runs of main and
+    of this on one machine, pooled with the stored peers and the unchanged 100–500-pass
+    rows): the adversarially trained CNN 0.9897 → 0.9948, the batch-norm CNN 0.9979 →
+    0.9985, the MLP 1.0000 → 1.0000 (in one pool of both runs: 0.9629 (halves 0.9497 /
+    0.9668) → 0.9897 (0.9856 / 0.9908), 0.9952 (0.9937 / 0.9952) → 0.9964 (0.9953 /
+    0.9963), 1.0000 → 1.0000)."""
     return second_first(plan, config.second_first_linf)
 
 
