@@ -21,23 +21,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo
+from zoo_search import margins
 
-from mmargin.adapters import TorchAdapter
-from mmargin.distances import fit_distance, lp
-from mmargin.engine import minimal_flip
-from mmargin.engine.spec import GradientConfig, SearchSpec
+from mmargin.engine.spec import GradientConfig
 from mmargin_image.data import load_mnist
-from mmargin_image.plugin import image_space
 
 
 def _l1(
     model: torch.nn.Module, x: np.ndarray, y: np.ndarray, gradient: GradientConfig
 ) -> np.ndarray:
-    spec = SearchSpec(budget=250, batch_size=len(x), exact="never", gradient=gradient)
-    space = image_space()
-    results = minimal_flip(TorchAdapter(model), space, fit_distance(space, lp("l1")), x, y,
-                           spec=spec)  # fmt: skip
-    return np.array([r.margin for r in results], dtype=float)
+    return margins(model, x, y, "l1", 250, gradient)
 
 
 def test_the_l1_start_finds_smaller_flips_on_the_robust_tuning_cnn() -> None:

@@ -14,22 +14,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo
+from zoo_search import margins
 
-from mmargin.adapters import TorchAdapter
-from mmargin.distances import fit_distance, lp
-from mmargin.engine import minimal_flip
-from mmargin.engine.spec import GradientConfig, SearchSpec
+from mmargin.engine.spec import GradientConfig
 from mmargin_image.data import load_mnist
-from mmargin_image.plugin import image_space
-
-
-def _linf(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, gradient: GradientConfig
-          ) -> np.ndarray:  # fmt: skip
-    spec = SearchSpec(budget=1000, batch_size=len(x), exact="never", gradient=gradient)
-    space = image_space()
-    results = minimal_flip(TorchAdapter(model), space, fit_distance(space, lp("linf")), x, y,
-                           spec=spec)  # fmt: skip
-    return np.array([r.margin for r in results], dtype=float)
 
 
 def test_the_second_first_run_leaves_the_first_runs_basin() -> None:
@@ -37,7 +25,7 @@ def test_the_second_first_run_leaves_the_first_runs_basin() -> None:
     model = zoo.load("tune_cnn_fgsm").eval()
     data = load_mnist("test")
     x, y = np.ascontiguousarray(data.x[164:165]), np.ascontiguousarray(data.y[164:165])
-    new = _linf(model, x, y, GradientConfig())
-    old = _linf(model, x, y, GradientConfig(second_first_linf=0.0))
+    new = margins(model, x, y, "linf", 1000, GradientConfig())
+    old = margins(model, x, y, "linf", 1000, GradientConfig(second_first_linf=0.0))
     assert float(old[0]) > 0.285  # the first run's basin
     assert float(new[0]) < 0.95 * float(old[0])

@@ -6,7 +6,7 @@ Loaded by path (``load()`` in the tests), so it needs no package layout.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,25 @@ def linear_search(model: torch.nn.Linear, x: Tensor, config: GradientConfig,
     streams = Streams.for_samples(0, [str(i) for i in range(len(x))])
     problem = Problem(model, far_box(), lp(norm), Untargeted(), x, labels)
     return gradient_search(problem, passes, config, streams, model.weight.shape[0])
+
+
+def spy_runs(monkeypatch: Any, read: Callable[[GradientConfig], object]
+             ) -> list[tuple[int, bool, bool, object]]:  # fmt: skip
+    """Record every ε-ball run the gradient search makes (patched into
+    :mod:`mmargin.engine.gradient`, each still run): its steps, whether it starts from the
+    clean input, whether it drives no chosen class, and ``read`` of its settings."""
+    import mmargin.engine.gradient as gradient
+    from mmargin.engine.epsball import epsball_run
+
+    calls: list[tuple[int, bool, bool, object]] = []
+
+    def spy(*args: Any, **kw: Any) -> None:
+        start, against = args[3], args[5] if len(args) > 5 else kw.get("against")
+        calls.append((args[1], bool((start == 0).all()), against is None, read(args[2])))
+        epsball_run(*args, **kw)
+
+    monkeypatch.setattr(gradient, "epsball_run", spy)
+    return calls
 
 
 def relu_flips(seed: int, n: int) -> tuple[torch.nn.Module, Tensor, Tensor, SearchState]:

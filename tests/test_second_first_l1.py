@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 import torch
-from engine_fakes import exact_flip, linear_search, random_linear
+from engine_fakes import exact_flip, linear_search, random_linear, spy_runs
 
-import mmargin.engine.gradient as gradient
-from mmargin.engine.epsball import epsball_run
 from mmargin.engine.lagrangian_plan import lagrangian_steps
 from mmargin.engine.passes import ANNEAL_STEPS, Leg, search_legs, second_first
 from mmargin.engine.spec import GradientConfig
@@ -56,14 +54,7 @@ def test_the_search_runs_it_from_the_clean_input_on_the_l1_start(
     """A 1000-pass L1 search: the first ε-ball run (rows switch to the L1 start after
     ``l1_slow_after`` steps), then the second from the clean input toward no chosen class
     with every row on the L1 start, each for its own share; a 500-pass search has one."""
-    calls: list[tuple[int, bool, bool, int]] = []
-
-    def spy(*args: Any, **kw: Any) -> None:
-        start, against = args[3], args[5] if len(args) > 5 else kw.get("against")
-        calls.append((args[1], bool((start == 0).all()), against is None, args[2].l1_slow_after))
-        epsball_run(*args, **kw)
-
-    monkeypatch.setattr(gradient, "epsball_run", spy)
+    calls = spy_runs(monkeypatch, lambda c: c.l1_slow_after)
     model, x = random_linear(3, 12, 4, 4)
     config = GradientConfig()
     state = linear_search(model, x, config, passes=passes, norm="l1")

@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 import torch
-from engine_fakes import exact_flip, linear_search, random_linear
+from engine_fakes import exact_flip, linear_search, random_linear, spy_runs
 
-import mmargin.engine.gradient as gradient
-from mmargin.engine.epsball import epsball_run
 from mmargin.engine.lagrangian_plan import lagrangian_steps, second_steps
 from mmargin.engine.passes import Leg, search_legs
 from mmargin.engine.short_first import second_config
@@ -65,14 +63,7 @@ def test_the_search_runs_it_from_the_clean_input(monkeypatch: Any, share: float)
     """A 1000-pass L2 search: the first ε-ball run, then (with the share) the second from
     the clean input toward no chosen class with the ε factor ``second_gamma_l2``, each for
     its own share of the steps; without it one first run and every run at ``gamma_init``."""
-    calls: list[tuple[int, bool, bool, float]] = []
-
-    def spy(*args: Any, **kw: Any) -> None:
-        start, against = args[3], args[5] if len(args) > 5 else kw.get("against")
-        calls.append((args[1], bool((start == 0).all()), against is None, args[2].gamma_init))
-        epsball_run(*args, **kw)
-
-    monkeypatch.setattr(gradient, "epsball_run", spy)
+    calls = spy_runs(monkeypatch, lambda c: c.gamma_init)
     model, x = random_linear(3, 12, 4, 4)
     config = replace(ON, second_first_l2=share, second_gamma_l2=0.2)
     state = linear_search(model, x, config, passes=1000, norm="l2")

@@ -9,10 +9,8 @@ import math
 from typing import Any
 
 import pytest
-from engine_fakes import linear_search, random_linear
+from engine_fakes import linear_search, random_linear, spy_runs
 
-import mmargin.engine.gradient as gradient
-from mmargin.engine.epsball import epsball_run
 from mmargin.engine.passes import Leg, search_legs
 from mmargin.engine.spec import GradientConfig
 
@@ -50,14 +48,7 @@ def test_the_search_runs_it_from_the_clean_input_with_its_own_factor(
 ) -> None:
     """A 1000-pass L∞ search: the first ε-ball run, then the second from the clean input
     toward no chosen class with γ ``second_gamma_linf``; a 500-pass search has one."""
-    calls: list[tuple[int, bool, bool, float]] = []
-
-    def spy(*args: Any, **kw: Any) -> None:
-        start, against = args[3], args[5] if len(args) > 5 else kw.get("against")
-        calls.append((args[1], bool((start == 0).all()), against is None, args[2].gamma_init))
-        epsball_run(*args, **kw)
-
-    monkeypatch.setattr(gradient, "epsball_run", spy)
+    calls = spy_runs(monkeypatch, lambda c: c.gamma_init)
     model, x = random_linear(3, 12, 4, 4)
     config = GradientConfig()
     state = linear_search(model, x, config, passes=passes, norm="linf")
