@@ -5,7 +5,8 @@ and on adversarially trained models (flat, noisy losses) the first-order ranking
 classes at the clean input often misses the nearest one too. So the steps are split into
 
 1. a **first** run of the usual ``z_y − max_j z_j`` loss (it finds *a* boundary, fast;
-   a long L1 search runs two, the second on the L1 start: :func:`second_first`);
+   a long search runs two, the second from the clean input on its own schedule: on L1 the
+   L1 start, on L2 and L∞ a faster-shrinking ε: :func:`second_first`);
 2. short **probes**: one pairwise run ``z_y − z_c`` per candidate class ``c`` — the best
    first-order ranked classes other than the one the first run landed in — each a whole
    annealed run of its own, so what a probe reaches predicts what its class can give;
@@ -122,8 +123,9 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
     distance ``p``, ``spent`` of which go to the Lagrangian run: :func:`legs` over the
     rest, with the short plan's probes where :func:`is_short` says so for ``steps``; a
     short L1 search (under ``short_steps``) has at most ``short_probes_l1`` probes, and the
-    steps of the others go to the refinements of the best flip; a long L1 or L2 search
-    splits its first run (:func:`second_first`: ``second_first_l1`` / ``second_first_l2``)."""
+    steps of the others go to the refinements of the best flip; a long L1, L2 or L∞ search
+    splits its first run (:func:`second_first`: ``second_first_l1`` / ``second_first_l2``;
+    :func:`linf_second`)."""
     short = is_short(steps, p, config)
     probes = config.short_probes if short else config.probes
     share = config.short_probe_share if short else config.probe_share
@@ -134,7 +136,7 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
         plan = floor_probes(plan, probes)
     if p == 1.0 and steps >= config.short_steps:
         return second_first(plan, config.second_first_l1)
-    if p == 2.0 and not short:
+    if p == 2.0 and steps >= config.short_steps:
         return second_first(plan, config.second_first_l2)
     if p == math.inf and steps >= config.short_steps:
         return linf_second(plan, config)
@@ -246,8 +248,9 @@ def second_first(plan: list[Leg], share: float) -> list[Leg]:
     (``l1_slow_after`` 0: :func:`mmargin.engine.anneal.schedule_start`); unchanged where
     either run would get fewer than :data:`ANNEAL_STEPS` steps (or ``share`` is 0). Only a
     long L1 plan has it (:func:`search_legs`: from ``short_steps`` steps, 1000 passes), and
-    with ``second_first_l2`` a long L2 plan, whose second run starts its ε factor at
-    ``second_gamma_l2`` instead (:func:`mmargin.engine.short_first.second_config`).
+    with ``second_first_l2`` / ``second_first_linf`` a long L2 / L∞ plan, whose second run
+    starts its ε factor at ``second_gamma_l2`` / ``second_gamma_linf`` instead
+    (:func:`mmargin.engine.short_first.second_config`).
 
     On the robust tuning CNNs a long L1 search's first run decides the basin of its final
     flip: at 1000 passes (L1, images 0–199) 113 of tune_cnn_fgsm's 200 final flips and 110
