@@ -1,8 +1,8 @@
 """The second first run of a long L2 search (``second_first_l2``,
 :func:`mmargin.engine.passes.second_first`): a share of the first ε-ball run's steps goes to
 another run from the clean input whose ε factor starts at ``second_gamma_l2``
-(:func:`mmargin.engine.short_first.second_config`); short plans, other distances and the
-share 0 keep one first run."""
+(:func:`mmargin.engine.short_first.second_config`); short plans and the share 0 keep one
+first run."""
 
 from __future__ import annotations
 

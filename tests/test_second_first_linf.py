@@ -1,7 +1,7 @@
 """The second first run of a long L∞ search (:func:`mmargin.engine.passes.second_first`,
 ``GradientConfig.second_first_linf``): a share of the first run's steps goes to another run
-from the clean input right after the first, with its own ε factor ``second_gamma_linf``
-(and step share ``second_alpha_linf``); short plans (500 passes) keep one first run."""
+from the clean input right after the first, with its own ε factor ``second_gamma_linf``;
+short plans (500 passes) keep one first run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import math
 from typing import Any
 
 import pytest
-from engine_fakes import linear_search, random_linear, spy_runs
+import torch
+from engine_fakes import exact_flip, linear_search, random_linear, spy_runs
 
 from mmargin.engine.passes import Leg, search_legs
 from mmargin.engine.spec import GradientConfig
@@ -61,3 +62,16 @@ def test_the_search_runs_it_from_the_clean_input_with_its_own_factor(
     else:
         assert calls[0] == (plan[0].steps, True, True, gamma)
         assert all(g == gamma for *_, g in calls)
+
+
+def test_the_linear_models_linf_flips_stay_at_the_closed_form() -> None:
+    """On a linear model in a far box the 1000-pass L∞ search with the split ends within
+    1 % of the minimal L∞ flip (:func:`engine_fakes.exact_flip`, dual norm L1), never below
+    it."""
+    model, x = random_linear(5, 12, 4, 6)
+    state = linear_search(model, x, GradientConfig(), norm="linf")
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    ratio = state.best_norm / exact_flip(model, x, labels, dual=1.0)
+    assert bool((ratio >= 1 - 1e-6).all())
+    assert float(ratio.max()) <= 1.01
