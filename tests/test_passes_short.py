@@ -133,7 +133,7 @@ def test_long_searches_keep_the_plan_they_had(p: float) -> None:
     """1000 passes (495 steps after ranking) and more: the plan before the short plan
     existed, the Lagrangian run's share of the steps and legs over the rest (on L1, L2
     and L∞ with its first run split in two, :func:`mmargin.engine.passes.second_first`,
-    :func:`mmargin.engine.passes.linf_second`)."""
+    :func:`mmargin.engine.passes.second_share`)."""
     config = GradientConfig()
     share = {2.0: config.lagrangian, 1.0: config.lagrangian_l1}.get(p, 0.0)
     for steps in (495, 997, 4995):

@@ -55,7 +55,7 @@ def test_only_the_first_run_of_a_short_l2_plan_takes_its_own_eps_factor(
     short = p == 2.0 and passes < 2 * config.short_steps
     assert seen[0] == ("clean", 0.2 if short else config.gamma_init), (p, passes, seen)
     rest = seen[1:]
-    if p == math.inf and passes >= 2 * config.short_steps:  # .passes.linf_second
+    if p == math.inf and passes >= 2 * config.short_steps:  # .passes.second_share
         assert rest[0] == ("clean", config.second_gamma_linf), (p, passes, seen)
         rest = rest[1:]
     assert all(g == config.gamma_init for _, g in rest), (p, passes, seen)

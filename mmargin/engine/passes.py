@@ -56,12 +56,12 @@ __all__ = [
     "floor_probes",
     "is_short",
     "legs",
-    "linf_second",
     "next_class",
     "probe_classes",
     "refine_classes",
     "search_legs",
     "second_first",
+    "second_share",
     "split_steps",
     "toward",
     "won_probes",
@@ -124,8 +124,7 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
     rest, with the short plan's probes where :func:`is_short` says so for ``steps``; a
     short L1 search (under ``short_steps``) has at most ``short_probes_l1`` probes, and the
     steps of the others go to the refinements of the best flip; a long L1, L2 or L∞ search
-    splits its first run (:func:`second_first`: ``second_first_l1`` / ``second_first_l2``;
-    :func:`linf_second`)."""
+    splits its first run (:func:`second_first`, by :func:`second_share`)."""
     short = is_short(steps, p, config)
     probes = config.short_probes if short else config.probes
     share = config.short_probe_share if short else config.probe_share
@@ -134,22 +133,21 @@ def search_legs(steps: int, p: float, config: GradientConfig, spent: int = 0) ->
     plan = legs(steps - spent, config.restarts, probes, config.first_share, share)
     if short:
         plan = floor_probes(plan, probes)
-    if p == 1.0 and steps >= config.short_steps:
-        return second_first(plan, config.second_first_l1)
-    if p == 2.0 and steps >= config.short_steps:
-        return second_first(plan, config.second_first_l2)
-    if p == math.inf and steps >= config.short_steps:
-        return linf_second(plan, config)
+    if steps >= config.short_steps:
+        return second_first(plan, second_share(p, config))
     return plan
 
 
-def linf_second(plan: list[Leg], config: GradientConfig) -> list[Leg]:
-    """``plan`` (a long L∞ plan: from ``short_steps`` steps, 1000 passes) with
-    ``config.second_first_linf`` of its first run's steps given to a ``second`` first run
-    right after it (:func:`second_first`): from the clean input, driving the same loss, its
-    ε factor starting at ``config.second_gamma_linf`` instead of ``gamma_init``
-    (:func:`mmargin.engine.gradient._class_aware`). The probes and the refinement start from
-    the smaller of the two flips. At 1000 passes: runs of 97 and 97 steps instead of 194.
+def second_share(p: float, config: GradientConfig) -> float:
+    """The share of a long plan's first-run steps (from ``short_steps`` steps, 1000 passes)
+    that its ``second`` first run takes on the Lp distance ``p`` (:func:`second_first`):
+    ``second_first_l1`` / ``second_first_l2`` / ``second_first_linf``, none on L0. Each
+    distance's second run has its own schedule
+    (:func:`mmargin.engine.short_first.second_config`); the probes and the refinement start
+    from the smaller of the two flips.
+
+    On L∞ (session 20) the second run's ε factor starts at ``config.second_gamma_linf``
+    instead of ``gamma_init``; at 1000 passes: runs of 97 and 97 steps instead of 194.
 
     Diagnosis (L∞, 1000 passes, images 0–199, per-leg trace of the best flip): on the
     FGSM-trained tuning CNN the first run set the final flip's basin. The 148-step
@@ -206,7 +204,9 @@ def linf_second(plan: list[Leg], config: GradientConfig) -> list[Leg]:
     0.9985, the MLP 1.0000 → 1.0000 (in one pool of both runs: 0.9629 (halves 0.9497 /
     0.9668) → 0.9897 (0.9856 / 0.9908), 0.9952 (0.9937 / 0.9952) → 0.9964 (0.9953 /
     0.9963), 1.0000 → 1.0000)."""
-    return second_first(plan, config.second_first_linf)
+    shares = {1.0: config.second_first_l1, 2.0: config.second_first_l2,
+              math.inf: config.second_first_linf}  # fmt: skip
+    return shares.get(p, 0.0)
 
 
 def floor_probes(plan: list[Leg], probes: int) -> list[Leg]:

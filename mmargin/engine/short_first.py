@@ -87,7 +87,7 @@ def second_config(p: float, config: GradientConfig) -> GradientConfig:
     (``config.second_first_l2`` > 0: :func:`mmargin.engine.passes.search_legs`) its ε factor
     starts at ``config.second_gamma_l2`` instead of ``gamma_init``, so the two first runs
     settle in different basins, and on L∞ at ``config.second_gamma_linf`` (the figures:
-    :func:`mmargin.engine.passes.linf_second`); otherwise ``config`` itself.
+    :func:`mmargin.engine.passes.second_share`); otherwise ``config`` itself.
 
     Where a 1000-pass L2 search loses (session 20, images 0–199, tune_cnn_fgsm): of the
     36 samples where ALMA's 1000-pass flip or the 250-pass search's beat the 1000-pass

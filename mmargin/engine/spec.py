@@ -145,7 +145,7 @@ class GradientConfig:
     input whose ε factor starts at ``second_gamma_l2``
     (:func:`mmargin.engine.short_first.second_config`; 0 = off), and a long L∞ search
     ``second_first_linf`` of them to one whose ε factor starts at ``second_gamma_linf``
-    (:func:`mmargin.engine.passes.linf_second`; 0 = off). In a short L2 search
+    (:func:`mmargin.engine.passes.second_share`; 0 = off). In a short L2 search
     whose probes are too short for the hopeless exit (250 passes), a sample whose
     Lagrangian run found a smaller flip than its first ε-ball run skips the last
     ``won_probes`` probes and its last refinement takes their steps
