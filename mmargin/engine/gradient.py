@@ -123,6 +123,18 @@ def gradient_search(
     On L0 a share of the steps (:func:`smooth_steps`) goes to a smooth-L0 run
     (:mod:`mmargin.engine.smooth_l0`) after the others: the better of its best flip and
     theirs is the result, the other one the state's ``alternate``.
+
+    The whole plan runs once per call. Two independent searches on one budget (a third of
+    the passes, then the rest from the clean input, keeping each sample's better flip) were
+    measured on L1 in session 21 (200 images, pooled with adv_lib ALMA / FAB / FMN at 250
+    and 1000 passes, mean over 990 / 1000 / 1010 passes): a win on one tuning CNN, a loss on
+    the other three (tune_cnn_fgsm 0.863 → 0.893, tune_cnn_bn 0.977 → 0.972,
+    tune_cnn_fgsm_short 0.939 → 0.936, tune_cnn_pgd 0.986 → 0.984), so it is not the
+    default. Where the second search shared the first one's state (its refinements
+    starting from the better flip), tune_cnn_fgsm lost too (0.858). On L2 the best of two
+    budgets' searches (100 + 900, 250 + 750, 330 + 670 passes) was below the single
+    1000-pass search on tune_cnn_fgsm (0.902–0.926 against 0.928) and level on
+    tune_cnn_bn (0.991–0.993 against 0.993).
     """
     smooth = smooth_steps(passes // 2) if problem.distance.p == 0.0 else 0
     state = _search(problem, passes - 2 * smooth, config, streams, classes)
