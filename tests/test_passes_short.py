@@ -12,6 +12,7 @@ import torch
 from engine_fakes import random_linear
 
 import mmargin.engine.gradient as gradient
+import mmargin.engine.reach as reach
 from mmargin.distances import lp
 from mmargin.engine.lagrangian_plan import MIN_STEPS, lagrangian_steps
 from mmargin.engine.passes import Leg, is_short, legs, search_legs, second_first, split_steps
@@ -185,8 +186,9 @@ def test_a_search_below_the_split_ranks_no_classes_and_spends_every_pass(
     def refuse(*args: object) -> torch.Tensor:
         raise AssertionError("a one-run search ranked classes")
 
-    monkeypatch.setattr(gradient, "rank_classes", refuse)
     monkeypatch.setattr(gradient, "rank_reach", refuse)
+    monkeypatch.setattr(reach, "rank_classes", refuse)
+    monkeypatch.setattr(reach, "rank_reach", refuse)
     assert bool((_search(3, 12, 4, p, 2 * steps) == 2 * steps).all())
 
 

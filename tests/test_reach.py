@@ -11,9 +11,10 @@ from engine_fakes import closed_form_flips, far_box, random_linear
 
 import mmargin.engine.gradient as gradient
 from mmargin.distances import lp
-from mmargin.engine.gradient import gradient_search, rank_reach, skip_allowance
+from mmargin.engine.gradient import gradient_search, skip_allowance
 from mmargin.engine.legstop import out_of_reach
 from mmargin.engine.problem import Problem
+from mmargin.engine.reach import rank_reach
 from mmargin.engine.spec import GradientConfig
 from mmargin.engine.state import SearchState, Streams
 from mmargin.goals import Untargeted

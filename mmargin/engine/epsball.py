@@ -318,7 +318,7 @@ def _step(
 
 def _raw_gradient(loss: Tensor, inputs: Tensor) -> Tensor:
     """``∇ loss.sum()`` with respect to ``inputs``, zero where the model gives none; the
-    caller cleans non-finite entries (see :func:`input_gradient`)."""
+    caller cleans non-finite entries (see :func:`mmargin.engine.reach.input_gradient`)."""
     if loss.requires_grad:
         (grad,) = torch.autograd.grad(loss.sum(), inputs, allow_unused=True)
         if grad is not None:
