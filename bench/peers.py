@@ -75,7 +75,10 @@ def _mmargin_run(
     x_np = x.numpy()
     space = image_space()
     distance = fit_distance(space, lp(norm))  # as mmargin.api does: image L0 counts pixels
-    results = minimal_flip(TorchAdapter(model), space, distance, x_np, y.numpy(), spec=spec)
+    # ``device`` (bench/gpu_bench.py): the model and the search state there; images and
+    # adversarials go in and out as CPU arrays
+    adapter = TorchAdapter(model, device=torch.device(cfg.get("device", "cpu")))
+    results = minimal_flip(adapter, space, distance, x_np, y.numpy(), spec=spec)
     adv = x_np.copy()
     for i, r in enumerate(results):
         if r.adversarial is not None:
