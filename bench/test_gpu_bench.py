@@ -93,3 +93,16 @@ def test_input_that_dooms_the_run_stops_it_with_one_line(
 def test_cuda_without_a_gpu_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert gpu_bench.main(["--device", "cuda"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the report without CUDA")
+def test_throughput_without_a_gpu_is_reported_as_skipped(tmp_path: Path) -> None:
+    out = tmp_path / "gpu"
+    argv = ["--device", "cpu", "--models", "eval_mlp", "--norms", "l2", "--budgets", "20",
+            "--samples", "2", "--throughput-sizes", "16", "--out", str(out)]  # fmt: skip
+    assert gpu_bench.main(argv) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["throughput"] == {"skipped": "no CUDA GPU on this machine"}
+    assert "Samples per second: skipped (no CUDA GPU on this machine)." in (
+        out.with_suffix(".md").read_text()
+    )
