@@ -32,6 +32,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -178,20 +179,32 @@ def quality(
                 if budget in args.cpu_budgets and args.device != "cpu":
                     targets.append(("cpu", fresh, "cpu_"))
                 for where, into, key in targets:
-                    adv, timing = run_on_device(name, norm, budget, x, y, where, batch)
+                    row = runs.setdefault(budget, {"budget": budget})
+                    try:
+                        adv, timing = run_on_device(name, norm, budget, x, y, where, batch)
+                    except Exception as exc:  # noqa: BLE001 - one failed run is a result
+                        row[key + "error"] = _error(exc)
+                        print(f"[{name} {norm} @{budget} {where}] {row[key + 'error']}",
+                              flush=True)  # fmt: skip
+                        continue
                     into[budget], checks = _verify(cpu_model, x, y, adv, correct, norm)
-                    runs.setdefault(budget, {}).update(
-                        {key + k: v for k, v in timing.items()}, **{key + "checks": checks}
-                    )
+                    row.update({key + k: v for k, v in timing.items()}, **{key + "checks": checks})
                     seconds, passes = timing["seconds"], timing["passes_per_sample"]
                     print(f"[{name} {norm} @{budget} {where}] {seconds:.2f} s, "
                           f"{passes:.0f} passes/sample", flush=True)  # fmt: skip
-            table = score(stored, device, fresh)
-            for row in table:
-                row.update(runs[row["budget"]])
+            for row in score(stored, device, fresh):
+                runs[row["budget"]].update(row)
+            table = [runs[b] for b in budgets]
             results.setdefault(name, {})[norm] = table
             _save(out, {**head, "quality": results})
     return results
+
+
+def _error(exc: BaseException) -> str:
+    """One line: the exception and the innermost place it came from."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}".replace("\n", " ")
 
 
 def _save(out: Path, report: dict[str, Any]) -> str:
@@ -216,9 +229,16 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     worst = 0.0
+    failed: list[str] = []
     for name, norms in m.get("quality", {}).items():
         for norm, table in norms.items():
             for r in table:
+                failed += [f"- {name} {norm} @{r['budget']} {where}: {r[key]}"
+                           for key, where in (("error", m["device"]), ("cpu_error", "cpu"))
+                           if key in r]  # fmt: skip
+                if "device_optimality" not in r:  # the device's run failed: listed below
+                    lines.append(f"| {name} | {norm} | {r['budget']} | – | – | failed |||||")
+                    continue
                 stored, fresh = r["cpu_optimality"], r["fresh_cpu_optimality"]
                 ref = fresh if fresh is not None else stored
                 diff = None if ref is None else r["device_optimality"] - ref
@@ -232,6 +252,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Optimality: AttackBench's, pooled per model and norm over every row (stored "
               "peers, stored and fresh CPU mmargin, device); difference: device − CPU (this "
               "run's where it ran, else the stored row)."]  # fmt: skip
+    if failed:
+        lines += ["", "Runs that failed (the rest of the report stands):", "", *failed]
     verdict = "within" if worst <= m["tolerance"] else "NOT within"
     lines += ["", f"Largest |device − CPU| optimality: {worst:.4f} ({verdict} the tolerance "
               f"{m['tolerance']}).", ""]  # fmt: skip
@@ -308,9 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.throughput_sizes:  # first: bounded, and the figure most asked for
         from scale_bench import gpu_throughput
 
-        head["throughput"] = gpu_throughput(
-            args.throughput_budget, args.throughput_sizes, args.cpu_max_batch
-        )
+        try:
+            head["throughput"] = gpu_throughput(
+                args.throughput_budget, args.throughput_sizes, args.cpu_max_batch
+            )
+        except Exception as exc:  # noqa: BLE001 - reported; the quality part still runs
+            head["throughput"] = {"skipped": f"failed: {_error(exc)}"}
         _save(out, head)
     full = {**head, "quality": quality(args, report, head, out)}
     print(_save(out, full))

@@ -106,3 +106,29 @@ def test_throughput_without_a_gpu_is_reported_as_skipped(tmp_path: Path) -> None
     assert "Samples per second: skipped (no CUDA GPU on this machine)." in (
         out.with_suffix(".md").read_text()
     )
+
+
+def test_a_run_that_fails_is_reported_and_the_others_stand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device path has not run on a GPU here: one budget's crash must not lose the
+    others' figures."""
+    real = gpu_bench.run_on_device
+
+    def flaky(name: str, norm: str, budget: int, *rest: object) -> object:
+        if budget == 30:
+            raise RuntimeError("CUDA error: an illegal memory access | was encountered")
+        return real(name, norm, budget, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gpu_bench, "run_on_device", flaky)
+    out = tmp_path / "gpu"
+    argv = ["--device", "cpu", "--models", "eval_mlp", "--norms", "l2", "--budgets", "20",
+            "30", "--samples", "3", "--throughput-sizes", "--out", str(out)]  # fmt: skip
+    assert gpu_bench.main(argv) == 0
+    ok, failed = json.loads(out.with_suffix(".json").read_text())["quality"]["eval_mlp"]["l2"]
+    assert ok["budget"] == 20 and 0 < ok["device_optimality"] <= 1
+    assert failed["budget"] == 30 and "device_optimality" not in failed
+    assert failed["error"].startswith("RuntimeError: CUDA error: an illegal memory access")
+    text = out.with_suffix(".md").read_text()
+    assert "| eval_mlp | l2 | 30 | – | – | failed |" in text
+    assert "- eval_mlp l2 @30 cpu: RuntimeError: CUDA error" in text
