@@ -20,19 +20,18 @@ Two parts, the second first (bounded, and the figure most asked for):
    (:func:`scale_bench.gpu_throughput`; skipped without CUDA).
 
 ``--device cpu`` runs part 1 without a GPU (``bench/test_gpu_bench.py`` does, on a few
-images). Writes ``<out>.json`` and ``<out>.md``, and after each model the JSON so far.
+images). Writes ``<out>.json`` and ``<out>.md`` after part 2 and after each model and norm
+of part 1, so a run cut short keeps what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from image_bench import _verify
+from image_bench import _verify, error_line
+from image_report import dist_from_json
 from metrics import attackbench_optimality, per_sample_best
 from peers import _mmargin_config, _mmargin_run
 
 from mmargin.engine.counting import CountingModule
 
 STORED = Path(__file__).resolve().parent / "results" / "image.json"
-DEVICE_ROW = "mmargin.device"
-"""The method key of the device's rows in the pool (not a peer: see ``metrics.is_peer``)."""
 
 
 def stored_distances(block: dict[str, Any], samples: int) -> dict[int, dict[str, np.ndarray]]:
@@ -57,9 +55,7 @@ def stored_distances(block: dict[str, Any], samples: int) -> dict[int, dict[str,
     out: dict[int, dict[str, np.ndarray]] = {}
     for budget, rows in block["runs"].items():
         out[int(budget)] = {
-            r["method"]: np.array(
-                [math.inf if d is None else float(d) for d in r["distances"][:samples]]
-            )
+            r["method"]: dist_from_json(r["distances"][:samples])
             for r in rows
             if r.get("status") == "ok" and r.get("distances") is not None
         }
@@ -201,10 +197,8 @@ def quality(
 
 
 def _error(exc: BaseException) -> str:
-    """One line: the exception and the innermost place it came from."""
-    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    where = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
-    return f"{type(exc).__name__}: {exc}{where}".replace("\n", " ")
+    """:func:`image_bench.error_line` on one line (the report lists it as a Markdown item)."""
+    return error_line(exc).replace("\n", " ")
 
 
 def _save(out: Path, report: dict[str, Any]) -> str:

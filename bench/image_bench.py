@@ -172,6 +172,12 @@ def _verify(
     return dist.numpy().astype(np.float64), checks
 
 
+def error_line(exc: BaseException) -> str:
+    """A caught exception as a result: its type, message and innermost place."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno})"
+
+
 def _run_method(
     method: Method,
     norm: str,
@@ -200,9 +206,7 @@ def _run_method(
             advs.append(adv)
             extras.append(extra)
     except Exception as exc:  # noqa: BLE001 - a peer crashing is a result to record
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        where = f"{Path(frame.filename).name}:{frame.lineno}"
-        error = f"{type(exc).__name__}: {exc} (at {where})"
+        error = error_line(exc)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
     row: dict[str, Any] = {

@@ -29,6 +29,11 @@ def json_dist(values: np.ndarray) -> list[float | None]:
     return [None if not math.isfinite(v) else float(v) for v in values]
 
 
+def dist_from_json(values: list[float | None]) -> np.ndarray:
+    """The inverse of :func:`json_dist`: null back to ∞."""
+    return np.array([math.inf if v is None else float(v) for v in values])
+
+
 def _clean(obj: Any) -> Any:
     """Non-finite floats become null (strict JSON)."""
     if isinstance(obj, float):
