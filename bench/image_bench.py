@@ -10,7 +10,9 @@ here: it counts only if the model's prediction differs from the label and every 
 pixels that changed). Samples the model already misclassifies count as distance 0 for every
 method. Optimality is pooled per model and norm: against the per-sample best over every row
 of every budget. mmargin is then timed back to back against the fastest peer reaching
-optimality ≥ 0.9 at the largest budget (``--timing-all``: against every peer).
+optimality ≥ 0.9 at the largest budget (``--timing-all``: against every peer), and at the
+smallest budget where its optimality reaches that peer's, against the peer at the largest
+(``--no-matched-timing``: not).
 
     python bench/image_bench.py --samples 100 --budgets 100 250 500 1000 \
         --norms l2 linf l1 --out bench/results/image.json
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 from image_provenance import cpu_kernels, import_libraries, provenance, version
 from image_report import combine, json_dist, markdown, restore_report, write
-from image_timing import log, paired_timing, timing_targets
+from image_timing import log, matched_timing, paired_timing, timing_targets
 from metrics import TIMING_THRESHOLD, score_runs
 from peer_base import ALL_NORMS, NORMS, Method
 from peers import METHODS
@@ -106,6 +108,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="time mmargin against every peer, not only the fastest one with optimality "
         f">= {TIMING_THRESHOLD} at the main budget",
+    )
+    parser.add_argument(
+        "--no-matched-timing",
+        dest="matched_timing",
+        action="store_false",
+        help="skip the second paired timing: mmargin at the smallest budget whose optimality "
+        "reaches that peer's at the main budget, against the peer at the main budget",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/image.json"))
     parser.add_argument(
@@ -281,6 +290,7 @@ def _run_norm(
     main_rows = runs[args.main_budget]
     targets = timing_targets(main_rows, args.timing_all)
     paired_timing(main_rows, targets, norm, args.main_budget, args, counter, x, y, tag)
+    matched_timing(runs, norm, args.main_budget, args, counter, x, y, tag)
     for rows in runs.values():
         for r in rows:
             if "_dist" in r:
@@ -406,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             "timing_samples": min(args.timing_samples, int(x.shape[0])),
             "timing_repeats": args.timing_repeats,
             "timing_all": args.timing_all,
+            "matched_timing": args.matched_timing,
             "threads": torch.get_num_threads(),
             "device": "cpu",
             "seed": args.seed,

@@ -193,7 +193,11 @@ def test_headline_from_a_synthetic_report() -> None:
     assert h["timed_against"] == "adv_lib DDN"
     assert h["paired_ratio"] == pytest.approx(0.85)
     text = image_report.markdown(report)
-    assert "| m1 | L0 (pixels) | 0.995 | adv_lib ALMA 0.980 | 0.970 | 0.85 (adv_lib DDN) |" in text
+    line = "| m1 | L0 (pixels) | 0.995 | adv_lib ALMA 0.980 | 0.970 | 0.85 (adv_lib DDN) |"
+    assert f"{line} – |" in text  # no matched-quality timing in this report
+    rows = report["models"]["m1"]["norms"]["l0"]["runs"]["1000"]
+    rows[2]["matched_timing"] = {"mmargin_budget": 250, "median_ratio": 0.31}
+    assert f"{line} 0.31 (@250) |" in image_report.markdown(report)
     # the budget curve: one line per method, its pooled optimality at each budget
     assert "| adv_lib DDN | 0.900 | 0.950 |" in text
     assert "| adv_lib ALMA | – | 0.980 |" in text
