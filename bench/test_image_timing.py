@@ -66,7 +66,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 
 def _time(runs: dict[int, list[dict[str, Any]]], **extra: Any) -> None:
     x, y = torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
-    image_timing.matched_timing(runs, "l2", 1000, _args(**extra), None, x, y)  # type: ignore[arg-type]
+    image_timing.matched_timing(runs, "l2", 1000, _args(**extra), None, x, y)
 
 
 def test_matched_budget_is_the_smallest_reaching_the_figure() -> None:
