@@ -70,9 +70,23 @@ def _pairs(
     return pairs
 
 
-def _record(pairs: list[tuple[float, float]], samples: int) -> dict[str, Any]:
+def _timed_pairs(
+    row: dict[str, Any], key: str, ours_budget: int, budget: int, norm: str,
+    args: argparse.Namespace, counter: CountingModule, x: torch.Tensor, y: torch.Tensor,
+    tag: str,
+) -> dict[str, Any] | None:  # fmt: skip
+    """:func:`_pairs` of mmargin at ``ours_budget`` against ``row``'s method at ``budget`` on
+    the first ``--timing-samples`` images: the raw pairs and the median ratio, or ``None``
+    after a crash, which is recorded on ``row`` as ``<key>_error`` (it must not sink the run)."""
+    xs, ys = x[: args.timing_samples], y[: args.timing_samples]
+    try:
+        pairs = _pairs(METHODS[row["method"]], ours_budget, budget, norm, args, counter, xs, ys)
+    except Exception as exc:  # noqa: BLE001 - a crash in timing must not sink the run
+        row[f"{key}_error"] = f"{type(exc).__name__}: {exc}"
+        log(f"[{tag} {norm}] {key.replace('_', ' ')} {row['method']}: ERROR {exc}")
+        return None
     return {
-        "samples": samples,
+        "samples": int(xs.shape[0]),
         "seconds_pairs_mmargin_method": pairs,
         "median_ratio": float(np.median([a / b for a, b in pairs])),
     }
@@ -89,19 +103,14 @@ def paired_timing(
     machine's load changing during the (long) main run."""
     if args.timing_repeats <= 0 or "mmargin" not in args.methods:
         return
-    xs, ys = x[: args.timing_samples], y[: args.timing_samples]
     for r in rows:
         if r["method"] not in targets:
             continue
-        try:
-            pairs = _pairs(METHODS[r["method"]], budget, budget, norm, args, counter, xs, ys)
-        except Exception as exc:  # noqa: BLE001 - a crash in timing must not sink the run
-            r["paired_timing_error"] = f"{type(exc).__name__}: {exc}"
-            log(f"[{tag} {norm}] paired timing {r['method']}: ERROR {exc}")
+        timed = _timed_pairs(r, "paired_timing", budget, budget, norm, args, counter, x, y, tag)
+        if timed is None:
             continue
-        r["paired_timing"] = _record(pairs, int(xs.shape[0]))
-        ratio = r["paired_timing"]["median_ratio"]
-        log(f"[{tag} {norm}] paired timing mmargin / {r['method']}: {ratio:.2f}")
+        r["paired_timing"] = timed
+        log(f"[{tag} {norm}] paired timing mmargin / {r['method']}: {timed['median_ratio']:.2f}")
 
 
 def matched_budget(runs: dict[int, list[dict[str, Any]]], needed: float) -> int | None:
@@ -144,14 +153,10 @@ def matched_timing(
             return
         record.update(peer["paired_timing"], same_as_paired=True)
     elif at is not None:
-        xs, ys = x[: args.timing_samples], y[: args.timing_samples]
-        try:
-            pairs = _pairs(METHODS[peer["method"]], at, budget, norm, args, counter, xs, ys)
-        except Exception as exc:  # noqa: BLE001 - a crash in timing must not sink the run
-            peer["matched_timing_error"] = f"{type(exc).__name__}: {exc}"
-            log(f"[{tag} {norm}] matched timing {peer['method']}: ERROR {exc}")
+        timed = _timed_pairs(peer, "matched_timing", at, budget, norm, args, counter, x, y, tag)
+        if timed is None:
             return
-        record.update(_record(pairs, int(xs.shape[0])))
+        record.update(timed)
     peer["matched_timing"] = record
     if "median_ratio" in record:
         log(

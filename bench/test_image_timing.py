@@ -142,6 +142,10 @@ def test_a_crash_in_the_timing_is_recorded_not_raised(monkeypatch: pytest.Monkey
     peer = runs[1000][1]
     assert "matched_timing" not in peer
     assert peer["matched_timing_error"] == "RuntimeError: out of memory"
+    x, y = torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
+    image_timing.paired_timing(runs[1000], ["foolbox.deepfool"], "l2", 1000, _args(), None, x, y)
+    assert "paired_timing" not in peer
+    assert peer["paired_timing_error"] == "RuntimeError: out of memory"
 
 
 def test_the_headline_shows_the_ratio_and_the_budget(calls: list[tuple[str, int]]) -> None:
