@@ -211,7 +211,8 @@ def _name(r: dict[str, Any]) -> str:
     return r["method"] if r["method"] == "mmargin" else f"{r['library']} {r['attack']}"
 
 
-def _row(rows: list[dict[str, Any]], method: str) -> dict[str, Any] | None:
+def ok_row(rows: list[dict[str, Any]], method: str) -> dict[str, Any] | None:
+    """``method``'s row among ``rows`` if it ran (``status == "ok"``), else ``None``."""
     return next((r for r in rows if r["method"] == method and r["status"] == "ok"), None)
 
 
@@ -237,8 +238,8 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for model, block in report["models"].items():
         for norm, nb in block["norms"].items():
             main = nb["runs"][str(nb["main_budget"])]
-            ours = _row(main, "mmargin")
-            low = _row(nb["runs"].get(str(HEADLINE_LOW_BUDGET), []), "mmargin")
+            ours = ok_row(main, "mmargin")
+            low = ok_row(nb["runs"].get(str(HEADLINE_LOW_BUDGET), []), "mmargin")
             peers = [
                 r for r in main
                 if r["status"] == "ok" and is_peer(r["method"]) and r.get("optimality") is not None
@@ -324,7 +325,7 @@ def _curves(nb: dict[str, Any]) -> list[str]:
     for key, name in keys.items():
         cells = []
         for b in budgets:
-            r = _row(nb["runs"][str(b)], key)
+            r = ok_row(nb["runs"][str(b)], key)
             cells.append(_fmt(r.get("optimality") if r else None, ".3f"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return [*lines, ""]

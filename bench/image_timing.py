@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from image_report import ok_row
 from metrics import TIMING_THRESHOLD, fastest_qualifying
 from peer_base import Method
 from peers import METHODS
@@ -117,10 +118,8 @@ def matched_budget(runs: dict[int, list[dict[str, Any]]], needed: float) -> int 
     """The smallest budget of ``runs`` whose mmargin row's pooled optimality is at least
     ``needed`` (``None``: no budget reaches it)."""
     for budget in sorted(runs):
-        ours = next((r for r in runs[budget] if r["method"] == "mmargin"), None)
-        if ours is None or ours["status"] != "ok":
-            continue
-        score = ours.get("optimality")
+        ours = ok_row(runs[budget], "mmargin")
+        score = ours.get("optimality") if ours is not None else None
         if score is not None and math.isfinite(score) and score >= needed:
             return budget
     return None
@@ -145,8 +144,8 @@ def matched_timing(
     needed = float(peer["optimality"])
     at = matched_budget(runs, needed)
     record: dict[str, Any] = {"mmargin_budget": at, "method_optimality": needed}
-    if at is not None:
-        ours = next(r for r in runs[at] if r["method"] == "mmargin")
+    ours = ok_row(runs[at], "mmargin") if at is not None else None
+    if ours is not None:
         record["mmargin_optimality"] = ours["optimality"]
     if at == budget:
         if "paired_timing" not in peer:
